@@ -1,0 +1,3 @@
+from midihub.cli import main
+
+main()

@@ -1,0 +1,118 @@
+"""Wires the hub, the sockets, logging and signals into the ``midihub serve`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from midihub import config as config_module
+from midihub.config import ConfigError, HubConfig
+from midihub.hub import Endpoint, Hub
+from midihub.net import HubServer
+from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Session
+
+log = logging.getLogger("midihub")
+
+
+def _who(session: Session) -> str:
+    addr = session.control_addr
+    host = addr[0].removeprefix("::ffff:") if isinstance(addr[0], str) else addr[0]
+    return f"{session.peer_name or '(unnamed)'!r} from {host}:{addr[1]}"
+
+
+def log_event(endpoint: Endpoint, event: Event) -> None:
+    """The admin's view of the hub: every join and leave, with name and address."""
+    where = f"{endpoint.label} :{endpoint.port}"
+    if isinstance(event, PeerJoined):
+        log.info("%s: %s joined", where, _who(event.session))
+    elif isinstance(event, PeerLeft):
+        if event.session.joined_at is None and event.reason in ("rejected", "no-answer"):
+            log.warning(
+                "%s: invitation to %s failed (%s)", where, _who(event.session), event.reason
+            )
+        else:
+            log.info("%s: %s left (%s)", where, _who(event.session), event.reason)
+    elif isinstance(event, LatencyMeasured):
+        log.debug("%s: %s rtt %.1f ms", where, _who(event.session), event.rtt * 1000)
+    elif isinstance(event, PacketsLost):
+        log.debug("%s: %s lost %d packet(s)", where, _who(event.session), event.count)
+
+
+class App:
+    """One running hub. ``run()`` returns when asked to stop (signal or ``stop()``)."""
+
+    def __init__(
+        self, config: HubConfig, config_path: Path | None = None, bind: str | None = None
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.bind_override = bind
+        self.hub = Hub(config)
+        self.hub.listeners.append(log_event)
+        self.server: HubServer | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.server = HubServer(self.hub, loop)
+        self.server.start()
+        for spec in self.config.endpoints():
+            log.info(
+                "listening on %s port %d (data %d): %s",
+                self.config.bind,
+                spec.port,
+                spec.port + 1,
+                spec.label,
+            )
+        installed = []
+        for signum, handler in (
+            (signal.SIGINT, self.stop),
+            (signal.SIGTERM, self.stop),
+            (signal.SIGHUP, self.reload),
+        ):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, handler)
+                installed.append(signum)
+        try:
+            await self._stop.wait()
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            self.server.close()
+            log.info("stopped")
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def reload(self) -> None:
+        """Re-read the configuration file (SIGHUP); a bad file changes nothing."""
+        if self.server is None:
+            return
+        try:
+            new, _ = config_module.load(self.config_path, self.bind_override)
+        except ConfigError as error:
+            log.error("reload refused, configuration unchanged: %s", error)
+            return
+        for problem in self.server.reconfigure(new):
+            log.error("reload: %s", problem)
+        self.config = self.hub.config
+        log.info(
+            "configuration reloaded from %s: ports %s",
+            self.config_path or "defaults",
+            ", ".join(str(p) for p in sorted(self.hub.endpoints)),
+        )
+
+
+def install_fast_loop() -> str:
+    """Use uvloop where installed; the standard loop otherwise (both are supported)."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"

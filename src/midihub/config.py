@@ -1,0 +1,231 @@
+"""Configuration: a TOML file, or the legacy ``midiports`` JSON, validated with pydantic.
+
+Every problem is reported at once, each naming the field (and the line, where the
+file format lets us find it), so an admin fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_GROUPS: dict[str, tuple[int, int]] = {"GroupOne": (5040, 5042), "GroupTwo": (5050, 5052)}
+SEARCH_PATHS = ("midihub.toml", "midiports")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _check_port(port: int) -> int:
+    # Parity is checked with the other cross-port rules, so one pass reports them all.
+    if not 1 <= port <= 65534:
+        raise ValueError(f"port {port} is outside 1..65534")
+    return port
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class GroupConfig(_Strict):
+    """What arrives on ``in`` goes out to everyone on ``out``."""
+
+    in_port: int = Field(alias="in")
+    out_port: int = Field(alias="out")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            if len(value) != 2:
+                raise ValueError("a group is [in, out]: exactly two ports")
+            return {"in": value[0], "out": value[1]}
+        return value
+
+    _ports = field_validator("in_port", "out_port")(_check_port)
+
+
+class RoomConfig(_Strict):
+    """One port; everyone hears everyone else, never their own echo."""
+
+    port: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_port(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"port": value}
+        return value
+
+    _port = field_validator("port")(_check_port)
+
+
+class HubConfig(_Strict):
+    bind: str = "0.0.0.0"
+    name: str = Field(default="midihub", min_length=1, max_length=63)
+    timeout: float = Field(default=30.0, gt=0, description="seconds of silence before a drop")
+    ck_interval: float = Field(default=10.0, gt=0, description="seconds between clock syncs")
+    max_participants: int = Field(default=64, ge=1, le=1024, description="per port")
+    groups: dict[str, GroupConfig] = Field(default_factory=dict)
+    rooms: dict[str, RoomConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> HubConfig:
+        if not self.groups and not self.rooms:
+            groups = {k: GroupConfig(**{"in": a, "out": b}) for k, (a, b) in DEFAULT_GROUPS.items()}
+            object.__setattr__(self, "groups", groups)
+        return self
+
+    def endpoints(self) -> list[EndpointSpec]:
+        """Every port pair the hub listens on, with its role."""
+        specs: list[EndpointSpec] = []
+        for name, group in self.groups.items():
+            specs.append(EndpointSpec(group.in_port, name, "in"))
+            specs.append(EndpointSpec(group.out_port, name, "out"))
+        for name, room in self.rooms.items():
+            specs.append(EndpointSpec(room.port, name, "room"))
+        return specs
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    port: int
+    owner: str  # the group or room name
+    role: Literal["in", "out", "room"]
+
+    @property
+    def label(self) -> str:
+        return self.owner if self.role == "room" else f"{self.owner} {self.role}"
+
+
+def parse(text: str, source: str = "<config>", bind: str | None = None) -> HubConfig:
+    """Parse TOML or legacy JSON (told apart by content) and check everything."""
+    stripped = text.lstrip()
+    raw: dict[str, Any]
+    if stripped.startswith("{"):
+        raw, problems = _parse_legacy_json(text, source)
+    else:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(source, [f"TOML syntax: {error}"]) from None
+        problems = []
+    if bind is not None:
+        raw["bind"] = bind
+    try:
+        config = HubConfig.model_validate(raw)
+    except ValidationError as error:
+        problems += [_describe(err, text) for err in error.errors()]
+        raise ConfigError(source, problems) from None
+    problems += _cross_check(config, text)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load(path: str | Path | None, bind: str | None = None) -> tuple[HubConfig, Path | None]:
+    """Load ``path``; with None, the first of ./midihub.toml, ./midiports, else defaults."""
+    if path is None:
+        for candidate in SEARCH_PATHS:
+            if Path(candidate).is_file():
+                path = candidate
+                break
+        else:
+            return parse("", "<defaults>", bind), None
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(str(file), [f"cannot read: {error.strerror or error}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), ["not UTF-8 text"]) from None
+    return parse(text, str(file), bind), file
+
+
+def _parse_legacy_json(text: str, source: str) -> tuple[dict[str, Any], list[str]]:
+    """The old hub's ``midiports``: ``{"GroupOne": [5040, 5042], ...}`` and nothing else."""
+    problems: list[str] = []
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                problems.append(f"{key}: name used twice")
+            seen[key] = value
+        return seen
+
+    try:
+        data = json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as error:
+        raise ConfigError(source, [f"JSON syntax: line {error.lineno}: {error.msg}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["legacy JSON must be an object of name: [in, out]"])
+    return {"groups": data}, problems
+
+
+def _describe(error: Any, text: str) -> str:
+    loc = [str(part) for part in error["loc"]]
+    # Pydantic names the alias for table fields; in/out of a pair read better as such.
+    field = ".".join(loc) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    line = _line_of(text, loc)
+    return f"{line}{field}: {message}"
+
+
+def _line_of(text: str, loc: list[str]) -> str:
+    """Best effort: the line where the innermost named key appears."""
+    names = [part for part in loc if not part.isdigit() and part not in ("in_port", "out_port")]
+    if not names or not text:
+        return ""
+    key = names[-1]
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip().lstrip("\"'")
+        if stripped.startswith(key) and stripped[len(key) :].lstrip("\"' ").startswith(("=", ":")):
+            return f"line {number}: "
+    return ""
+
+
+def _cross_check(config: HubConfig, text: str) -> list[str]:
+    problems: list[str] = []
+    owners: dict[int, str] = {}
+    for spec in config.endpoints():
+        field = _field_of(spec)
+        where = _line_of(text, [spec.owner])
+        if spec.port % 2:
+            problems.append(
+                f"{where}{field}: port {spec.port} is odd; an RTP MIDI control port must be "
+                "even (its data port is the next one)"
+            )
+        if spec.port in owners:
+            problems.append(
+                f"{where}{field}: port {spec.port} is already used by {owners[spec.port]}"
+            )
+            continue
+        for neighbour in (spec.port - 1, spec.port + 1):
+            if neighbour in owners:
+                problems.append(
+                    f"{where}{field}: ports {spec.port}-{spec.port + 1} "
+                    f"overlap {owners[neighbour]}'s pair"
+                )
+        owners[spec.port] = field
+    shared = set(config.groups) & set(config.rooms)
+    for name in sorted(shared):
+        problems.append(f"rooms.{name}: name {name!r} is also a group; names must be unique")
+    return problems
+
+
+def _field_of(spec: EndpointSpec) -> str:
+    if spec.role == "room":
+        return f"rooms.{spec.owner}"
+    return f"groups.{spec.owner}.{spec.role}"

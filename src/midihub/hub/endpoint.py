@@ -1,0 +1,39 @@
+"""A listening port pair with its name, role and sessions."""
+
+from __future__ import annotations
+
+import random
+
+from midihub.config import EndpointSpec
+from midihub.rtp import Host, Timing
+
+
+class Endpoint:
+    """One hub port (control P, data P+1) as configured, with its sans-IO ``Host``."""
+
+    __slots__ = ("host", "spec")
+
+    def __init__(
+        self,
+        spec: EndpointSpec,
+        hub_name: str,
+        timing: Timing,
+        rng: random.Random,
+        max_sessions: int,
+    ) -> None:
+        self.spec = spec
+        # Peers list us under this name: say which group and direction it is.
+        self.host = Host(
+            f"{hub_name} {spec.label}", rng=rng, timing=timing, max_sessions=max_sessions
+        )
+
+    @property
+    def port(self) -> int:
+        return self.spec.port
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.label} :{self.port}>"

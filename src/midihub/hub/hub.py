@@ -1,0 +1,175 @@
+"""The hub's domain core: endpoints, routing and what happens on every event.
+
+Still sans-IO: ``receive``/``tick``/``reconfigure`` take bytes and time, and the
+datagrams to send come out of ``drain()``. ``midihub.net`` moves them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from midihub.config import HubConfig
+from midihub.hub.endpoint import Endpoint
+from midihub.hub.router import Router
+from midihub.rtp import (
+    Address,
+    Event,
+    MidiReceived,
+    PortKind,
+    Session,
+    Timing,
+    encode_lists,
+    encode_section,
+)
+
+MAX_LIST_LENGTH = 1200  # keeps every RTP packet under the IPv6 minimum MTU of 1280
+"""Bytes of MIDI list per packet; longer batches and SysEx are split across packets."""
+
+Listener = Callable[[Endpoint, Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    endpoint: Endpoint
+    kind: PortKind
+    data: bytes
+    addr: Address
+
+
+@dataclass(slots=True)
+class Reconfigured:
+    added: list[Endpoint]
+    removed: list[Endpoint]
+    kept: list[Endpoint]
+
+
+class Hub:
+    """All endpoints of one configuration and the routes between them."""
+
+    def __init__(self, config: HubConfig, *, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.SystemRandom()
+        self.config = config
+        self.endpoints: dict[int, Endpoint] = {}
+        self.listeners: list[Listener] = []
+        self.messages_forwarded = 0
+        self._router = Router([])
+        self._dirty: set[Endpoint] = set()  # endpoints whose outbox may hold datagrams
+        self.reconfigure(config, 0.0)
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(timeout=self.config.timeout, ck_interval=self.config.ck_interval)
+
+    # -- configuration ---------------------------------------------------------
+
+    def reconfigure(self, config: HubConfig, now: float) -> Reconfigured:
+        """Apply a new configuration: unchanged ports keep their sessions; removed
+        ports say BY to everyone on them."""
+        wanted = {spec.port: spec for spec in config.endpoints()}
+        removed: list[Endpoint] = []
+        kept: list[Endpoint] = []
+        for port, endpoint in list(self.endpoints.items()):
+            spec = wanted.get(port)
+            if spec is None or spec.role != endpoint.spec.role:
+                for event in endpoint.host.close("removed"):
+                    self._emit(endpoint, event)
+                self._dirty.add(endpoint)  # its BYs still go out on the next drain
+                removed.append(endpoint)
+            else:
+                endpoint.spec = spec
+                kept.append(endpoint)
+        self.config = config
+        timing = self.timing
+        for endpoint in kept:
+            endpoint.host.timing.timeout = timing.timeout
+            endpoint.host.timing.ck_interval = timing.ck_interval
+            endpoint.host.max_sessions = config.max_participants
+        added: list[Endpoint] = []
+        removed_ports = {e.port for e in removed}
+        for port, spec in wanted.items():
+            if port not in self.endpoints or port in removed_ports:
+                added.append(
+                    Endpoint(spec, config.name, timing, self._rng, config.max_participants)
+                )
+        for endpoint in removed:
+            del self.endpoints[endpoint.port]
+        for endpoint in added:
+            self.endpoints[endpoint.port] = endpoint
+        self._router = Router(config.endpoints())
+        return Reconfigured(added, removed, kept)
+
+    # -- input -----------------------------------------------------------------
+
+    def receive(self, port: int, kind: PortKind, data: bytes, addr: Address, now: float) -> None:
+        endpoint = self.endpoints.get(port)
+        if endpoint is None:  # a datagram read just before its port was removed
+            return
+        self._dirty.add(endpoint)
+        for event in endpoint.host.receive(data, kind, addr, now):
+            if type(event) is MidiReceived:
+                self._forward(endpoint, event, now)
+            self._emit(endpoint, event)
+
+    def _forward(self, source: Endpoint, event: MidiReceived, now: float) -> None:
+        targets = self._router.targets(source.port)
+        if not targets:
+            return
+        sections: list[bytes] | None = None
+        sender = event.session
+        for port in targets:
+            endpoint = self.endpoints[port]
+            receivers = [s for s in endpoint.host.established if s is not sender]
+            if not receivers:
+                continue
+            if sections is None:  # encoded once, whatever the number of receivers
+                sections = [
+                    encode_section(body) for body in encode_lists(event.commands, MAX_LIST_LENGTH)
+                ]
+            endpoint.host.send(receivers, sections, now)
+            self._dirty.add(endpoint)
+            self.messages_forwarded += len(event.commands) * len(receivers)
+
+    def connect(self, port: int, addr: Address, now: float) -> Session:
+        """Open an outbound session from hub port ``port`` to a remote responder."""
+        endpoint = self.endpoints[port]
+        self._dirty.add(endpoint)
+        return endpoint.host.connect(addr, now)
+
+    def send(
+        self, port: int, sessions: list[Session], commands: list[tuple[int, bytes]], now: float
+    ) -> None:
+        """Send MIDI from the hub itself (panic, release) to sessions on ``port``."""
+        sections = [encode_section(body) for body in encode_lists(commands, MAX_LIST_LENGTH)]
+        endpoint = self.endpoints[port]
+        endpoint.host.send(sessions, sections, now)
+        self._dirty.add(endpoint)
+
+    # -- time ------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        for endpoint in self.endpoints.values():
+            for event in endpoint.host.tick(now):
+                self._emit(endpoint, event)
+            self._dirty.add(endpoint)  # retries and clock syncs may be due
+
+    def close(self) -> None:
+        """Say BY to everyone (shutdown)."""
+        for endpoint in self.endpoints.values():
+            for event in endpoint.host.close("shutdown"):
+                self._emit(endpoint, event)
+            self._dirty.add(endpoint)
+
+    # -- output ----------------------------------------------------------------
+
+    def drain(self) -> Iterator[Outgoing]:
+        """Everything due to be sent, removed endpoints' farewells included."""
+        dirty, self._dirty = self._dirty, set()
+        for endpoint in dirty:
+            for kind, data, addr in endpoint.host.datagrams_to_send():
+                yield Outgoing(endpoint, kind, data, addr)
+
+    def _emit(self, endpoint: Endpoint, event: Event) -> None:
+        for listener in self.listeners:
+            listener(endpoint, event)

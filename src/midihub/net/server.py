@@ -1,0 +1,123 @@
+"""Runs a ``Hub`` on real sockets: one ``PortPair`` per endpoint, one periodic tick."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Final
+
+from midihub.config import HubConfig
+from midihub.hub import Endpoint, Hub
+from midihub.net.udp import BindError, PortPair, address_family
+from midihub.rtp import Address, PortKind, Session
+
+log = logging.getLogger("midihub.net")
+
+TICK: Final = 0.2  # seconds; timers (IN retries, CK, timeouts) need no finer grain
+
+
+class HubServer:
+    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.hub = hub
+        self.bind = hub.config.bind
+        self._loop = loop or asyncio.get_running_loop()
+        self._pairs: dict[int, PortPair] = {}
+        self._ticker: asyncio.TimerHandle | None = None
+
+    @property
+    def pairs(self) -> dict[int, PortPair]:
+        return self._pairs
+
+    def start(self) -> None:
+        """Open every port; if one cannot be opened, close all and raise BindError."""
+        try:
+            for endpoint in self.hub.endpoints.values():
+                self._open(endpoint)
+        except BindError:
+            self.close_sockets()
+            raise
+        self._schedule_tick()
+
+    def _open(self, endpoint: Endpoint) -> None:
+        port = endpoint.port
+
+        def receive(kind: PortKind, batch: list[tuple[bytes, Address]]) -> None:
+            now = self._loop.time()
+            hub_receive = self.hub.receive
+            for data, addr in batch:
+                hub_receive(port, kind, data, addr, now)
+            self.flush()
+
+        pair = PortPair(self._loop, self.bind, port, receive)
+        pair.open()
+        self._pairs[port] = pair
+
+    def flush(self) -> None:
+        pairs = self._pairs
+        for out in self.hub.drain():
+            pair = pairs.get(out.endpoint.port)
+            if pair is not None:
+                pair.sendto(out.kind, out.data, out.addr)
+
+    def reconfigure(self, config: HubConfig) -> list[str]:
+        """Apply a new config; returns problems (ports that could not be opened)."""
+        problems: list[str] = []
+        if config.bind != self.bind:
+            problems.append(
+                f"bind address change to {config.bind} needs a restart; kept {self.bind}"
+            )
+        config = config.model_copy(update={"bind": self.bind})
+        change = self.hub.reconfigure(config, self._loop.time())
+        self.flush()  # BYs to the participants of removed ports, on their old sockets
+        for endpoint in change.removed:
+            pair = self._pairs.pop(endpoint.port, None)
+            if pair is not None:
+                pair.close()
+        for endpoint in change.added:
+            try:
+                self._open(endpoint)
+            except BindError as error:
+                problems.append(str(error))
+                self.hub.endpoints.pop(endpoint.port, None)
+        return problems
+
+    def connect(self, port: int, host: str, remote_port: int) -> Session:
+        """Invite a remote RTP MIDI responder from hub port ``port``."""
+        addr = self._resolve(host, remote_port)
+        session = self.hub.connect(port, addr, self._loop.time())
+        self.flush()
+        return session
+
+    def _resolve(self, host: str, port: int) -> Address:
+        family = address_family(self.bind)
+        flags = socket.AI_V4MAPPED if family == socket.AF_INET6 else 0
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, flags)
+        return tuple(infos[0][4])
+
+    def _schedule_tick(self) -> None:
+        self._ticker = self._loop.call_later(TICK, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self.hub.tick(self._loop.time())
+            self.flush()
+        finally:
+            self._schedule_tick()
+
+    def close(self) -> None:
+        """BY to everyone, then close every socket."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        self.hub.close()
+        self.flush()
+        self.close_sockets()
+
+    def close_sockets(self) -> None:
+        for pair in self._pairs.values():
+            pair.close()
+        self._pairs.clear()
+
+    def __repr__(self) -> str:
+        return f"<HubServer {self.bind} ports={sorted(self._pairs)}>"

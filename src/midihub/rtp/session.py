@@ -1,0 +1,313 @@
+"""The AppleMIDI session state machine for one remote peer, in either role.
+
+Sans-IO: no sockets, no clock. Every method takes ``now`` (seconds, any monotonic
+origin) and appends the datagrams it wants sent to the outbox it was given; the
+caller (``Host``) drains it. See docs/protocol.md for the packet flows.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from midihub.rtp import packets
+from midihub.rtp.commands import Command, SysexAssembler, decode_command_section
+from midihub.rtp.events import Event, LatencyMeasured, MidiReceived, PacketsLost
+from midihub.rtp.packets import Clock, Invitation, RtpHeader
+
+Address = tuple[Any, ...]
+"""A socket address as asyncio gives it: ``(host, port)`` or ``(host, port, flow, scope)``."""
+
+
+class PortKind(enum.IntEnum):
+    CONTROL = 0
+    DATA = 1
+
+
+Datagram = tuple[PortKind, bytes, Address]
+
+CLOCK_RATE: Final = 10_000  # AppleMIDI: timestamps in 100 µs units
+INVITE_RETRY: Final = 1.5
+INVITE_ATTEMPTS: Final = 12
+CK_BURST_INTERVAL: Final = 1.5
+CK_BURST_COUNT: Final = 3
+CK_ANSWER_WAIT: Final = 5.0
+
+
+class Role(enum.Enum):
+    RESPONDER = "responder"
+    INITIATOR = "initiator"
+
+
+class State(enum.Enum):
+    INVITING_CONTROL = "inviting-control"  # initiator: IN sent to the control port
+    INVITING_DATA = "inviting-data"  # initiator: IN sent to the data port
+    HALF_OPEN = "half-open"  # responder: control IN accepted, data IN awaited
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class Timing:
+    """Per-session knobs, shared by all sessions of a host."""
+
+    timeout: float = 30.0
+    ck_interval: float = 10.0
+
+
+class Session:
+    """One peer. Created by ``Host`` (responder) or ``Host.connect`` (initiator)."""
+
+    def __init__(
+        self,
+        *,
+        role: Role,
+        local_ssrc: int,
+        local_name: str,
+        token: int,
+        control_addr: Address,
+        now: float,
+        timing: Timing,
+        outbox: list[Datagram],
+    ) -> None:
+        self.role = role
+        self.local_ssrc = local_ssrc
+        self.local_name = local_name
+        self.token = token
+        self.peer_ssrc = 0
+        self.peer_name = ""
+        self.control_addr = control_addr
+        self.data_addr: Address | None = None
+        self.state = State.INVITING_CONTROL if role is Role.INITIATOR else State.HALF_OPEN
+        self.created = now
+        self.joined_at: float | None = None
+        self.last_heard = now
+        self.rtt: float | None = None
+        self.packets_received = 0
+        self.packets_lost = 0
+        self.packets_sent = 0
+        self._timing = timing
+        self._outbox = outbox
+        self._origin = now  # this session's own time base for CK and RTP timestamps
+        self._seq_out = (local_ssrc ^ token) & 0xFFFF
+        self._seq_expected: int | None = None
+        self._sysex = SysexAssembler()
+        self._invite_attempts = 0
+        self._next_invite = now
+        self._ck_pending: int | None = None  # ts1 of our unanswered CK0
+        self._ck_sent_at = 0.0
+        self._ck_done = 0
+        self._last_sync = now
+        self._next_ck = now
+        self.feedback_sequence: int | None = None  # last RS from the peer
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.peer_name!r} {self.role.value} {self.state.value} "
+            f"ssrc={self.local_ssrc:08x}/{self.peer_ssrc:08x}>"
+        )
+
+    @property
+    def established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    def timestamp(self, now: float) -> int:
+        """``now`` on this session's clock, in 100 µs units."""
+        return int((now - self._origin) * CLOCK_RATE)
+
+    # -- session packets -------------------------------------------------------
+
+    def on_invitation(self, packet: Invitation, kind: PortKind, addr: Address, now: float) -> bool:
+        """Responder side of IN. Returns True when this IN completed the handshake."""
+        self.last_heard = now
+        if packet.name is not None:
+            self.peer_name = packet.name
+        self._reply(packets.ACCEPT, packet.token, kind, addr)
+        if kind is PortKind.CONTROL:
+            self.control_addr = addr
+            return False
+        self.data_addr = addr
+        if self.state is State.HALF_OPEN:
+            self._establish(now)
+            return True
+        return False
+
+    def on_accept(self, packet: Invitation, kind: PortKind, addr: Address, now: float) -> bool:
+        """Initiator side of OK. Returns True when this OK completed the handshake."""
+        self.last_heard = now
+        if kind is PortKind.CONTROL and self.state is State.INVITING_CONTROL:
+            self.peer_ssrc = packet.ssrc
+            self.peer_name = packet.name or self.peer_name
+            self.control_addr = addr
+            self.state = State.INVITING_DATA
+            self._invite_attempts = 0
+            self._send_invitation(now)
+            return False
+        if kind is PortKind.DATA and self.state is State.INVITING_DATA:
+            self.data_addr = addr
+            self._establish(now)
+            return True
+        return False
+
+    def on_clock(self, packet: Clock, kind: PortKind, addr: Address, now: float) -> list[Event]:
+        self.last_heard = now
+        ts1, ts2, _ = packet.timestamps
+        local = self.timestamp(now)
+        if packet.count == 0:  # the peer measures: answer at once
+            self._send(kind, packets.encode_clock(self.local_ssrc, 1, (ts1, local, 0)), addr)
+            return []
+        if packet.count == 1:  # the answer to our CK0
+            if self._ck_pending is None or ts1 != self._ck_pending:
+                return []
+            self._send(kind, packets.encode_clock(self.local_ssrc, 2, (ts1, ts2, local)), addr)
+            self._ck_pending = None
+            return [self._synced(local - ts1, now)]
+        # CK2 ends the peer's exchange. Never start a CK0 here: two peers that
+        # both did would ping-pong forever.
+        return [self._synced(local - ts2, now)]
+
+    def _synced(self, ticks: int, now: float) -> LatencyMeasured:
+        self.rtt = max(ticks, 0) / CLOCK_RATE
+        self._ck_done += 1
+        self._last_sync = now
+        self._next_ck = now + self._timing.ck_interval
+        return LatencyMeasured(self, self.rtt)
+
+    # -- data ------------------------------------------------------------------
+
+    def on_rtp(
+        self, header: RtpHeader, data: bytes, start: int, end: int, now: float
+    ) -> list[Event]:
+        """Decode one data packet. Raises ProtocolError before changing any state."""
+        commands, _journal = decode_command_section(data, start, end)
+        self.last_heard = now
+        events: list[Event] = []
+        expected = self._seq_expected
+        if expected is not None:
+            gap = (header.sequence - expected) & 0xFFFF
+            if gap >= 0x8000:  # older than expected: a duplicate or a late packet
+                return events
+            if gap:
+                self.packets_lost += gap
+                self._sysex.packet_lost()
+                events.append(PacketsLost(self, gap))
+        self._seq_expected = (header.sequence + 1) & 0xFFFF
+        self.packets_received += 1
+        assembled = self._assemble(commands)
+        if assembled:
+            events.append(MidiReceived(self, assembled))
+        return events
+
+    def _assemble(self, commands: list[Command]) -> list[Command]:
+        for _, message in commands:
+            if message[0] in (0xF0, 0xF7):
+                break
+        else:
+            return commands  # the common case: no SysEx in the packet
+        out: list[Command] = []
+        for delta, message in commands:
+            if message[0] in (0xF0, 0xF7):
+                whole = self._sysex.push(message)
+                if whole is not None:
+                    out.append((delta, whole))
+            else:
+                out.append((delta, message))
+        return out
+
+    def send_lists(self, lists: Sequence[bytes], now: float) -> None:
+        """Send already-encoded MIDI command sections, one RTP packet each."""
+        if self.state is not State.ESTABLISHED or self.data_addr is None:
+            return
+        timestamp = self.timestamp(now)
+        for section in lists:
+            header = packets.encode_rtp_header(self._seq_out, timestamp, self.local_ssrc)
+            self._seq_out = (self._seq_out + 1) & 0xFFFF
+            self._outbox.append((PortKind.DATA, header + section, self.data_addr))
+            self.packets_sent += 1
+
+    # -- timers ----------------------------------------------------------------
+
+    def tick(self, now: float) -> str | None:
+        """Retries, clock sync and the silence timeout. Returns a reason to end, or None."""
+        if self.state in (State.INVITING_CONTROL, State.INVITING_DATA):
+            if now >= self._next_invite:
+                if self._invite_attempts >= INVITE_ATTEMPTS:
+                    return "no-answer"
+                self._send_invitation(now)
+            return None
+        if now - self.last_heard > self._timing.timeout:
+            return "timeout"
+        if self.state is State.ESTABLISHED:
+            if self._ck_pending is not None and now - self._ck_sent_at > CK_ANSWER_WAIT:
+                self._ck_pending = None  # lost; the schedule below sends another
+            if self._ck_pending is None and now >= self._next_ck:
+                self._start_clock_sync(now)
+        return None
+
+    def next_timer(self) -> float:
+        if self.state in (State.INVITING_CONTROL, State.INVITING_DATA):
+            return self._next_invite
+        deadline = self.last_heard + self._timing.timeout
+        if self.state is State.ESTABLISHED:
+            if self._ck_pending is not None:
+                return min(deadline, self._ck_sent_at + CK_ANSWER_WAIT)
+            return min(deadline, self._next_ck)
+        return deadline
+
+    def _start_clock_sync(self, now: float) -> None:
+        if self.data_addr is None:
+            return
+        ts1 = self.timestamp(now)
+        self._ck_pending = ts1
+        self._ck_sent_at = now
+        burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
+        self._next_ck = now + (CK_BURST_INTERVAL if burst else self._timing.ck_interval)
+        self._send(
+            PortKind.DATA, packets.encode_clock(self.local_ssrc, 0, (ts1, 0, 0)), self.data_addr
+        )
+
+    def _establish(self, now: float) -> None:
+        self.state = State.ESTABLISHED
+        self.joined_at = now
+        self._last_sync = now
+        if self.role is Role.INITIATOR:
+            self._next_ck = now  # the initiator starts clock sync straight away
+        else:
+            # Most initiators start CK themselves; step in only if one never does.
+            self._next_ck = now + self._timing.ck_interval
+
+    # -- sending helpers -------------------------------------------------------
+
+    def _send_invitation(self, now: float) -> None:
+        self._invite_attempts += 1
+        self._next_invite = now + INVITE_RETRY
+        invitation = Invitation(packets.INVITATION, self.token, self.local_ssrc, self.local_name)
+        if self.state is State.INVITING_CONTROL:
+            self._send(PortKind.CONTROL, packets.encode_invitation(invitation), self.control_addr)
+        else:
+            self._send(
+                PortKind.DATA,
+                packets.encode_invitation(invitation),
+                _data_port_of(self.control_addr),
+            )
+
+    def _reply(self, command: bytes, token: int, kind: PortKind, addr: Address) -> None:
+        reply = Invitation(command, token, self.local_ssrc, self.local_name)
+        self._send(kind, packets.encode_invitation(reply), addr)
+
+    def send_bye(self) -> None:
+        """BY on both ports: some peers listen for it on one, some on the other."""
+        bye = packets.encode_invitation(Invitation(packets.BYE, self.token, self.local_ssrc))
+        self._send(PortKind.CONTROL, bye, self.control_addr)
+        if self.data_addr is not None:
+            self._send(PortKind.DATA, bye, self.data_addr)
+        self.state = State.CLOSED
+
+    def _send(self, kind: PortKind, data: bytes, addr: Address) -> None:
+        self._outbox.append((kind, data, addr))
+
+
+def _data_port_of(control: Address) -> Address:
+    return (control[0], control[1] + 1, *control[2:])
