@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from midihub.rtp import packets
+from midihub.rtp.commands import decode_command_section
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, PeerJoined, PeerLeft
 from midihub.rtp.packets import Clock, Feedback, Invitation
@@ -71,7 +72,8 @@ class Host:
         return [s for s in self._by_peer.values() if s.state is State.ESTABLISHED]
 
     def datagrams_to_send(self) -> list[Datagram]:
-        out, self._outbox = self._outbox, []
+        out = self._outbox.copy()  # sessions hold this very list: empty it in place
+        self._outbox.clear()
         self.counters.sent += len(out)
         return out
 
@@ -91,11 +93,12 @@ class Host:
             if kind is not PortKind.DATA:
                 raise ProtocolError("RTP data on the control port")
             header, start, end = packets.decode_rtp_header(data)
+            commands, _journal = decode_command_section(data, start, end)
             session = self._by_peer.get(header.ssrc)
             if session is None or session.state is not State.ESTABLISHED:
                 self.counters.stray += 1
                 return []
-            return session.on_rtp(header, data, start, end, now)
+            return session.on_rtp(header, commands, now)
         except ProtocolError as error:
             self.counters.drop_malformed(error)
             return []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from midihub.rtp import packets
-from midihub.rtp.commands import Command, SysexAssembler, decode_command_section
+from midihub.rtp.commands import Command, SysexAssembler
 from midihub.rtp.events import Event, LatencyMeasured, MidiReceived, PacketsLost
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
 
@@ -177,11 +177,8 @@ class Session:
 
     # -- data ------------------------------------------------------------------
 
-    def on_rtp(
-        self, header: RtpHeader, data: bytes, start: int, end: int, now: float
-    ) -> list[Event]:
-        """Decode one data packet. Raises ProtocolError before changing any state."""
-        commands, _journal = decode_command_section(data, start, end)
+    def on_rtp(self, header: RtpHeader, commands: list[Command], now: float) -> list[Event]:
+        """One decoded data packet: sequence accounting, SysEx reassembly."""
         self.last_heard = now
         events: list[Event] = []
         expected = self._seq_expected
@@ -273,7 +270,7 @@ class Session:
         self.joined_at = now
         self._last_sync = now
         if self.role is Role.INITIATOR:
-            self._next_ck = now  # the initiator starts clock sync straight away
+            self._start_clock_sync(now)  # the initiator starts clock sync straight away
         else:
             # Most initiators start CK themselves; step in only if one never does.
             self._next_ck = now + self._timing.ck_interval

@@ -1,0 +1,179 @@
+"""Shared test helpers: free ports, a hub running in-process, and a Python RTP MIDI
+peer over real UDP sockets on 127.0.0.1 (our own sans-IO Host in the initiator role;
+the npm peer in tests/interop is the independent one)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from midihub import config as config_module
+from midihub.config import HubConfig
+from midihub.hub import Hub
+from midihub.net import HubServer, PortPair
+from midihub.rtp import (
+    Address,
+    Event,
+    Host,
+    LatencyMeasured,
+    MidiReceived,
+    PeerJoined,
+    PeerLeft,
+    PortKind,
+    Session,
+    Timing,
+    encode_lists,
+    encode_section,
+)
+
+LOCALHOST = "127.0.0.1"
+
+
+def free_port_pair(host: str = LOCALHOST) -> int:
+    """An even port P with P and P+1 both free for UDP on ``host``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(200):
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1] & ~1
+        if port < 1024 or port > 65530:
+            continue
+        try:
+            with (
+                socket.socket(family, socket.SOCK_DGRAM) as a,
+                socket.socket(family, socket.SOCK_DGRAM) as b,
+            ):
+                a.bind((host, port))
+                b.bind((host, port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free UDP port pair")
+
+
+def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port_pair(host)
+        if all(abs(port - other) > 1 for other in ports):
+            ports.append(port)
+    return ports
+
+
+def make_config(text: str, bind: str = LOCALHOST, **overrides: object) -> HubConfig:
+    config = config_module.parse(text, "<test>", bind)
+    return config.model_copy(update=overrides) if overrides else config
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
+
+
+class RunningHub:
+    """A hub on real sockets inside the test's event loop."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.hub = Hub(config, rng=random.Random(1))
+        self.events: list[tuple[int, Event]] = []
+        self.hub.listeners.append(
+            lambda endpoint, event: self.events.append((endpoint.port, event))
+        )
+        self.server = HubServer(self.hub)
+
+    def __enter__(self) -> RunningHub:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+
+    def participants(self, port: int) -> list[Session]:
+        return self.hub.endpoints[port].host.established
+
+    def malformed(self) -> int:
+        return sum(e.host.counters.malformed for e in self.hub.endpoints.values())
+
+
+@dataclass
+class PyPeer:
+    """An RTP MIDI participant for tests: invites the hub, records what it receives."""
+
+    name: str
+    port: int = 0
+    timing: Timing = field(default_factory=Timing)
+    received: list[bytes] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    host: Host = field(init=False)
+    pair: PortPair = field(init=False)
+    session: Session | None = None
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port_pair()
+        self.host = Host(self.name, rng=random.Random(hash(self.name)), timing=self.timing)
+        self._loop = asyncio.get_running_loop()
+        self.pair = PortPair(self._loop, LOCALHOST, self.port, self._receive)
+        self.pair.open()
+        self._ticker = self._loop.call_later(0.05, self._tick)
+
+    def _receive(self, kind: PortKind, batch: list[tuple[bytes, Address]]) -> None:
+        now = self._loop.time()
+        for data, addr in batch:
+            for event in self.host.receive(data, kind, addr, now):
+                self.events.append(event)
+                if isinstance(event, MidiReceived):
+                    self.received.extend(message for _, message in event.commands)
+        self.flush()
+
+    def _tick(self) -> None:
+        self.events.extend(self.host.tick(self._loop.time()))
+        self.flush()
+        self._ticker = self._loop.call_later(0.05, self._tick)
+
+    def flush(self) -> None:
+        for kind, data, addr in self.host.datagrams_to_send():
+            self.pair.sendto(kind, data, addr)
+
+    async def connect(self, port: int, timeout: float = 5.0) -> Session:
+        self.session = self.host.connect((LOCALHOST, port), self._loop.time())
+        self.flush()
+        await wait_for(
+            lambda: self.session is not None and self.session.established,
+            timeout,
+            f"{self.name} to join :{port}",
+        )
+        return self.session
+
+    def send(self, *messages: bytes) -> None:
+        assert self.session is not None
+        sections = [encode_section(b) for b in encode_lists([(0, m) for m in messages], 1200)]
+        self.host.send([self.session], sections, self._loop.time())
+        self.flush()
+
+    def send_raw(self, kind: PortKind, data: bytes, addr: Address) -> None:
+        self.pair.sendto(kind, data, addr)
+
+    def joined(self) -> bool:
+        return any(isinstance(e, PeerJoined) for e in self.events)
+
+    def left(self) -> list[str]:
+        return [e.reason for e in self.events if isinstance(e, PeerLeft)]
+
+    def rtts(self) -> list[float]:
+        return [e.rtt for e in self.events if isinstance(e, LatencyMeasured)]
+
+    def bye(self) -> None:
+        self.host.close()
+        self.flush()
+
+    def close(self) -> None:
+        self._ticker.cancel()
+        self.pair.close()

@@ -1,0 +1,291 @@
+"""Session state machine, without sockets: two Hosts in memory, datagrams moved by
+hand (as aioquic's connection tests do), with a clock we control."""
+
+from __future__ import annotations
+
+import random
+
+from midihub.rtp import (
+    Host,
+    LatencyMeasured,
+    MidiReceived,
+    PacketsLost,
+    PeerJoined,
+    PeerLeft,
+    PortKind,
+    State,
+    Timing,
+    encode_lists,
+    encode_section,
+)
+from midihub.rtp import packets as p
+from midihub.rtp.events import Event
+
+A = ("10.0.0.1", 5004)  # the initiator's control address
+B = ("10.0.0.2", 5040)  # the responder's control address
+
+
+class Pair:
+    """Initiator ``a`` and responder ``b`` joined by a lossless, instant wire."""
+
+    def __init__(self, timing: Timing | None = None) -> None:
+        self.now = 100.0
+        self.a = Host("alice", rng=random.Random(1), timing=timing or Timing())
+        self.b = Host("hub", rng=random.Random(2), timing=timing or Timing())
+        self.events: dict[str, list[Event]] = {"a": [], "b": []}
+        self.sent: dict[str, list[bytes]] = {"a": [], "b": []}
+        self.drop_next_from: set[str] = set()
+
+    def pump(self, rounds: int = 10) -> None:
+        for _ in range(rounds):
+            moved = False
+            for name, src, dst, src_base, dst_base in (
+                ("a", self.a, self.b, A, B),
+                ("b", self.b, self.a, B, A),
+            ):
+                for kind, data, addr in src.datagrams_to_send():
+                    self.sent[name].append(data)
+                    moved = True
+                    assert addr[0] == dst_base[0], f"{name} sent to {addr}"
+                    if name in self.drop_next_from:
+                        self.drop_next_from.discard(name)
+                        continue
+                    dst_kind = PortKind(addr[1] - dst_base[1])
+                    assert dst_kind is kind, "a datagram must leave from the port kind it targets"
+                    source = (src_base[0], src_base[1] + kind)
+                    other = "b" if name == "a" else "a"
+                    self.events[other] += dst.receive(data, dst_kind, source, self.now)
+            if not moved:
+                return
+
+    def advance(self, seconds: float, step: float = 0.25) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.now = min(end, self.now + step)
+            self.events["a"] += self.a.tick(self.now)
+            self.events["b"] += self.b.tick(self.now)
+            self.pump()
+
+    def connect(self) -> None:
+        self.session = self.a.connect(B, self.now)
+        self.pump()
+
+    def of(self, side: str, kind: type[Event]) -> list[Event]:
+        return [e for e in self.events[side] if isinstance(e, kind)]
+
+
+def midi(*messages: bytes) -> list[bytes]:
+    return [encode_section(b) for b in encode_lists([(0, m) for m in messages], 1200)]
+
+
+def test_handshake_joins_both_sides_with_names() -> None:
+    pair = Pair()
+    pair.connect()
+    assert [type(e) for e in pair.events["a"]][:1] == [PeerJoined]
+    assert len(pair.of("b", PeerJoined)) == 1
+    (responder,) = pair.b.established
+    assert responder.peer_name == "alice" and pair.session.peer_name == "hub"
+    assert responder.control_addr == A and responder.data_addr == (A[0], A[1] + 1)
+    assert pair.session.state is State.ESTABLISHED
+
+
+def test_one_ssrc_per_session_for_ok_ck_and_rtp() -> None:
+    pair = Pair()
+    pair.connect()
+    pair.advance(2)
+    (responder,) = pair.b.established
+    responder.send_lists(midi(b"\x90\x3c\x64"), pair.now)
+    pair.pump()
+    ssrcs = set()
+    for data in pair.sent["b"]:
+        packet = p.decode_session_packet(data) if p.is_session_packet(data) else None
+        if isinstance(packet, p.Invitation | p.Clock):
+            ssrcs.add(packet.ssrc)
+        elif packet is None:
+            ssrcs.add(p.decode_rtp_header(data)[0].ssrc)
+    assert ssrcs == {responder.local_ssrc}
+
+
+def test_initiator_measures_rtt_and_responder_too() -> None:
+    pair = Pair()
+    pair.connect()
+    assert pair.of("a", LatencyMeasured) and pair.of("b", LatencyMeasured)
+    assert all(e.rtt == 0 for e in pair.of("a", LatencyMeasured))  # instant wire
+
+
+def test_rtt_reflects_wire_delay() -> None:
+    pair = Pair()
+    pair.connect()
+    # Take the CK exchange apart by hand to put 40 ms on each leg.
+    (responder,) = pair.b.established
+    session = pair.session
+    session._next_ck = pair.now  # due now
+    session.tick(pair.now)
+    (ck0,) = [d for k, d, a in pair.a.datagrams_to_send()]
+    pair.now += 0.040
+    pair.b.receive(ck0, PortKind.DATA, (A[0], A[1] + 1), pair.now)
+    (ck1,) = [d for k, d, a in pair.b.datagrams_to_send()]
+    pair.now += 0.040
+    events = pair.a.receive(ck1, PortKind.DATA, (B[0], B[1] + 1), pair.now)
+    assert [round(e.rtt, 4) for e in events if isinstance(e, LatencyMeasured)] == [0.08]
+    (ck2,) = [d for k, d, a in pair.a.datagrams_to_send()]
+    pair.now += 0.040
+    events = pair.b.receive(ck2, PortKind.DATA, (A[0], A[1] + 1), pair.now)
+    assert [round(e.rtt, 4) for e in events if isinstance(e, LatencyMeasured)] == [0.08]
+    assert responder.rtt is not None and round(responder.rtt, 4) == 0.08
+
+
+def test_ck2_never_starts_a_new_exchange() -> None:
+    pair = Pair()
+    pair.connect()
+    ck2 = p.encode_clock(pair.session.local_ssrc, 2, (1, 2, 3))
+    pair.b.receive(ck2, PortKind.DATA, (A[0], A[1] + 1), pair.now)
+    assert pair.b.datagrams_to_send() == []
+
+
+def test_midi_flows_both_ways_in_order() -> None:
+    pair = Pair()
+    pair.connect()
+    notes = [bytes((0x90, n, 100)) for n in range(20)]
+    pair.session.send_lists(midi(*notes), pair.now)
+    pair.pump()
+    (responder,) = pair.b.established
+    responder.send_lists(midi(b"\xb0\x40\x7f"), pair.now)
+    pair.pump()
+    received_b = [m for e in pair.of("b", MidiReceived) for _, m in e.commands]
+    received_a = [m for e in pair.of("a", MidiReceived) for _, m in e.commands]
+    assert received_b == notes and received_a == [b"\xb0\x40\x7f"]
+
+
+def test_sequence_gap_is_reported_and_late_packets_dropped() -> None:
+    pair = Pair()
+    pair.connect()
+    pair.session.send_lists(midi(b"\x90\x01\x01"), pair.now)
+    pair.pump()
+    pair.session.send_lists(midi(b"\x90\x02\x01"), pair.now)
+    late = pair.a.datagrams_to_send()  # held back
+    pair.session.send_lists(midi(b"\x90\x03\x01"), pair.now)
+    pair.pump()
+    assert [e.count for e in pair.of("b", PacketsLost)] == [1]
+    for _, data, _ in late:
+        pair.b.receive(data, PortKind.DATA, (A[0], A[1] + 1), pair.now)
+    received = [m for e in pair.of("b", MidiReceived) for _, m in e.commands]
+    assert received == [b"\x90\x01\x01", b"\x90\x03\x01"]
+    (responder,) = pair.b.established
+    assert responder.packets_lost == 1 and responder.packets_received == 2
+
+
+def test_sysex_across_packets_is_reassembled() -> None:
+    pair = Pair()
+    pair.connect()
+    big = b"\xf0" + bytes(range(100)) * 30 + b"\xf7"
+    pair.session.send_lists(
+        [encode_section(b) for b in encode_lists([(0, big), (0, b"\x90\x3c\x40")], 1200)], pair.now
+    )
+    pair.pump()
+    received = [m for e in pair.of("b", MidiReceived) for _, m in e.commands]
+    assert received == [big, b"\x90\x3c\x40"]
+
+
+def test_bye_ends_the_session_on_both_sides() -> None:
+    pair = Pair()
+    pair.connect()
+    pair.a.close()
+    pair.pump()
+    assert [e.reason for e in pair.of("b", PeerLeft)] == ["bye"]
+    assert pair.b.established == [] and pair.b.counters.stray == 1  # the second BY
+    byes = [d for d in pair.sent["a"] if d[2:4] == b"BY"]
+    assert len(byes) == 2  # one on each port
+
+
+def test_silent_peer_times_out_with_bye() -> None:
+    pair = Pair(Timing(timeout=30, ck_interval=10))
+    pair.connect()
+    pair.a = Host("mute", rng=random.Random(3))  # the initiator vanishes without a word
+    pair.advance(29)
+    assert pair.of("b", PeerLeft) == []
+    pair.advance(3)
+    assert [e.reason for e in pair.of("b", PeerLeft)] == ["timeout"]
+    assert pair.sent["b"][-1][2:4] == b"BY"
+
+
+def test_peer_that_keeps_syncing_never_times_out() -> None:
+    pair = Pair(Timing(timeout=30, ck_interval=10))
+    pair.connect()
+    pair.advance(120)
+    assert pair.of("a", PeerLeft) == [] and pair.of("b", PeerLeft) == []
+    assert len(pair.of("a", LatencyMeasured)) >= 12
+
+
+def test_responder_starts_clock_sync_for_a_peer_that_never_does() -> None:
+    pair = Pair(Timing(timeout=30, ck_interval=10))
+    pair.connect()
+    pair.a.timing.ck_interval = 10_000  # the initiator stops syncing after its burst
+    pair.session._next_ck = pair.now + 10_000
+    pair.advance(25)
+    responder_ck0 = [d for d in pair.sent["b"] if d[2:4] == b"CK" and d[8] == 0]
+    assert responder_ck0
+    assert pair.of("b", PeerLeft) == []
+
+
+def test_invitation_retries_then_gives_up() -> None:
+    pair = Pair()
+    pair.session = pair.a.connect(("10.0.0.9", 5040), pair.now)
+    attempts = 0
+    for _ in range(200):
+        pair.now += 0.25
+        pair.events["a"] += pair.a.tick(pair.now)
+        attempts += sum(1 for _, d, _ in pair.a.datagrams_to_send() if d[2:4] == b"IN")
+    assert attempts == 12
+    assert [e.reason for e in pair.of("a", PeerLeft)] == ["no-answer"]
+
+
+def test_lost_invitation_is_retried() -> None:
+    pair = Pair()
+    pair.drop_next_from.add("a")
+    pair.connect()
+    assert not pair.session.established
+    pair.advance(2)
+    assert pair.session.established
+
+
+def test_rejected_when_full() -> None:
+    pair = Pair()
+    pair.b.max_sessions = 0
+    pair.connect()
+    assert [e.reason for e in pair.of("a", PeerLeft)] == ["rejected"]
+    assert pair.b.counters.rejected == 1
+
+
+def test_data_invitation_without_control_invitation_is_rejected() -> None:
+    host = Host("hub", rng=random.Random(1))
+    invite = p.encode_invitation(p.Invitation(p.INVITATION, 5, 6, "x"))
+    host.receive(invite, PortKind.DATA, A, 1.0)
+    ((kind, data, addr),) = host.datagrams_to_send()
+    assert data[2:4] == b"NO" and kind is PortKind.DATA and addr == A
+
+
+def test_malformed_packets_are_counted_not_raised() -> None:
+    host = Host("hub", rng=random.Random(1))
+    for data in (b"", b"\xff\xffXX", b"\x80", b"\x80\x61\x00\x01" + bytes(8) + b"\x0f"):
+        assert host.receive(data, PortKind.DATA, A, 1.0) == []
+    assert host.counters.malformed == 4
+
+
+def test_rtp_from_an_unknown_ssrc_is_stray_not_malformed() -> None:
+    host = Host("hub", rng=random.Random(1))
+    packet = p.encode_rtp_header(1, 0, 1234) + encode_section(b"\x00\x90\x3c\x40")
+    host.receive(packet, PortKind.DATA, A, 1.0)
+    assert host.counters.stray == 1 and host.counters.malformed == 0
+
+
+def test_restarted_peer_reinviting_with_the_same_ssrc_gets_a_fresh_session() -> None:
+    pair = Pair()
+    pair.connect()
+    ssrc = pair.session.local_ssrc
+    invite = p.encode_invitation(p.Invitation(p.INVITATION, 999, ssrc, "alice"))
+    events = pair.b.receive(invite, PortKind.CONTROL, A, pair.now)
+    assert [e.reason for e in events if isinstance(e, PeerLeft)] == ["bye"]
+    events = pair.b.receive(invite, PortKind.DATA, (A[0], A[1] + 1), pair.now)
+    assert [type(e) for e in events] == [PeerJoined]
+    assert len(pair.b.established) == 1
