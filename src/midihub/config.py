@@ -215,8 +215,8 @@ def _cross_check(config: HubConfig, text: str) -> list[str]:
         for neighbour in (spec.port - 1, spec.port + 1):
             if neighbour in owners:
                 problems.append(
-                    f"{where}{field}: ports {spec.port}-{spec.port + 1} "
-                    f"overlap {owners[neighbour]}'s pair"
+                    f"{where}{field}: ports {spec.port}-{spec.port + 1} overlap "
+                    f"{owners[neighbour]} ({neighbour}-{neighbour + 1})"
                 )
         owners[spec.port] = field
     shared = set(config.groups) & set(config.rooms)
