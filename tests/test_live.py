@@ -1,0 +1,179 @@
+"""The hub on real UDP sockets (127.0.0.1 / ::1) with Python peers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from midihub.rtp import PortKind
+from midihub.rtp import packets as p
+from midihub.rtp.commands import encode_section
+from tests.support import PyPeer, RunningHub, free_port_pair, free_ports, make_config, wait_for
+
+NOTE_ON = b"\x90\x3c\x64"
+
+
+async def test_group_forwards_between_real_sockets() -> None:
+    port_in, port_out = free_ports(2)
+    with RunningHub(make_config(f"[groups]\nG = [{port_in}, {port_out}]")) as hub:
+        alice, bob, carol = PyPeer("alice"), PyPeer("bob"), PyPeer("carol")
+        try:
+            await alice.connect(port_in)
+            await bob.connect(port_out)
+            await carol.connect(port_out)
+            assert {s.peer_name for s in hub.participants(port_out)} == {"bob", "carol"}
+            notes = [bytes((0x90, n, 100)) for n in range(50)]
+            for note in notes:
+                alice.send(note)
+            await wait_for(lambda: len(bob.received) == 50 and len(carol.received) == 50)
+            assert bob.received == notes and carol.received == notes
+            assert alice.received == []
+        finally:
+            for peer in (alice, bob, carol):
+                peer.close()
+
+
+async def test_ipv6_bind_accepts_ipv6_and_ipv4_peers() -> None:
+    port = free_port_pair("::1")
+    with RunningHub(make_config(f"[rooms]\nR = {port}", bind="::")) as hub:
+        v4 = PyPeer("v4")
+        try:
+            await v4.connect(port)
+            # An IPv6 peer: speak the protocol by hand from a ::1 socket.
+            loop = asyncio.get_running_loop()
+            import socket
+
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.bind(("::1", 0))
+            sock.setblocking(False)
+            data_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            data_sock.bind(("::1", 0))
+            data_sock.setblocking(False)
+            invite = p.encode_invitation(p.Invitation(p.INVITATION, 1, 0x6666, "v6"))
+            await loop.sock_sendto(sock, invite, ("::1", port))
+            reply, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 2)
+            assert reply[2:4] == b"OK"
+            await loop.sock_sendto(data_sock, invite, ("::1", port + 1))
+            reply, _ = await asyncio.wait_for(loop.sock_recvfrom(data_sock, 2048), 2)
+            assert reply[2:4] == b"OK"
+            await wait_for(lambda: len(hub.participants(port)) == 2)
+            v4.send(NOTE_ON)
+            packet, _ = await asyncio.wait_for(loop.sock_recvfrom(data_sock, 2048), 2)
+            assert packet.endswith(NOTE_ON)
+            sock.close()
+            data_sock.close()
+        finally:
+            v4.close()
+
+
+def malformed_datagrams(
+    count: int, live_ssrc: int, seed: int = 6295
+) -> list[tuple[PortKind, bytes]]:
+    """Datagrams that are malformed by construction (each breaks a rule of the wire format)."""
+    rng = random.Random(seed)
+
+    def noise(n: int) -> bytes:
+        return rng.randbytes(n)
+
+    header = p.encode_rtp_header(1, 0, live_ssrc)
+    known = {b"IN", b"OK", b"NO", b"BY", b"CK", b"RS", b"RL"}
+    makers = [
+        # neither AppleMIDI (FF FF) nor RTP version 2
+        lambda: (
+            bytes((rng.choice([*range(0x00, 0x80), *range(0xC0, 0xFF)]),))
+            + noise(rng.randrange(0, 200))
+        ),
+        # AppleMIDI with an unknown command
+        lambda: (
+            b"\xff\xff"
+            + next(c for c in iter(lambda: noise(2), None) if c not in known)
+            + noise(rng.randrange(0, 40))
+        ),
+        # truncated invitation-type packets and clock/feedback packets
+        lambda: (
+            b"\xff\xff" + rng.choice([b"IN", b"OK", b"NO", b"BY"]) + noise(rng.randrange(0, 12))
+        ),
+        lambda: b"\xff\xffCK" + noise(rng.randrange(0, 32)),
+        lambda: b"\xff\xffRS" + noise(rng.randrange(0, 8)),
+        # wrong protocol version
+        lambda: b"\xff\xffIN" + rng.randrange(3, 2**32).to_bytes(4, "big") + noise(8),
+        # CK count outside 0..2
+        lambda: b"\xff\xffCK" + noise(4) + bytes((rng.randrange(3, 256),)) + noise(27),
+        # RTP with the live session's SSRC and a command section that lies about its length
+        lambda: header + bytes((0x0F,)) + noise(rng.randrange(0, 14)),
+        # RTP header only, no payload
+        lambda: header,
+        # running status with nothing to run on
+        lambda: header + encode_section(bytes((0, rng.randrange(0, 0x80), 0x40))),
+        # J flag with no journal after the list
+        lambda: (
+            header
+            + bytes((0x63, 0x00, 0x90, 0x3C))
+            + b"\x40"[:0]
+            + b"\x40"[0:0]
+            + bytes((0x40,))[:0]
+            + b""
+        ),
+        # a SysEx that never ends
+        lambda: (
+            header + encode_section(b"\x00\xf0" + bytes(rng.randrange(0, 0x80) for _ in range(5)))
+        ),
+    ]
+    out: list[tuple[PortKind, bytes]] = []
+    for _ in range(count):
+        data = rng.choice(makers)()
+        out.append((rng.choice(list(PortKind)), data))
+    return out
+
+
+async def test_fuzz_live_hub_drops_and_counts_every_malformed_datagram() -> None:
+    port_in, port_out = free_ports(2)
+    with RunningHub(make_config(f"[groups]\nG = [{port_in}, {port_out}]")) as hub:
+        alice, bob = PyPeer("alice"), PyPeer("bob")
+        try:
+            await alice.connect(port_in)
+            await bob.connect(port_out)
+            assert alice.session is not None
+            fuzz = malformed_datagrams(10_000, alice.session.local_ssrc)
+            notes = [bytes((0x90 | (i % 16), i % 128, 1 + i % 100)) for i in range(200)]
+            target = {PortKind.CONTROL: port_in, PortKind.DATA: port_in + 1}
+            sent = 0
+            for start in range(0, len(fuzz), 100):
+                for kind, data in fuzz[start : start + 100]:
+                    port = target[kind] if sent % 2 else target[kind] - port_in + port_out
+                    alice.send_raw(kind, data, ("127.0.0.1", port))
+                    sent += 1
+                # Real traffic interleaved with the garbage: two notes per burst.
+                alice.send(notes[start // 50])
+                alice.send(notes[start // 50 + 1])
+                await wait_for(lambda: hub.malformed() >= sent, 5, "the hub to read the burst")
+            assert sent == 10_000
+            assert hub.malformed() == 10_000
+            await wait_for(lambda: len(bob.received) == 200, 5, "all notes")
+            assert bob.received == notes
+            (bob_session,) = bob.host.established
+            assert bob_session.packets_lost == 0
+            assert {s.peer_name for s in hub.participants(port_in)} == {"alice"}
+            assert {s.peer_name for s in hub.participants(port_out)} == {"bob"}
+        finally:
+            alice.close()
+            bob.close()
+
+
+@pytest.mark.parametrize("kind", list(PortKind))
+async def test_truncated_garbage_never_reaches_a_session(kind: PortKind) -> None:
+    port = free_port_pair()
+    with RunningHub(make_config(f"[rooms]\nR = {port}")) as hub:
+        a, b = PyPeer("a"), PyPeer("b")
+        try:
+            await a.connect(port)
+            await b.connect(port)
+            for size in range(0, 40):
+                a.send_raw(kind, b"\x80\x61" + bytes(size), ("127.0.0.1", port + kind))
+            a.send(NOTE_ON)
+            await wait_for(lambda: b.received == [NOTE_ON])
+        finally:
+            a.close()
+            b.close()
