@@ -108,14 +108,7 @@ def malformed_datagrams(
         # running status with nothing to run on
         lambda: header + encode_section(bytes((0, rng.randrange(0, 0x80), 0x40))),
         # J flag with no journal after the list
-        lambda: (
-            header
-            + bytes((0x63, 0x00, 0x90, 0x3C))
-            + b"\x40"[:0]
-            + b"\x40"[0:0]
-            + bytes((0x40,))[:0]
-            + b""
-        ),
+        lambda: header + bytes((0x64, 0x00, 0x90, 0x3C, 0x40)),
         # a SysEx that never ends
         lambda: (
             header + encode_section(b"\x00\xf0" + bytes(rng.randrange(0, 0x80) for _ in range(5)))
