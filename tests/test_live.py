@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 
 import pytest
 
@@ -41,31 +42,40 @@ async def test_ipv6_bind_accepts_ipv6_and_ipv4_peers() -> None:
         v4 = PyPeer("v4")
         try:
             await v4.connect(port)
-            # An IPv6 peer: speak the protocol by hand from a ::1 socket.
-            loop = asyncio.get_running_loop()
-            import socket
-
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            sock.bind(("::1", 0))
-            sock.setblocking(False)
-            data_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            data_sock.bind(("::1", 0))
-            data_sock.setblocking(False)
-            invite = p.encode_invitation(p.Invitation(p.INVITATION, 1, 0x6666, "v6"))
-            await loop.sock_sendto(sock, invite, ("::1", port))
-            reply, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 2)
-            assert reply[2:4] == b"OK"
-            await loop.sock_sendto(data_sock, invite, ("::1", port + 1))
-            reply, _ = await asyncio.wait_for(loop.sock_recvfrom(data_sock, 2048), 2)
-            assert reply[2:4] == b"OK"
-            await wait_for(lambda: len(hub.participants(port)) == 2)
+            # An IPv6 peer speaking the protocol by hand from ::1 sockets (in a thread:
+            # the hub shares this event loop).
+            v6 = asyncio.create_task(asyncio.to_thread(_ipv6_peer_session, port))
+            await wait_for(lambda: len(hub.participants(port)) == 2, 3, "the IPv6 peer")
             v4.send(NOTE_ON)
-            packet, _ = await asyncio.wait_for(loop.sock_recvfrom(data_sock, 2048), 2)
-            assert packet.endswith(NOTE_ON)
-            sock.close()
-            data_sock.close()
+            received = await asyncio.wait_for(v6, 5)
+            assert received[:2] == [b"OK", b"OK"]
+            assert received[2].endswith(NOTE_ON)
+            v6_session = next(s for s in hub.participants(port) if s.peer_name == "v6")
+            assert v6_session.control_addr[0] == "::1"
         finally:
             v4.close()
+
+
+def _ipv6_peer_session(port: int) -> list[bytes]:
+    """Join from ::1, then wait for one data packet; returns what arrived, in order."""
+    received: list[bytes] = []
+    with (
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as control,
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as data,
+    ):
+        for sock in (control, data):
+            sock.bind(("::1", 0))
+            sock.settimeout(3)
+        invite = p.encode_invitation(p.Invitation(p.INVITATION, 1, 0x6666, "v6"))
+        control.sendto(invite, ("::1", port))
+        received.append(control.recv(2048)[2:4])
+        data.sendto(invite, ("::1", port + 1))
+        received.append(data.recv(2048)[2:4])
+        while True:  # skip the hub's clock sync, keep the first RTP packet
+            packet = data.recv(2048)
+            if not p.is_session_packet(packet):
+                received.append(packet)
+                return received
 
 
 def malformed_datagrams(
@@ -141,7 +151,7 @@ async def test_fuzz_live_hub_drops_and_counts_every_malformed_datagram() -> None
                 # Real traffic interleaved with the garbage: two notes per burst.
                 alice.send(notes[start // 50])
                 alice.send(notes[start // 50 + 1])
-                await wait_for(lambda: hub.malformed() >= sent, 5, "the hub to read the burst")
+                await wait_for(lambda n=sent: hub.malformed() >= n, 5, "the hub to read the burst")
             assert sent == 10_000
             assert hub.malformed() == 10_000
             await wait_for(lambda: len(bob.received) == 200, 5, "all notes")
@@ -167,6 +177,7 @@ async def test_truncated_garbage_never_reaches_a_session(kind: PortKind) -> None
                 a.send_raw(kind, b"\x80\x61" + bytes(size), ("127.0.0.1", port + kind))
             a.send(NOTE_ON)
             await wait_for(lambda: b.received == [NOTE_ON])
+            assert hub.malformed() == 40
         finally:
             a.close()
             b.close()
