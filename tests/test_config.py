@@ -139,3 +139,8 @@ def test_config_check_cli(tmp_path: Path) -> None:
     assert "overlap" in result.output
     missing = CliRunner().invoke(main, ["config", "check", str(tmp_path / "nope.toml")])
     assert missing.exit_code == 1 and "cannot read" in missing.output
+
+
+def test_table_form_problems_point_at_the_table_line() -> None:
+    problems = problems_of("[groups]\nA = [5040, 5044]\n\n[groups.B]\nin = 5044\nout = 5046\n")
+    assert problems == ["line 4: groups.B.in: port 5044 is already used by groups.A.out"]

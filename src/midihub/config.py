@@ -7,6 +7,7 @@ file format lets us find it), so an admin fixes a file in one pass.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,14 +185,15 @@ def _describe(error: Any, text: str) -> str:
 
 
 def _line_of(text: str, loc: list[str]) -> str:
-    """Best effort: the line where the innermost named key appears."""
+    """Best effort: the line where the innermost named key is defined."""
     names = [part for part in loc if not part.isdigit() and part not in ("in_port", "out_port")]
     if not names or not text:
         return ""
-    key = names[-1]
+    pattern = re.compile(
+        r"""^\s*[{,]?\s*(\[[\w.]*\.)?["']?""" + re.escape(names[-1]) + r"""["']?\s*[=:\]]"""
+    )
     for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip().lstrip("\"'")
-        if stripped.startswith(key) and stripped[len(key) :].lstrip("\"' ").startswith(("=", ":")):
+        if pattern.match(line):
             return f"line {number}: "
     return ""
 
