@@ -52,6 +52,8 @@ class Net:
             for out in self.hub.drain():
                 moved = True
                 name = out.addr[0]
+                if name not in self.peers:  # gone without a word
+                    continue
                 host = self.peers[name]
                 kind = PortKind(out.addr[1] - self.addrs[name])
                 source = ("hub", out.endpoint.port + out.kind)
@@ -145,6 +147,56 @@ def test_hub_close_says_bye_to_everyone() -> None:
     net = Net()
     for name, port in (("a", 5040), ("b", 5042), ("c", 5060)):
         net.peer(name, port)
-    net.hub.close()
+    net.hub.close(net.now)
     net.pump()
     assert all(host.sessions == [] for host in net.peers.values())
+
+
+def held_then(net: Net, leave: str) -> list[bytes]:
+    """alice holds 5 notes, sustain, a bent wheel; releases one note; then leaves."""
+    net.peer("alice", 5040)
+    net.peer("bob", 5042)
+    notes = [bytes((0x90, n, 90)) for n in (60, 64, 67, 71, 74)]
+    net.play("alice", *notes, b"\x91\x30\x40", b"\xb0\x40\x7f", b"\xe0\x00\x50")
+    net.play("alice", b"\x81\x30\x00", b"\x90\x48\x00")  # note off, and note on vel 0 (unheld)
+    net.received["bob"].clear()
+    if leave == "bye":
+        net.peers["alice"].close()
+        net.pump()
+    elif leave == "timeout":
+        net.peers.pop("alice")
+        net.now += net.hub.config.timeout + 1
+        net.hub.tick(net.now)
+        net.pump()
+    elif leave == "removed":
+        net.hub.reconfigure(c.parse("[groups]\nH = [5050, 5042]"), net.now)
+        net.pump()
+    else:
+        net.hub.close(net.now)
+        net.pump()
+    return net.received["bob"]
+
+
+RELEASE = [bytes((0x80, n, 0)) for n in (60, 64, 67, 71, 74)] + [b"\xb0\x40\x00", b"\xe0\x00\x40"]
+
+
+def test_a_departing_player_releases_exactly_what_it_held() -> None:
+    for how in ("bye", "timeout", "removed", "shutdown"):
+        assert held_then(Net(), how) == RELEASE, how
+
+
+def test_held_notes_are_never_cut_while_the_player_is_connected() -> None:
+    net = Net()
+    net.peer("alice", 5040)
+    net.peer("bob", 5042)
+    net.play("alice", NOTE)
+    for _ in range(40):  # ten minutes of holding, clock syncs keep the session alive
+        net.now += 15
+        net.hub.tick(net.now)
+        for host in net.peers.values():
+            host.tick(net.now)
+        net.pump()
+    assert net.received["bob"] == [NOTE]
+    (alice,) = net.hub.endpoints[5040].host.established
+    state = net.hub.held(alice)
+    assert state is not None and state.held()[0].notes == {0x3C: 0x64}

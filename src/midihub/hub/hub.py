@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 from midihub.config import HubConfig
 from midihub.hub.endpoint import Endpoint
+from midihub.hub.notes import NoteState
 from midihub.hub.router import Router
 from midihub.rtp import (
     Address,
+    Command,
     Event,
     MidiReceived,
+    PeerLeft,
     PortKind,
     Session,
     Timing,
@@ -54,6 +57,8 @@ class Hub:
         self.endpoints: dict[int, Endpoint] = {}
         self.listeners: list[Listener] = []
         self.messages_forwarded = 0
+        self.notes_released = 0
+        self._held: dict[Session, NoteState] = {}  # per source participant
         self._router = Router([])
         self._dirty: set[Endpoint] = set()  # endpoints whose outbox may hold datagrams
         self.reconfigure(config, 0.0)
@@ -73,8 +78,7 @@ class Hub:
         for port, endpoint in list(self.endpoints.items()):
             spec = wanted.get(port)
             if spec is None or spec.role != endpoint.spec.role:
-                for event in endpoint.host.close("removed"):
-                    self._emit(endpoint, event)
+                self._handle(endpoint, endpoint.host.close("removed"), now)
                 self._dirty.add(endpoint)  # its BYs still go out on the next drain
                 removed.append(endpoint)
             else:
@@ -107,29 +111,56 @@ class Hub:
         if endpoint is None:  # a datagram read just before its port was removed
             return
         self._dirty.add(endpoint)
-        for event in endpoint.host.receive(data, kind, addr, now):
-            if type(event) is MidiReceived:
-                self._forward(endpoint, event, now)
+        events = endpoint.host.receive(data, kind, addr, now)
+        if events:
+            self._handle(endpoint, events, now)
+
+    def _handle(self, endpoint: Endpoint, events: list[Event], now: float) -> None:
+        for event in events:
+            if isinstance(event, MidiReceived):
+                state = self._held.get(event.session)
+                if state is None:
+                    state = self._held[event.session] = NoteState()
+                state.update(event.commands)
+                self._forward(endpoint, event.session, event.commands, now)
+            elif isinstance(event, PeerLeft):
+                state = self._held.pop(event.session, None)
+                if state is not None:
+                    self.release(endpoint, event.session, state, now)
             self._emit(endpoint, event)
 
-    def _forward(self, source: Endpoint, event: MidiReceived, now: float) -> None:
+    def release(self, source: Endpoint, session: Session, state: NoteState, now: float) -> None:
+        """Send everyone ``session`` was feeding the NoteOffs, pedal-ups and bend
+        centre for what it still held (it left, timed out or was removed)."""
+        commands = state.release()
+        if commands:
+            self.notes_released += sum(1 for _, msg in commands if msg[0] & 0xF0 == 0x80)
+            self._forward(source, session, commands, now)
+
+    def held(self, session: Session) -> NoteState | None:
+        return self._held.get(session)
+
+    def _forward(
+        self, source: Endpoint, sender: Session, commands: list[Command], now: float
+    ) -> None:
         targets = self._router.targets(source.port)
         if not targets:
             return
         sections: list[bytes] | None = None
-        sender = event.session
         for port in targets:
-            endpoint = self.endpoints[port]
+            endpoint = self.endpoints.get(port)
+            if endpoint is None:
+                continue
             receivers = [s for s in endpoint.host.established if s is not sender]
             if not receivers:
                 continue
             if sections is None:  # encoded once, whatever the number of receivers
                 sections = [
-                    encode_section(body) for body in encode_lists(event.commands, MAX_LIST_LENGTH)
+                    encode_section(body) for body in encode_lists(commands, MAX_LIST_LENGTH)
                 ]
             endpoint.host.send(receivers, sections, now)
             self._dirty.add(endpoint)
-            self.messages_forwarded += len(event.commands) * len(receivers)
+            self.messages_forwarded += len(commands) * len(receivers)
 
     def connect(self, port: int, addr: Address, now: float) -> Session:
         """Open an outbound session from hub port ``port`` to a remote responder."""
@@ -150,15 +181,21 @@ class Hub:
 
     def tick(self, now: float) -> None:
         for endpoint in self.endpoints.values():
-            for event in endpoint.host.tick(now):
-                self._emit(endpoint, event)
+            events = endpoint.host.tick(now)
+            if events:
+                self._handle(endpoint, events, now)
             self._dirty.add(endpoint)  # retries and clock syncs may be due
 
-    def close(self) -> None:
-        """Say BY to everyone (shutdown)."""
+    def close(self, now: float) -> None:
+        """Release every held note while all receivers are still there, then say BY
+        to everyone (shutdown)."""
         for endpoint in self.endpoints.values():
-            for event in endpoint.host.close("shutdown"):
-                self._emit(endpoint, event)
+            for session in endpoint.host.established:
+                state = self._held.pop(session, None)
+                if state is not None:
+                    self.release(endpoint, session, state, now)
+        for endpoint in self.endpoints.values():
+            self._handle(endpoint, endpoint.host.close("shutdown"), now)
             self._dirty.add(endpoint)
 
     # -- output ----------------------------------------------------------------

@@ -110,7 +110,7 @@ class HubServer:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        self.hub.close()
+        self.hub.close(self._loop.time())
         self.flush()
         self.close_sockets()
 
