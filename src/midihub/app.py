@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
+import secrets
 import signal
 from pathlib import Path
 
 from midihub import config as config_module
-from midihub.config import ConfigError, HubConfig
+from midihub.config import ConfigError, HubConfig, parse_listen
 from midihub.hub import Endpoint, Hub
 from midihub.net import HubServer
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Session
+from midihub.web import Api, WebServer
+from midihub.web.server import WebError
 
 log = logging.getLogger("midihub")
+
+TOKEN_FILE = "midihub.token"
+"""Where a generated control token is kept, next to the database."""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _who(session: Session) -> str:
@@ -45,14 +60,24 @@ class App:
     """One running hub. ``run()`` returns when asked to stop (signal or ``stop()``)."""
 
     def __init__(
-        self, config: HubConfig, config_path: Path | None = None, bind: str | None = None
+        self,
+        config: HubConfig,
+        config_path: Path | None = None,
+        bind: str | None = None,
+        *,
+        web: str | None = None,
+        db: str | None = None,
     ) -> None:
-        self.config = config
+        self.config = config.with_overrides(web=web, db=db)
         self.config_path = config_path
         self.bind_override = bind
-        self.hub = Hub(config)
+        self.web_override = web
+        self.db_override = db
+        self.hub = Hub(self.config)
         self.hub.listeners.append(log_event)
         self.server: HubServer | None = None
+        self.web: WebServer | None = None
+        self.token = ""
         self._stop: asyncio.Event | None = None
 
     async def run(self) -> None:
@@ -68,6 +93,11 @@ class App:
                 spec.port + 1,
                 spec.label,
             )
+        try:
+            await self._start_web(loop)
+        except WebError:
+            self.server.close()
+            raise
         installed = []
         for signum, handler in (
             (signal.SIGINT, self.stop),
@@ -83,7 +113,41 @@ class App:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             self.server.close()
+            if self.web is not None:
+                await self.web.close()
             log.info("stopped")
+
+    async def _start_web(self, loop: asyncio.AbstractEventLoop) -> None:
+        settings = self.config.web
+        if not settings.listen:
+            return
+        host, port = parse_listen(settings.listen)
+        self.token = settings.token or self._generated_token()
+        api = Api(self.hub, token=self.token, public=settings.public, hub_time=loop.time)
+        self.web = WebServer(api.application(), host, port)
+        await self.web.start()
+        log.info("dashboard and API on %s", self.web.url)
+        if settings.token is None:
+            log.info("control token (panic, reload): %s", self.token)
+            if not _is_loopback(host):
+                log.warning(
+                    "the web port %s is reachable from other machines and no web.token is "
+                    "configured: anyone who reads this log can send control actions; set "
+                    "web.token in the configuration",
+                    settings.listen,
+                )
+
+    def _generated_token(self) -> str:
+        """A fresh token, also written (0600) beside the database for ``midihub panic``."""
+        token = secrets.token_urlsafe(18)
+        database = self.config.stats.database
+        if database != ":memory:":
+            path = Path(database).parent / TOKEN_FILE
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as file:
+                    file.write(token + "\n")
+        return token
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -95,6 +159,7 @@ class App:
             return
         try:
             new, _ = config_module.load(self.config_path, self.bind_override)
+            new = new.with_overrides(web=self.web_override, db=self.db_override)
         except ConfigError as error:
             log.error("reload refused, configuration unchanged: %s", error)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 
@@ -28,23 +29,32 @@ def main() -> None:
     help="TOML file or legacy midiports JSON (default: ./midihub.toml, ./midiports).",
 )
 @click.option("--bind", help="Address to listen on (default 0.0.0.0; '::' for IPv6).")
+@click.option("--web", help="Dashboard and API address HOST:PORT (default 127.0.0.1:8080).")
+@click.option("--db", help="Latency history database file (default ./midihub.db; :memory:).")
 @click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
-def serve(config_path: str | None, bind: str | None, log_level: str) -> None:
+def serve(
+    config_path: str | None, bind: str | None, web: str | None, db: str | None, log_level: str
+) -> None:
     """Run the hub until Ctrl-C or SIGTERM; SIGHUP re-reads the configuration."""
     from midihub.app import App, install_fast_loop
+    from midihub.web.server import WebError
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
     try:
         config, path = config_module.load(config_path, bind)
+        config.with_overrides(web=web, db=db)
     except ConfigError as error:
         _report(error)
+        sys.exit(2)
+    except ValueError as error:
+        click.echo(f"--web: {error}", err=True)
         sys.exit(2)
     loop_name = install_fast_loop()
     logging.getLogger("midihub").info(
@@ -53,10 +63,10 @@ def serve(config_path: str | None, bind: str | None, log_level: str) -> None:
         loop_name,
         path or "built-in defaults",
     )
-    app = App(config, path, bind)
+    app = App(config, path, bind, web=web, db=db)
     try:
         asyncio.run(app.run())
-    except BindError as error:
+    except (BindError, WebError) as error:
         logging.getLogger("midihub").error("%s", error)
         sys.exit(1)
 
@@ -84,3 +94,82 @@ def _report(error: ConfigError) -> None:
     click.echo(f"{error.source}: {len(error.problems)} problem(s)", err=True)
     for problem in error.problems:
         click.echo(f"  {problem}", err=True)
+
+
+_web_option = click.option(
+    "--web", help="The hub's web address HOST:PORT (default $MIDIHUB_WEB or 127.0.0.1:8080)."
+)
+
+
+@main.command()
+@_web_option
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON for scripts.")
+def status(web: str | None, as_json: bool) -> None:
+    """Who is connected to the running hub, with latency and loss."""
+    from midihub.client import HubRefused, HubUnreachable, request
+    from midihub.status import render_status
+
+    try:
+        ports = request(web, "/api/participants")["ports"]
+        rows = request(web, "/api/latency")
+    except HubUnreachable as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    except HubRefused as error:
+        click.echo(f"the hub refused: {error} (HTTP {error.status})", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"ports": ports, "latency": rows}, indent=2))
+        return
+    render_status(ports, rows)
+
+
+@main.command()
+@_web_option
+@click.option("--port", "port", type=int, help="Hub port whose participants get the NoteOffs.")
+@click.option(
+    "--range",
+    "note_range",
+    default="All",
+    show_default=True,
+    type=click.Choice(["Low", "Mid", "High", "All"], case_sensitive=False),
+    help="Low 0-42, Mid 43-85, High 86-127, All 0-127.",
+)
+@click.option("--channel", "channels", type=click.IntRange(1, 16), multiple=True)
+@click.option("--participant", help="Only this participant (an id from `midihub status --json`).")
+@click.option("--token", help="Control token (default $MIDIHUB_TOKEN or ./midihub.token).")
+@click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the token.")
+def panic(
+    web: str | None,
+    port: int | None,
+    note_range: str,
+    channels: tuple[int, ...],
+    participant: str | None,
+    token: str | None,
+    token_file: str | None,
+) -> None:
+    """All notes off: NoteOff for a range of notes on every channel, on a hub port."""
+    from midihub.client import HubRefused, HubUnreachable, find_token, request
+
+    if port is None and participant is None:
+        raise click.UsageError("give --port (or --participant)")
+    body: dict[str, object] = {"range": note_range.title()}
+    if port is not None:
+        body["port"] = port
+    if channels:
+        body["channels"] = sorted(set(channels))
+    if participant:
+        body["participant"] = participant
+    try:
+        result = request(web, "/api/panic", body=body, token=find_token(token, token_file))
+    except HubUnreachable as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    except HubRefused as error:
+        click.echo(f"panic refused: {error}", err=True)
+        sys.exit(2 if error.status == 400 else 1)
+    low, high = result["notes"]
+    click.echo(
+        f"{result['range']} ({low}-{high}) notes off on port {result['port']}: "
+        f"sent to {len(result['sentTo'])} participant(s)"
+    )

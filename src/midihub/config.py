@@ -72,6 +72,39 @@ class RoomConfig(_Strict):
     _port = field_validator("port")(_check_port)
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port), or ValueError saying why."""
+    host, sep, port_text = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8080, got {text!r}")
+    return host, int(port_text)
+
+
+class WebConfig(_Strict):
+    """The dashboard and JSON API."""
+
+    listen: str = Field(default="127.0.0.1:8080", description="HOST:PORT; empty turns it off")
+    token: str | None = Field(
+        default=None, min_length=8, description="for control actions; generated when unset"
+    )
+    public: bool = Field(default=True, description="read-only pages need no token")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            parse_listen(value)
+        return value
+
+
+class StatsConfig(_Strict):
+    """Latency history."""
+
+    database: str = Field(default="midihub.db", description="SQLite file, or :memory:")
+    retention_days: float = Field(default=7.0, gt=0)
+
+
 class HubConfig(_Strict):
     bind: str = "0.0.0.0"
     name: str = Field(default="midihub", min_length=1, max_length=63)
@@ -80,6 +113,21 @@ class HubConfig(_Strict):
     max_participants: int = Field(default=64, ge=1, le=1024, description="per port")
     groups: dict[str, GroupConfig] = Field(default_factory=dict)
     rooms: dict[str, RoomConfig] = Field(default_factory=dict)
+    web: WebConfig = Field(default_factory=WebConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+
+    def with_overrides(self, *, web: str | None = None, db: str | None = None) -> HubConfig:
+        """Command-line options win over the file (``--web``, ``--db``)."""
+        config = self
+        if web is not None:
+            parse_listen(web)
+            config = config.model_copy(
+                update={"web": config.web.model_copy(update={"listen": web})}
+            )
+        if db is not None:
+            stats = config.stats.model_copy(update={"database": db})
+            config = config.model_copy(update={"stats": stats})
+        return config
 
     @model_validator(mode="after")
     def _defaults(self) -> HubConfig:

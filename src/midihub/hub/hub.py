@@ -7,18 +7,22 @@ datagrams to send come out of ``drain()``. ``midihub.net`` moves them.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from midihub.config import HubConfig
 from midihub.hub.endpoint import Endpoint
-from midihub.hub.notes import NoteState
+from midihub.hub.notes import ALL_CHANNELS, NoteState, panic_commands
 from midihub.hub.router import Router
+from midihub.hub.stats import ParticipantStats
+from midihub.midi.notes import NoteRange
 from midihub.rtp import (
     Address,
     Command,
     Event,
+    LatencyMeasured,
     MidiReceived,
+    PeerJoined,
     PeerLeft,
     PortKind,
     Session,
@@ -58,6 +62,8 @@ class Hub:
         self.listeners: list[Listener] = []
         self.messages_forwarded = 0
         self.notes_released = 0
+        self.panics = 0
+        self.stats: dict[Session, ParticipantStats] = {}
         self._held: dict[Session, NoteState] = {}  # per source participant
         self._router = Router([])
         self._dirty: set[Endpoint] = set()  # endpoints whose outbox may hold datagrams
@@ -122,12 +128,26 @@ class Hub:
                 if state is None:
                     state = self._held[event.session] = NoteState()
                 state.update(event.commands)
+                self._stats(event.session).messages_in += len(event.commands)
                 self._forward(endpoint, event.session, event.commands, now)
+            elif isinstance(event, LatencyMeasured):
+                self._stats(event.session).add_rtt(event.rtt, now)
+            elif isinstance(event, PeerJoined):
+                self._stats(event.session)
             elif isinstance(event, PeerLeft):
                 state = self._held.pop(event.session, None)
                 if state is not None:
                     self.release(endpoint, event.session, state, now)
+                self._emit(endpoint, event)
+                self.stats.pop(event.session, None)
+                continue
             self._emit(endpoint, event)
+
+    def _stats(self, session: Session) -> ParticipantStats:
+        stats = self.stats.get(session)
+        if stats is None:
+            stats = self.stats[session] = ParticipantStats()
+        return stats
 
     def release(self, source: Endpoint, session: Session, state: NoteState, now: float) -> None:
         """Send everyone ``session`` was feeding the NoteOffs, pedal-ups and bend
@@ -160,7 +180,13 @@ class Hub:
                 ]
             endpoint.host.send(receivers, sections, now)
             self._dirty.add(endpoint)
-            self.messages_forwarded += len(commands) * len(receivers)
+            count = len(commands)
+            self.messages_forwarded += count * len(receivers)
+            stats = self.stats
+            for receiver in receivers:
+                known = stats.get(receiver)
+                if known is not None:
+                    known.messages_out += count
 
     def connect(self, port: int, addr: Address, now: float) -> Session:
         """Open an outbound session from hub port ``port`` to a remote responder."""
@@ -176,6 +202,43 @@ class Hub:
         endpoint = self.endpoints[port]
         endpoint.host.send(sessions, sections, now)
         self._dirty.add(endpoint)
+        for session in sessions:
+            known = self.stats.get(session)
+            if known is not None:
+                known.messages_out += len(commands)
+
+    def panic(
+        self,
+        port: int,
+        note_range: NoteRange,
+        now: float,
+        *,
+        channels: Iterable[int] = ALL_CHANNELS,
+        session: Session | None = None,
+    ) -> list[Session]:
+        """Manual stuck-note repair: NoteOffs for ``note_range`` to everyone on
+        ``port`` (or to one participant there). Returns who was sent them."""
+        endpoint = self.endpoints[port]
+        targets = [session] if session is not None else list(endpoint.host.established)
+        if targets:
+            self.send(port, targets, panic_commands(note_range, channels), now)
+        self.panics += 1
+        return targets
+
+    def participant(self, participant_id: str) -> tuple[Endpoint, Session] | None:
+        """Find a connected participant by the id the API shows (``port-ssrc``)."""
+        port_text, _, ssrc_text = participant_id.partition("-")
+        try:
+            endpoint = self.endpoints.get(int(port_text))
+            ssrc = int(ssrc_text, 16)
+        except ValueError:
+            return None
+        if endpoint is None:
+            return None
+        for session in endpoint.host.established:
+            if session.peer_ssrc == ssrc:
+                return endpoint, session
+        return None
 
     # -- time ------------------------------------------------------------------
 
@@ -210,3 +273,8 @@ class Hub:
     def _emit(self, endpoint: Endpoint, event: Event) -> None:
         for listener in self.listeners:
             listener(endpoint, event)
+
+
+def participant_id(endpoint: Endpoint, session: Session) -> str:
+    """Stable for the life of a session: the hub port and the peer's SSRC."""
+    return f"{endpoint.port}-{session.peer_ssrc:08x}"

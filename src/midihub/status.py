@@ -1,0 +1,59 @@
+"""``midihub status``: the API's answer as a table an admin reads at a glance."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render_status(
+    ports: list[dict[str, Any]], rows: list[dict[str, Any]], console: Console | None = None
+) -> None:
+    # Piped output is for reading later or grepping: never squeeze it into 80 columns.
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    live = [row for row in rows if row.get("connected")]
+    labels = {p["port"]: p["label"] for p in ports}
+    if not live:
+        console.print(f"midihub: no participants on {len(ports)} port(s)")
+    else:
+        table = Table(
+            title=f"midihub: {len(live)} participant(s) on {len(ports)} port(s), latency in ms",
+            title_justify="left",
+        )
+        for heading in ("participant", "port", "address", "connected"):
+            table.add_column(heading, no_wrap=True)
+        for heading in ("last", "avg", "min", "max", "jitter", "loss %"):
+            table.add_column(heading, justify="right", no_wrap=True)
+        for row in sorted(live, key=lambda r: (r["port"], r["name"])):
+            table.add_row(
+                row["name"] or "(unnamed)",
+                f"{row['port']} {labels.get(row['port'], '')}".strip(),
+                row["address"],
+                _duration(row.get("connectedFor")),
+                _ms(row["lastLatency"]),
+                _ms(row["averageLatency"]),
+                _ms(row["minLatency"]),
+                _ms(row["maxLatency"]),
+                _ms(row.get("jitter")),
+                f"{row.get('lossPercent', 0.0):.1f}",
+            )
+        console.print(table)
+    idle = [p for p in ports if not p["participants"]]
+    if idle:
+        console.print("no one on: " + ", ".join(f"{p['port']} {p['label']}" for p in idle))

@@ -1,0 +1,360 @@
+"""The JSON API: who is connected, latency, stuck-note repair.
+
+It reads the hub's live state in the hub's own process and event loop, so an answer
+is always current and nothing on the packet path waits for the web. Times the hub
+keeps on its monotonic clock are converted to wall-clock UTC here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from midihub import __version__
+from midihub.hub import Endpoint, Hub, participant_id
+from midihub.midi.notes import NoteRange
+from midihub.rtp import Session
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HistoryStore(Protocol):
+    """What the API needs from the latency database (``midihub.stats``)."""
+
+    async def summary(self) -> list[Any]: ...
+
+    async def history(
+        self, participant: str | None = None, since: float | None = None
+    ) -> list[Any]: ...
+
+
+def iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+class Api:
+    """Routes and their handlers; ``clock`` converts hub time to wall time."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        token: str,
+        public: bool = True,
+        store: HistoryStore | None = None,
+        hub_time: Callable[[], float],
+        wall_time: Callable[[], float] = time.time,
+    ) -> None:
+        self.hub = hub
+        self.token = token
+        self.public = public
+        self.store = store
+        self._hub_time = hub_time
+        self._wall_time = wall_time
+        self.started = wall_time()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/health", self.health),
+            web.get("/api/participants", self.participants),
+            web.get("/api/latency", self.latency),
+            web.get("/api/latency/history", self.history),
+            web.post("/api/panic", self.panic),
+            web.get("/api/openapi.json", self.openapi),
+        ]
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.add_routes(self.routes())
+        return app
+
+    # -- access ------------------------------------------------------------------
+
+    def authorised(self, request: web.Request) -> bool:
+        given = request.headers.get("X-Midihub-Token", "")
+        bearer = request.headers.get("Authorization", "")
+        if bearer.lower().startswith("bearer "):
+            given = bearer[7:].strip()
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        control = request.method not in ("GET", "HEAD", "OPTIONS")
+        open_read = self.public or request.path in ("/api/health", "/api/openapi.json")
+        if (control or not open_read) and not self.authorised(request):
+            what = "control actions" if control else "this hub's pages"
+            return error(401, f"{what} need the hub's token (Authorization: Bearer TOKEN)")
+        return await handler(request)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def to_wall(self, hub_seconds: float) -> float:
+        return hub_seconds + (self._wall_time() - self._hub_time())
+
+    def _person(self, endpoint: Endpoint, session: Session) -> dict[str, Any]:
+        host, port = session.control_addr[0], session.control_addr[1]
+        host = host.removeprefix("::ffff:") if isinstance(host, str) else str(host)
+        joined = session.joined_at if session.joined_at is not None else session.created
+        return {
+            "id": participant_id(endpoint, session),
+            "name": session.peer_name,
+            "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "port": endpoint.port,
+            "connectedSince": iso(self.to_wall(joined)),
+            "connectedFor": round(self._hub_time() - joined, 1),
+        }
+
+    # -- handlers ----------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "ok",
+                "version": __version__,
+                "uptime": round(self._wall_time() - self.started, 1),
+                "ports": sorted(self.hub.endpoints),
+                "participants": sum(len(e.host.established) for e in self.hub.endpoints.values()),
+            }
+        )
+
+    async def participants(self, request: web.Request) -> web.Response:
+        ports = []
+        for port, endpoint in sorted(self.hub.endpoints.items()):
+            spec = endpoint.spec
+            ports.append(
+                {
+                    "port": port,
+                    "dataPort": port + 1,
+                    "label": spec.label,
+                    "owner": spec.owner,
+                    "role": spec.role,
+                    "kind": "room" if spec.role == "room" else "group",
+                    "participants": [
+                        self._person(endpoint, session) for session in endpoint.host.established
+                    ],
+                }
+            )
+        return web.json_response({"ports": ports})
+
+    async def latency(self, request: web.Request) -> web.Response:
+        rows: list[dict[str, Any]] = []
+        live: set[tuple[str, str, int]] = set()
+        for _, endpoint in sorted(self.hub.endpoints.items()):
+            for session in endpoint.host.established:
+                row = self._live_row(endpoint, session)
+                live.add((row["name"], row["address"], row["port"]))
+                rows.append(row)
+        if self.store is not None:
+            for past in await self.store.summary():
+                key = (past.name, past.address, past.hub_port)
+                if key not in live:
+                    rows.append(self._stored_row(past))
+        return web.json_response(rows)
+
+    def _live_row(self, endpoint: Endpoint, session: Session) -> dict[str, Any]:
+        stats = self.hub.stats.get(session)
+        row = self._person(endpoint, session)
+        received, lost = session.packets_received, session.packets_lost
+        row |= {
+            "connected": True,
+            "packetsReceived": received,
+            "packetsLost": lost,
+            "lossPercent": round(100 * lost / (received + lost), 2) if received + lost else 0.0,
+            "messagesIn": stats.messages_in if stats else 0,
+            "messagesOut": stats.messages_out if stats else 0,
+            "samples": stats.samples if stats else 0,
+            "jitter": ms(stats.jitter) if stats and stats.samples > 1 else None,
+        }
+        last_at = stats.last_at if stats and stats.samples else None
+        return row | self._latency_fields(
+            row["name"],
+            endpoint.port,
+            average=stats.average if stats else None,
+            last=(stats.last, last_at) if stats and stats.samples else None,
+            low=(stats.min, stats.min_at) if stats and stats.samples else None,
+            high=(stats.max, stats.max_at) if stats and stats.samples else None,
+            convert=True,
+        )
+
+    def _stored_row(self, past: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": None,
+            "name": past.name,
+            "address": past.address,
+            "port": past.hub_port,
+            "connected": False,
+            "samples": past.count,
+        }
+        return row | self._latency_fields(
+            past.name,
+            past.hub_port,
+            average=past.avg_ms / 1000,
+            last=(past.last_ms / 1000, past.last_at),
+            low=(past.min_ms / 1000, past.min_at),
+            high=(past.max_ms / 1000, past.max_at),
+            convert=False,
+        )
+
+    def _latency_fields(
+        self,
+        name: str,
+        port: int,
+        *,
+        average: float | None,
+        last: tuple[float | None, float | None] | None,
+        low: tuple[float | None, float] | None,
+        high: tuple[float | None, float] | None,
+        convert: bool,
+    ) -> dict[str, Any]:
+        """The old latency page's field names, so existing scripts keep working."""
+
+        def when(at: float | None) -> str | None:
+            if at is None:
+                return None
+            return iso(self.to_wall(at) if convert else at)
+
+        return {
+            "clientName": name,
+            "clientPort": port,
+            "timestamp": when(last[1]) if last else None,
+            "averageLatency": ms(average),
+            "minLatency": ms(low[0]) if low else None,
+            "minLatencyTime": when(low[1]) if low else None,
+            "maxLatency": ms(high[0]) if high else None,
+            "maxLatencyTime": when(high[1]) if high else None,
+            "lastLatency": ms(last[0]) if last else None,
+            "lastLatencyTime": when(last[1]) if last else None,
+        }
+
+    async def history(self, request: web.Request) -> web.Response:
+        participant = request.query.get("participant") or None
+        since_text = request.query.get("since")
+        since: float | None = None
+        if since_text:
+            try:
+                since = parse_time(since_text, self._wall_time())
+            except ValueError as exc:
+                return error(400, str(exc))
+        if self.store is None:
+            return web.json_response([])
+        rows = await self.store.history(participant, since)
+        return web.json_response(
+            [
+                {
+                    "name": r.name,
+                    "address": r.address,
+                    "port": r.hub_port,
+                    "minute": iso(r.minute),
+                    "minLatency": round(r.min_ms, 1),
+                    "avgLatency": round(r.avg_ms, 1),
+                    "maxLatency": round(r.max_ms, 1),
+                    "count": r.count,
+                }
+                for r in rows
+            ]
+        )
+
+    async def panic(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return error(400, "the body must be JSON: {port, range, channels?, participant?}")
+        if not isinstance(body, dict):
+            return error(400, "the body must be a JSON object: {port, range}")
+        try:
+            port, note_range, channels, session = self._panic_request(body)
+        except ValueError as exc:
+            return error(400, str(exc))
+        targets = self.hub.panic(
+            port, note_range, self._hub_time(), channels=channels, session=session
+        )
+        return web.json_response(
+            {
+                "port": port,
+                "range": note_range.name.title(),
+                "notes": [note_range.low, note_range.high],
+                "channels": [c + 1 for c in channels],
+                "sentTo": [self._person(self.hub.endpoints[port], s)["id"] for s in targets],
+            }
+        )
+
+    def _panic_request(
+        self, body: dict[str, Any]
+    ) -> tuple[int, NoteRange, list[int], Session | None]:
+        ports = sorted(self.hub.endpoints)
+        participant = body.get("participant")
+        session: Session | None = None
+        port = body.get("port")
+        if participant is not None:
+            found = self.hub.participant(str(participant))
+            if found is None:
+                raise ValueError(f"no participant {participant!r} is connected")
+            endpoint, session = found
+            if port is not None and port != endpoint.port:
+                raise ValueError(f"participant {participant!r} is on port {endpoint.port}")
+            port = endpoint.port
+        if isinstance(port, str) and port.isdigit():
+            port = int(port)
+        if not isinstance(port, int) or isinstance(port, bool) or port not in self.hub.endpoints:
+            valid = ", ".join(str(p) for p in ports)
+            raise ValueError(f"unknown port {port!r}; valid ports: {valid}")
+        note_range = NoteRange.parse(str(body.get("range", "All")))
+        raw_channels = body.get("channels")
+        if raw_channels is None:
+            channels = list(range(16))
+        else:
+            if not isinstance(raw_channels, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 16
+                for c in raw_channels
+            ):
+                raise ValueError("channels must be a list of MIDI channels 1..16")
+            channels = sorted({c - 1 for c in raw_channels})
+        return port, note_range, channels, session
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("midihub.web").joinpath("openapi.json").read_text(encoding="utf-8")
+    document: dict[str, Any] = json.loads(text)
+    document["info"]["version"] = __version__
+    return document
+
+
+def parse_time(text: str, now: float) -> float:
+    """``since`` as epoch seconds, an ISO 8601 time, or a span back from now (``1h``)."""
+    text = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return now - float(text[:-1]) * units[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"since={text!r}: use epoch seconds, an ISO time, or a span like 90m, 1h, 7d"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

@@ -1,0 +1,300 @@
+"""The JSON API and the CLI commands that use it, against a hub on real sockets with
+real sessions; RTT and loss checked through a delay/loss proxy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+from jsonschema import Draft202012Validator
+
+from midihub.cli import main
+from midihub.midi.messages import note_off
+from midihub.web import Api, WebServer, openapi_document
+from tests.proxy import PathRules, UdpProxy, every_nth_rtp
+from tests.support import PyPeer, RunningHub, free_ports, make_config, wait_for
+
+TOKEN = "test-token-123"
+
+
+@asynccontextmanager
+async def serving(text: str, **overrides: Any) -> AsyncIterator[tuple[RunningHub, str]]:
+    with RunningHub(make_config(text, **overrides)) as running:
+        loop = asyncio.get_running_loop()
+        api = Api(running.hub, token=TOKEN, hub_time=loop.time)
+        web = WebServer(api.application(), "127.0.0.1", 0)
+        await web.start()
+        try:
+            yield running, web.url.rstrip("/")
+        finally:
+            await web.close()
+
+
+async def get(url: str) -> Any:
+    async with aiohttp.ClientSession() as client, client.get(url) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def post(url: str, body: Any, token: str | None = TOKEN) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(url, json=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+def validator(path: str, method: str = "get", status: str = "200") -> Draft202012Validator:
+    """The response schema the OpenAPI document promises for ``path``."""
+    document = openapi_document()
+    operation = document["paths"][path][method]
+    schema = operation["responses"][status]["content"]["application/json"]["schema"]
+    return Draft202012Validator({**schema, "components": document["components"]})
+
+
+def conforms(path: str, body: Any, method: str = "get", status: str = "200") -> None:
+    errors = [e.message for e in validator(path, method, status).iter_errors(body)]
+    assert not errors, errors
+
+
+async def test_participants_follow_joins_and_leaves() -> None:
+    port_in, port_out = free_ports(2)
+    async with serving(f"[groups]\nG = [{port_in}, {port_out}]") as (_, url):
+        alice, bob = PyPeer("alice"), PyPeer("bob")
+        try:
+            await alice.connect(port_in)
+            await bob.connect(port_out)
+            body = await get(url + "/api/participants")
+            conforms("/api/participants", body)
+            by_port = {p["port"]: p for p in body["ports"]}
+            assert by_port[port_in]["label"] == "G in" and by_port[port_out]["role"] == "out"
+            assert [p["name"] for p in by_port[port_in]["participants"]] == ["alice"]
+            assert by_port[port_out]["participants"][0]["address"] == f"127.0.0.1:{bob.port}"
+            bob.bye()
+            await wait_for(lambda: not bob.session or not bob.session.established)
+            await asyncio.sleep(0.1)
+            body = await get(url + "/api/participants")
+            assert {p["port"]: len(p["participants"]) for p in body["ports"]} == {
+                port_in: 1,
+                port_out: 0,
+            }
+        finally:
+            alice.close()
+            bob.close()
+
+
+async def test_latency_rows_conform_and_keep_the_legacy_names() -> None:
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nR = {port}") as (running, url):
+        alice, bob = PyPeer("alice"), PyPeer("bob")
+        try:
+            await alice.connect(port)
+            await bob.connect(port)
+            alice.send(bytes((0x90, 60, 100)), bytes((0x80, 60, 0)))
+            await wait_for(lambda: len(bob.received) == 2)
+            await wait_for(lambda: all(s.samples for s in running.hub.stats.values()))
+            rows = await get(url + "/api/latency")
+            conforms("/api/latency", rows)
+            by_name = {row["name"]: row for row in rows}
+            assert set(by_name) == {"alice", "bob"}
+            a = by_name["alice"]
+            assert a["clientName"] == "alice" and a["clientPort"] == port and a["connected"]
+            assert a["messagesIn"] == 2 and by_name["bob"]["messagesOut"] == 2
+            assert a["packetsReceived"] == 1 and a["lossPercent"] == 0.0
+            assert 0 <= a["minLatency"] <= a["averageLatency"] <= a["maxLatency"] < 50
+            assert a["lastLatencyTime"] is not None and a["timestamp"] == a["lastLatencyTime"]
+        finally:
+            alice.close()
+            bob.close()
+
+
+async def test_rtt_through_a_40ms_each_way_proxy_peer_started_and_hub_started() -> None:
+    """80 ms ± 10 ms round trip, whichever side starts the clock exchange."""
+    hub_port, listen_port = free_ports(2)
+    async with serving(
+        f"[rooms]\nR = {hub_port}\n[groups]\nL = [{listen_port}, {listen_port + 2}]",
+        ck_interval=0.5,
+    ) as (
+        running,
+        url,
+    ):
+        proxy = await UdpProxy(hub_port, PathRules(delay=0.04), PathRules(delay=0.04)).start()
+        caller = PyPeer("caller")  # invites the hub via the proxy and starts CK itself
+        listener = PyPeer("listener")  # is invited by the hub: the hub starts CK
+        back = await UdpProxy(listener.port, PathRules(delay=0.04), PathRules(delay=0.04)).start()
+        try:
+            await caller.connect(proxy.port)
+            running.server.connect(listen_port, "127.0.0.1", back.port)
+
+            def samples(name: str) -> int:
+                return sum(
+                    s.samples for sess, s in running.hub.stats.items() if sess.peer_name == name
+                )
+
+            await wait_for(lambda: samples("caller") >= 2 and samples("listener") >= 2, 10)
+            rows = {row["name"]: row for row in await get(url + "/api/latency")}
+            for name in ("caller", "listener"):
+                row = rows[name]
+                assert 70 <= row["lastLatency"] <= 90, row
+                assert 70 <= row["minLatency"] <= row["maxLatency"] <= 90, row
+            assert rows["listener"]["port"] == listen_port
+        finally:
+            caller.close()
+            listener.close()
+            proxy.close()
+            back.close()
+
+
+async def test_every_tenth_data_packet_dropped_shows_ten_percent_loss() -> None:
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nR = {port}") as (_, url):
+        proxy = await UdpProxy(port, PathRules(drop=every_nth_rtp(10)), PathRules()).start()
+        player = PyPeer("player")
+        try:
+            await player.connect(proxy.port)
+            for i in range(201):
+                player.send(bytes((0x90, i % 128, 100)))
+                await asyncio.sleep(0.001)
+            await wait_for(lambda: proxy.to_target.rtp_seen == 201)
+            await asyncio.sleep(0.1)
+            (row,) = [r for r in await get(url + "/api/latency") if r["name"] == "player"]
+            assert proxy.to_target.dropped == 20
+            assert row["packetsLost"] == 20 and row["packetsReceived"] == 181
+            assert 9.0 <= row["lossPercent"] <= 11.0
+        finally:
+            player.close()
+            proxy.close()
+
+
+async def test_panic_needs_the_token_and_names_valid_values() -> None:
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nR = {port}") as (_, url):
+        peer = PyPeer("peer")
+        try:
+            await peer.connect(port)
+            status, body = await post(url + "/api/panic", {"port": port, "range": "Low"}, None)
+            assert status == 401 and "token" in body["error"]
+            status, body = await post(
+                url + "/api/panic", {"port": port, "range": "Low"}, "wrong-token"
+            )
+            assert status == 401
+            status, body = await post(url + "/api/panic", {"port": port + 2, "range": "Low"})
+            assert status == 400 and f"valid ports: {port}" in body["error"]
+            conforms("/api/panic", body, "post", "400")
+            status, body = await post(url + "/api/panic", {"port": port, "range": "Lowest"})
+            assert status == 400 and "Low, Mid, High, All" in body["error"]
+            status, body = await post(url + "/api/panic", {"port": port, "channels": [0]})
+            assert status == 400 and "1..16" in body["error"]
+            await asyncio.sleep(0.2)
+            assert peer.received == []  # nothing refused reached anyone
+        finally:
+            peer.close()
+
+
+async def test_panic_low_sends_exactly_the_noteoffs_of_the_range() -> None:
+    port_in, port_out = free_ports(2)
+    async with serving(f"[groups]\nG = [{port_in}, {port_out}]") as (_, url):
+        bob, carol, alice = PyPeer("bob"), PyPeer("carol"), PyPeer("alice")
+        try:
+            for peer, port in ((bob, port_out), (carol, port_out), (alice, port_in)):
+                await peer.connect(port)
+            status, body = await post(url + "/api/panic", {"port": port_out, "range": "Low"})
+            assert status == 200, body
+            conforms("/api/panic", body, "post")
+            assert body["notes"] == [0, 42] and len(body["sentTo"]) == 2
+            expected = [note_off(ch, n) for ch in range(16) for n in range(43)]
+            await wait_for(lambda: len(bob.received) >= len(expected), 5, "bob's NoteOffs")
+            await wait_for(lambda: len(carol.received) >= len(expected), 5, "carol's NoteOffs")
+            assert bob.received == expected and carol.received == expected
+            assert alice.received == []
+
+            # One participant, two channels, the whole keyboard.
+            bob.received.clear()
+            carol.received.clear()
+            (target,) = [p for p in body["sentTo"] if p.endswith(f"{carol.session.local_ssrc:08x}")]  # type: ignore[union-attr]
+            status, body = await post(
+                url + "/api/panic", {"participant": target, "range": "All", "channels": [1, 10]}
+            )
+            assert status == 200 and body["sentTo"] == [target] and body["channels"] == [1, 10]
+            expected = []
+            for ch in (0, 9):
+                expected += [note_off(ch, n) for n in range(128)]
+                expected += [bytes((0xB0 | ch, 64, 0)), bytes((0xB0 | ch, 123, 0))]
+            await wait_for(lambda: len(carol.received) >= len(expected), 5)
+            assert carol.received == expected
+            await asyncio.sleep(0.1)
+            assert bob.received == []
+        finally:
+            for peer in (alice, bob, carol):
+                peer.close()
+
+
+async def test_openapi_document_is_served_and_every_get_route_conforms() -> None:
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nR = {port}") as (_, url):
+        served = await get(url + "/api/openapi.json")
+        assert served == openapi_document()
+        assert served["openapi"].startswith("3.1")
+        checked = 0
+        for path, operations in served["paths"].items():
+            content = operations.get("get", {}).get("responses", {}).get("200", {})
+            if "schema" in content.get("content", {}).get("application/json", {}):
+                conforms(path, await get(url + path))
+                checked += 1
+        assert checked == 4
+
+
+@pytest.mark.timeout(60)
+async def test_cli_status_and_panic_against_a_running_hub() -> None:
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nJam = {port}") as (_, url):
+        peer = PyPeer("keys")
+        try:
+            await peer.connect(port)
+            runner = CliRunner()
+            web = url.removeprefix("http://")
+
+            result = await asyncio.to_thread(runner.invoke, main, ["status", "--web", web])
+            assert result.exit_code == 0, result.output
+            assert "keys" in result.output and f"{port} Jam" in result.output
+
+            result = await asyncio.to_thread(
+                runner.invoke, main, ["status", "--web", web, "--json"]
+            )
+            assert result.exit_code == 0
+            assert '"clientName": "keys"' in result.output
+
+            args = ["panic", "--web", web, "--token", TOKEN]
+            result = await asyncio.to_thread(runner.invoke, main, [*args, "--port", str(port + 4)])
+            assert result.exit_code == 2 and f"valid ports: {port}" in result.output
+            result = await asyncio.to_thread(
+                runner.invoke, main, [*args, "--port", str(port), "--range", "Middle"]
+            )
+            assert result.exit_code == 2 and "'low', 'mid', 'high', 'all'" in result.output.lower()
+            result = await asyncio.to_thread(
+                runner.invoke, main, ["panic", "--web", web, "--token", "nope", "--port", str(port)]
+            )
+            assert result.exit_code == 1 and "token" in result.output
+            result = await asyncio.to_thread(
+                runner.invoke, main, [*args, "--port", str(port), "--range", "high"]
+            )
+            assert result.exit_code == 0, result.output
+            assert "High (86-127)" in result.output and "1 participant" in result.output
+            expected = [note_off(ch, n) for ch in range(16) for n in range(86, 128)]
+            await wait_for(lambda: len(peer.received) >= len(expected))
+            assert peer.received == expected
+        finally:
+            peer.close()
+
+
+def test_cli_status_without_a_hub_says_so() -> None:
+    (port,) = free_ports(1)
+    result = CliRunner().invoke(main, ["status", "--web", f"127.0.0.1:{port}"])
+    assert result.exit_code == 1
+    assert "no hub answers" in result.output and "midihub serve" in result.output
