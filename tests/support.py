@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from midihub import config as config_module
 from midihub.config import HubConfig
@@ -28,8 +30,10 @@ from midihub.rtp import (
     encode_lists,
     encode_section,
 )
+from midihub.web import Api, WebServer
 
 LOCALHOST = "127.0.0.1"
+TOKEN = "test-token-123"
 
 
 def free_port_pair(host: str = LOCALHOST) -> int:
@@ -101,6 +105,22 @@ class RunningHub:
 
     def malformed(self) -> int:
         return sum(e.host.counters.malformed for e in self.hub.endpoints.values())
+
+
+@asynccontextmanager
+async def serving(
+    text: str, public: bool = True, **overrides: Any
+) -> AsyncIterator[tuple[RunningHub, str]]:
+    with RunningHub(make_config(text, **overrides)) as running:
+        loop = asyncio.get_running_loop()
+        api = Api(running.hub, token=TOKEN, public=public, hub_time=loop.time)
+        web = WebServer(api.application(), "127.0.0.1", 0)
+        await web.start()
+        try:
+            yield running, web.url.rstrip("/")
+        finally:
+            api.close()
+            await web.close()
 
 
 @dataclass

@@ -4,8 +4,8 @@ real sessions; RTT and loss checked through a delay/loss proxy."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -15,24 +15,9 @@ from jsonschema import Draft202012Validator
 
 from midihub.cli import main
 from midihub.midi.messages import note_off
-from midihub.web import Api, WebServer, openapi_document
+from midihub.web import openapi_document
 from tests.proxy import PathRules, UdpProxy, every_nth_rtp
-from tests.support import PyPeer, RunningHub, free_ports, make_config, wait_for
-
-TOKEN = "test-token-123"
-
-
-@asynccontextmanager
-async def serving(text: str, **overrides: Any) -> AsyncIterator[tuple[RunningHub, str]]:
-    with RunningHub(make_config(text, **overrides)) as running:
-        loop = asyncio.get_running_loop()
-        api = Api(running.hub, token=TOKEN, hub_time=loop.time)
-        web = WebServer(api.application(), "127.0.0.1", 0)
-        await web.start()
-        try:
-            yield running, web.url.rstrip("/")
-        finally:
-            await web.close()
+from tests.support import TOKEN, PyPeer, free_ports, serving, wait_for
 
 
 async def get(url: str) -> Any:
@@ -298,3 +283,55 @@ def test_cli_status_without_a_hub_says_so() -> None:
     result = CliRunner().invoke(main, ["status", "--web", f"127.0.0.1:{port}"])
     assert result.exit_code == 1
     assert "no hub answers" in result.output and "midihub serve" in result.output
+
+
+async def test_monitor_stream_sends_snapshot_midi_and_held_notes() -> None:
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nR = {port}") as (_, url):
+        player = PyPeer("player")
+        try:
+            await player.connect(port)
+            player.send(bytes((0x90, 60, 100)), bytes((0xB0, 64, 127)))
+            await asyncio.sleep(0.1)
+            async with (
+                aiohttp.ClientSession() as client,
+                client.get(f"{url}/api/monitor?port={port + 2}") as bad,
+            ):
+                assert bad.status == 400 and f"valid ports: {port}" in (await bad.json())["error"]
+            async with (
+                aiohttp.ClientSession() as client,
+                client.get(f"{url}/api/monitor?port={port}") as response,
+            ):
+                assert response.headers["Content-Type"] == "text/event-stream"
+                events = sse(response)
+                name, data = await asyncio.wait_for(anext(events), 5)
+                assert name == "snapshot" and data["port"] == port
+                assert data["held"] == [
+                    {
+                        "channel": 1,
+                        "notes": [{"note": 60, "name": "C4", "velocity": 100}],
+                        "sustain": True,
+                        "sostenuto": False,
+                        "bend": 0,
+                    }
+                ]
+                player.send(bytes((0x80, 60, 0)), bytes((0xE0, 0, 0x50)))
+                name, data = await asyncio.wait_for(anext(events), 5)
+                assert name == "midi"
+                texts = [msg["text"] for ev in data["events"] for msg in ev["messages"]]
+                assert texts == ["note_off ch1 C4 0", "pitch_bend ch1 +2048"]
+                assert data["events"][0]["from"]["name"] == "player"
+                assert data["held"][0]["notes"] == [] and data["held"][0]["bend"] == 2048
+        finally:
+            player.close()
+
+
+async def sse(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    """Parse a Server-Sent Events stream into (event, JSON data)."""
+    name = ""
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            yield name, json.loads(line[6:])

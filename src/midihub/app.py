@@ -77,6 +77,7 @@ class App:
         self.hub.listeners.append(log_event)
         self.server: HubServer | None = None
         self.web: WebServer | None = None
+        self.api: Api | None = None
         self.token = ""
         self._stop: asyncio.Event | None = None
 
@@ -113,6 +114,8 @@ class App:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             self.server.close()
+            if self.api is not None:
+                self.api.close()
             if self.web is not None:
                 await self.web.close()
             log.info("stopped")
@@ -123,8 +126,8 @@ class App:
             return
         host, port = parse_listen(settings.listen)
         self.token = settings.token or self._generated_token()
-        api = Api(self.hub, token=self.token, public=settings.public, hub_time=loop.time)
-        self.web = WebServer(api.application(), host, port)
+        self.api = Api(self.hub, token=self.token, public=settings.public, hub_time=loop.time)
+        self.web = WebServer(self.api.application(), host, port)
         await self.web.start()
         log.info("dashboard and API on %s", self.web.url)
         if settings.token is None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -21,6 +22,9 @@ from midihub import __version__
 from midihub.hub import Endpoint, Hub, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Session
+from midihub.web.monitor import Monitor
+
+STATIC = Path(__file__).parent / "static"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,8 +69,9 @@ class Api:
         self._hub_time = hub_time
         self._wall_time = wall_time
         self.started = wall_time()
+        self.monitor = Monitor(hub)
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[web.AbstractRouteDef]:
         return [
             web.get("/api/health", self.health),
             web.get("/api/participants", self.participants),
@@ -74,7 +79,13 @@ class Api:
             web.get("/api/latency/history", self.history),
             web.post("/api/panic", self.panic),
             web.get("/api/openapi.json", self.openapi),
+            web.get("/api/monitor", self.monitor_stream),
+            web.get("/", self.index),
+            web.static("/static", STATIC, append_version=False),
         ]
+
+    def close(self) -> None:
+        self.monitor.close()
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
@@ -84,7 +95,8 @@ class Api:
     # -- access ------------------------------------------------------------------
 
     def authorised(self, request: web.Request) -> bool:
-        given = request.headers.get("X-Midihub-Token", "")
+        # EventSource cannot send headers: read-only streams may carry ?token=.
+        given = request.headers.get("X-Midihub-Token", "") or request.query.get("token", "")
         bearer = request.headers.get("Authorization", "")
         if bearer.lower().startswith("bearer "):
             given = bearer[7:].strip()
@@ -93,7 +105,11 @@ class Api:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         control = request.method not in ("GET", "HEAD", "OPTIONS")
-        open_read = self.public or request.path in ("/api/health", "/api/openapi.json")
+        open_read = (
+            self.public
+            or request.path in ("/", "/api/health", "/api/openapi.json")
+            or request.path.startswith("/static/")
+        )
         if (control or not open_read) and not self.authorised(request):
             what = "control actions" if control else "this hub's pages"
             return error(401, f"{what} need the hub's token (Authorization: Bearer TOKEN)")
@@ -323,6 +339,17 @@ class Api:
                 raise ValueError("channels must be a list of MIDI channels 1..16")
             channels = sorted({c - 1 for c in raw_channels})
         return port, note_range, channels, session
+
+    async def monitor_stream(self, request: web.Request) -> web.StreamResponse:
+        text = request.query.get("port", "")
+        port = int(text) if text.isdigit() else None
+        if port is None or port not in self.hub.endpoints:
+            valid = ", ".join(str(p) for p in sorted(self.hub.endpoints))
+            return error(400, f"unknown port {text!r}; valid ports: {valid}")
+        return await self.monitor.stream(request, port)
+
+    async def index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())

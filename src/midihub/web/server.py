@@ -14,7 +14,9 @@ class WebServer:
         self.app = app
         self.host = host
         self.port = port
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
 
     async def start(self) -> None:
         await self._runner.setup()
