@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 NODE_DIR := tests/interop/node
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install node lint check clean
+.PHONY: run test install node browser lint check clean
 
 run: install
 	$(BIN)/midihub serve
 
-test: install node lint
+test: install node browser lint
 	$(BIN)/pytest
 
 install: $(BIN)/.installed
@@ -28,6 +28,10 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
 	command -v npm >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y nodejs npm; }
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# Debian's Chromium for the dashboard tests (Playwright drives it; it never downloads one).
+browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
 lint: install
 	$(BIN)/ruff check src tests

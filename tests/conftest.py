@@ -19,6 +19,7 @@ def pytest_asyncio_loop_factories(
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop
     }
-    if uvloop is not None:
+    # The browser tests drive Chromium: once, on the standard loop, is what they need.
+    if uvloop is not None and item.get_closest_marker("browser") is None:
         factories["uvloop"] = uvloop.new_event_loop
     return factories

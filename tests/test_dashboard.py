@@ -1,0 +1,146 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright) against
+a live hub with real RTP MIDI sessions. Screenshots go to test-output/screenshots."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from midihub.midi.messages import note_off, note_on
+from tests.support import TOKEN, PyPeer, free_ports, serving, wait_for
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def open_page(browser: Browser, url: str) -> tuple[Page, list[str]]:
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    await page.goto(url + "/")
+    return page, requested
+
+
+async def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def only_the_hub(requested: list[str], url: str) -> None:
+    hub = urlsplit(url).netloc
+    assert requested, "the page made no request at all"
+    strangers = [r for r in requested if urlsplit(r).netloc != hub]
+    assert strangers == [], strangers
+
+
+async def test_overview_and_monitor_follow_a_real_peer(browser: Browser) -> None:
+    port_in, port_out = free_ports(2)
+    async with serving(f"[groups]\nBand = [{port_in}, {port_out}]") as (_, url):
+        page, requested = await open_page(browser, url)
+        card = page.locator(f".card.port[data-port='{port_in}']")
+        await expect(card).to_contain_text("Band in")
+        await expect(card.locator(".empty")).to_be_visible()
+
+        alice = PyPeer("alice")
+        try:
+            await alice.connect(port_in)
+            await expect(card.locator(".participant[data-name='alice']")).to_be_visible()
+            await expect(card).to_contain_text(f"127.0.0.1:{alice.port}")
+            await shot(page, "overview")
+
+            await page.click("#tab-monitor")
+            await page.select_option("#monitor-port", str(port_in))
+            await expect(page.locator("#monitor-who")).to_contain_text("alice")
+            middle_c = page.locator(".key[data-note='60']")
+            await expect(middle_c).not_to_have_class("held")
+            alice.send(note_on(2, 60, 100), note_on(0, 64, 90), bytes((0xB0, 64, 127)))
+            await expect(middle_c).to_have_class("key white held")
+            await expect(middle_c).to_have_attribute("data-channels", "3")
+            await expect(page.locator(".chan[data-channel='1']")).to_contain_text("sustain")
+            await expect(page.locator("#monitor-log")).to_contain_text("note_on ch3 C4 100")
+            await shot(page, "monitor")
+            alice.send(note_off(2, 60))
+            await expect(middle_c).to_have_class("key white")
+            await expect(page.locator(".key[data-note='64']")).to_have_class("key white held")
+
+            await page.click("#tab-overview")
+            alice.bye()
+            await expect(card.locator(".participant[data-name='alice']")).to_have_count(0)
+            await expect(card.locator(".empty")).to_be_visible()
+        finally:
+            alice.close()
+        only_the_hub(requested, url)
+
+
+async def test_stuck_note_buttons_need_the_token_and_send_the_range(browser: Browser) -> None:
+    port_in, port_out = free_ports(2)
+    async with serving(f"[groups]\nBand = [{port_in}, {port_out}]") as (_, url):
+        bob = PyPeer("bob")
+        alice = PyPeer("alice")
+        try:
+            await bob.connect(port_out)
+            await alice.connect(port_in)
+            alice.send(note_on(0, 50, 80))
+            await wait_for(lambda: len(bob.received) == 1)
+            bob.received.clear()
+
+            page, requested = await open_page(browser, url)
+            await page.click("#tab-stuck")
+            low = page.locator(f"button.panic[data-port='{port_out}'][data-range='Low']")
+            mark = page.locator(f".mark[data-port='{port_out}']")
+            await low.click()
+            await expect(mark).to_have_text("✗")
+            await expect(mark).to_have_class("mark fail")
+            await expect(page.locator(f".card[data-port='{port_out}'] > .message")).to_contain_text(
+                "token"
+            )
+            await asyncio.sleep(0.2)
+            assert bob.received == []  # refused: nothing was sent
+
+            await page.fill("#token", TOKEN)
+            await page.locator("#token").dispatch_event("change")
+            await low.click()
+            await expect(mark).to_have_text("✓")
+            await expect(mark).to_have_class("mark ok")
+            await shot(page, "stuck-notes")
+            expected = [note_off(ch, n) for ch in range(16) for n in range(43)]
+            await wait_for(lambda: len(bob.received) >= len(expected), 5, "bob's NoteOffs")
+            assert bob.received == expected
+            await expect(mark).to_have_text("", timeout=4000)  # the mark goes after 2 s
+
+            await page.click("#tab-latency")
+            await expect(page.locator("#latency-table tbody tr[data-name='bob']")).to_be_visible()
+            await shot(page, "latency")
+            only_the_hub(requested, url)
+        finally:
+            bob.close()
+            alice.close()
