@@ -9,13 +9,15 @@ import logging
 import os
 import secrets
 import signal
+import time
 from pathlib import Path
 
 from midihub import config as config_module
 from midihub.config import ConfigError, HubConfig, parse_listen
-from midihub.hub import Endpoint, Hub
+from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Session
+from midihub.store import LatencyStore
 from midihub.web import Api, WebServer
 from midihub.web.server import WebError
 
@@ -78,6 +80,7 @@ class App:
         self.server: HubServer | None = None
         self.web: WebServer | None = None
         self.api: Api | None = None
+        self.store: LatencyStore | None = None
         self.token = ""
         self._stop: asyncio.Event | None = None
 
@@ -94,10 +97,16 @@ class App:
                 spec.port + 1,
                 spec.label,
             )
+        self.store = LatencyStore(
+            self.config.stats.database, retention=self.config.stats.retention_days * 86400
+        )
+        await self.store.start()
+        self.hub.listeners.append(self._record_latency)
         try:
             await self._start_web(loop)
         except WebError:
             self.server.close()
+            await self.store.close()
             raise
         installed = []
         for signum, handler in (
@@ -118,7 +127,19 @@ class App:
                 self.api.close()
             if self.web is not None:
                 await self.web.close()
+            await self.store.close()
             log.info("stopped")
+
+    def _record_latency(self, endpoint: Endpoint, event: Event) -> None:
+        if isinstance(event, LatencyMeasured) and self.store is not None:
+            session = event.session
+            self.store.record(
+                session.peer_name,
+                display_address(session.control_addr),
+                endpoint.port,
+                event.rtt * 1000,
+                time.time(),
+            )
 
     async def _start_web(self, loop: asyncio.AbstractEventLoop) -> None:
         settings = self.config.web
@@ -126,7 +147,13 @@ class App:
             return
         host, port = parse_listen(settings.listen)
         self.token = settings.token or self._generated_token()
-        self.api = Api(self.hub, token=self.token, public=settings.public, hub_time=loop.time)
+        self.api = Api(
+            self.hub,
+            token=self.token,
+            public=settings.public,
+            store=self.store,
+            hub_time=loop.time,
+        )
         self.web = WebServer(self.api.application(), host, port)
         await self.web.start()
         log.info("dashboard and API on %s", self.web.url)

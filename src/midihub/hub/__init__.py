@@ -1,7 +1,15 @@
 """The hub's domain: endpoints, routing and (later) note state. No I/O."""
 
 from midihub.hub.endpoint import Endpoint
-from midihub.hub.hub import Hub, Outgoing, Reconfigured, participant_id
+from midihub.hub.hub import Hub, Outgoing, Reconfigured, display_address, participant_id
 from midihub.hub.router import Router
 
-__all__ = ["Endpoint", "Hub", "Outgoing", "Reconfigured", "Router", "participant_id"]
+__all__ = [
+    "Endpoint",
+    "Hub",
+    "Outgoing",
+    "Reconfigured",
+    "Router",
+    "display_address",
+    "participant_id",
+]

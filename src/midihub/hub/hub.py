@@ -278,3 +278,9 @@ class Hub:
 def participant_id(endpoint: Endpoint, session: Session) -> str:
     """Stable for the life of a session: the hub port and the peer's SSRC."""
     return f"{endpoint.port}-{session.peer_ssrc:08x}"
+
+
+def display_address(addr: Address) -> str:
+    """``host:port`` as admins write it (``[v6]:port``; IPv4-mapped shown as IPv4)."""
+    host = str(addr[0]).removeprefix("::ffff:")
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"

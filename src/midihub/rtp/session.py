@@ -172,7 +172,10 @@ class Session:
         self.rtt = max(ticks, 0) / CLOCK_RATE
         self._ck_done += 1
         self._last_sync = now
-        self._next_ck = now + self._timing.ck_interval
+        # The initiator's opening burst keeps its pace; after it (and for any exchange the
+        # peer started) the next one is a full interval away.
+        burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
+        self._next_ck = now + (CK_BURST_INTERVAL if burst else self._timing.ck_interval)
         return LatencyMeasured(self, self.rtt)
 
     # -- data ------------------------------------------------------------------

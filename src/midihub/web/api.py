@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from midihub import __version__
-from midihub.hub import Endpoint, Hub, participant_id
+from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Session
 from midihub.web.monitor import Monitor
@@ -121,13 +121,11 @@ class Api:
         return hub_seconds + (self._wall_time() - self._hub_time())
 
     def _person(self, endpoint: Endpoint, session: Session) -> dict[str, Any]:
-        host, port = session.control_addr[0], session.control_addr[1]
-        host = host.removeprefix("::ffff:") if isinstance(host, str) else str(host)
         joined = session.joined_at if session.joined_at is not None else session.created
         return {
             "id": participant_id(endpoint, session),
             "name": session.peer_name,
-            "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "address": display_address(session.control_addr),
             "port": endpoint.port,
             "connectedSince": iso(self.to_wall(joined)),
             "connectedFor": round(self._hub_time() - joined, 1),
