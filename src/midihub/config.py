@@ -111,6 +111,7 @@ class HubConfig(_Strict):
     timeout: float = Field(default=30.0, gt=0, description="seconds of silence before a drop")
     ck_interval: float = Field(default=10.0, gt=0, description="seconds between clock syncs")
     max_participants: int = Field(default=64, ge=1, le=1024, description="per port")
+    journal: bool = Field(default=True, description="send RFC 6295 recovery journals")
     groups: dict[str, GroupConfig] = Field(default_factory=dict)
     rooms: dict[str, RoomConfig] = Field(default_factory=dict)
     web: WebConfig = Field(default_factory=WebConfig)

@@ -30,6 +30,7 @@ from midihub.rtp import (
     encode_lists,
     encode_section,
 )
+from midihub.rtp.recovery import repair
 
 MAX_LIST_LENGTH = 1200  # keeps every RTP packet under the IPv6 minimum MTU of 1280
 """Bytes of MIDI list per packet; longer batches and SysEx are split across packets."""
@@ -63,6 +64,7 @@ class Hub:
         self.messages_forwarded = 0
         self.notes_released = 0
         self.panics = 0
+        self.journal_repairs = 0  # messages recreated from recovery journals
         self.stats: dict[Session, ParticipantStats] = {}
         self._held: dict[Session, NoteState] = {}  # per source participant
         self._router = Router([])
@@ -71,7 +73,11 @@ class Hub:
 
     @property
     def timing(self) -> Timing:
-        return Timing(timeout=self.config.timeout, ck_interval=self.config.ck_interval)
+        return Timing(
+            timeout=self.config.timeout,
+            ck_interval=self.config.ck_interval,
+            journal=self.config.journal,
+        )
 
     # -- configuration ---------------------------------------------------------
 
@@ -95,6 +101,7 @@ class Hub:
         for endpoint in kept:
             endpoint.host.timing.timeout = timing.timeout
             endpoint.host.timing.ck_interval = timing.ck_interval
+            endpoint.host.timing.journal = timing.journal
             endpoint.host.max_sessions = config.max_participants
         added: list[Endpoint] = []
         removed_ports = {e.port for e in removed}
@@ -127,9 +134,18 @@ class Hub:
                 state = self._held.get(event.session)
                 if state is None:
                     state = self._held[event.session] = NoteState()
-                state.update(event.commands)
-                self._stats(event.session).messages_in += len(event.commands)
-                self._forward(endpoint, event.session, event.commands, now)
+                commands = event.commands
+                if event.journal is not None:  # packets were lost: repair first
+                    repairs = repair(event.journal, state)
+                    if repairs:
+                        self.journal_repairs += len(repairs)
+                        commands = repairs + commands
+                        event.commands = commands
+                if not commands:
+                    continue
+                state.update(commands)
+                self._stats(event.session).messages_in += len(commands)
+                self._forward(endpoint, event.session, commands, now)
             elif isinstance(event, LatencyMeasured):
                 self._stats(event.session).add_rtt(event.rtt, now)
             elif isinstance(event, PeerJoined):
@@ -178,7 +194,7 @@ class Hub:
                 sections = [
                     encode_section(body) for body in encode_lists(commands, MAX_LIST_LENGTH)
                 ]
-            endpoint.host.send(receivers, sections, now)
+            endpoint.host.send(receivers, sections, now, commands)
             self._dirty.add(endpoint)
             count = len(commands)
             self.messages_forwarded += count * len(receivers)
@@ -200,7 +216,7 @@ class Hub:
         """Send MIDI from the hub itself (panic, release) to sessions on ``port``."""
         sections = [encode_section(body) for body in encode_lists(commands, MAX_LIST_LENGTH)]
         endpoint = self.endpoints[port]
-        endpoint.host.send(sessions, sections, now)
+        endpoint.host.send(sessions, sections, now, commands)
         self._dirty.add(endpoint)
         for session in sessions:
             known = self.stats.get(session)

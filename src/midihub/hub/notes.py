@@ -84,6 +84,21 @@ class NoteState:
             state = self.channels[channel] = ChannelState()
         return state
 
+    # What the recovery journal's repair asks (``midihub.rtp.recovery.HeldState``).
+    def holds(self, channel: int, note: int) -> bool:
+        state = self.channels.get(channel)
+        return state is not None and note in state.notes
+
+    def pedal(self, channel: int, controller: int) -> bool:
+        state = self.channels.get(channel)
+        if state is None:
+            return False
+        return state.sustain if controller == m.CC_SUSTAIN else state.sostenuto
+
+    def wheel(self, channel: int) -> int:
+        state = self.channels.get(channel)
+        return m.PITCH_BEND_CENTRE if state is None else state.bend
+
     def held(self) -> dict[int, ChannelState]:
         """Channels with anything held, for monitors and the API."""
         return {ch: st for ch, st in sorted(self.channels.items()) if not st.idle()}

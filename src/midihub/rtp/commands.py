@@ -27,6 +27,20 @@ SYSEX_CANCEL: Final = 0xF4
 MAX_DELTA: Final = 0x0FFFFFFF  # four 7-bit groups
 
 
+def decode_payload(data: bytes, start: int, end: int) -> tuple[list[Command], int | None]:
+    """The commands, and where the recovery journal starts (None when J = 0)."""
+    commands, journal = decode_command_section(data, start, end)
+    if not journal:
+        return commands, None
+    header = data[start]
+    length = header & 0x0F
+    pos = start + 1
+    if header & FLAG_B:
+        length = (length << 8) | data[pos]
+        pos += 1
+    return commands, pos + length
+
+
 def decode_command_section(data: bytes, start: int, end: int) -> tuple[list[Command], bool]:
     """Decode the command section at ``data[start:end]``.
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from midihub.rtp.commands import Command
+from midihub.rtp.recovery import Journal
 
 if TYPE_CHECKING:
     from midihub.rtp.session import Session
@@ -26,6 +27,9 @@ class MidiReceived(Event):
     """Complete MIDI messages (SysEx reassembled) with their delta times, in order."""
 
     commands: list[Command]
+    # Set when packets were lost just before this one and it carried a recovery
+    # journal: the receiver repairs its state from it before playing ``commands``.
+    journal: Journal | None = None
 
 
 @dataclass(slots=True)

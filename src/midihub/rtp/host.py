@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from midihub.rtp import packets
-from midihub.rtp.commands import decode_command_section
+from midihub.rtp.commands import Command, decode_payload
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, PeerJoined, PeerLeft
 from midihub.rtp.packets import Clock, Feedback, Invitation
@@ -93,12 +93,13 @@ class Host:
             if kind is not PortKind.DATA:
                 raise ProtocolError("RTP data on the control port")
             header, start, end = packets.decode_rtp_header(data)
-            commands, _journal = decode_command_section(data, start, end)
+            commands, journal_at = decode_payload(data, start, end)
             session = self._by_peer.get(header.ssrc)
             if session is None or session.state is not State.ESTABLISHED:
                 self.counters.stray += 1
                 return []
-            return session.on_rtp(header, commands, now)
+            journal = None if journal_at is None else (data, journal_at, end)
+            return session.on_rtp(header, commands, now, journal)
         except ProtocolError as error:
             self.counters.drop_malformed(error)
             return []
@@ -119,6 +120,8 @@ class Host:
                 return []
             session.last_heard = now
             session.feedback_sequence = packet.sequence
+            if session.journal is not None:
+                session.journal.on_feedback(packet.sequence)
             return []
         if not isinstance(packet, Invitation):  # RL: noted, nothing to do for MIDI rates
             return []
@@ -207,10 +210,17 @@ class Host:
         session.tick(now)
         return session
 
-    def send(self, sessions: Iterable[Session], lists: Sequence[bytes], now: float) -> None:
-        """Send encoded command sections (see ``commands.encode_lists``) to sessions."""
+    def send(
+        self,
+        sessions: Iterable[Session],
+        lists: Sequence[bytes],
+        now: float,
+        commands: Sequence[Command] = (),
+    ) -> None:
+        """Send encoded command sections (see ``commands.encode_lists``) to sessions;
+        ``commands`` (what they carry) feed each session's recovery journal."""
         for session in sessions:
-            session.send_lists(lists, now)
+            session.send_lists(lists, now, commands)
 
     def tick(self, now: float) -> list[Event]:
         events: list[Event] = []

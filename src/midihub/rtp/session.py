@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from midihub.rtp import packets
-from midihub.rtp.commands import Command, SysexAssembler
+from midihub.rtp.commands import FLAG_J, Command, SysexAssembler
+from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LatencyMeasured, MidiReceived, PacketsLost
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
+from midihub.rtp.recovery import Journal, JournalSender, decode_journal
 
 Address = tuple[Any, ...]
 """A socket address as asyncio gives it: ``(host, port)`` or ``(host, port, flow, scope)``."""
@@ -55,6 +57,7 @@ class Timing:
 
     timeout: float = 30.0
     ck_interval: float = 10.0
+    journal: bool = True  # send a recovery journal with every data packet
 
 
 class Session:
@@ -102,6 +105,8 @@ class Session:
         self._last_sync = now
         self._next_ck = now
         self.feedback_sequence: int | None = None  # last RS from the peer
+        self.journal = JournalSender() if timing.journal else None
+        self.journals_unreadable = 0
 
     def __repr__(self) -> str:
         return (
@@ -180,11 +185,19 @@ class Session:
 
     # -- data ------------------------------------------------------------------
 
-    def on_rtp(self, header: RtpHeader, commands: list[Command], now: float) -> list[Event]:
-        """One decoded data packet: sequence accounting, SysEx reassembly."""
+    def on_rtp(
+        self,
+        header: RtpHeader,
+        commands: list[Command],
+        now: float,
+        journal: tuple[bytes, int, int] | None = None,
+    ) -> list[Event]:
+        """One decoded data packet: sequence accounting, SysEx reassembly, and after a
+        loss the packet's recovery journal (``data``, start, end), decoded only then."""
         self.last_heard = now
         events: list[Event] = []
         expected = self._seq_expected
+        repair: Journal | None = None
         if expected is not None:
             gap = (header.sequence - expected) & 0xFFFF
             if gap >= 0x8000:  # older than expected: a duplicate or a late packet
@@ -193,11 +206,16 @@ class Session:
                 self.packets_lost += gap
                 self._sysex.packet_lost()
                 events.append(PacketsLost(self, gap))
+                if journal is not None:
+                    try:
+                        repair = decode_journal(*journal)
+                    except ProtocolError:
+                        self.journals_unreadable += 1  # the commands are still good
         self._seq_expected = (header.sequence + 1) & 0xFFFF
         self.packets_received += 1
         assembled = self._assemble(commands)
-        if assembled:
-            events.append(MidiReceived(self, assembled))
+        if assembled or repair is not None:
+            events.append(MidiReceived(self, assembled, repair))
         return events
 
     def _assemble(self, commands: list[Command]) -> list[Command]:
@@ -216,15 +234,26 @@ class Session:
                 out.append((delta, message))
         return out
 
-    def send_lists(self, lists: Sequence[bytes], now: float) -> None:
-        """Send already-encoded MIDI command sections, one RTP packet each."""
+    def send_lists(
+        self, lists: Sequence[bytes], now: float, commands: Sequence[Command] = ()
+    ) -> None:
+        """Send already-encoded MIDI command sections (J = 0), one RTP packet each,
+        adding this receiver's recovery journal; ``commands`` are what they carry."""
         if self.state is not State.ESTABLISHED or self.data_addr is None:
             return
         timestamp = self.timestamp(now)
+        journal = self.journal
         for section in lists:
             header = packets.encode_rtp_header(self._seq_out, timestamp, self.local_ssrc)
+            extra = journal.journal() if journal is not None else None
+            if extra:
+                data = header + bytes((section[0] | FLAG_J,)) + section[1:] + extra
+            else:
+                data = header + section
+            if journal is not None:
+                journal.record(self._seq_out, commands if section is lists[-1] else ())
             self._seq_out = (self._seq_out + 1) & 0xFFFF
-            self._outbox.append((PortKind.DATA, header + section, self.data_addr))
+            self._outbox.append((PortKind.DATA, data, self.data_addr))
             self.packets_sent += 1
 
     # -- timers ----------------------------------------------------------------
