@@ -15,6 +15,7 @@ from typing import Any
 from midihub import config as config_module
 from midihub.config import HubConfig
 from midihub.hub import Hub
+from midihub.hub.notes import NoteState
 from midihub.net import HubServer, PortPair
 from midihub.rtp import (
     Address,
@@ -30,6 +31,7 @@ from midihub.rtp import (
     encode_lists,
     encode_section,
 )
+from midihub.rtp.recovery import repair
 from midihub.web import Api, WebServer
 
 LOCALHOST = "127.0.0.1"
@@ -135,6 +137,7 @@ class PyPeer:
     host: Host = field(init=False)
     pair: PortPair = field(init=False)
     session: Session | None = None
+    state: NoteState = field(default_factory=NoteState)
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port_pair()
@@ -150,7 +153,11 @@ class PyPeer:
             for event in self.host.receive(data, kind, addr, now):
                 self.events.append(event)
                 if isinstance(event, MidiReceived):
-                    self.received.extend(message for _, message in event.commands)
+                    commands = event.commands
+                    if event.journal is not None:  # a receiver that repairs from journals
+                        commands = repair(event.journal, self.state) + commands
+                    self.state.update(commands)
+                    self.received.extend(message for _, message in commands)
         self.flush()
 
     def _tick(self) -> None:
@@ -174,8 +181,9 @@ class PyPeer:
 
     def send(self, *messages: bytes) -> None:
         assert self.session is not None
-        sections = [encode_section(b) for b in encode_lists([(0, m) for m in messages], 1200)]
-        self.host.send([self.session], sections, self._loop.time())
+        commands = [(0, m) for m in messages]
+        sections = [encode_section(b) for b in encode_lists(commands, 1200)]
+        self.host.send([self.session], sections, self._loop.time(), commands)
         self.flush()
 
     def send_raw(self, kind: PortKind, data: bytes, addr: Address) -> None:

@@ -36,6 +36,12 @@ INVITE_ATTEMPTS: Final = 12
 CK_BURST_INTERVAL: Final = 1.5
 CK_BURST_COUNT: Final = 3
 CK_ANSWER_WAIT: Final = 5.0
+# Guard packets (RFC 4696 §7.1): after a burst of MIDI, journal-only packets at growing
+# intervals, so a receiver that lost the burst's last packet still repairs (a lost
+# final NoteOff has no later packet to carry its journal otherwise).
+GUARD_FIRST: Final = 0.05
+GUARD_COUNT: Final = 4
+EMPTY_LIST_WITH_JOURNAL: Final = bytes((FLAG_J,))
 
 
 class Role(enum.Enum):
@@ -107,6 +113,8 @@ class Session:
         self.feedback_sequence: int | None = None  # last RS from the peer
         self.journal = JournalSender() if timing.journal else None
         self.journals_unreadable = 0
+        self._guard_at: float | None = None
+        self._guards = 0
 
     def __repr__(self) -> str:
         return (
@@ -255,6 +263,27 @@ class Session:
             self._seq_out = (self._seq_out + 1) & 0xFFFF
             self._outbox.append((PortKind.DATA, data, self.data_addr))
             self.packets_sent += 1
+        if journal is not None:
+            self._guard_at, self._guards = now + GUARD_FIRST, 0
+
+    def _send_guard(self, now: float) -> None:
+        journal = self.journal
+        self._guard_at = None
+        if journal is None or self.data_addr is None or journal.checkpoint == journal.last_seq:
+            return  # acknowledged by RS: nothing left to repair
+        extra = journal.journal()
+        if extra is None:
+            return
+        header = packets.encode_rtp_header(self._seq_out, self.timestamp(now), self.local_ssrc)
+        journal.record(self._seq_out, ())
+        self._seq_out = (self._seq_out + 1) & 0xFFFF
+        self._outbox.append(
+            (PortKind.DATA, header + EMPTY_LIST_WITH_JOURNAL + extra, self.data_addr)
+        )
+        self.packets_sent += 1
+        self._guards += 1
+        if self._guards < GUARD_COUNT:
+            self._guard_at = now + GUARD_FIRST * 2**self._guards
 
     # -- timers ----------------------------------------------------------------
 
@@ -273,6 +302,8 @@ class Session:
                 self._ck_pending = None  # lost; the schedule below sends another
             if self._ck_pending is None and now >= self._next_ck:
                 self._start_clock_sync(now)
+            if self._guard_at is not None and now >= self._guard_at:
+                self._send_guard(now)
         return None
 
     def next_timer(self) -> float:
@@ -280,6 +311,8 @@ class Session:
             return self._next_invite
         deadline = self.last_heard + self._timing.timeout
         if self.state is State.ESTABLISHED:
+            if self._guard_at is not None:
+                deadline = min(deadline, self._guard_at)
             if self._ck_pending is not None:
                 return min(deadline, self._ck_sent_at + CK_ANSWER_WAIT)
             return min(deadline, self._next_ck)

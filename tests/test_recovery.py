@@ -1,0 +1,236 @@
+"""Recovery journal: codec (shared vector, round trips, garbage), the sender's
+bounds, and repair under loss against a control without journals."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from midihub.hub.notes import NoteState
+from midihub.rtp import ProtocolError
+from midihub.rtp import packets as p
+from midihub.rtp.commands import decode_payload
+from midihub.rtp.recovery import (
+    MAX_JOURNAL,
+    ChannelJournal,
+    Journal,
+    JournalSender,
+    decode_journal,
+    encode_journal,
+    repair,
+)
+
+VECTOR = bytes.fromhex(
+    "80610005000000 20aabbccdd 43803e40 200003 000808 01773ce402".replace(" ", "")
+)
+
+
+def test_shared_vector_decodes_and_encodes_back() -> None:
+    header, start, end = p.decode_rtp_header(VECTOR)
+    commands, journal_at = decode_payload(VECTOR, start, end)
+    assert header.sequence == 5 and commands == [(0, bytes((0x80, 62, 64)))]
+    assert journal_at is not None
+    journal = decode_journal(VECTOR, journal_at, end)
+    assert journal.checkpoint == 3 and not journal.single_loss
+    (channel,) = journal.channels
+    assert channel.channel == 0 and channel.notes_on == [(60, 100)]
+    assert channel.notes_off == {62}
+    assert encode_journal(journal) == VECTOR[journal_at:]
+
+
+channel_journals = st.builds(
+    ChannelJournal,
+    channel=st.integers(0, 15),
+    program=st.none()
+    | st.tuples(st.integers(0, 127), st.integers(0, 127), st.integers(0, 127))
+    | st.tuples(st.integers(0, 127), st.none(), st.none()),
+    controllers=st.lists(st.tuples(st.integers(0, 127), st.integers(0, 127)), max_size=20),
+    wheel=st.none() | st.integers(0, 16383),
+    notes_on=st.lists(st.tuples(st.integers(0, 127), st.integers(1, 127)), max_size=30),
+    notes_off=st.sets(st.integers(0, 127), max_size=40),
+)
+
+
+@given(
+    st.integers(0, 0xFFFF),
+    st.lists(channel_journals, min_size=1, max_size=16),
+    st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_codec_round_trip(checkpoint: int, channels: list[ChannelJournal], single: bool) -> None:
+    journal = Journal(checkpoint, channels, single)
+    data = b"junk" + encode_journal(journal)
+    assert decode_journal(data, 4, len(data)) == journal
+
+
+@given(st.binary(max_size=120))
+@settings(max_examples=500, deadline=None)
+def test_garbage_raises_only_protocol_error(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        decode_journal(data, 0, len(data))
+
+
+def test_unknown_chapters_and_system_journal_are_skipped() -> None:
+    system = bytes((0b1000_0000 | 0, 5, 0x11, 0x22, 0x33))  # S, length 5 incl. header
+    # Channel 2 with chapters M (length 4), N, E (2 logs), T, A (1 log).
+    m = bytes((0x00, 4, 0xAA, 0xBB))
+    n = bytes((1, 0x77, 60, 0x80 | 90, 0x02))
+    e = bytes((1, 1, 2, 3, 4))
+    t = bytes((0x40,))
+    a = bytes((0, 10, 20))
+    body = m + n + e + t + a
+    toc = 0x20 | 0x08 | 0x04 | 0x02 | 0x01
+    first = bytes((2 << 3, 3 + len(body), toc)) + body
+    second = _channel(5, 0x10, bytes((0x00, 0x40)))  # W: centre
+    data = bytes((0x40 | 0x20 | 1, 0, 9)) + system + first + second
+    journal = decode_journal(data, 0, len(data))
+    assert [c.channel for c in journal.channels] == [2, 5]
+    assert journal.channels[0].notes_on == [(60, 90)] and journal.channels[0].notes_off == {62}
+    assert journal.channels[1].wheel == 8192
+
+
+def _channel(channel: int, toc: int, body: bytes) -> bytes:
+    return bytes((channel << 3, 3 + len(body), toc)) + body
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes((0x20, 0, 1)),  # says one channel journal, none follows
+        bytes((0x20, 0, 1, 0, 2, 0)),  # channel journal length shorter than its header
+        bytes((0x20, 0, 1, 0, 9, 0x08, 1, 0x77)),  # runs past the end
+        bytes((0x20, 0, 1, 0, 5, 0x08, 5, 0x77)),  # chapter N longer than its channel journal
+        bytes((0x40, 0, 1, 0, 1)),  # system journal length 1
+    ],
+)
+def test_malformed_journals_are_refused(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode_journal(data, 0, len(data))
+
+
+def test_sender_stays_bounded_without_feedback_and_lists_what_is_held() -> None:
+    rng = random.Random(7)
+    sender = JournalSender()
+    truth = NoteState()
+    for seq in range(10_000):
+        channel = rng.randrange(4)
+        note = rng.randrange(40, 90)
+        message = rng.choice(
+            [
+                bytes((0x90 | channel, note, rng.randrange(1, 128))),
+                bytes((0x80 | channel, note, 0)),
+                bytes((0xB0 | channel, 64, rng.choice((0, 127)))),
+                bytes((0xB0 | channel, 7, rng.randrange(128))),
+            ]
+        )
+        journal = sender.journal()
+        assert journal is None or len(journal) <= MAX_JOURNAL
+        sender.record(seq & 0xFFFF, [(0, message)])
+        truth.update([(0, message)])
+    data = sender.journal()
+    assert data is not None
+    decoded = decode_journal(data, 0, len(data))
+    held = {(c.channel, n) for c in decoded.channels for n, _ in c.notes_on}
+    assert held == {(ch, n) for ch, st_ in truth.channels.items() for n in st_.notes}
+    pedals = {(c.channel, v >= 64) for c in decoded.channels for n, v in c.controllers if n == 64}
+    for channel, state in truth.channels.items():
+        if state.sustain:
+            assert (channel, True) in pedals
+
+
+def test_feedback_moves_the_checkpoint_and_forgets_old_noteoffs() -> None:
+    sender = JournalSender()
+    sender.record(100, [(0, bytes((0x90, 60, 100))), (0, bytes((0x90, 61, 100)))])
+    sender.record(101, [(0, bytes((0x80, 60, 0)))])
+    before = sender.journal()
+    assert before is not None
+    journal = decode_journal(before, 0, len(before))
+    assert journal.checkpoint == 99 and journal.channels[0].notes_off == {60}
+    sender.on_feedback(101)
+    after = sender.journal()
+    assert after is not None
+    journal = decode_journal(after, 0, len(after))
+    assert journal.checkpoint == 101
+    assert journal.channels[0].notes_off == set() and journal.channels[0].notes_on == [(61, 100)]
+    sender.on_feedback(5000)  # about a packet never sent: ignored
+    assert sender.checkpoint == 101
+
+
+def test_repair_is_exact_and_never_applied_twice() -> None:
+    state = NoteState()
+    state.update([(0, bytes((0x90, 62, 80))), (0, bytes((0x90, 70, 80)))])
+    journal = Journal(
+        3,
+        [
+            ChannelJournal(
+                0, notes_on=[(60, 100), (70, 80)], notes_off={62}, controllers=[(64, 127)]
+            )
+        ],
+    )
+    fixes = repair(journal, state)
+    assert fixes == [
+        (0, bytes((0x80, 62, 0))),
+        (0, bytes((0x90, 60, 100))),
+        (0, bytes((0xB0, 64, 127))),
+    ]
+    state.update(fixes)
+    assert repair(journal, state) == []
+
+
+def perform(seed: int, notes: int = 1000) -> list[list[bytes]]:
+    """A performance in packets: notes overlapping, pedal down and up, bends."""
+    rng = random.Random(seed)
+    held: list[tuple[int, int]] = []
+    packets_: list[list[bytes]] = []
+    for i in range(notes):
+        channel, note = rng.randrange(3), rng.randrange(30, 100)
+        packet = [bytes((0x90 | channel, note, rng.randrange(1, 128)))]
+        held.append((channel, note))
+        if len(held) > 6 or rng.random() < 0.4:
+            ch, n = held.pop(rng.randrange(len(held)))
+            packet.append(bytes((0x80 | ch, n, 0)))
+        if i % 17 == 0:
+            packet.append(bytes((0xB0 | channel, 64, 127 if i % 34 else 0)))
+        if i % 23 == 0:
+            packet.append(bytes((0xE0 | channel, 0, rng.randrange(128))))
+        packets_.append(packet)
+    packets_.append(
+        [bytes((0x80 | ch, n, 0)) for ch, n in held]
+        + [bytes((0xB0 | ch, 64, 0)) for ch in range(3)]
+        + [bytes((0xE0 | ch, 0, 64)) for ch in range(3)]
+    )
+    return packets_
+
+
+def replay(seed: int, use_journal: bool, loss: float = 0.1) -> NoteState:
+    """Send through a lossy channel; the receiver repairs from journals when it can."""
+    rng = random.Random(seed)
+    sender = JournalSender()
+    receiver = NoteState()
+    lost = False
+    for seq, packet in enumerate(perform(seed)):
+        data = sender.journal() if use_journal else None
+        sender.record(seq, [(0, m) for m in packet])
+        if rng.random() < loss:
+            lost = True
+            continue
+        commands = [(0, m) for m in packet]
+        if lost and data:
+            commands = repair(decode_journal(data, 0, len(data)), receiver) + commands
+        lost = False
+        receiver.update(commands)
+    return receiver
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ten_percent_loss_leaves_nothing_stuck_with_the_journal(seed: int) -> None:
+    assert replay(seed, use_journal=True).held() == {}
+
+
+def test_the_same_loss_without_journal_leaves_stuck_notes() -> None:
+    stuck = [replay(seed, use_journal=False).held() for seed in (1, 2, 3)]
+    assert all(held for held in stuck)  # the control: the journal is what repairs
