@@ -338,3 +338,21 @@ async def sse(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]
             name = line[7:]
         elif line.startswith("data: "):
             yield name, json.loads(line[6:])
+
+
+async def test_private_pages_need_the_token_and_reload_is_a_control_action() -> None:
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nR = {port}", public=False) as (_, url):
+        async with aiohttp.ClientSession() as client:
+            async with client.get(url + "/api/participants") as response:
+                assert response.status == 401
+            async with client.get(f"{url}/api/participants?token={TOKEN}") as response:
+                assert response.status == 200
+            async with client.get(url + "/api/health") as response:
+                assert response.status == 200  # health checks stay open
+            async with client.get(url + "/") as response:
+                assert response.status == 200  # the page itself asks for the token
+        status, body = await post(url + "/api/reload", {}, None)
+        assert status == 401
+        status, body = await post(url + "/api/reload", {})
+        assert status == 400 and "no configuration file" in body["error"]

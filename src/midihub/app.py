@@ -153,6 +153,7 @@ class App:
             public=settings.public,
             store=self.store,
             hub_time=loop.time,
+            reload=self.reload,
         )
         self.web = WebServer(self.api.application(), host, port)
         await self.web.start()
@@ -183,16 +184,17 @@ class App:
         if self._stop is not None:
             self._stop.set()
 
-    def reload(self) -> None:
-        """Re-read the configuration file (SIGHUP); a bad file changes nothing."""
+    def reload(self) -> str | None:
+        """Re-read the configuration file (SIGHUP, ``POST /api/reload``); a bad file
+        changes nothing. Returns why it was refused, or None."""
         if self.server is None:
-            return
+            return "the hub is not running"
         try:
             new, _ = config_module.load(self.config_path, self.bind_override)
             new = new.with_overrides(web=self.web_override, db=self.db_override)
         except ConfigError as error:
             log.error("reload refused, configuration unchanged: %s", error)
-            return
+            return f"reload refused, configuration unchanged: {error}"
         for problem in self.server.reconfigure(new):
             log.error("reload: %s", problem)
         self.config = self.hub.config
@@ -201,6 +203,7 @@ class App:
             self.config_path or "defaults",
             ", ".join(str(p) for p in sorted(self.hub.endpoints)),
         )
+        return None
 
 
 def install_fast_loop() -> str:

@@ -2,11 +2,14 @@
 
 from midihub.hub.endpoint import Endpoint
 from midihub.hub.hub import Hub, Outgoing, Reconfigured, display_address, participant_id
+from midihub.hub.notes import NoteState, NoteTracker
 from midihub.hub.router import Router
 
 __all__ = [
     "Endpoint",
     "Hub",
+    "NoteState",
+    "NoteTracker",
     "Outgoing",
     "Reconfigured",
     "Router",

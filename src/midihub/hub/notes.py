@@ -130,3 +130,7 @@ def panic_commands(note_range: NoteRange, channels: Iterable[int] = ALL_CHANNELS
             out.append((0, m.control_change(channel, m.CC_SUSTAIN, 0)))
             out.append((0, m.control_change(channel, m.CC_ALL_NOTES_OFF, 0)))
     return out
+
+
+NoteTracker = NoteState
+"""The name the stuck-notes design uses for the same thing."""

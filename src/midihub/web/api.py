@@ -61,7 +61,9 @@ class Api:
         store: HistoryStore | None = None,
         hub_time: Callable[[], float],
         wall_time: Callable[[], float] = time.time,
+        reload: Callable[[], str | None] | None = None,
     ) -> None:
+        self._reload = reload  # returns None when done, else why it was refused
         self.hub = hub
         self.token = token
         self.public = public
@@ -78,6 +80,7 @@ class Api:
             web.get("/api/latency", self.latency),
             web.get("/api/latency/history", self.history),
             web.post("/api/panic", self.panic),
+            web.post("/api/reload", self.reload),
             web.get("/api/openapi.json", self.openapi),
             web.get("/api/monitor", self.monitor_stream),
             web.get("/", self.index),
@@ -348,6 +351,14 @@ class Api:
 
     async def index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        if self._reload is None:
+            return error(400, "this hub has no configuration file to reload")
+        refused = self._reload()
+        if refused is not None:
+            return error(400, refused)
+        return web.json_response({"reloaded": True, "ports": sorted(self.hub.endpoints)})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
