@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 NODE_DIR := tests/interop/node
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install node browser lint check clean
+.PHONY: run test install node browser tools lint check clean bench
 
 run: install
 	$(BIN)/midihub serve
 
-test: install node browser lint
+test: install node browser tools lint
 	$(BIN)/pytest
 
 install: $(BIN)/.installed
@@ -32,6 +32,16 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
 # Debian's Chromium for the dashboard tests (Playwright drives it; it never downloads one).
 browser:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+# tmux runs `midihub monitor` in a real terminal for its test.
+tools:
+	command -v tmux >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y tmux; }
+
+# Benchmarks (not part of `make test`): writes bench/results.json and docs/benchmarks.md.
+# `make bench BENCH_ARGS=--quick` is a short smoke run (output under /tmp).
+bench: install
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests
