@@ -234,3 +234,35 @@ def test_ten_percent_loss_leaves_nothing_stuck_with_the_journal(seed: int) -> No
 def test_the_same_loss_without_journal_leaves_stuck_notes() -> None:
     stuck = [replay(seed, use_journal=False).held() for seed in (1, 2, 3)]
     assert all(held for held in stuck)  # the control: the journal is what repairs
+
+
+def test_127_held_notes_without_noteoffs_round_trip() -> None:
+    """127 logs and no bitfield must not read back as RFC 6295's 128-log form."""
+    journal = Journal(1, [ChannelJournal(0, notes_on=[(n, 64) for n in range(127)])])
+    data = encode_journal(journal)
+    assert decode_journal(data, 0, len(data)) == journal
+
+
+def test_repair_does_not_resend_what_the_receiver_already_has() -> None:
+    state = NoteState()
+    state.update([(0, bytes((0xB0, 7, 100))), (0, bytes((0xC0, 5)))])
+    same = Journal(1, [ChannelJournal(0, program=(5, None, None), controllers=[(7, 100)])])
+    assert repair(same, state) == []  # a program change would restart the synth's voice
+    changed = Journal(1, [ChannelJournal(0, program=(6, None, None), controllers=[(7, 90)])])
+    assert repair(changed, state) == [(0, bytes((0xB0, 7, 90))), (0, bytes((0xC0, 6)))]
+
+
+def test_a_long_outage_without_feedback_still_releases_ended_notes() -> None:
+    """A peer that never sends RS and misses 300 packets (the NoteOff among them)
+    repairs from the first packet it gets: the bitfield still says the note ended."""
+    sender = JournalSender()
+    receiver = NoteState()
+    sender.record(0, [(0, bytes((0x90, 60, 100)))])
+    receiver.update([(0, bytes((0x90, 60, 100)))])
+    sender.record(1, [(0, bytes((0x80, 60, 0)))])  # lost, with everything after it
+    for seq in range(2, 300):
+        sender.record(seq, [(0, bytes((0xB0, 1, seq & 0x7F)))])
+    data = sender.journal()
+    assert data is not None
+    receiver.update(repair(decode_journal(data, 0, len(data)), receiver))
+    assert not receiver.holds(0, 60)

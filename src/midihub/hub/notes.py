@@ -23,6 +23,8 @@ class ChannelState:
     sustain: bool = False
     sostenuto: bool = False
     bend: int = m.PITCH_BEND_CENTRE
+    controllers: dict[int, int] = field(default_factory=dict)  # last value of each CC
+    program: int | None = None
 
     def idle(self) -> bool:
         return (
@@ -57,12 +59,16 @@ class NoteState:
                     known.notes.pop(message[1], None)
             elif kind == m.CONTROL_CHANGE:
                 self._control(status & 0x0F, message[1], message[2])
+            elif kind == m.PROGRAM_CHANGE:
+                self._channel(status & 0x0F).program = message[1]
             elif kind == m.PITCH_BEND:
                 self._channel(status & 0x0F).bend = message[1] | (message[2] << 7)
             elif status == m.SYSTEM_RESET:
                 self.channels.clear()
 
     def _control(self, channel: int, control: int, value: int) -> None:
+        if control < 120:
+            self._channel(channel).controllers[control] = value
         if control == m.CC_SUSTAIN:
             self._channel(channel).sustain = value >= 64
         elif control == m.CC_SOSTENUTO:
@@ -98,6 +104,14 @@ class NoteState:
     def wheel(self, channel: int) -> int:
         state = self.channels.get(channel)
         return m.PITCH_BEND_CENTRE if state is None else state.bend
+
+    def controller(self, channel: int, number: int) -> int | None:
+        state = self.channels.get(channel)
+        return None if state is None else state.controllers.get(number)
+
+    def program(self, channel: int) -> int | None:
+        state = self.channels.get(channel)
+        return None if state is None else state.program
 
     def held(self) -> dict[int, ChannelState]:
         """Channels with anything held, for monitors and the API."""

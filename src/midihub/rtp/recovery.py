@@ -97,8 +97,8 @@ def _encode_notes(notes_on: list[tuple[int, int]], notes_off: set[int]) -> bytes
         bits = bytearray(high - low + 1)
         for note in notes_off:
             bits[(note >> 3) - low] |= 0x80 >> (note & 7)
-    else:
-        low, high, bits = 15, 0, bytearray()
+    else:  # no bitfield: LOW > HIGH, but 15/0 with 127 logs would read as 128 logs (A.6)
+        low, high, bits = 1, 0, bytearray()
     out = bytearray((len(notes_on), low << 4 | high))
     for note, velocity in notes_on:
         out += bytes((note, 0x80 | velocity))  # Y = 1: still worth playing
@@ -214,9 +214,11 @@ class JournalSender:
     """What one receiver may have missed since the checkpoint.
 
     Held notes, pedals down and a bent wheel are always in the journal (they are
-    what leaves notes stuck); other changes stay until the receiver's RS, or until
-    ``MAX_UNACKED`` packets have passed without one, which keeps the journal small
-    for peers that never send RS.
+    what leaves notes stuck), and so are released notes until the receiver's RS
+    confirms it has them: a receiver that missed a long stretch must still learn
+    which of the notes it thinks held have ended (at most 16 bytes per channel).
+    Other changes stay until RS, or until ``MAX_UNACKED`` packets have passed without
+    one, which keeps the journal small for peers that never send RS.
     """
 
     __slots__ = ("_cache", "_channels", "_count", "checkpoint", "last_seq")
@@ -273,7 +275,7 @@ class JournalSender:
                 state.wheel = message[1] | message[2] << 7
                 state.wheel_seq = seq
         if self._count > MAX_UNACKED:
-            self._advance((seq - MAX_UNACKED // 2) & 0xFFFF)
+            self._advance((seq - MAX_UNACKED // 2) & 0xFFFF, acknowledged=False)
 
     def on_feedback(self, seq: int) -> None:
         """RS: the receiver has every packet up to ``seq``."""
@@ -286,7 +288,7 @@ class JournalSender:
         if 0 < behind < 0x8000:
             self._advance(seq)
 
-    def _advance(self, checkpoint: int) -> None:
+    def _advance(self, checkpoint: int, *, acknowledged: bool = True) -> None:
         self.checkpoint = checkpoint
         self._count = (self.last_seq - checkpoint) & 0xFFFF if self.last_seq is not None else 0
         self._cache = None
@@ -295,7 +297,8 @@ class JournalSender:
             return 0 < (seq - checkpoint) & 0xFFFF < 0x8000
 
         for state in self._channels.values():
-            state.off = {note: s for note, s in state.off.items() if newer(s)}
+            if acknowledged:
+                state.off = {note: s for note, s in state.off.items() if newer(s)}
             state.controllers = {
                 n: (v, s)
                 for n, (v, s) in state.controllers.items()
@@ -340,6 +343,10 @@ class HeldState(Protocol):
 
     def wheel(self, channel: int) -> int: ...
 
+    def controller(self, channel: int, number: int) -> int | None: ...
+
+    def program(self, channel: int) -> int | None: ...
+
 
 def repair(journal: Journal, state: HeldState) -> list[Command]:
     """Messages that bring ``state`` to what ``journal`` describes: NoteOffs for notes
@@ -358,11 +365,12 @@ def repair(journal: Journal, state: HeldState) -> list[Command]:
             if number in (CC_SUSTAIN, CC_SOSTENUTO):
                 if state.pedal(ch, number) != (value >= 64):
                     out.append((0, bytes((0xB0 | ch, number, value))))
-            elif number < 120:  # absolute values: setting again is harmless
+            elif number < 120 and state.controller(ch, number) != value:
                 out.append((0, bytes((0xB0 | ch, number, value))))
         if cj.wheel is not None and state.wheel(ch) != cj.wheel:
             out.append((0, bytes((0xE0 | ch, cj.wheel & 0x7F, cj.wheel >> 7))))
-        if cj.program is not None:
+        if cj.program is not None and state.program(ch) != cj.program[0]:
+            # A program change restarts a synth's voice: only when it was really missed.
             program, msb, lsb = cj.program
             if msb is not None:
                 out.append((0, bytes((0xB0 | ch, CC_BANK_MSB, msb))))
