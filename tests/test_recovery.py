@@ -266,3 +266,48 @@ def test_a_long_outage_without_feedback_still_releases_ended_notes() -> None:
     assert data is not None
     receiver.update(repair(decode_journal(data, 0, len(data)), receiver))
     assert not receiver.holds(0, 60)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from((0x80, 0x90, 0xB0, 0xFF)), st.integers(0, 3), st.integers(0, 127)
+        ),
+        max_size=300,
+    )
+)
+@settings(max_examples=100, deadline=None)
+def test_sender_journal_says_exactly_what_is_held_and_what_ended(
+    script: list[tuple[int, int, int]],
+) -> None:
+    """Against a plain model: chapter N lists every held note, and the bitfield every
+    note released (and not pressed again) since the first packet."""
+    sender = JournalSender()
+    held: dict[tuple[int, int], int] = {}
+    ended: set[tuple[int, int]] = set()
+    for seq, (kind, channel, value) in enumerate(script):
+        if kind == 0xFF:
+            message = b"\xff"
+            ended |= set(held)
+            held.clear()
+        elif kind == 0xB0:
+            message = bytes((0xB0 | channel, 123, 0))  # all notes off
+            ended |= {key for key in held if key[0] == channel}
+            held = {k: v for k, v in held.items() if k[0] != channel}
+        elif kind == 0x90:
+            message = bytes((0x90 | channel, value, 1 + value % 127))
+            held[(channel, value)] = 1 + value % 127
+            ended.discard((channel, value))
+        else:
+            message = bytes((0x80 | channel, value, 0))
+            if held.pop((channel, value), None) is not None:
+                ended.add((channel, value))
+        sender.record(seq, [(0, message)])
+    data = sender.journal()
+    if not held and not ended:
+        assert data is None
+        return
+    assert data is not None
+    journal = decode_journal(data, 0, len(data))
+    assert {(c.channel, n): v for c in journal.channels for n, v in c.notes_on} == held
+    assert {(c.channel, n) for c in journal.channels for n in c.notes_off} == ended

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -108,6 +109,10 @@ class App:
             self.server.close()
             await self.store.close()
             raise
+        # Everything made so far lives as long as the process: keep the collector from
+        # walking it again and again (full collections were 20 ms pauses under load).
+        gc.collect()
+        gc.freeze()
         installed = []
         for signum, handler in (
             (signal.SIGINT, self.stop),

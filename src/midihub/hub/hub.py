@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from midihub.config import HubConfig
 from midihub.hub.endpoint import Endpoint
@@ -38,8 +39,9 @@ MAX_LIST_LENGTH = 1200  # keeps every RTP packet under the IPv6 minimum MTU of 1
 Listener = Callable[[Endpoint, Event], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
+    """A datagram for the socket layer (a tuple: one is made per datagram sent)."""
+
     endpoint: Endpoint
     kind: PortKind
     data: bytes

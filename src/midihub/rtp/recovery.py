@@ -198,16 +198,76 @@ def _decode_channel(data: bytes, pos: int, end: int) -> tuple[ChannelJournal, in
 # -- sender --------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class _Channel:
-    program: tuple[int, int | None, int | None] | None = None
-    program_seq: int = -1
-    bank: tuple[int | None, int | None] = (None, None)
-    controllers: dict[int, tuple[int, int]] = field(default_factory=dict)  # number → (value, seq)
-    wheel: int = PITCH_CENTRE
-    wheel_seq: int = -1
-    held: dict[int, int] = field(default_factory=dict)  # note → velocity
-    off: dict[int, int] = field(default_factory=dict)  # note → seq of its NoteOff
+    """One channel's journal state, kept in the shape the wire wants: note logs as
+    ready bytes, NoteOffs as a 128-bit mask, and the encoded channel journal cached
+    until something on the channel changes (a packet touches one channel or two)."""
+
+    __slots__ = (
+        "bank",
+        "controllers",
+        "encoded",
+        "held",
+        "off",
+        "offmask",
+        "program",
+        "program_seq",
+        "wheel",
+        "wheel_seq",
+    )
+
+    def __init__(self) -> None:
+        self.program: tuple[int, int | None, int | None] | None = None
+        self.program_seq = -1
+        self.bank: tuple[int | None, int | None] = (None, None)
+        self.controllers: dict[int, tuple[int, int]] = {}  # number → (value, seq)
+        self.wheel = PITCH_CENTRE
+        self.wheel_seq = -1
+        self.held: dict[int, bytes] = {}  # note → its log: note, Y = 1 | velocity
+        self.off: dict[int, int] = {}  # note → seq of its NoteOff
+        self.offmask = 0  # bit 127 - note set for each note in ``off``
+        self.encoded: bytes | None = None
+
+    def end_notes(self, seq: int) -> None:
+        for note in self.held:
+            self.off[note] = seq
+            self.offmask |= 1 << (127 - note)
+        self.held.clear()
+
+    def encode(self, number: int) -> bytes:
+        """This channel's journal (RFC 6295 §5.2 + chapters P, C, W, N), or b""."""
+        toc = 0
+        parts: list[bytes] = []
+        if self.program is not None and self.program_seq >= 0:
+            toc |= TOC_P
+            program, msb, lsb = self.program
+            parts.append(bytes((program, 0 if msb is None else 0x80 | msb, lsb or 0)))
+        if self.controllers:
+            toc |= TOC_C
+            logs = sorted(self.controllers.items())[:128]
+            parts.append(bytes((len(logs) - 1, *(x for n, (v, _) in logs for x in (n, v)))))
+        if self.wheel != PITCH_CENTRE or self.wheel_seq >= 0:
+            toc |= TOC_W
+            parts.append(bytes((self.wheel & 0x7F, self.wheel >> 7 & 0x7F)))
+        mask = self.offmask
+        if self.held or mask:
+            toc |= TOC_N
+            held = self.held
+            notes = (
+                b"".join(held.values()) if len(held) <= 127 else b"".join(list(held.values())[:127])
+            )
+            if mask:
+                low = (128 - mask.bit_length()) >> 3
+                high = (128 - (mask & -mask).bit_length()) >> 3
+                bits = mask.to_bytes(16, "big")[low : high + 1]
+            else:  # no bitfield: LOW > HIGH, and not 15/0, which can mean 128 logs
+                low, high, bits = 1, 0, b""
+            parts.append(bytes((len(notes) >> 1, low << 4 | high)) + notes + bits)
+        if not toc:
+            return b""
+        body = b"".join(parts)
+        length = 3 + len(body)  # at most 3 + 3 + 257 + 2 + 272: fits 10 bits
+        return bytes((number << 3 | length >> 8, length & 0xFF, toc)) + body
 
 
 class JournalSender:
@@ -242,26 +302,28 @@ class JournalSender:
             if status >= 0xF0:
                 if status == 0xFF:  # System Reset
                     for channel in self._channels.values():
-                        for note in channel.held:
-                            channel.off[note] = seq
-                        channel.held.clear()
+                        channel.end_notes(seq)
+                        channel.encoded = None
                 continue
             kind = status & 0xF0
             state = self._channels.get(status & 0x0F)
             if state is None:
                 state = self._channels[status & 0x0F] = _Channel()
+            state.encoded = None
             if kind == 0x90 and message[2]:
-                state.held[message[1]] = message[2]
-                state.off.pop(message[1], None)
+                note = message[1]
+                state.held[note] = bytes((note, 0x80 | message[2]))  # Y = 1: still worth playing
+                if state.off.pop(note, None) is not None:
+                    state.offmask &= ~(1 << (127 - note))
             elif kind == 0x80 or kind == 0x90:
-                if state.held.pop(message[1], None) is not None:
-                    state.off[message[1]] = seq
+                note = message[1]
+                if state.held.pop(note, None) is not None:
+                    state.off[note] = seq
+                    state.offmask |= 1 << (127 - note)
             elif kind == 0xB0:
                 number, value = message[1], message[2]
                 if number >= 120 and number != 121:  # ends every note
-                    for note in state.held:
-                        state.off[note] = seq
-                    state.held.clear()
+                    state.end_notes(seq)
                 elif number == CC_BANK_MSB:
                     state.bank = (value, state.bank[1])
                 elif number == CC_BANK_LSB:
@@ -297,8 +359,10 @@ class JournalSender:
             return 0 < (seq - checkpoint) & 0xFFFF < 0x8000
 
         for state in self._channels.values():
+            state.encoded = None
             if acknowledged:
                 state.off = {note: s for note, s in state.off.items() if newer(s)}
+                state.offmask = sum(1 << (127 - note) for note in state.off)
             state.controllers = {
                 n: (v, s)
                 for n, (v, s) in state.controllers.items()
@@ -311,24 +375,21 @@ class JournalSender:
         """The journal for the next packet, or None when there is nothing to repair."""
         if self._cache is not None or self.checkpoint is None:
             return self._cache or None
-        channels: list[ChannelJournal] = []
-        for number, state in sorted(self._channels.items()):
-            cj = ChannelJournal(channel=number)
-            if state.program is not None and state.program_seq >= 0:
-                cj.program = state.program
-            cj.controllers = [(n, v) for n, (v, _) in sorted(state.controllers.items())][:128]
-            if state.wheel != PITCH_CENTRE or state.wheel_seq >= 0:
-                cj.wheel = state.wheel
-            cj.notes_on = sorted(state.held.items())[:127]
-            cj.notes_off = set(state.off)
-            if cj.program or cj.controllers or cj.wheel is not None or cj.notes_on or cj.notes_off:
-                channels.append(cj)
-        if not channels:
-            self._cache = b""
+        parts: list[bytes] = []
+        for number in sorted(self._channels):
+            state = self._channels[number]
+            encoded = state.encoded
+            if encoded is None:
+                encoded = state.encoded = state.encode(number)
+            if encoded:
+                parts.append(encoded)
+        if not parts or 3 + sum(map(len, parts)) > MAX_JOURNAL:
+            self._cache = b""  # nothing to say, or too much for one packet (J = 0)
             return None
-        encoded = encode_journal(Journal(self.checkpoint, channels))
-        self._cache = encoded if len(encoded) <= MAX_JOURNAL else b""
-        return self._cache or None
+        checkpoint = self.checkpoint
+        self._cache = bytes((0x20 | (len(parts) - 1), checkpoint >> 8, checkpoint & 0xFF))
+        self._cache += b"".join(parts)
+        return self._cache
 
 
 # -- receiver ------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""The hub's packet path without sockets: datagrams/s through ``Hub.receive`` +
+``drain`` for the pair and room shapes, and a cProfile of it (``--profile``).
+
+Complements ``run.py``: no kernel, no event loop, so a change to the sans-IO core
+shows up here undiluted. ``python bench/core.py [--profile pair|room]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from midihub import config as c  # noqa: E402
+from midihub.hub import Hub  # noqa: E402
+from midihub.rtp import Host, PortKind, encode_lists, encode_section  # noqa: E402
+
+CONFIG = """
+[groups]
+G = [5040, 5042]
+[rooms]
+Jam = 5060
+"""
+
+
+class Wire:
+    """A hub and peer Hosts joined in memory; peers' replies are processed only
+    during setup, so the measured loop is the hub's work alone."""
+
+    def __init__(self) -> None:
+        self.now = 10.0
+        self.hub = Hub(c.parse(CONFIG), rng=random.Random(7))
+        self.peers: dict[str, Host] = {}
+        self.addrs: dict[str, int] = {}
+
+    def peer(self, name: str, port: int) -> Host:
+        host = Host(name, rng=random.Random(name))
+        self.peers[name] = host
+        self.addrs[name] = 7000 + 2 * len(self.addrs)
+        host.connect(("hub", port), self.now)
+        for _ in range(10):
+            for peer_name, peer in self.peers.items():
+                for kind, data, addr in peer.datagrams_to_send():
+                    base = self.addrs[peer_name]
+                    self.hub.receive(addr[1] - kind, kind, data, (peer_name, base + kind), self.now)
+            for out in self.hub.drain():
+                target = self.peers[str(out.addr[0])]
+                kind = PortKind(out.addr[1] - self.addrs[str(out.addr[0])])
+                target.receive(out.data, kind, ("hub", out.endpoint.port + out.kind), self.now)
+        assert host.established
+        return host
+
+    def packets(self, name: str, count: int) -> list[bytes]:
+        """``count`` data packets from ``name``: NoteOn then NoteOff, one message each."""
+        host = self.peers[name]
+        out: list[bytes] = []
+        for i in range(count):
+            note = 36 + i % 48
+            message = bytes((0x90, note, 100)) if i % 2 == 0 else bytes((0x80, note - 1, 0))
+            sections = [encode_section(b) for b in encode_lists([(0, message)], 1200)]
+            host.send(host.established, sections, self.now)
+            out += [data for kind, data, _ in host.datagrams_to_send() if kind is PortKind.DATA]
+        return out
+
+
+def scenario(shape: str) -> tuple[Wire, list[tuple[int, str, bytes]]]:
+    wire = Wire()
+    feed: list[tuple[int, str, bytes]] = []
+    if shape == "pair":
+        wire.peer("a", 5040)
+        wire.peer("b", 5042)
+        feed = [(5040, "a", data) for data in wire.packets("a", 20_000)]
+    else:
+        names = [f"p{i}" for i in range(16)]
+        for name in names:
+            wire.peer(name, 5060)
+        streams = [wire.packets(name, 1_250) for name in names]
+        feed = [(5060, names[i % 16], streams[i % 16][i // 16]) for i in range(20_000)]
+    return wire, feed
+
+
+def run(shape: str) -> float:
+    wire, feed = scenario(shape)
+    hub, addrs, now = wire.hub, wire.addrs, wire.now
+    start = time.perf_counter()
+    for port, name, data in feed:
+        hub.receive(port, PortKind.DATA, data, (name, addrs[name] + 1), now)
+        for _ in hub.drain():
+            pass
+    return len(feed) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profile", choices=["pair", "room"])
+    args = parser.parse_args()
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(run, args.profile)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+        return
+    for shape in ("pair", "room"):
+        best = max(run(shape) for _ in range(3))
+        print(f"{shape}: {best:,.0f} datagrams in/s through the hub core")
+
+
+if __name__ == "__main__":
+    main()
