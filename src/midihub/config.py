@@ -98,6 +98,39 @@ class WebConfig(_Strict):
         return value
 
 
+class LinkConfig(_Strict):
+    """A remote RTP MIDI endpoint (another hub, a device) the hub invites and joins to
+    one of its ports, reconnecting with back-off whenever it goes away."""
+
+    remote: str = Field(description="HOST:PORT of the remote's control port")
+    port: int = Field(description="the hub port (group in/out or room) the link joins")
+    name: str | None = Field(default=None, max_length=63, description="label in logs")
+
+    @field_validator("remote")
+    @classmethod
+    def _remote(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    _port = field_validator("port")(_check_port)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_listen(self.remote)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.remote
+
+
+class MdnsConfig(_Strict):
+    """Bonjour advertisement of every port as ``_apple-midi._udp``."""
+
+    enabled: bool | Literal["auto"] = Field(
+        default="auto", description="auto: only when bound to a LAN or loopback address"
+    )
+
+
 class StatsConfig(_Strict):
     """Latency history."""
 
@@ -116,6 +149,8 @@ class HubConfig(_Strict):
     rooms: dict[str, RoomConfig] = Field(default_factory=dict)
     web: WebConfig = Field(default_factory=WebConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    links: list[LinkConfig] = Field(default_factory=list)
+    mdns: MdnsConfig = Field(default_factory=MdnsConfig)
 
     def with_overrides(self, *, web: str | None = None, db: str | None = None) -> HubConfig:
         """Command-line options win over the file (``--web``, ``--db``)."""
@@ -270,6 +305,18 @@ def _cross_check(config: HubConfig, text: str) -> list[str]:
                     f"{owners[neighbour]} ({neighbour}-{neighbour + 1})"
                 )
         owners[spec.port] = field
+    seen_links: set[tuple[str, int, int]] = set()
+    for index, link in enumerate(config.links):
+        where = _line_of(text, ["remote"]) if len(config.links) == 1 else ""
+        if link.port not in owners:
+            problems.append(
+                f"{where}links.{index}.port: {link.port} is not one of the hub's ports "
+                f"({', '.join(str(p) for p in sorted(owners)) or 'none'})"
+            )
+        key = (*link.address, link.port)
+        if key in seen_links:
+            problems.append(f"{where}links.{index}: {link.remote} is linked to {link.port} twice")
+        seen_links.add(key)
     shared = set(config.groups) & set(config.rooms)
     for name in sorted(shared):
         problems.append(f"rooms.{name}: name {name!r} is also a group; names must be unique")

@@ -11,7 +11,7 @@ from midihub.rtp import Host, Timing
 class Endpoint:
     """One hub port (control P, data P+1) as configured, with its sans-IO ``Host``."""
 
-    __slots__ = ("host", "spec")
+    __slots__ = ("host", "journal_repairs", "messages_in", "messages_out", "panics", "spec")
 
     def __init__(
         self,
@@ -22,6 +22,10 @@ class Endpoint:
         max_sessions: int,
     ) -> None:
         self.spec = spec
+        self.messages_in = 0  # MIDI messages received from participants here
+        self.messages_out = 0  # MIDI messages sent to participants here (each copy)
+        self.journal_repairs = 0
+        self.panics = 0
         # Peers list us under this name: say which group and direction it is.
         self.host = Host(
             f"{hub_name} {spec.label}", rng=rng, timing=timing, max_sessions=max_sessions

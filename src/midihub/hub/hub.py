@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from midihub.config import HubConfig
 from midihub.hub.endpoint import Endpoint
+from midihub.hub.links import Link, is_link_name, link_name
 from midihub.hub.notes import ALL_CHANNELS, NoteState, panic_commands
 from midihub.hub.router import Router
 from midihub.hub.stats import ParticipantStats
@@ -71,6 +72,9 @@ class Hub:
         self._held: dict[Session, NoteState] = {}  # per source participant
         self._router = Router([])
         self._dirty: set[Endpoint] = set()  # endpoints whose outbox may hold datagrams
+        self.links: dict[tuple[str, int], Link] = {}
+        # Sessions with another hub: ours (their Link) and theirs (None).
+        self._hub_links: dict[Session, Link | None] = {}
         self.reconfigure(config, 0.0)
 
     @property
@@ -117,7 +121,25 @@ class Hub:
         for endpoint in added:
             self.endpoints[endpoint.port] = endpoint
         self._router = Router(config.endpoints())
+        self._reconfigure_links(config, now)
         return Reconfigured(added, removed, kept)
+
+    def _reconfigure_links(self, config: HubConfig, now: float) -> None:
+        wanted = {(link.remote, link.port): link for link in config.links}
+        for key, link in list(self.links.items()):
+            if key in wanted and wanted[key] == link.config:
+                continue
+            del self.links[key]
+            session = link.session
+            if session is not None:
+                self._hub_links.pop(session, None)
+                endpoint = self.endpoints.get(link.config.port)
+                if endpoint is not None:
+                    self._handle(endpoint, endpoint.host.disconnect(session, "removed"), now)
+                    self._dirty.add(endpoint)
+        for key, spec in wanted.items():
+            if key not in self.links:
+                self.links[key] = Link(spec)
 
     # -- input -----------------------------------------------------------------
 
@@ -141,18 +163,31 @@ class Hub:
                     repairs = repair(event.journal, state)
                     if repairs:
                         self.journal_repairs += len(repairs)
+                        endpoint.journal_repairs += len(repairs)
                         commands = repairs + commands
                         event.commands = commands
                 if not commands:
                     continue
                 state.update(commands)
                 self._stats(event.session).messages_in += len(commands)
+                endpoint.messages_in += len(commands)
                 self._forward(endpoint, event.session, commands, now)
             elif isinstance(event, LatencyMeasured):
                 self._stats(event.session).add_rtt(event.rtt, now)
             elif isinstance(event, PeerJoined):
                 self._stats(event.session)
+                session = event.session
+                if session in self._hub_links:
+                    link = self._hub_links[session]
+                    if link is not None:
+                        link.joined(now)
+                elif is_link_name(session.peer_name):
+                    self._hub_links[session] = None
             elif isinstance(event, PeerLeft):
+                if event.session in self._hub_links:
+                    link = self._hub_links.pop(event.session)
+                    if link is not None and link.session is event.session:
+                        link.failed(now, event.reason)
                 state = self._held.pop(event.session, None)
                 if state is not None:
                     self.release(endpoint, event.session, state, now)
@@ -185,11 +220,18 @@ class Hub:
         if not targets:
             return
         sections: list[bytes] | None = None
+        hub_links = self._hub_links
+        from_hub = sender in hub_links  # split horizon: never on to another hub
         for port in targets:
             endpoint = self.endpoints.get(port)
             if endpoint is None:
                 continue
-            receivers = [s for s in endpoint.host.established if s is not sender]
+            if from_hub:
+                receivers = [
+                    s for s in endpoint.host.established if s is not sender and s not in hub_links
+                ]
+            else:
+                receivers = [s for s in endpoint.host.established if s is not sender]
             if not receivers:
                 continue
             if sections is None:  # encoded once, whatever the number of receivers
@@ -200,6 +242,7 @@ class Hub:
             self._dirty.add(endpoint)
             count = len(commands)
             self.messages_forwarded += count * len(receivers)
+            endpoint.messages_out += count * len(receivers)
             stats = self.stats
             for receiver in receivers:
                 known = stats.get(receiver)
@@ -220,6 +263,7 @@ class Hub:
         endpoint = self.endpoints[port]
         endpoint.host.send(sessions, sections, now, commands)
         self._dirty.add(endpoint)
+        endpoint.messages_out += len(commands) * len(sessions)
         for session in sessions:
             known = self.stats.get(session)
             if known is not None:
@@ -241,6 +285,7 @@ class Hub:
         if targets:
             self.send(port, targets, panic_commands(note_range, channels), now)
         self.panics += 1
+        endpoint.panics += 1
         return targets
 
     def participant(self, participant_id: str) -> tuple[Endpoint, Session] | None:
@@ -257,6 +302,35 @@ class Hub:
             if session.peer_ssrc == ssrc:
                 return endpoint, session
         return None
+
+    # -- links -----------------------------------------------------------------
+
+    def due_links(self, now: float) -> list[Link]:
+        """Links to (re)connect now; each is marked as resolving until the socket layer
+        calls ``connect_link`` or ``link_failed``."""
+        due = [
+            link
+            for link in self.links.values()
+            if link.due(now) and link.config.port in self.endpoints
+        ]
+        for link in due:
+            link.resolving = True
+        return due
+
+    def connect_link(self, link: Link, addr: Address, now: float) -> Session | None:
+        endpoint = self.endpoints.get(link.config.port)
+        if endpoint is None or self.links.get(link.key) is not link:
+            link.resolving = False  # removed by a reload meanwhile
+            return None
+        session = endpoint.host.connect(addr, now, name=link_name(self.config.name, endpoint.label))
+        link.session, link.resolving = session, False
+        link.attempts += 1
+        self._hub_links[session] = link
+        self._dirty.add(endpoint)
+        return session
+
+    def link_failed(self, link: Link, now: float, reason: str) -> None:
+        link.failed(now, reason)
 
     # -- time ------------------------------------------------------------------
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
+from collections.abc import Callable
 from typing import Final
 
 from midihub.config import HubConfig
 from midihub.hub import Endpoint, Hub
+from midihub.hub.links import Link
 from midihub.net.udp import BindError, PortPair, address_family
 from midihub.rtp import Address, PortKind, Session
 
@@ -18,12 +21,17 @@ TICK: Final = 0.2  # seconds; timers (IN retries, CK, timeouts) need no finer gr
 
 
 class HubServer:
+    """``on_forward(seconds)``, when set, is told for each batch of datagrams that
+    made the hub forward MIDI how long it took from reading them to sending."""
+
     def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.hub = hub
         self.bind = hub.config.bind
         self._loop = loop or asyncio.get_running_loop()
         self._pairs: dict[int, PortPair] = {}
         self._ticker: asyncio.TimerHandle | None = None
+        self._lookups: set[asyncio.Task[None]] = set()
+        self.on_forward: Callable[[float], None] | None = None
 
     @property
     def pairs(self) -> dict[int, PortPair]:
@@ -43,11 +51,16 @@ class HubServer:
         port = endpoint.port
 
         def receive(kind: PortKind, batch: list[tuple[bytes, Address]]) -> None:
+            started = time.perf_counter()
             now = self._loop.time()
-            hub_receive = self.hub.receive
+            hub = self.hub
+            forwarded = hub.messages_forwarded
+            hub_receive = hub.receive
             for data, addr in batch:
                 hub_receive(port, kind, data, addr, now)
             self.flush()
+            if self.on_forward is not None and hub.messages_forwarded != forwarded:
+                self.on_forward(time.perf_counter() - started)
 
         pair = PortPair(self._loop, self.bind, port, receive)
         pair.open()
@@ -100,16 +113,46 @@ class HubServer:
 
     def _tick(self) -> None:
         try:
-            self.hub.tick(self._loop.time())
+            now = self._loop.time()
+            self.hub.tick(now)
+            for link in self.hub.due_links(now):
+                task = self._loop.create_task(self._connect_link(link))
+                self._lookups.add(task)
+                task.add_done_callback(self._lookups.discard)
             self.flush()
         finally:
             self._schedule_tick()
+
+    async def _connect_link(self, link: Link) -> None:
+        """Look the remote up (without blocking the hub) and invite it."""
+        host, port = link.config.address
+        family = address_family(self.bind)
+        flags = socket.AI_V4MAPPED if family == socket.AF_INET6 else 0
+        try:
+            infos = await self._loop.getaddrinfo(
+                host, port, family=family, type=socket.SOCK_DGRAM, flags=flags
+            )
+        except OSError as error:
+            log.warning("link %s: cannot resolve %s: %s", link.config.label, host, error)
+            self.hub.link_failed(link, self._loop.time(), "unresolved")
+            return
+        if link.attempts == 0 or link.attempts % 10 == 0:
+            log.info(
+                "link %s: inviting %s from port %d",
+                link.config.label,
+                link.config.remote,
+                link.config.port,
+            )
+        self.hub.connect_link(link, tuple(infos[0][4]), self._loop.time())
+        self.flush()
 
     def close(self) -> None:
         """BY to everyone, then close every socket."""
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        for task in self._lookups:
+            task.cancel()
         self.hub.close(self._loop.time())
         self.flush()
         self.close_sockets()

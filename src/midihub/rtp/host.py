@@ -191,15 +191,16 @@ class Host:
 
     # -- output ----------------------------------------------------------------
 
-    def connect(self, control_addr: Address, now: float) -> Session:
-        """Invite a remote responder (initiator role); PeerJoined or PeerLeft follows."""
+    def connect(self, control_addr: Address, now: float, *, name: str | None = None) -> Session:
+        """Invite a remote responder (initiator role); PeerJoined or PeerLeft follows.
+        ``name``: the session name to introduce ourselves with (default: the host's)."""
         token = self._rng.getrandbits(32)
         while token in self._by_token:
             token = self._rng.getrandbits(32)
         session = Session(
             role=Role.INITIATOR,
             local_ssrc=self._new_ssrc(),
-            local_name=self.name,
+            local_name=name or self.name,
             token=token,
             control_addr=control_addr,
             now=now,
