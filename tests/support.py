@@ -116,6 +116,7 @@ async def serving(
     with RunningHub(make_config(text, **overrides)) as running:
         loop = asyncio.get_running_loop()
         api = Api(running.hub, token=TOKEN, public=public, hub_time=loop.time)
+        running.server.on_forward = api.metrics.observe_forward
         web = WebServer(api.application(), "127.0.0.1", 0)
         await web.start()
         try:

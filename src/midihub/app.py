@@ -160,6 +160,8 @@ class App:
             hub_time=loop.time,
             reload=self.reload,
         )
+        if self.server is not None:
+            self.server.on_forward = self.api.metrics.observe_forward
         self.web = WebServer(self.api.application(), host, port)
         await self.web.start()
         log.info("dashboard and API on %s", self.web.url)

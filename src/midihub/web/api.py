@@ -22,6 +22,7 @@ from midihub import __version__
 from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Session
+from midihub.web.metrics import CONTENT_TYPE, Metrics
 from midihub.web.monitor import Monitor
 
 STATIC = Path(__file__).parent / "static"
@@ -72,6 +73,7 @@ class Api:
         self._wall_time = wall_time
         self.started = wall_time()
         self.monitor = Monitor(hub)
+        self.metrics = Metrics(hub)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -83,6 +85,7 @@ class Api:
             web.post("/api/reload", self.reload),
             web.get("/api/openapi.json", self.openapi),
             web.get("/api/monitor", self.monitor_stream),
+            web.get("/metrics", self.prometheus),
             web.get("/", self.index),
             web.static("/static", STATIC, append_version=False),
         ]
@@ -135,6 +138,9 @@ class Api:
         }
 
     # -- handlers ----------------------------------------------------------------
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(

@@ -1,0 +1,107 @@
+"""``GET /metrics``: the hub in Prometheus text format.
+
+Counters are read from the hub's own tallies at scrape time (a custom collector),
+so the packet path pays nothing for them; only the two latency histograms are
+observed as things happen. One registry per hub, never the global one, so several
+hubs (tests, embedding) never mix their figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from midihub.hub import Endpoint, Hub
+from midihub.rtp import Event, LatencyMeasured
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2)
+FORWARD_BUCKETS = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 0.001, 0.0025, 0.005, 0.01, 0.025)
+
+
+class HubCollector(Collector):
+    """Per-port counters and gauges, straight from the hub."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["port", "name"]
+
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return CounterMetricFamily(f"midihub_{name}", doc, labels=labels)
+
+        participants = GaugeMetricFamily(
+            "midihub_participants", "Participants connected to the port.", labels=labels
+        )
+        packets_in = counter("packets_received", "UDP datagrams received on the port pair.")
+        packets_out = counter("packets_sent", "UDP datagrams sent from the port pair.")
+        messages_in = counter("midi_messages_received", "MIDI messages from participants.")
+        messages_out = counter(
+            "midi_messages_sent", "MIDI messages sent to participants (one per receiver)."
+        )
+        malformed = counter("malformed_packets", "Datagrams dropped as unreadable.")
+        repairs = counter(
+            "journal_repairs", "MIDI messages recreated from RFC 6295 recovery journals."
+        )
+        panics = counter("panics", "Manual all-notes-off actions on the port.")
+        for port, endpoint in sorted(self.hub.endpoints.items()):
+            values = [str(port), endpoint.label]
+            counters = endpoint.host.counters
+            participants.add_metric(values, len(endpoint.host.established))
+            packets_in.add_metric(values, counters.received)
+            packets_out.add_metric(values, counters.sent)
+            messages_in.add_metric(values, endpoint.messages_in)
+            messages_out.add_metric(values, endpoint.messages_out)
+            malformed.add_metric(values, counters.malformed)
+            repairs.add_metric(values, endpoint.journal_repairs)
+            panics.add_metric(values, endpoint.panics)
+        yield from (participants, packets_in, packets_out, messages_in, messages_out)
+        yield from (malformed, repairs, panics)
+        released = CounterMetricFamily(
+            "midihub_notes_released",
+            "NoteOffs sent for participants that left holding notes.",
+            value=self.hub.notes_released,
+        )
+        yield released
+        links = GaugeMetricFamily(
+            "midihub_link_up", "1 when the outbound link is joined.", labels=["remote", "port"]
+        )
+        for link in self.hub.links.values():
+            links.add_metric([link.config.remote, str(link.config.port)], int(link.up))
+        yield links
+
+
+class Metrics:
+    """The hub's registry: the collector above plus the RTT and forward histograms."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(HubCollector(hub))
+        self.rtt = Histogram(
+            "midihub_rtt_seconds",
+            "Round-trip time to participants, from clock sync (CK) exchanges.",
+            ["port", "name"],
+            buckets=RTT_BUCKETS,
+            registry=self.registry,
+        )
+        self.forward = Histogram(
+            "midihub_forward_latency_seconds",
+            "From reading datagrams that carried MIDI to having sent what they caused.",
+            buckets=FORWARD_BUCKETS,
+            registry=self.registry,
+        )
+        hub.listeners.append(self.on_event)
+
+    def on_event(self, endpoint: Endpoint, event: Event) -> None:
+        if isinstance(event, LatencyMeasured):
+            self.rtt.labels(str(endpoint.port), endpoint.label).observe(event.rtt)
+
+    def observe_forward(self, seconds: float) -> None:
+        self.forward.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
