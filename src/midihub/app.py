@@ -11,9 +11,12 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from midihub import config as config_module
+from midihub.bonjour import Advertiser, advertise_addresses
 from midihub.config import ConfigError, HubConfig, parse_listen
 from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
@@ -83,6 +86,8 @@ class App:
         self.api: Api | None = None
         self.store: LatencyStore | None = None
         self.token = ""
+        self.advertiser: Advertiser | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
 
     async def run(self) -> None:
@@ -98,6 +103,10 @@ class App:
                 spec.port + 1,
                 spec.label,
             )
+        addresses = advertise_addresses(self.config.bind, self.config.mdns.enabled)
+        if addresses:
+            self.advertiser = Advertiser(addresses)
+            self._in_background(self._advertise(start=True))
         self.store = LatencyStore(
             self.config.stats.database, retention=self.config.stats.retention_days * 86400
         )
@@ -133,7 +142,37 @@ class App:
             if self.web is not None:
                 await self.web.close()
             await self.store.close()
+            for task in self._background:
+                task.cancel()
+            if self.advertiser is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.advertiser.close(), 3)
             log.info("stopped")
+
+    def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _advertise(self, *, start: bool = False) -> None:
+        """Bonjour, off the hub's critical path: a network without multicast only
+        costs a warning."""
+        advertiser = self.advertiser
+        if advertiser is None:
+            return
+        try:
+            if start:
+                await advertiser.start()
+            await advertiser.sync({port: e.host.name for port, e in self.hub.endpoints.items()})
+        except Exception as error:  # best effort by design
+            log.warning("Bonjour advertisement failed: %s", error)
+            return
+        if start:
+            log.info(
+                "Bonjour: %d port(s) advertised as _apple-midi._udp on %s",
+                len(advertiser.services),
+                ", ".join(advertiser.addresses),
+            )
 
     def _record_latency(self, endpoint: Endpoint, event: Event) -> None:
         if isinstance(event, LatencyMeasured) and self.store is not None:
@@ -205,6 +244,8 @@ class App:
         for problem in self.server.reconfigure(new):
             log.error("reload: %s", problem)
         self.config = self.hub.config
+        if self.advertiser is not None:
+            self._in_background(self._advertise())
         log.info(
             "configuration reloaded from %s: ports %s",
             self.config_path or "defaults",

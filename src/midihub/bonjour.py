@@ -1,0 +1,123 @@
+"""Bonjour (mDNS/DNS-SD) advertisement of the hub's ports as ``_apple-midi._udp``,
+the service macOS Audio MIDI Setup, iOS, rtpMIDI and rtpmidid browse for, so a
+musician on the same network picks the hub from a list instead of typing ports.
+
+Uses ``zeroconf``'s asyncio API in the hub's loop. Advertising is best effort: a
+network without multicast only costs a warning, never the hub.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Mapping
+from typing import Literal
+
+import ifaddr
+from zeroconf import IPVersion, NonUniqueNameException, ServiceInfo
+from zeroconf.asyncio import AsyncZeroconf
+
+log = logging.getLogger("midihub.bonjour")
+
+SERVICE_TYPE = "_apple-midi._udp.local."
+MAX_LABEL = 63  # bytes in one DNS label
+
+
+def _nearby(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address.is_loopback or address.is_private or address.is_link_local
+
+
+def advertise_addresses(bind: str, enabled: bool | Literal["auto"] = "auto") -> list[str]:
+    """The addresses to announce for a hub bound to ``bind`` (empty: don't advertise).
+
+    ``auto`` announces only where mDNS makes sense: a loopback or LAN (private,
+    link-local) bind address, or, for the wildcard, the machine's loopback and LAN
+    addresses. A public address is only announced when ``enabled`` is True.
+    """
+    if enabled is False:
+        return []
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        return []  # a host name: we cannot tell which interface it is
+    if not address.is_unspecified:
+        return [bind] if enabled is True or _nearby(address) else []
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, tuple):  # IPv6: (address, flowinfo, scope)
+                if address.version != 6 or ip.ip[2]:  # scoped link-local needs an interface
+                    continue
+                text = ip.ip[0]
+            else:
+                text = ip.ip
+            candidate = ipaddress.ip_address(text)
+            if (enabled is True or _nearby(candidate)) and text not in found:
+                found.append(text)
+    return found
+
+
+def instance_name(name: str) -> str:
+    """A DNS-SD instance name fits one label: cut at a character boundary."""
+    encoded = name.encode()[:MAX_LABEL]
+    return encoded.decode(errors="ignore").rstrip(".") or "midihub"
+
+
+class Advertiser:
+    """One ``_apple-midi._udp`` service per hub port, kept in step with the config."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+        self.services: dict[int, ServiceInfo] = {}
+        self._names: dict[int, str] = {}  # port → the session name it was asked for
+        self._zeroconf: AsyncZeroconf | None = None
+        self._server = f"midihub-{socket.gethostname().split('.')[0] or 'host'}.local."
+
+    async def start(self) -> None:
+        version = (
+            IPVersion.V4Only
+            if all(ipaddress.ip_address(a).version == 4 for a in self.addresses)
+            else IPVersion.All
+        )
+        self._zeroconf = AsyncZeroconf(interfaces=self.addresses, ip_version=version)
+
+    async def sync(self, services: Mapping[int, str]) -> None:
+        """Announce ``services`` (control port → session name); withdraw the rest."""
+        zeroconf = self._zeroconf
+        if zeroconf is None:
+            return
+        for port, info in list(self.services.items()):
+            if services.get(port) != self._names[port]:
+                del self.services[port], self._names[port]
+                await zeroconf.async_unregister_service(info)
+        for port, name in services.items():
+            if port in self.services:
+                continue
+            info = ServiceInfo(
+                SERVICE_TYPE,
+                f"{instance_name(name)}.{SERVICE_TYPE}",
+                port=port,
+                properties={"session": name},
+                server=self._server,
+                parsed_addresses=self.addresses,
+            )
+            try:
+                await zeroconf.async_register_service(info, allow_name_change=True)
+            except NonUniqueNameException:
+                log.warning("Bonjour: the name %r is taken on this network", name)
+                continue
+            if info.name != f"{instance_name(name)}.{SERVICE_TYPE}":
+                log.info("Bonjour: %r was taken; advertised as %r", name, info.name)
+            self.services[port] = info
+            self._names[port] = name
+
+    async def close(self) -> None:
+        """Withdraw everything (goodbye packets) and stop answering."""
+        zeroconf, self._zeroconf = self._zeroconf, None
+        if zeroconf is None:
+            return
+        await zeroconf.async_unregister_all_services()
+        self.services.clear()
+        self._names.clear()
+        await zeroconf.async_close()
