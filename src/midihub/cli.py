@@ -173,3 +173,37 @@ def panic(
         f"{result['range']} ({low}-{high}) notes off on port {result['port']}: "
         f"sent to {len(result['sentTo'])} participant(s)"
     )
+
+
+@main.command()
+@_web_option
+@click.argument("port")
+@click.option("--plain", is_flag=True, help="One line per event, for piping; no screen.")
+@click.option("--token", help="Token, when the hub's pages are private (web.public = false).")
+def monitor(web: str | None, port: str, plain: bool, token: str | None) -> None:
+    """Watch what arrives on hub PORT (number, or group/room name): held notes per
+    channel, pedals, bend and a log of other events. q or Ctrl-C quits."""
+    from aiohttp import ClientError
+
+    from midihub.client import HubRefused, HubUnreachable, base_url, find_token, request
+    from midihub.watch import MonitorError, resolve_port, run
+
+    secret = find_token(token)
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    try:
+        ports = request(web, "/api/participants", token=secret)["ports"]
+        number = resolve_port(ports, port)
+        url = f"{base_url(web)}/api/monitor?port={number}"
+        asyncio.run(run(url, headers, plain=plain, out=sys.stdout))
+    except HubUnreachable as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    except HubRefused as error:
+        click.echo(f"the hub refused: {error} (HTTP {error.status})", err=True)
+        sys.exit(1)
+    except MonitorError as error:
+        click.echo(str(error), err=True)
+        sys.exit(error.code)
+    except (TimeoutError, OSError, ClientError) as error:
+        click.echo(f"lost the hub: {error or type(error).__name__}", err=True)
+        sys.exit(1)

@@ -159,23 +159,27 @@ class Monitor:
     async def _flush(
         self, response: web.StreamResponse, port: int, batch: list[dict[str, Any]]
     ) -> None:
-        events = [item for item in batch if item["type"] == "midi"]
-        if events:
-            await _send(
-                response,
-                "midi",
-                {"port": port, "events": events, "held": held_snapshot(self.hub, port)},
-            )
-        if any(item["type"] == "participants" for item in batch):
-            await _send(
-                response,
-                "participants",
-                {
-                    "port": port,
-                    "participants": self.participants(port),
-                    "held": held_snapshot(self.hub, port),
-                },
-            )
+        """In arrival order: MIDI runs as one ``midi`` event each, a join or leave
+        between them as a ``participants`` event (so a monitor prints who joined
+        before what they played)."""
+        events: list[dict[str, Any]] = []
+        for index, item in enumerate(batch):
+            if item["type"] == "midi":
+                events.append(item)
+            if (item["type"] != "midi" or index == len(batch) - 1) and events:
+                held = held_snapshot(self.hub, port)
+                await _send(response, "midi", {"port": port, "events": events, "held": held})
+                events = []
+            if item["type"] == "participants":
+                await _send(
+                    response,
+                    "participants",
+                    {
+                        "port": port,
+                        "participants": self.participants(port),
+                        "held": held_snapshot(self.hub, port),
+                    },
+                )
 
 
 async def _send(response: web.StreamResponse, event: str, data: dict[str, Any]) -> None:
