@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -96,6 +98,21 @@ def _report(error: ConfigError) -> None:
         click.echo(f"  {problem}", err=True)
 
 
+@contextlib.contextmanager
+def _talking_to_hub() -> Iterator[None]:
+    """The hub not answering, or refusing, ends a CLI command with exit 1 and why."""
+    from midihub.client import HubRefused, HubUnreachable
+
+    try:
+        yield
+    except HubUnreachable as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    except HubRefused as error:
+        click.echo(f"the hub refused: {error} (HTTP {error.status})", err=True)
+        sys.exit(1)
+
+
 _web_option = click.option(
     "--web", help="The hub's web address HOST:PORT (default $MIDIHUB_WEB or 127.0.0.1:8080)."
 )
@@ -106,18 +123,12 @@ _web_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON for scripts.")
 def status(web: str | None, as_json: bool) -> None:
     """Who is connected to the running hub, with latency and loss."""
-    from midihub.client import HubRefused, HubUnreachable, request
+    from midihub.client import request
     from midihub.status import render_status
 
-    try:
+    with _talking_to_hub():
         ports = request(web, "/api/participants")["ports"]
         rows = request(web, "/api/latency")
-    except HubUnreachable as error:
-        click.echo(str(error), err=True)
-        sys.exit(1)
-    except HubRefused as error:
-        click.echo(f"the hub refused: {error} (HTTP {error.status})", err=True)
-        sys.exit(1)
     if as_json:
         click.echo(json.dumps({"ports": ports, "latency": rows}, indent=2))
         return
@@ -185,22 +196,17 @@ def monitor(web: str | None, port: str, plain: bool, token: str | None) -> None:
     channel, pedals, bend and a log of other events. q or Ctrl-C quits."""
     from aiohttp import ClientError
 
-    from midihub.client import HubRefused, HubUnreachable, base_url, find_token, request
+    from midihub.client import base_url, find_token, request
     from midihub.watch import MonitorError, resolve_port, run
 
     secret = find_token(token)
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     try:
-        ports = request(web, "/api/participants", token=secret)["ports"]
+        with _talking_to_hub():
+            ports = request(web, "/api/participants", token=secret)["ports"]
         number = resolve_port(ports, port)
         url = f"{base_url(web)}/api/monitor?port={number}"
         asyncio.run(run(url, headers, plain=plain, out=sys.stdout))
-    except HubUnreachable as error:
-        click.echo(str(error), err=True)
-        sys.exit(1)
-    except HubRefused as error:
-        click.echo(f"the hub refused: {error} (HTTP {error.status})", err=True)
-        sys.exit(1)
     except MonitorError as error:
         click.echo(str(error), err=True)
         sys.exit(error.code)
