@@ -63,7 +63,8 @@ class Hub:
         self._rng = rng or random.SystemRandom()
         self.config = config
         self.endpoints: dict[int, Endpoint] = {}
-        self.listeners: list[Listener] = []
+        self.listeners: list[Listener] = []  # session events: joins, leaves, latency, loss
+        self.midi_listeners: list[Listener] = []  # MidiReceived: the hot path, kept apart
         self.messages_forwarded = 0
         self.notes_released = 0
         self.panics = 0
@@ -172,7 +173,10 @@ class Hub:
                 self._stats(event.session).messages_in += len(commands)
                 endpoint.messages_in += len(commands)
                 self._forward(endpoint, event.session, commands, now)
-            elif isinstance(event, LatencyMeasured):
+                for listener in self.midi_listeners:
+                    listener(endpoint, event)
+                continue
+            if isinstance(event, LatencyMeasured):
                 self._stats(event.session).add_rtt(event.rtt, now)
             elif isinstance(event, PeerJoined):
                 self._stats(event.session)

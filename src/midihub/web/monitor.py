@@ -66,6 +66,7 @@ class Monitor:
         self._viewers: dict[int, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self.dropped = 0  # items a slow viewer missed
         hub.listeners.append(self.on_event)
+        hub.midi_listeners.append(self.on_event)
 
     def on_event(self, endpoint: Endpoint, event: Event) -> None:
         viewers = self._viewers.get(endpoint.port)
