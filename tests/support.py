@@ -60,6 +60,13 @@ def free_port_pair(host: str = LOCALHOST) -> int:
     raise RuntimeError("no free UDP port pair")
 
 
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
     ports: list[int] = []
     while len(ports) < count:

@@ -11,7 +11,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,7 +27,7 @@ import yaml
 from midihub import config as config_module
 from midihub.cli import serve
 from midihub.config import HubConfig, parse_listen
-from tests.support import PyPeer, free_port_pair, wait_for
+from tests.support import PyPeer, free_port_pair, free_tcp_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "systemd" / "midihub.service"
@@ -578,13 +577,6 @@ def test_installed_commands_print_the_version(installed: Installed, tmp_path: Pa
         timeout=60,
     )
     assert Path(where.stdout.strip()).is_relative_to(installed.venv)  # not this source tree
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def healthcheck_command(web_port: int) -> list[str]:

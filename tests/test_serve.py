@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PyPeer, free_ports, wait_for
+from tests.support import PyPeer, free_ports, free_tcp_port, wait_for
 
 
 class Served:
@@ -32,6 +32,8 @@ class Served:
             "-m",
             "midihub",
             "serve",
+            "--web",
+            f"127.0.0.1:{free_tcp_port()}",
             *args,
             cwd=cwd,
             stderr=asyncio.subprocess.PIPE,
@@ -40,7 +42,8 @@ class Served:
         served = cls(proc)
         await wait_for(
             lambda: (
-                any("listening" in line for line in served.lines) or proc.returncode is not None
+                any("dashboard and API on" in line for line in served.lines)
+                or proc.returncode is not None
             ),
             10,
             "the hub to start",

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from midihub.rtp.limits import Limits
+
 DEFAULT_GROUPS: dict[str, tuple[int, int]] = {"GroupOne": (5040, 5042), "GroupTwo": (5050, 5052)}
 SEARCH_PATHS = ("midihub.toml", "midiports")
 
@@ -138,6 +140,35 @@ class StatsConfig(_Strict):
     retention_days: float = Field(default=7.0, gt=0)
 
 
+class LimitsConfig(_Strict):
+    """What one stranger may cost each port (docs/security.md)."""
+
+    max_pending: int = Field(default=16, ge=1, le=1024, description="half-open sessions per port")
+    pending_per_source: int = Field(default=4, ge=1, description="half-open sessions per IP")
+    sessions_per_source: int = Field(default=16, ge=1, description="sessions per IP per port")
+    handshake_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="seconds from IN to a proven address"
+    )
+    proof_intervals: int = Field(
+        default=3, ge=1, description="clock-sync intervals without an answer before MIDI stops"
+    )
+    max_sysex: int = Field(default=65536, ge=16, description="bytes of one SysEx message")
+    sysex_rate: float = Field(default=65536.0, gt=0, description="SysEx bytes/s per participant")
+    reject_rate: float = Field(default=2.0, gt=0, description="NO replies per second per IP")
+
+    def spec(self) -> Limits:
+        return Limits(
+            max_pending=self.max_pending,
+            pending_per_source=self.pending_per_source,
+            sessions_per_source=self.sessions_per_source,
+            handshake_timeout=self.handshake_timeout,
+            proof_intervals=self.proof_intervals,
+            max_sysex=self.max_sysex,
+            sysex_rate=self.sysex_rate,
+            reject_rate=self.reject_rate,
+        )
+
+
 class HubConfig(_Strict):
     bind: str = "0.0.0.0"
     name: str = Field(default="midihub", min_length=1, max_length=63)
@@ -151,6 +182,7 @@ class HubConfig(_Strict):
     stats: StatsConfig = Field(default_factory=StatsConfig)
     links: list[LinkConfig] = Field(default_factory=list)
     mdns: MdnsConfig = Field(default_factory=MdnsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     def with_overrides(self, *, web: str | None = None, db: str | None = None) -> HubConfig:
         """Command-line options win over the file (``--web``, ``--db``)."""
