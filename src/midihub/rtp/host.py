@@ -273,16 +273,17 @@ class Host:
         return []
 
     def _make_room(self, now: float) -> list[Event]:
-        """At the half-open limit, the oldest unfinished invitation makes way: a flood
-        of spoofed INs then cannot keep a real player (who answers at once) out."""
+        """At the half-open limit an unfinished invitation makes way, the one that got
+        least far (no data-port IN yet) and oldest first: a flood of spoofed INs then
+        cannot keep out a real player, who answers at once."""
         waiting = [s for s in self._by_peer.values() if s.pending and s.role is Role.RESPONDER]
         events: list[Event] = []
         while len(waiting) >= self.limits.max_pending:
-            oldest = min(waiting, key=lambda s: s.created)
-            waiting.remove(oldest)
-            self._forget(oldest)
+            victim = min(waiting, key=lambda s: (s.data_addr is not None, s.created))
+            waiting.remove(victim)
+            self._forget(victim)
             self.counters.drop(Drop.PENDING_EVICTED)
-            events += self._ended(oldest, "evicted", bye=False)
+            events += self._ended(victim, "evicted", bye=False)
         return events
 
     # -- output ----------------------------------------------------------------

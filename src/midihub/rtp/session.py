@@ -385,7 +385,7 @@ class Session:
                 self._ck_pending = None  # lost; the schedule below sends another
             if self._ck_pending is None and now >= self._next_ck:
                 if self._may_send(CLOCK_SIZE):
-                    self._start_clock_sync(now)
+                    self.sync_clock(now)
                 else:  # it has not earned a CK0 from us: let it start the exchange
                     self._next_ck = now + CK_BURST_INTERVAL
             if self._guard_at is not None and now >= self._guard_at:
@@ -417,7 +417,8 @@ class Session:
             return min(deadline, self._next_ck)
         return deadline
 
-    def _start_clock_sync(self, now: float) -> None:
+    def sync_clock(self, now: float) -> None:
+        """Start a CK exchange now (CK0; the answer measures RTT and proves the peer)."""
         if self.data_addr is None:
             return
         ts1 = self.timestamp(now)
@@ -434,7 +435,7 @@ class Session:
         self._last_sync = now
         if self.role is Role.INITIATOR:
             self._pending_since = now
-            self._start_clock_sync(now)  # the initiator starts clock sync straight away
+            self.sync_clock(now)  # the initiator starts clock sync straight away
         else:
             # Initiators start CK themselves; step in (credit allowing) if one doesn't soon.
             self._next_ck = now + CK_BURST_INTERVAL

@@ -165,6 +165,7 @@ class Api:
                     "owner": spec.owner,
                     "role": spec.role,
                     "kind": "room" if spec.role == "room" else "group",
+                    "halfOpen": endpoint.host.pending,
                     "participants": [
                         self._person(endpoint, session) for session in endpoint.host.established
                     ],

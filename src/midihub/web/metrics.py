@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from midihub.hub import Endpoint, Hub
-from midihub.rtp import Event, LatencyMeasured
+from midihub.rtp import Drop, Event, LatencyMeasured
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2)
@@ -48,6 +48,16 @@ class HubCollector(Collector):
             "journal_repairs", "MIDI messages recreated from RFC 6295 recovery journals."
         )
         panics = counter("panics", "Manual all-notes-off actions on the port.")
+        pending = GaugeMetricFamily(
+            "midihub_half_open_sessions",
+            "Invitations not yet proven by a clock sync (half-open), on the port.",
+            labels=labels,
+        )
+        dropped = CounterMetricFamily(
+            "midihub_dropped",
+            "Datagrams (or SysEx) refused or dropped, by reason (a fixed set).",
+            labels=[*labels, "reason"],
+        )
         for port, endpoint in sorted(self.hub.endpoints.items()):
             values = [str(port), endpoint.label]
             counters = endpoint.host.counters
@@ -59,8 +69,11 @@ class HubCollector(Collector):
             malformed.add_metric(values, counters.malformed)
             repairs.add_metric(values, endpoint.journal_repairs)
             panics.add_metric(values, endpoint.panics)
+            pending.add_metric(values, endpoint.host.pending)
+            for reason in Drop:
+                dropped.add_metric([*values, reason.value], counters.drops.get(reason, 0))
         yield from (participants, packets_in, packets_out, messages_in, messages_out)
-        yield from (malformed, repairs, panics)
+        yield from (malformed, repairs, panics, pending, dropped)
         released = CounterMetricFamily(
             "midihub_notes_released",
             "NoteOffs sent for participants that left holding notes.",
