@@ -43,7 +43,7 @@ def serve(
     config_path: str | None, bind: str | None, web: str | None, db: str | None, log_level: str
 ) -> None:
     """Run the hub until Ctrl-C or SIGTERM; SIGHUP re-reads the configuration."""
-    from midihub.app import App, install_fast_loop
+    from midihub.app import App, DatabaseError, install_fast_loop
     from midihub.web.server import WebError
 
     logging.basicConfig(
@@ -68,7 +68,7 @@ def serve(
     app = App(config, path, bind, web=web, db=db)
     try:
         asyncio.run(app.run())
-    except (BindError, WebError) as error:
+    except (BindError, WebError, DatabaseError) as error:
         logging.getLogger("midihub").error("%s", error)
         sys.exit(1)
 
