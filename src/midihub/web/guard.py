@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ SECURITY_HEADERS = {
 }
 MAX_BODY = 64 * 1024
 """Largest request body read (a panic request is a few dozen bytes)."""
+HOST_CHARS = re.compile(r"[a-z0-9._:%-]{1,253}")
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "*"})
 
 
@@ -56,7 +58,7 @@ def host_name(header: str) -> str | None:
         if port and not (port.isascii() and port.isdigit()):
             return None
     name = name.rstrip(".")
-    return name if name and name.isascii() and name.isprintable() else None
+    return name if HOST_CHARS.fullmatch(name) else None
 
 
 class Guard:
