@@ -47,8 +47,14 @@ class WebServer:
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.ssl_context: ssl.SSLContext | None = None
+        # handler_cancellation: a viewer that hangs up ends its stream at once (and
+        # frees its place under the viewer caps), not at the next write.
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            handler_cancellation=True,
         )
 
     async def start(self) -> None:
