@@ -5,6 +5,7 @@ as its length and first bytes."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -112,3 +113,43 @@ async def test_a_batch_is_serialised_once_for_all_viewers_and_sysex_is_cut_short
         assert messages[1]["length"] == len(huge) == 1002
         assert messages[1]["bytes"] == list(huge[:16])
         assert "1002" in messages[1]["text"]
+
+
+async def test_a_viewer_that_never_reads_is_skipped_counted_and_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its batches are dropped (counted) instead of queued, and after STALL_TIMEOUT of
+    reading nothing it is disconnected, freeing its place."""
+    monkeypatch.setattr(monitor_module, "KEEPALIVE", 0.2)
+    monkeypatch.setattr(monitor_module, "STALL_TIMEOUT", 1.0)
+    (port,) = free_ports(1)
+    async with web_hub(f"[rooms]\nR = {port}") as (_, api, server):
+        player = PyPeer("player")
+        sock = socket.socket()
+        try:
+            await player.connect(port)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+            sock.send(f"GET /api/monitor?port={port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            await wait_for(lambda: api.monitor.viewers == 1, 5, "the viewer to be admitted")
+            counters = api.monitor.counters
+            loud = [note_on(0, n % 128, 1 + n % 127) for n in range(100)]
+
+            async def blast() -> bool:
+                player.send(*loud)
+                await asyncio.sleep(0.01)
+                return counters.batches_dropped > 0
+
+            for _ in range(2000):
+                if await blast():
+                    break
+            assert counters.batches_dropped > 0, "the unread viewer was never skipped"
+            transport = next(iter(api.monitor._viewers[port])).request.transport
+            assert transport is not None
+            assert transport.get_write_buffer_size() < 1 << 20  # bounded, not queued up
+            await wait_for(lambda: api.monitor.viewers == 0, 10, "the stalled viewer to go")
+            assert counters.stalled == 1
+        finally:
+            sock.close()
+            player.close()
