@@ -355,6 +355,11 @@ async def test_private_pages_need_the_token_and_reload_is_a_control_action() -> 
             async with client.get(url + "/api/participants") as response:
                 assert response.status == 401
             async with client.get(f"{url}/api/participants?token={TOKEN}") as response:
+                assert response.status == 401  # ?token= is for the monitor stream only
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with client.get(url + "/api/participants", headers=headers) as response:
+                assert response.status == 200
+            async with client.get(f"{url}/api/monitor?port={port}&token={TOKEN}") as response:
                 assert response.status == 200
             async with client.get(url + "/api/health") as response:
                 assert response.status == 200  # health checks stay open

@@ -483,14 +483,22 @@ def test_user_data_writes_a_valid_config_within_the_open_ports(template: dict[st
     text = re.sub(r"\$\{AWS::StackName\}", "stack", text)
     text = text.replace("${ControlToken}", token)
     text = text.replace("${UdpPortFrom}", "5000").replace("${UdpPortTo}", "6000")
+    text = text.replace("${ElasticIP}", "203.0.113.7")
     assert "${" not in text
     hub = config_module.parse(text, "user-data")
     assert hub.web.token == token
+    assert hub.web.hosts == ["203.0.113.7"]  # the dashboard by its Elastic IP
     ports = {p for spec in hub.endpoints() for p in (spec.port, spec.port + 1)}
     assert ports and min(ports) >= 5000 and max(ports) <= 6000
     for step in ("pipx install --force '${MidihubPackage}'", "systemctl enable --now midihub"):
         assert step in script
-    values = {"MidihubPackage": "midihub", "ControlToken": token, "WebPort": "8080"}
+    values = {
+        "MidihubPackage": "midihub",
+        "ControlToken": token,
+        "WebPort": "8080",
+        "DashboardDomain": "hub.example.org",
+        "AcmeEmail": "",
+    }
     shell = re.sub(r"\$\{([\w:]+)\}", lambda m: values.get(m.group(1), "1"), script)
     syntax = run("bash", "-n", "-c", shell, timeout=30)
     assert syntax.returncode == 0, syntax.stderr

@@ -16,6 +16,8 @@ from prometheus_client.registry import Collector
 
 from midihub.hub import Endpoint, Hub
 from midihub.rtp import Drop, Event, LatencyMeasured
+from midihub.web.guard import WebCounters
+from midihub.web.monitor import Monitor
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2)
@@ -88,12 +90,70 @@ class HubCollector(Collector):
         yield links
 
 
+class WebCollector(Collector):
+    """What the web side refused: by Host, token, bad input; monitor viewers."""
+
+    def __init__(self, web: WebCounters, monitor: Monitor | None) -> None:
+        self.web = web
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "midihub_web_requests_refused",
+            "Web requests refused, by reason (host: DNS rebinding guard; token; "
+            "bad_request: unreadable input; internal_error: a bug, logged).",
+            labels=["reason"],
+        )
+        web = self.web
+        for reason, value in (
+            ("host", web.refused_host),
+            ("token", web.refused_token),
+            ("bad_request", web.bad_request),
+            ("internal_error", web.internal_error),
+        ):
+            refused.add_metric([reason], value)
+        yield refused
+        if self.monitor is None:
+            return
+        counters = self.monitor.counters
+        yield GaugeMetricFamily(
+            "midihub_monitor_viewers", "Open monitor streams.", value=self.monitor.viewers
+        )
+        viewers_refused = CounterMetricFamily(
+            "midihub_monitor_viewers_refused",
+            "Monitor streams refused by the caps (web.monitor_viewers, "
+            "web.monitor_viewers_per_ip).",
+            labels=["reason"],
+        )
+        viewers_refused.add_metric(["total"], counters.refused_total)
+        viewers_refused.add_metric(["per_ip"], counters.refused_per_ip)
+        yield viewers_refused
+        yield CounterMetricFamily(
+            "midihub_monitor_batches_dropped",
+            "Monitor batches a viewer missed because it was not reading.",
+            value=counters.batches_dropped,
+        )
+        yield CounterMetricFamily(
+            "midihub_monitor_events_dropped",
+            "Events left out of a monitor batch that was already full.",
+            value=counters.events_dropped,
+        )
+        yield CounterMetricFamily(
+            "midihub_monitor_viewers_stalled",
+            "Monitor viewers disconnected for reading nothing.",
+            value=counters.stalled,
+        )
+
+
 class Metrics:
     """The hub's registry: the collector above plus the RTT and forward histograms."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(
+        self, hub: Hub, *, web: WebCounters | None = None, monitor: Monitor | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(HubCollector(hub))
+        self.registry.register(WebCollector(web or WebCounters(), monitor))
         self.rtt = Histogram(
             "midihub_rtt_seconds",
             "Round-trip time to participants, from clock sync (CK) exchanges.",
