@@ -26,14 +26,16 @@ class Served:
             self.lines.append(raw.decode().rstrip())
 
     @classmethod
-    async def start(cls, *args: str, cwd: Path) -> Served:
+    async def start(cls, *args: str, cwd: Path, own_web_port: bool = True) -> Served:
+        """``midihub serve ARGS``; on a free web port of its own unless the config names
+        one (``own_web_port=False``), so parallel runs never fight over 8080."""
+        web = ["--web", f"127.0.0.1:{free_tcp_port()}"] if own_web_port else []
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "midihub",
             "serve",
-            "--web",
-            f"127.0.0.1:{free_tcp_port()}",
+            *web,
             *args,
             cwd=cwd,
             stderr=asyncio.subprocess.PIPE,

@@ -116,7 +116,9 @@ async def test_500_unread_monitor_streams_do_not_slow_forwarding(tmp_path: Path)
     (tmp_path / "midihub.toml").write_text(
         f'[groups]\nBand = [{port_in}, {port_out}]\n[web]\nlisten = "127.0.0.1:{web_port}"\n'
     )
-    served = await Served.start("--bind", "127.0.0.1", "--db", ":memory:", cwd=tmp_path)
+    served = await Served.start(
+        "--bind", "127.0.0.1", "--db", ":memory:", cwd=tmp_path, own_web_port=False
+    )
     await wait_for(lambda: served.proc.returncode is not None or _connects(web_port), 10)
     assert served.proc.returncode is None, served.log()
     alice, bob = PyPeer("alice"), TimedPeer("bob")

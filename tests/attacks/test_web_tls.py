@@ -99,7 +99,9 @@ async def test_sighup_serves_a_renewed_certificate_and_says_web_changes_need_a_r
         f'[web]\nlisten = "127.0.0.1:{web_port}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
     )
     config.write_text(text)
-    served = await Served.start("--config", str(config), "--db", ":memory:", cwd=tmp_path)
+    served = await Served.start(
+        "--config", str(config), "--db", ":memory:", cwd=tmp_path, own_web_port=False
+    )
     try:
         await served.has(f"dashboard and API on https://127.0.0.1:{web_port}/")
         assert await asyncio.to_thread(served_serial, web_port) == 1001
