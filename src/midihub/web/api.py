@@ -7,6 +7,7 @@ keeps on its monotonic clock are converted to wall-clock UTC here.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -22,10 +23,13 @@ from midihub import __version__
 from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Session
+from midihub.web.events import LiveEvents
 from midihub.web.metrics import CONTENT_TYPE, Metrics
 from midihub.web.monitor import Monitor
 
 STATIC = Path(__file__).parent / "static"
+MAX_POINTS = 500  # per series in one history answer
+OFF_LOOP_ROWS = 200  # answers this long are serialised on a worker thread
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,7 +40,7 @@ class HistoryStore(Protocol):
     async def summary(self) -> list[Any]: ...
 
     async def history(
-        self, participant: str | None = None, since: float | None = None
+        self, participant: str | None = None, since: float | None = None, *, points: int = ...
     ) -> list[Any]: ...
 
 
@@ -74,6 +78,7 @@ class Api:
         self.started = wall_time()
         self.monitor = Monitor(hub)
         self.metrics = Metrics(hub)
+        self.events = LiveEvents(hub, self._live_document)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -85,6 +90,7 @@ class Api:
             web.post("/api/reload", self.reload),
             web.get("/api/openapi.json", self.openapi),
             web.get("/api/monitor", self.monitor_stream),
+            web.get("/api/events", self.events_stream),
             web.get("/metrics", self.prometheus),
             web.get("/", self.index),
             web.static("/static", STATIC, append_version=False),
@@ -92,6 +98,8 @@ class Api:
 
     def close(self) -> None:
         self.monitor.close()
+        self.events.close()
+        self.metrics.close()
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
@@ -154,6 +162,9 @@ class Api:
         )
 
     async def participants(self, request: web.Request) -> web.Response:
+        return web.json_response(self.participants_document())
+
+    def participants_document(self) -> dict[str, Any]:
         ports = []
         for port, endpoint in sorted(self.hub.endpoints.items()):
             spec = endpoint.spec
@@ -170,9 +181,13 @@ class Api:
                     ],
                 }
             )
-        return web.json_response({"ports": ports})
+        return {"ports": ports}
 
     async def latency(self, request: web.Request) -> web.Response:
+        return await json_off_loop(await self.latency_rows())
+
+    async def latency_rows(self) -> list[dict[str, Any]]:
+        """Live rows for those connected, then the cached stored summary for the rest."""
         rows: list[dict[str, Any]] = []
         live: set[tuple[str, str, int]] = set()
         for _, endpoint in sorted(self.hub.endpoints.items()):
@@ -185,7 +200,16 @@ class Api:
                 key = (past.name, past.address, past.hub_port)
                 if key not in live:
                     rows.append(self._stored_row(past))
-        return web.json_response(rows)
+        return rows
+
+    async def _live_document(self, kind: str) -> Any:
+        if kind == "participants":
+            return self.participants_document()
+        return await self.latency_rows()
+
+    async def events_stream(self, request: web.Request) -> web.StreamResponse:
+        """Read-only SSE: participants and latency pushed as they change."""
+        return await self.events.stream(request)
 
     def _live_row(self, endpoint: Endpoint, session: Session) -> dict[str, Any]:
         stats = self.hub.stats.get(session)
@@ -271,24 +295,15 @@ class Api:
                 since = parse_time(since_text, self._wall_time())
             except ValueError as exc:
                 return error(400, str(exc))
+        points_text = request.query.get("points", str(MAX_POINTS))
+        if not points_text.isdigit() or not 1 <= int(points_text) <= MAX_POINTS:
+            return error(400, f"points={points_text!r}: a whole number from 1 to {MAX_POINTS}")
         if self.store is None:
             return web.json_response([])
-        rows = await self.store.history(participant, since)
-        return web.json_response(
-            [
-                {
-                    "name": r.name,
-                    "address": r.address,
-                    "port": r.hub_port,
-                    "minute": iso(r.minute),
-                    "minLatency": round(r.min_ms, 1),
-                    "avgLatency": round(r.avg_ms, 1),
-                    "maxLatency": round(r.max_ms, 1),
-                    "count": r.count,
-                }
-                for r in rows
-            ]
-        )
+        rows = await self.store.history(participant, since, points=int(points_text))
+        # Thousands of rows: turned into JSON on a worker thread, not on the packet loop.
+        body = await asyncio.to_thread(_history_json, rows)
+        return web.Response(body=body, content_type="application/json")
 
     async def panic(self, request: web.Request) -> web.Response:
         try:
@@ -396,6 +411,34 @@ def parse_time(text: str, now: float) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def _history_json(rows: list[Any]) -> bytes:
+    return json.dumps(
+        [
+            {
+                "name": r.name,
+                "address": r.address,
+                "port": r.hub_port,
+                "minute": iso(r.minute),
+                "minLatency": round(r.min_ms, 1),
+                "avgLatency": round(r.avg_ms, 1),
+                "maxLatency": round(r.max_ms, 1),
+                "count": r.count,
+                "step": getattr(r, "step", 60),
+            }
+            for r in rows
+        ],
+        separators=(",", ":"),
+    ).encode()
+
+
+async def json_off_loop(document: list[Any]) -> web.Response:
+    """A JSON answer, serialised on a worker thread when it is long."""
+    if len(document) <= OFF_LOOP_ROWS:
+        return web.json_response(document)
+    body = await asyncio.to_thread(json.dumps, document, separators=(",", ":"))
+    return web.Response(body=body.encode(), content_type="application/json")
 
 
 def error(status: int, message: str) -> web.Response:
