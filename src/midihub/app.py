@@ -201,9 +201,10 @@ class App:
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
-        self.web = WebServer(self.api.application(), host, port)
-        await self.web.start()
-        log.info("dashboard and API on %s", self.web.url)
+        web = WebServer(self.api.application(), host, port)
+        await web.start()
+        self.web = web  # only once it answers: tests and tools wait for this
+        log.info("dashboard and API on %s", web.url)
         if settings.token is None:
             log.info("control token (panic, reload): %s", self.token)
             if not _is_loopback(host):
