@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -27,6 +28,7 @@ from midihub.web.server import WebError
 
 log = logging.getLogger("midihub")
 
+SWITCH_INTERVAL = 0.001
 TOKEN_FILE = "midihub.token"
 """Where a generated control token is kept, next to the database."""
 
@@ -122,6 +124,10 @@ class App:
         # walking it again and again (full collections were 20 ms pauses under load).
         gc.collect()
         gc.freeze()
+        # The history store and big JSON answers run on worker threads; a thread holding
+        # the GIL keeps it up to the switch interval whenever the loop wakes (5 ms by
+        # default, paid once per system call the loop makes): 1 ms bounds that wait.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         installed = []
         for signum, handler in (
             (signal.SIGINT, self.stop),

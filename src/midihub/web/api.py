@@ -414,7 +414,7 @@ def parse_time(text: str, now: float) -> float:
 
 
 def _history_json(rows: list[Any]) -> bytes:
-    return json.dumps(
+    return _json_array(
         [
             {
                 "name": r.name,
@@ -428,17 +428,26 @@ def _history_json(rows: list[Any]) -> bytes:
                 "step": getattr(r, "step", 60),
             }
             for r in rows
-        ],
-        separators=(",", ":"),
-    ).encode()
+        ]
+    )
+
+
+def _json_array(items: list[Any], chunk: int = OFF_LOOP_ROWS) -> bytes:
+    """``json.dumps`` in slices: the C encoder holds the GIL for a whole call, so one
+    call over thousands of rows would stall the packet loop even from another thread."""
+    parts = [
+        json.dumps(items[i : i + chunk], separators=(",", ":"))[1:-1]
+        for i in range(0, len(items), chunk)
+    ]
+    return ("[" + ",".join(parts) + "]").encode()
 
 
 async def json_off_loop(document: list[Any]) -> web.Response:
     """A JSON answer, serialised on a worker thread when it is long."""
     if len(document) <= OFF_LOOP_ROWS:
         return web.json_response(document)
-    body = await asyncio.to_thread(json.dumps, document, separators=(",", ":"))
-    return web.Response(body=body.encode(), content_type="application/json")
+    body = await asyncio.to_thread(_json_array, document)
+    return web.Response(body=body, content_type="application/json")
 
 
 def error(status: int, message: str) -> web.Response:
