@@ -105,6 +105,16 @@ class App:
                 spec.port + 1,
                 spec.label,
             )
+        # Signals work from here on: opening the history database may take a while.
+        installed = []
+        for signum, handler in (
+            (signal.SIGINT, self.stop),
+            (signal.SIGTERM, self.stop),
+            (signal.SIGHUP, self.reload),
+        ):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, handler)
+                installed.append(signum)
         addresses = advertise_addresses(self.config.bind, self.config.mdns.enabled)
         if addresses:
             self.advertiser = Advertiser(addresses)
@@ -112,11 +122,13 @@ class App:
         self.store = LatencyStore(
             self.config.stats.database, retention=self.config.stats.retention_days * 86400
         )
-        await self.store.start()
-        self.hub.listeners.append(self._record_latency)
         try:
+            await self.store.start()
+            self.hub.listeners.append(self._record_latency)
             await self._start_web(loop)
-        except WebError:
+        except BaseException:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
             self.server.close()
             await self.store.close()
             raise
@@ -128,15 +140,6 @@ class App:
         # the GIL keeps it up to the switch interval whenever the loop wakes (5 ms by
         # default, paid once per system call the loop makes): 1 ms bounds that wait.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-        installed = []
-        for signum, handler in (
-            (signal.SIGINT, self.stop),
-            (signal.SIGTERM, self.stop),
-            (signal.SIGHUP, self.reload),
-        ):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, handler)
-                installed.append(signum)
         try:
             await self._stop.wait()
         finally:
