@@ -24,7 +24,6 @@ from midihub.net import HubServer
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Session
 from midihub.store import LatencyStore
 from midihub.web import Api, WebServer
-from midihub.web.server import WebError
 
 log = logging.getLogger("midihub")
 
