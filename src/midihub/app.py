@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import stat
+import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -27,6 +28,7 @@ from midihub.web.server import WebError
 
 log = logging.getLogger("midihub")
 
+SWITCH_INTERVAL = 0.001
 TOKEN_FILE = "midihub.token"
 """Where a generated control token is kept, next to the database."""
 
@@ -90,8 +92,53 @@ class App:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        # The database first: a hub that cannot keep its history says so before it
-        # opens any UDP port (nobody joins a hub that is about to exit).
+        # Signals work from the start: opening the history database may take a while,
+        # and a SIGHUP or SIGTERM meanwhile must not kill the process by default action.
+        installed = []
+        for signum, handler in (
+            (signal.SIGINT, self.stop),
+            (signal.SIGTERM, self.stop),
+            (signal.SIGHUP, self.reload),
+        ):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, handler)
+                installed.append(signum)
+        try:
+            await self._start(loop)
+        except BaseException:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            raise
+        # Everything made so far lives as long as the process: keep the collector from
+        # walking it again and again (full collections were 20 ms pauses under load).
+        gc.collect()
+        gc.freeze()
+        # The history store and big JSON answers run on worker threads; a thread holding
+        # the GIL keeps it up to the switch interval whenever the loop wakes (5 ms by
+        # default, paid once per system call the loop makes): 1 ms bounds that wait.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        assert self.server is not None and self.store is not None
+        try:
+            await self._stop.wait()
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            self.server.close()
+            if self.api is not None:
+                self.api.close()
+            if self.web is not None:
+                await self.web.close()
+            await self.store.close()
+            for task in self._background:
+                task.cancel()
+            if self.advertiser is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.advertiser.close(), 3)
+            log.info("stopped")
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Database, then UDP ports, then the web: a hub that cannot keep its history
+        says so before it opens any UDP port (nobody joins a hub about to exit)."""
         self.store = LatencyStore(
             self.config.stats.database, retention=self.config.stats.retention_days * 86400
         )
@@ -126,40 +173,10 @@ class App:
         self.hub.listeners.append(self._record_latency)
         try:
             await self._start_web(loop)
-        except WebError:
+        except BaseException:
             self.server.close()
             await self.store.close()
             raise
-        # Everything made so far lives as long as the process: keep the collector from
-        # walking it again and again (full collections were 20 ms pauses under load).
-        gc.collect()
-        gc.freeze()
-        installed = []
-        for signum, handler in (
-            (signal.SIGINT, self.stop),
-            (signal.SIGTERM, self.stop),
-            (signal.SIGHUP, self.reload),
-        ):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, handler)
-                installed.append(signum)
-        try:
-            await self._stop.wait()
-        finally:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
-            self.server.close()
-            if self.api is not None:
-                self.api.close()
-            if self.web is not None:
-                await self.web.close()
-            await self.store.close()
-            for task in self._background:
-                task.cancel()
-            if self.advertiser is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.advertiser.close(), 3)
-            log.info("stopped")
 
     def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)
@@ -217,15 +234,16 @@ class App:
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
-        self.web = WebServer(
+        web = WebServer(
             self.api.application(),
             host,
             port,
             tls_cert=settings.tls_cert,
             tls_key=settings.tls_key,
         )
-        await self.web.start()
-        log.info("dashboard and API on %s", self.web.url)
+        await web.start()
+        self.web = web  # only once it answers: tests and tools wait for this
+        log.info("dashboard and API on %s", web.url)
         if not is_loopback(host):
             if not settings.pages_public:
                 log.info("the web port is reachable from other machines: pages need the token")

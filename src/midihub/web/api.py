@@ -7,6 +7,7 @@ keeps on its monotonic clock are converted to wall-clock UTC here.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
@@ -24,12 +25,16 @@ from midihub import __version__
 from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Session
+from midihub.web.events import LiveEvents
 from midihub.web.guard import MAX_BODY, Guard, Handler, error, json_object
 from midihub.web.metrics import CONTENT_TYPE, Metrics
 from midihub.web.monitor import Monitor
 
 STATIC = Path(__file__).parent / "static"
+STREAMS = frozenset({"/api/monitor", "/api/events"})  # EventSource: ?token= allowed
 PORT_TEXT = re.compile(r"[0-9]{1,5}")
+MAX_POINTS = 500  # per series in one history answer
+OFF_LOOP_ROWS = 200  # answers this long are serialised on a worker thread
 
 
 class HistoryStore(Protocol):
@@ -38,7 +43,7 @@ class HistoryStore(Protocol):
     async def summary(self) -> list[Any]: ...
 
     async def history(
-        self, participant: str | None = None, since: float | None = None
+        self, participant: str | None = None, since: float | None = None, *, points: int = ...
     ) -> list[Any]: ...
 
 
@@ -81,6 +86,7 @@ class Api:
         self.guard = Guard(hosts, bind)
         self.monitor = Monitor(hub, limit=monitor_viewers, per_ip=monitor_viewers_per_ip)
         self.metrics = Metrics(hub, web=self.guard.counters, monitor=self.monitor)
+        self.events = LiveEvents(hub, self._live_document)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -92,6 +98,7 @@ class Api:
             web.post("/api/reload", self.reload),
             web.get("/api/openapi.json", self.openapi),
             web.get("/api/monitor", self.monitor_stream),
+            web.get("/api/events", self.events_stream),
             web.get("/metrics", self.prometheus),
             web.get("/", self.index),
             web.static("/static", STATIC, append_version=False),
@@ -99,6 +106,8 @@ class Api:
 
     def close(self) -> None:
         self.monitor.close()
+        self.events.close()
+        self.metrics.close()
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -131,7 +140,7 @@ class Api:
             or request.path.startswith("/static/")
         )
         if control or not open_read:
-            query = not control and request.path == "/api/monitor"
+            query = not control and request.path in STREAMS
             if not self.authorised(request, query=query):
                 self.guard.counters.refused_token += 1
                 what = "control actions" if control else "this hub's pages"
@@ -175,6 +184,9 @@ class Api:
         )
 
     async def participants(self, request: web.Request) -> web.Response:
+        return web.json_response(self.participants_document())
+
+    def participants_document(self) -> dict[str, Any]:
         ports = []
         for port, endpoint in sorted(self.hub.endpoints.items()):
             spec = endpoint.spec
@@ -192,9 +204,13 @@ class Api:
                     ],
                 }
             )
-        return web.json_response({"ports": ports})
+        return {"ports": ports}
 
     async def latency(self, request: web.Request) -> web.Response:
+        return await json_off_loop(await self.latency_rows())
+
+    async def latency_rows(self) -> list[dict[str, Any]]:
+        """Live rows for those connected, then the cached stored summary for the rest."""
         rows: list[dict[str, Any]] = []
         live: set[tuple[str, str, int]] = set()
         for _, endpoint in sorted(self.hub.endpoints.items()):
@@ -207,7 +223,16 @@ class Api:
                 key = (past.name, past.address, past.hub_port)
                 if key not in live:
                     rows.append(self._stored_row(past))
-        return web.json_response(rows)
+        return rows
+
+    async def _live_document(self, kind: str) -> Any:
+        if kind == "participants":
+            return self.participants_document()
+        return await self.latency_rows()
+
+    async def events_stream(self, request: web.Request) -> web.StreamResponse:
+        """Read-only SSE: participants and latency pushed as they change."""
+        return await self.events.stream(request)
 
     def _live_row(self, endpoint: Endpoint, session: Session) -> dict[str, Any]:
         stats = self.hub.stats.get(session)
@@ -295,24 +320,15 @@ class Api:
                 since = parse_time(since_text, self._wall_time())
             except ValueError as exc:
                 return error(400, str(exc))
+        points_text = request.query.get("points", str(MAX_POINTS))
+        if not points_text.isdigit() or not 1 <= int(points_text) <= MAX_POINTS:
+            return error(400, f"points={points_text!r}: a whole number from 1 to {MAX_POINTS}")
         if self.store is None:
             return web.json_response([])
-        rows = await self.store.history(participant, since)
-        return web.json_response(
-            [
-                {
-                    "name": r.name,
-                    "address": r.address,
-                    "port": r.hub_port,
-                    "minute": iso(r.minute),
-                    "minLatency": round(r.min_ms, 1),
-                    "avgLatency": round(r.avg_ms, 1),
-                    "maxLatency": round(r.max_ms, 1),
-                    "count": r.count,
-                }
-                for r in rows
-            ]
-        )
+        rows = await self.store.history(participant, since, points=int(points_text))
+        # Thousands of rows: turned into JSON on a worker thread, not on the packet loop.
+        body = await asyncio.to_thread(_history_json, rows)
+        return web.Response(body=body, content_type="application/json")
 
     async def panic(self, request: web.Request) -> web.Response:
         try:
@@ -445,3 +461,40 @@ def shorten(value: object, limit: int = 40) -> str:
     """``repr`` of something a stranger sent, cut short for an error message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _history_json(rows: list[Any]) -> bytes:
+    return _json_array(
+        [
+            {
+                "name": r.name,
+                "address": r.address,
+                "port": r.hub_port,
+                "minute": iso(r.minute),
+                "minLatency": round(r.min_ms, 1),
+                "avgLatency": round(r.avg_ms, 1),
+                "maxLatency": round(r.max_ms, 1),
+                "count": r.count,
+                "step": getattr(r, "step", 60),
+            }
+            for r in rows
+        ]
+    )
+
+
+def _json_array(items: list[Any], chunk: int = OFF_LOOP_ROWS) -> bytes:
+    """``json.dumps`` in slices: the C encoder holds the GIL for a whole call, so one
+    call over thousands of rows would stall the packet loop even from another thread."""
+    parts = [
+        json.dumps(items[i : i + chunk], separators=(",", ":"))[1:-1]
+        for i in range(0, len(items), chunk)
+    ]
+    return ("[" + ",".join(parts) + "]").encode()
+
+
+async def json_off_loop(document: list[Any]) -> web.Response:
+    """A JSON answer, serialised on a worker thread when it is long."""
+    if len(document) <= OFF_LOOP_ROWS:
+        return web.json_response(document)
+    body = await asyncio.to_thread(_json_array, document)
+    return web.Response(body=body, content_type="application/json")

@@ -3,14 +3,17 @@
 Counters are read from the hub's own tallies at scrape time (a custom collector),
 so the packet path pays nothing for them; only the two latency histograms are
 observed as things happen. One registry per hub, never the global one, so several
-hubs (tests, embedding) never mix their figures.
+hubs (tests, embedding) never mix their figures. A probe measures how late the event
+loop runs a callback every 100 ms: anything that stalls the loop (a slow handler, a
+big JSON answer, the collector) delays MIDI by as much, and shows up here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -22,6 +25,40 @@ from midihub.web.monitor import Monitor
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2)
 FORWARD_BUCKETS = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 0.001, 0.0025, 0.005, 0.01, 0.025)
+LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LAG_PERIOD = 0.1
+
+
+class LoopLagProbe:
+    """Schedules itself every ``period`` and reports how late each run was."""
+
+    def __init__(
+        self,
+        observe: Callable[[float], None],
+        loop: asyncio.AbstractEventLoop,
+        period: float = LAG_PERIOD,
+    ) -> None:
+        self._observe = observe
+        self._loop = loop
+        self.period = period
+        self.max = 0.0
+        self.samples = 0
+        self._due = loop.time() + period
+        self._handle: asyncio.TimerHandle | None = loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        lag = max(0.0, now - self._due)
+        self.samples += 1
+        self.max = max(self.max, lag)
+        self._observe(lag)
+        self._due = now + self.period
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class HubCollector(Collector):
@@ -167,7 +204,35 @@ class Metrics:
             buckets=FORWARD_BUCKETS,
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "midihub_loop_lag_seconds",
+            f"How late the event loop ran a callback scheduled every {LAG_PERIOD} s"
+            " (MIDI waits as long).",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_lag_max = Gauge(
+            "midihub_loop_lag_max_seconds",
+            "The longest loop lag seen since the hub started.",
+            registry=self.registry,
+        )
+        self.probe: LoopLagProbe | None = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside a loop (tools, tests): no probe
+            pass
+        else:
+            self.probe = LoopLagProbe(self._observe_lag, loop)
         hub.listeners.append(self.on_event)
+
+    def _observe_lag(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
+        if self.probe is not None:
+            self.loop_lag_max.set(max(self.probe.max, seconds))
+
+    def close(self) -> None:
+        if self.probe is not None:
+            self.probe.close()
 
     def on_event(self, endpoint: Endpoint, event: Event) -> None:
         if isinstance(event, LatencyMeasured):
