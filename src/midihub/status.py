@@ -45,7 +45,9 @@ def render_status(
         console.print(Text(f"midihub: no participants on {len(ports)} port(s)"))
     else:
         table = Table(
-            title=Text(f"midihub: {len(live)} participant(s) on {len(ports)} port(s), latency in ms"),
+            title=Text(
+                f"midihub: {len(live)} participant(s) on {len(ports)} port(s), latency in ms"
+            ),
             title_justify="left",
         )
         for heading in ("participant", "port", "address", "connected"):

@@ -191,11 +191,12 @@ def channel_lines(view: View) -> Text:
 
 
 def render(view: View, log_lines: int = 12) -> Group:
+    # The names go last: a panel title is cut at the screen's edge.
     names = [shown_name(p) for p in view.participants[:TITLE_NAMES]]
     if len(view.participants) > TITLE_NAMES:
-        names.append(f"{len(view.participants) - TITLE_NAMES} more")
-    who = ", ".join(names) or "nobody yet"
-    title = Text(f"midihub monitor: port {view.port} {view.label} · {who} · q quits")
+        names.append("…")
+    who = f"{len(view.participants)} here: {', '.join(names)}" if names else "nobody yet"
+    title = Text(f"midihub monitor: port {view.port} {view.label} · q quits · {who}")
     log = Text("\n".join(list(view.log)[-log_lines:]) or "(no other events yet)")
     footer = Text(f"{view.messages} messages, {view.clock} clock/sensing counted")
     return Group(
