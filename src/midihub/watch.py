@@ -169,7 +169,8 @@ def keyboard(view: View) -> Table:
             name = note_name(note)
             channels = holders.get(note)
             if channels:
-                cells.append(Text(f"{name}·{','.join(map(str, channels))}", style=HELD_STYLE))
+                held = printable(f"{name}·{','.join(map(str, channels))}")
+                cells.append(Text(held, style=HELD_STYLE))
             else:
                 cells.append(Text(name, style="dim"))
         table.add_row(*cells)
@@ -186,7 +187,7 @@ def channel_lines(view: View) -> Text:
             parts.append("sostenuto down")
         if channel["bend"]:
             parts.append(f"bend {channel['bend']:+d}")
-        text.append("  ".join(parts) + "\n")
+        text.append(printable("  ".join(parts), MESSAGE_WIDTH) + "\n")
     return text or Text("no notes held, pedals up, wheels centred", style="dim")
 
 

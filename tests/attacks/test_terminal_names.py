@@ -126,10 +126,13 @@ def monitor_events() -> list[tuple[str, dict[str, Any]]]:
         {"kind": "weird\x1b]0;pwned\x07", "text": "forged\nline\x1b[2J[/x]"},
     ]
     midi = [{"at": 0.0, "from": p, "messages": messages} for p in everyone]
+    # An impostor's held notes: channels are numbers from our hub, anything from another.
+    channel = "1\x1b]0;pwned\x07"
+    held = {"channel": channel, "notes": [{"note": 60}], "sustain": 1, "sostenuto": 0, "bend": 0}
     return [
         ("snapshot", {"port": 5060, "label": "Jam[/x]\x07", "participants": [], "held": []}),
         ("participants", {"participants": everyone}),
-        ("midi", {"events": midi, "held": []}),
+        ("midi", {"events": midi, "held": [held]}),
         ("participants", {"participants": []}),
     ]
 
@@ -160,6 +163,8 @@ def test_monitor_screen_renders_hostile_names_as_text(width: int) -> None:
     text = out.getvalue()
     assert is_inert(text), repr(text)
     assert "Jam[/x]\\x07" in text and "[/x]" in text
+    assert "ch1\\x1b]0;pwned\\x07: 1 held" in text
+    assert "C4·1\\x1b]0;pwned\\x07" in text or width < 100  # the keyboard's cells squeeze
     assert f"q quits · {len(NAMES)} here: <00>[/x], <01>[bold red]x" in text or width < 100
     assert all(cell_len(line) <= width for line in text.splitlines())
 
