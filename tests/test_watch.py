@@ -129,7 +129,7 @@ async def test_plain_prints_one_line_per_event(tmp_path: Path) -> None:
             "alice-keys control_change ch1 cc64=127",
             "alice-keys program_change ch1 5",  # the two clock bytes are counted, not printed
             "alice-keys pitch_bend ch1 +2048",
-            "alice-keys sysex (6 bytes)",
+            "alice-keys sysex (6 bytes) f0 7e 7f 06 01 f7",
             "alice-keys note_off ch1 C4 0",
         ]
 

@@ -109,8 +109,15 @@ def _talking_to_hub() -> Iterator[None]:
         click.echo(str(error), err=True)
         sys.exit(1)
     except HubRefused as error:
-        click.echo(f"the hub refused: {error} (HTTP {error.status})", err=True)
+        click.echo(f"the hub refused: {_inert(error)} (HTTP {error.status})", err=True)
         sys.exit(1)
+
+
+def _inert(text: object) -> str:
+    """What the hub (or anyone at its address) says, as text that only prints."""
+    from midihub.printable import MESSAGE_WIDTH, printable
+
+    return printable(text, MESSAGE_WIDTH)
 
 
 _web_option = click.option(
@@ -182,12 +189,14 @@ def panic(
         click.echo(str(error), err=True)
         sys.exit(1)
     except HubRefused as error:
-        click.echo(f"panic refused: {error}", err=True)
+        click.echo(f"panic refused: {_inert(error)}", err=True)
         sys.exit(2 if error.status == 400 else 1)
     low, high = result["notes"]
     click.echo(
-        f"{result['range']} ({low}-{high}) notes off on port {result['port']}: "
-        f"sent to {len(result['sentTo'])} participant(s)"
+        _inert(
+            f"{result['range']} ({low}-{high}) notes off on port {result['port']}: "
+            f"sent to {len(result['sentTo'])} participant(s)"
+        )
     )
 
 
@@ -213,8 +222,8 @@ def monitor(web: str | None, port: str, plain: bool, token: str | None) -> None:
         url = f"{base_url(web)}/api/monitor?port={number}"
         asyncio.run(run(url, headers, plain=plain, out=sys.stdout))
     except MonitorError as error:
-        click.echo(str(error), err=True)
+        click.echo(str(error), err=True)  # watch.py made its parts from the hub printable
         sys.exit(error.code)
     except (TimeoutError, OSError, ClientError) as error:
-        click.echo(f"lost the hub: {error or type(error).__name__}", err=True)
+        click.echo(f"lost the hub: {_inert(error or type(error).__name__)}", err=True)
         sys.exit(1)

@@ -1,4 +1,9 @@
-"""``midihub status``: the API's answer as a table an admin reads at a glance."""
+"""``midihub status``: the API's answer as a table an admin reads at a glance.
+
+Every string from the API (names, addresses, labels) is shown through
+:func:`~midihub.printable.printable` as a ``Text``, never as markup: one line per
+participant whatever the name holds.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from midihub.printable import printable
 
 
 def _duration(seconds: float | None) -> str:
@@ -22,6 +30,10 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _port(port: Any, labels: dict[Any, Any]) -> str:
+    return printable(f"{port} {labels.get(port, '')}".strip())
+
+
 def render_status(
     ports: list[dict[str, Any]], rows: list[dict[str, Any]], console: Console | None = None
 ) -> None:
@@ -30,21 +42,23 @@ def render_status(
     live = [row for row in rows if row.get("connected")]
     labels = {p["port"]: p["label"] for p in ports}
     if not live:
-        console.print(f"midihub: no participants on {len(ports)} port(s)")
+        console.print(Text(f"midihub: no participants on {len(ports)} port(s)"))
     else:
         table = Table(
-            title=f"midihub: {len(live)} participant(s) on {len(ports)} port(s), latency in ms",
+            title=Text(
+                f"midihub: {len(live)} participant(s) on {len(ports)} port(s), latency in ms"
+            ),
             title_justify="left",
         )
         for heading in ("participant", "port", "address", "connected"):
             table.add_column(heading, no_wrap=True)
         for heading in ("last", "avg", "min", "max", "jitter", "loss %"):
             table.add_column(heading, justify="right", no_wrap=True)
-        for row in sorted(live, key=lambda r: (r["port"], r["name"])):
-            table.add_row(
-                row["name"] or "(unnamed)",
-                f"{row['port']} {labels.get(row['port'], '')}".strip(),
-                row["address"],
+        for row in sorted(live, key=lambda r: (r["port"], str(r["name"] or ""))):
+            cells = [
+                printable(row["name"] or "(unnamed)"),
+                _port(row["port"], labels),
+                printable(row["address"]),
                 _duration(row.get("connectedFor")),
                 _ms(row["lastLatency"]),
                 _ms(row["averageLatency"]),
@@ -52,8 +66,9 @@ def render_status(
                 _ms(row["maxLatency"]),
                 _ms(row.get("jitter")),
                 f"{row.get('lossPercent', 0.0):.1f}",
-            )
+            ]
+            table.add_row(*(Text(cell) for cell in cells))
         console.print(table)
     idle = [p for p in ports if not p["participants"]]
     if idle:
-        console.print("no one on: " + ", ".join(f"{p['port']} {p['label']}" for p in idle))
+        console.print(Text("no one on: " + ", ".join(_port(p["port"], labels) for p in idle)))

@@ -4,6 +4,11 @@ It reads the hub's ``/api/monitor`` Server-Sent Events stream (the dashboard's
 feed), so it works from any machine that can reach the web port and needs no
 MIDI driver. The view is pure functions of a ``View`` state, so it is tested
 without a terminal; the IO around it is small.
+
+Names, labels and message text come from the network: each is shown through
+:func:`~midihub.printable.printable` and as a ``Text``, never as markup, so a name
+like ``[/x]`` or one holding escape sequences or newlines is displayed, on one line,
+and does nothing else.
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ from rich.table import Table
 from rich.text import Text
 
 from midihub.midi.notes import note_name
+from midihub.printable import MESSAGE_WIDTH, printable
 
 HELD_STYLE = "bold black on bright_green"
 LOG_LINES = 200
 QUIET_KINDS = {"clock", "active_sensing"}  # counted, not logged: they come 24 per beat
+SYSEX_SHOWN = 16  # first bytes of a SysEx shown (a newer hub sends no more)
+TITLE_NAMES = 8  # participants named in the screen's title; the rest are counted
 
 
 class MonitorError(Exception):
@@ -58,7 +66,7 @@ def resolve_port(ports: list[dict[str, Any]], wanted: str) -> int:
         for p in ports:
             if p["owner"].casefold() == key and p["role"] in ("in", "room"):
                 return int(p["port"])
-    known = ", ".join(f"{p['port']} ({p['label']})" for p in ports) or "none"
+    known = ", ".join(f"{p['port']} ({printable(p['label'])})" for p in ports) or "none"
     raise MonitorError(f"the hub has no port {wanted!r}; its ports: {known}", 2)
 
 
@@ -78,22 +86,23 @@ class View:
         """Take one stream event; returns the lines ``--plain`` prints for it."""
         lines: list[str] = []
         if event == "snapshot":
-            self.port, self.label = int(data["port"]), str(data["label"])
+            self.port, self.label = int(data["port"]), printable(data["label"])
             lines = [f"{stamp(None)} -- monitoring port {self.port} ({self.label})"]
             lines += self._joins(data["participants"])
         elif event == "participants":
             lines = self._joins(data["participants"])
         elif event == "midi":
             for item in data["events"]:
-                who = item["from"]["name"] or item["from"]["id"]
+                who = shown_name(item["from"])
                 for message in item["messages"]:
                     self.messages += 1
-                    if message["kind"] in QUIET_KINDS:
+                    kind = str(message.get("kind", ""))
+                    if kind in QUIET_KINDS:
                         self.clock += 1
                         continue
-                    line = f"{stamp(item['at'])} {who} {message['text']}"
+                    line = f"{stamp(item['at'])} {who} {message_text(message)}"
                     lines.append(line)
-                    if not message["kind"].startswith("note_"):
+                    if not kind.startswith("note_"):
                         self.log.append(line)
         if "held" in data:
             self.held = data["held"]
@@ -104,10 +113,10 @@ class View:
         after = {p["id"]: p for p in now}
         self.participants = now
         lines = [
-            f"{stamp(None)} -- joined: {p['name']}" for i, p in after.items() if i not in before
+            f"{stamp(None)} -- joined: {shown_name(p)}" for i, p in after.items() if i not in before
         ]
         lines += [
-            f"{stamp(None)} -- left: {p['name']}" for i, p in before.items() if i not in after
+            f"{stamp(None)} -- left: {shown_name(p)}" for i, p in before.items() if i not in after
         ]
         self.log.extend(lines)
         return lines
@@ -119,6 +128,28 @@ class View:
             for note in channel["notes"]:
                 out.setdefault(note["note"], []).append(channel["channel"])
         return out
+
+
+def shown_name(person: dict[str, Any]) -> str:
+    """A participant's name (its id when it has none), safe to print."""
+    return printable(person.get("name") or person.get("id") or "(unnamed)")
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """One message as the log shows it. SysEx is its length and first bytes: an older
+    hub sends every byte, a newer one the first 16 and the full ``length``."""
+    data = message.get("bytes")
+    if message.get("kind") == "sysex" and isinstance(data, list):
+        length = message.get("length")
+        if not isinstance(length, int):
+            length = len(data)
+        head = " ".join(
+            f"{b:02x}" if isinstance(b, int) and 0 <= b <= 0xFF else "??"
+            for b in data[:SYSEX_SHOWN]
+        )
+        more = " …" if length > min(len(data), SYSEX_SHOWN) else ""
+        return f"sysex ({length} bytes) {head}{more}"
+    return printable(message.get("text") or message.get("kind") or "?", MESSAGE_WIDTH)
 
 
 def stamp(epoch: float | None) -> str:
@@ -138,7 +169,8 @@ def keyboard(view: View) -> Table:
             name = note_name(note)
             channels = holders.get(note)
             if channels:
-                cells.append(Text(f"{name}·{','.join(map(str, channels))}", style=HELD_STYLE))
+                held = printable(f"{name}·{','.join(map(str, channels))}")
+                cells.append(Text(held, style=HELD_STYLE))
             else:
                 cells.append(Text(name, style="dim"))
         table.add_row(*cells)
@@ -155,15 +187,19 @@ def channel_lines(view: View) -> Text:
             parts.append("sostenuto down")
         if channel["bend"]:
             parts.append(f"bend {channel['bend']:+d}")
-        text.append("  ".join(parts) + "\n")
+        text.append(printable("  ".join(parts), MESSAGE_WIDTH) + "\n")
     return text or Text("no notes held, pedals up, wheels centred", style="dim")
 
 
 def render(view: View, log_lines: int = 12) -> Group:
-    who = ", ".join(p["name"] or p["id"] for p in view.participants) or "nobody yet"
-    title = f"midihub monitor: port {view.port} {view.label} · {who} · q quits"
+    # The names go last: a panel title is cut at the screen's edge.
+    names = [shown_name(p) for p in view.participants[:TITLE_NAMES]]
+    if len(view.participants) > TITLE_NAMES:
+        names.append("…")
+    who = f"{len(view.participants)} here: {', '.join(names)}" if names else "nobody yet"
+    title = Text(f"midihub monitor: port {view.port} {view.label} · q quits · {who}")
     log = Text("\n".join(list(view.log)[-log_lines:]) or "(no other events yet)")
-    footer = f"{view.messages} messages, {view.clock} clock/sensing counted"
+    footer = Text(f"{view.messages} messages, {view.clock} clock/sensing counted")
     return Group(
         Panel(keyboard(view), title=title, title_align="left"),
         Panel(channel_lines(view), title="channels", title_align="left"),
@@ -182,7 +218,7 @@ async def events(url: str, headers: dict[str, str]) -> AsyncIterator[tuple[str, 
             raise MonitorError(f"the hub refused the monitor (HTTP {response.status})", 1)
         name, data = "message", list[str]()
         async for raw in response.content:
-            line = raw.decode().rstrip("\r\n")
+            line = raw.decode(errors="replace").rstrip("\r\n")
             if not line:
                 if data:
                     yield name, json.loads("\n".join(data))
