@@ -357,6 +357,7 @@ async def test_an_endless_sysex_costs_bounded_memory_and_never_stalls_the_loop()
                     rtts.append(carol.rtts()[-1])  # measured by CK timestamps (0.1 ms)
                     peak = max(peak, rss_bytes())
             peak = max(peak, rss_bytes())
+            print(f"fed {fed} bytes of SysEx: RSS +{peak - before} bytes; CK answers {rtts}")
             assert peak - before < 16_000_000, f"RSS grew {peak - before} bytes"
             dropped = host.counters.drops
             assert dropped.get(Drop.SYSEX_TOO_LONG, 0) + dropped.get(Drop.SYSEX_RATE, 0) >= 1
