@@ -20,9 +20,11 @@ from midihub.bonjour import Advertiser, advertise_addresses
 from midihub.config import ConfigError, HubConfig, parse_listen
 from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
+from midihub.record import RecordingManager, default_directory
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Session
 from midihub.store import LatencyStore
 from midihub.web import Api, WebServer
+from midihub.web.recordings import RecordingsApi
 from midihub.web.server import WebError
 
 log = logging.getLogger("midihub")
@@ -87,6 +89,7 @@ class App:
         self.store: LatencyStore | None = None
         self.token = ""
         self.advertiser: Advertiser | None = None
+        self.recordings: RecordingManager | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
 
@@ -112,9 +115,14 @@ class App:
         )
         await self.store.start()
         self.hub.listeners.append(self._record_latency)
+        self.recordings = RecordingManager(
+            self.hub, default_directory(self.config), self.config.record
+        )
+        await self.recordings.start()
         try:
             await self._start_web(loop)
         except WebError:
+            await self.recordings.close()
             self.server.close()
             await self.store.close()
             raise
@@ -136,6 +144,7 @@ class App:
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
+            await self.recordings.close()  # replays say BY, recordings become SMFs
             self.server.close()
             if self.api is not None:
                 self.api.close()
@@ -201,7 +210,10 @@ class App:
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
-        self.web = WebServer(self.api.application(), host, port)
+        application = self.api.application()
+        if self.recordings is not None:
+            application.add_routes(RecordingsApi(self.recordings).routes())
+        self.web = WebServer(application, host, port)
         await self.web.start()
         log.info("dashboard and API on %s", self.web.url)
         if settings.token is None:

@@ -1,0 +1,61 @@
+"""A hub on real sockets with its API and recordings, for the recording tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from midihub.record import RecordingManager
+from midihub.web import Api, WebServer
+from midihub.web.recordings import RecordingsApi
+from tests.support import TOKEN, RunningHub, make_config
+
+
+class Recorded:
+    def __init__(self, running: RunningHub, manager: RecordingManager, url: str) -> None:
+        self.running = running
+        self.manager = manager
+        self.url = url
+
+    async def call(
+        self, method: str, path: str, body: Any = None, token: str | None = TOKEN
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (
+            aiohttp.ClientSession() as client,
+            client.request(method, self.url + path, json=body, headers=headers) as response,
+        ):
+            return response.status, await response.json()
+
+    async def download(self, path: str) -> bytes:
+        async with aiohttp.ClientSession() as client, client.get(self.url + path) as response:
+            assert response.status == 200, await response.text()
+            return await response.read()
+
+
+@asynccontextmanager
+async def recording_hub(text: str, directory: Path, **record: Any) -> AsyncIterator[Recorded]:
+    """``text``: the ports; ``record``: ``[record]`` settings (dir is ``directory``)."""
+    config = make_config(text)
+    settings = config.record.model_copy(update={"dir": str(directory), **record})
+    config = config.model_copy(update={"record": settings})
+    with RunningHub(config) as running:
+        loop = asyncio.get_running_loop()
+        manager = RecordingManager(running.hub, directory, settings)
+        await manager.start()
+        api = Api(running.hub, token=TOKEN, hub_time=loop.time)
+        application = api.application()
+        application.add_routes(RecordingsApi(manager).routes())
+        web = WebServer(application, "127.0.0.1", 0)
+        await web.start()
+        try:
+            yield Recorded(running, manager, web.url.rstrip("/"))
+        finally:
+            await manager.close()
+            api.close()
+            await web.close()
