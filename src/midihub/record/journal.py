@@ -7,6 +7,7 @@ before it, so a crash loses at most what was not yet flushed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -93,10 +94,9 @@ class JournalFile:
         return self.size
 
     def close(self) -> None:
-        try:
+        # Buffered bytes a full disk refused are lost; what is on disk is what we keep.
+        with contextlib.suppress(OSError):
             self._file.close()
-        except OSError:
-            pass  # buffered bytes a full disk refused; what is on disk is what we keep
 
 
 def read(path: Path) -> Content:

@@ -1,9 +1,9 @@
 """Playing a recording back into a hub port, as a participant named after it.
 
-Every message is scheduled at its absolute time from the start (``call_at``), so
-timing never drifts the way chained sleeps do; messages due together leave in one
-packet. Stopping releases what the replay holds (NoteOffs, pedals up, bend centred)
-before saying BY.
+Playback starts at the first message; each message is scheduled at its absolute
+time from the start (``call_at``), so timing never drifts the way chained sleeps
+do; messages due together leave in one packet. Stopping releases what the replay
+holds (NoteOffs, pedals up, bend centred) before saying BY.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class Replay:
         self.error: str | None = None
         self.started = time.time()
         self.sent = 0
-        self.duration = messages[-1][0] if messages else 0.0
-        self._messages = messages
+        first = messages[0][0] if messages else 0.0  # leading silence is skipped
+        self._messages = [(at - first, message) for at, message in messages]
+        self.duration = self._messages[-1][0] if messages else 0.0
         self._next = 0
         self._participant = participant
         self._held = NoteState()
