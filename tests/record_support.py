@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from midihub.record import RecordingManager
+from midihub.record.manager import RecordingManager
 from midihub.web import Api, WebServer
 from midihub.web.recordings import RecordingsApi
 from tests.support import TOKEN, RunningHub, make_config

@@ -20,7 +20,7 @@ from midihub.bonjour import Advertiser, advertise_addresses
 from midihub.config import ConfigError, HubConfig, parse_listen
 from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
-from midihub.record import RecordingManager, default_directory
+from midihub.record.manager import RecordingManager, default_directory
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Session
 from midihub.store import LatencyStore
 from midihub.web import Api, WebServer

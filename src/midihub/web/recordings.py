@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from midihub.record import RecordingError, RecordingManager
+from midihub.record.manager import RecordingError, RecordingManager
 
 
 def _error(status: int, message: str) -> web.Response:
