@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from midihub.record.manager import RecordingManager
 from midihub.web import Api, WebServer
 from midihub.web.recordings import RecordingsApi
 from tests.support import TOKEN, RunningHub, make_config
+from tests.test_serve import Served
 
 
 class Recorded:
@@ -59,3 +61,44 @@ async def recording_hub(text: str, directory: Path, **record: Any) -> AsyncItera
             await manager.close()
             api.close()
             await web.close()
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServedHub(Recorded):
+    """``midihub serve`` as its own process (uvloop, gc frozen: as deployed)."""
+
+    def __init__(self, served: Served, url: str, directory: Path) -> None:
+        self.served = served
+        self.url = url
+        self.directory = directory
+
+    async def rows(self) -> list[dict[str, Any]]:
+        status, body = await self.call("GET", "/api/recordings")
+        assert status == 200, body
+        rows: list[dict[str, Any]] = body["recordings"]
+        return rows
+
+    async def row(self, rid: str) -> dict[str, Any]:
+        return next(row for row in await self.rows() if row["id"] == rid)
+
+
+def write_config(tmp: Path, ports: str, **record: Any) -> tuple[Path, str]:
+    web = f"127.0.0.1:{free_tcp_port()}"
+    settings = "".join(f"{key} = {value!r}\n".replace("'", '"') for key, value in record.items())
+    (tmp / "midihub.toml").write_text(
+        f'bind = "127.0.0.1"\n{ports}\n[web]\nlisten = "{web}"\ntoken = "{TOKEN}"\n'
+        f'[stats]\ndatabase = "{tmp / "midihub.db"}"\n[mdns]\nenabled = false\n'
+        f"[record]\n{settings}"
+    )
+    return tmp / "midihub.toml", f"http://{web}"
+
+
+async def serve(tmp: Path, config: Path, url: str) -> ServedHub:
+    served = await Served.start("--config", str(config), cwd=tmp)
+    await served.has("dashboard and API on", 10)
+    return ServedHub(served, url, tmp / "recordings")
