@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -43,7 +44,7 @@ async def test_recording_keeps_players_apart_drops_clock_and_marks_events(tmp_pa
         alice, bob = PyPeer("alice"), PyPeer("bob")
         try:
             await alice.connect(port)
-            status, body = await hub.call("POST", "/api/recordings", {"port": port}, token=None)
+            status, _body = await hub.call("POST", "/api/recordings", {"port": port}, token=None)
             assert status == 401 and hub.manager.active == {}
             status, rec = await hub.call("POST", "/api/recordings", {"port": port})
             assert status == 201 and rec["state"] == "recording"
@@ -138,7 +139,7 @@ async def test_retention_removes_old_files_then_the_oldest_over_the_size_limit(
         # A is older than 30 days; of B, C, D (1.2 MB) the oldest goes to fit 0.9 MB.
         assert sorted(hub.manager.index) == ["C", "D"]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["C.mid", "D.mid", "notes.txt"]
-        status, listed = await hub.call("GET", "/api/recordings")
+        _status, listed = await hub.call("GET", "/api/recordings")
         assert [r["id"] for r in listed["recordings"]] == ["D", "C"]
 
 
@@ -182,7 +183,7 @@ async def test_a_full_disk_stops_the_recording_and_midi_keeps_flowing(tmp_path: 
                     await asyncio.sleep(0.005)
                 await wait_for(lambda: recording.state == "failed", 10, "the disk to fill")
                 assert recording.error is not None and reason in recording.error
-                status, listed = await hub.call("GET", "/api/recordings")
+                _status, listed = await hub.call("GET", "/api/recordings")
                 row = next(r for r in listed["recordings"] if r["id"] == recording.id)
                 assert row["state"] == "failed" and reason in row["error"]
                 # MIDI goes on: everything alice sent reached bob, and more still does.
@@ -190,8 +191,6 @@ async def test_a_full_disk_stops_the_recording_and_midi_keeps_flowing(tmp_path: 
                 alice.send(note_on(0, 60, 1))
                 await wait_for(lambda: bob.received[-1:] == [note_on(0, 60, 1)])
                 assert hub.manager.active == {}
-                # The port can be recorded again once there is room (here: it is refused
-                # the same way, and said so).
             finally:
                 alice.close()
                 bob.close()
@@ -295,7 +294,7 @@ async def test_kill_9_mid_recording_recovers_everything_flushed(tmp_path: Path) 
         row = await hub.row(rec["id"])
         assert row["state"] == "done" and row["players"] == ["alice"]
         assert not list(hub.directory.glob("*.journal"))
-        midi = mido.MidiFile(file=__import__("io").BytesIO(await hub.download(row["file"])))
+        midi = mido.MidiFile(file=io.BytesIO(await hub.download(row["file"])))
         assert [bytes(e.bin()) for e in midi.tracks[1] if not e.is_meta] == flushed
     finally:
         await hub.served.stop()
