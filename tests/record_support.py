@@ -50,6 +50,7 @@ async def recording_hub(text: str, directory: Path, **record: Any) -> AsyncItera
         loop = asyncio.get_running_loop()
         manager = RecordingManager(running.hub, directory, settings)
         await manager.start()
+        await manager.ready()
         api = Api(running.hub, token=TOKEN, hub_time=loop.time)
         application = api.application()
         application.add_routes(RecordingsApi(manager).routes())

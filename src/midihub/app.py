@@ -118,11 +118,9 @@ class App:
         self.recordings = RecordingManager(
             self.hub, default_directory(self.config), self.config.record
         )
-        await self.recordings.start()
         try:
             await self._start_web(loop)
         except WebError:
-            await self.recordings.close()
             self.server.close()
             await self.store.close()
             raise
@@ -139,6 +137,7 @@ class App:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, handler)
                 installed.append(signum)
+        await self.recordings.start()  # its directory work runs in the background
         try:
             await self._stop.wait()
         finally:

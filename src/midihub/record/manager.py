@@ -65,28 +65,45 @@ class RecordingManager:
         self._timer: asyncio.TimerHandle | None = None
         self._last_retention = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._prepared: asyncio.Task[None] | None = None
 
     # -- life --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the directory, recover unfinished journals, apply retention, listen."""
+        """Listen and start the writer at once (the hub's start is not delayed); the
+        directory work (recovering unfinished journals, reading the index, retention)
+        runs in the background: ``ready()`` waits for it."""
         loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(files.recover, self.directory)
-        self.index = await asyncio.to_thread(files.scan, self.directory)
-        await self.enforce_retention()
         self._writer = Writer(self.directory, self.settings.flush_interval, loop, self._ended)
         self._writer.start()
         self.hub.listeners.append(self._on_event)
         self.hub.midi_listeners.append(self._on_midi)
         self._sync_config()
         self._timer = loop.call_later(HOUSEKEEPING, self._housekeep)
+        self._prepared = loop.create_task(self._prepare())
+
+    async def _prepare(self) -> None:
+        try:
+            await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(files.recover, self.directory)
+            found = await asyncio.to_thread(files.scan, self.directory)
+        except OSError as error:
+            log.error("recordings directory %s unusable: %s", self.directory, error)
+            return
+        self.index = found | self.index  # recordings finished meanwhile stay
+        await self.enforce_retention()
         log.info("recordings in %s (%d kept)", self.directory, len(self.index))
+
+    async def ready(self) -> None:
+        if self._prepared is not None:
+            await self._prepared
 
     async def close(self) -> None:
         """Stop replays and recordings (their SMFs are written), then the writer."""
         if self._timer is not None:
             self._timer.cancel()
+        if self._prepared is not None:
+            await asyncio.gather(self._prepared, return_exceptions=True)
         for replay in list(self.replays.values()):
             replay.stop()
         waits = [self._stop(recording) for recording in list(self.active.values())]

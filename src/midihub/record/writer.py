@@ -70,6 +70,7 @@ class Writer:
         try:
             file = self._journals.get(rid)
             if file is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
                 file = journal.JournalFile(
                     self.directory / (rid + journal.SUFFIX), recording.header
                 )
