@@ -21,9 +21,11 @@ from midihub.bonjour import Advertiser, advertise_addresses
 from midihub.config import ConfigError, HubConfig, is_loopback, parse_listen
 from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
+from midihub.record.manager import RecordingManager, default_directory
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Session
 from midihub.store import LatencyStore
 from midihub.web import Api, WebServer
+from midihub.web.recordings import RecordingsApi
 from midihub.web.server import WebError
 
 log = logging.getLogger("midihub")
@@ -86,6 +88,7 @@ class App:
         self.store: LatencyStore | None = None
         self.token = ""
         self.advertiser: Advertiser | None = None
+        self.recordings: RecordingManager | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
 
@@ -109,6 +112,8 @@ class App:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             raise
+        assert self.recordings is not None
+        await self.recordings.start()  # its directory work runs in the background
         # Everything made so far lives as long as the process: keep the collector from
         # walking it again and again (full collections were 20 ms pauses under load).
         gc.collect()
@@ -123,6 +128,7 @@ class App:
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
+            await self.recordings.close()  # replays say BY, recordings become SMFs
             self.server.close()
             if self.api is not None:
                 self.api.close()
@@ -171,6 +177,9 @@ class App:
             self.advertiser = Advertiser(addresses)
             self._in_background(self._advertise(start=True))
         self.hub.listeners.append(self._record_latency)
+        self.recordings = RecordingManager(
+            self.hub, default_directory(self.config), self.config.record
+        )
         try:
             await self._start_web(loop)
         except BaseException:
@@ -234,8 +243,11 @@ class App:
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
+        application = self.api.application()
+        if self.recordings is not None:
+            application.add_routes(RecordingsApi(self.recordings).routes())
         web = WebServer(
-            self.api.application(),
+            application,
             host,
             port,
             tls_cert=settings.tls_cert,

@@ -227,3 +227,8 @@ def monitor(web: str | None, port: str, plain: bool, token: str | None) -> None:
     except (TimeoutError, OSError, ClientError) as error:
         click.echo(f"lost the hub: {_inert(error or type(error).__name__)}", err=True)
         sys.exit(1)
+
+
+from midihub.record.cli import record  # noqa: E402 - the `record` command group
+
+main.add_command(record)

@@ -56,10 +56,14 @@ def request(
     body: dict[str, Any] | None = None,
     token: str | None = None,
     timeout: float = 5.0,
+    method: str | None = None,
+    raw: bool = False,
 ) -> Any:
+    """JSON in and out (``raw``: the response's bytes); POST when there is a body."""
     url = base_url(web) + path
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    method = method or ("GET" if body is None else "POST")
+    req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Accept", "application/json")
     if data is not None:
         req.add_header("Content-Type", "application/json")
@@ -67,7 +71,7 @@ def request(
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
-            return json.load(response)
+            return response.read() if raw else json.load(response)
     except urllib.error.HTTPError as error:
         try:
             message = json.load(error).get("error", error.reason)

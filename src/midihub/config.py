@@ -38,6 +38,9 @@ def _check_port(port: int) -> int:
     return port
 
 
+RecordMode = Literal["off", "auto"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -47,6 +50,7 @@ class GroupConfig(_Strict):
 
     in_port: int = Field(alias="in")
     out_port: int = Field(alias="out")
+    record: RecordMode = Field(default="off", description="auto: record while anyone plays")
 
     @model_validator(mode="before")
     @classmethod
@@ -64,6 +68,7 @@ class RoomConfig(_Strict):
     """One port; everyone hears everyone else, never their own echo."""
 
     port: int
+    record: RecordMode = Field(default="off", description="auto: record while anyone plays")
 
     @model_validator(mode="before")
     @classmethod
@@ -224,6 +229,18 @@ class LimitsConfig(_Strict):
         )
 
 
+class RecordConfig(_Strict):
+    """Recordings (Standard MIDI Files): where, how long they are kept, auto splits."""
+
+    dir: str | None = Field(default=None, description="default: recordings/ beside the database")
+    retention_days: float = Field(default=30.0, gt=0)
+    max_total_mb: float = Field(default=2000.0, gt=0, description="oldest deleted beyond this")
+    split_after: float = Field(default=5.0, gt=0, description="auto: minutes of silence")
+    flush_interval: float = Field(default=1.0, gt=0, le=2.0, description="seconds")
+    buffer_limit: int = Field(default=100_000, ge=100, description="messages awaiting disk")
+    max_tracks: int = Field(default=128, ge=1, le=1024, description="players per recording")
+
+
 class HubConfig(_Strict):
     bind: str = "0.0.0.0"
     name: str = Field(default="midihub", min_length=1, max_length=63)
@@ -238,6 +255,7 @@ class HubConfig(_Strict):
     links: list[LinkConfig] = Field(default_factory=list)
     mdns: MdnsConfig = Field(default_factory=MdnsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
 
     def with_overrides(self, *, web: str | None = None, db: str | None = None) -> HubConfig:
         """Command-line options win over the file (``--web``, ``--db``)."""
@@ -255,7 +273,10 @@ class HubConfig(_Strict):
     @model_validator(mode="after")
     def _defaults(self) -> HubConfig:
         if not self.groups and not self.rooms:
-            groups = {k: GroupConfig(**{"in": a, "out": b}) for k, (a, b) in DEFAULT_GROUPS.items()}
+            groups = {
+                k: GroupConfig.model_validate({"in": a, "out": b})
+                for k, (a, b) in DEFAULT_GROUPS.items()
+            }
             object.__setattr__(self, "groups", groups)
         return self
 

@@ -83,9 +83,23 @@ class NpmPeer:
         self._command(cmd="connect", host=host, port=port)
         await self.wait_event("synced", synced + 1, timeout=15)
 
-    def send(self, *messages: bytes) -> None:
-        """One rtpmidi packet carrying ``messages`` in order."""
-        self._command(cmd="send", messages=[list(m) for m in messages])
+    def send(self, *messages: bytes, tag: int | None = None) -> None:
+        """One rtpmidi packet carrying ``messages`` in order; with ``tag``, the peer
+        reports when it sent them (``sent_at``)."""
+        extra = {} if tag is None else {"id": tag}
+        self._command(cmd="send", messages=[list(m) for m in messages], **extra)
+
+    def sent_at(self, tag: int) -> float | None:
+        """The peer's monotonic time in ms when the send tagged ``tag`` was made."""
+        for e in self.events:
+            if e["event"] == "sent" and e["id"] == tag:
+                return float(e["t"])
+        return None
+
+    @property
+    def midi_times(self) -> list[tuple[float, bytes]]:
+        """What arrived, with the peer's arrival time in ms."""
+        return [(float(e["t"]), bytes(e["data"])) for e in self.events if e["event"] == "midi"]
 
     @property
     def midi(self) -> list[bytes]:

@@ -7,8 +7,10 @@
 //   {"cmd": "send", "messages": [[144, 60, 100], ...]}       MIDI, in order, one packet
 //   {"cmd": "end"}                                           BY to every peer, then exit 0
 // stdout, one JSON object per line, each with an "event" field:
-//   ready {port}, connected {name, ssrc}, synced {name}, midi {data}, disconnected {name},
-//   ended {}, error {message}
+//   ready {port}, connected {name, ssrc}, synced {name}, midi {data, t}, sent {id, t},
+//   disconnected {name}, ended {}, error {message}
+// t: this process's monotonic clock in ms (sub-ms precision), when a message arrived or,
+// for a send with an "id", when rtpmidi was handed the messages.
 // Only lines starting with "{" are events; rtpmidi's own log goes to stderr.
 
 'use strict';
@@ -30,6 +32,8 @@ function arg(name, fallback) {
   return i >= 0 ? process.argv[i + 1] : fallback;
 }
 
+const clock = () => Number(process.hrtime.bigint()) / 1e6;
+
 function emit(event, fields) {
   process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
 }
@@ -43,7 +47,7 @@ session.on('ready', () => emit('ready', { port }));
 session.on('error', (err) => emit('error', { message: String(err) }));
 session.on('streamAdded', ({ stream }) => emit('connected', { name: stream.name, ssrc: stream.ssrc }));
 session.on('streamRemoved', ({ stream }) => emit('disconnected', { name: stream.name }));
-session.on('message', (_delta, message) => emit('midi', { data: Array.from(message) }));
+session.on('message', (_delta, message) => emit('midi', { data: Array.from(message), t: clock() }));
 
 // rtpmidi sends nothing to a stream until its own clock sync has measured the latency.
 setInterval(() => {
@@ -69,6 +73,15 @@ function handle(line) {
       session.connect({ address: request.host, port: request.port });
       break;
     case 'send':
+      if (request.id !== undefined) {
+        // Timed send: queue and flush now, not on setImmediate, so "sent" is the sending time.
+        for (const message of request.messages) {
+          session.queue.push({ cTime: session.now(), data: Buffer.from(message) });
+        }
+        session.flushQueue();
+        emit('sent', { id: request.id, t: clock() });
+        break;
+      }
       // rtpmidi 1.0.0's one-argument sendMessage loses its message, and a Buffer is lost
       // too: call it with (time, array). Messages sent in the same tick leave in one packet.
       for (const message of request.messages) {

@@ -1,0 +1,134 @@
+"""``midihub record …``: start, stop, list, download, replay and delete recordings of
+a running hub through its API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from midihub.client import HubRefused, HubUnreachable, find_token, request
+
+_web = click.option(
+    "--web", help="The hub's web address HOST:PORT (default $MIDIHUB_WEB or 127.0.0.1:8080)."
+)
+_token = click.option("--token", help="Control token (default $MIDIHUB_TOKEN or ./midihub.token).")
+
+
+def _call(web: str | None, path: str, token: str | None = None, **options: Any) -> Any:
+    """One API request; the hub absent or refusing ends the command with exit 1 (2 for
+    a bad request) and the hub's reason."""
+    try:
+        return request(web, path, token=find_token(token), timeout=35.0, **options)
+    except HubUnreachable as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    except HubRefused as error:
+        click.echo(f"the hub refused: {error} (HTTP {error.status})", err=True)
+        sys.exit(2 if error.status in (400, 404, 409) else 1)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB" if size >= 1_000_000 else f"{size / 1000:.1f} kB"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _line(row: dict[str, Any]) -> str:
+    players = ", ".join(row["players"]) or "-"
+    state = "" if row["state"] == "done" else f"  [{row['state']}]"
+    error = f"  {row['error']}" if row.get("error") else ""
+    return (
+        f"{row['id']}  port {row['port']} {row['label']}  {row['start']}  "
+        f"{_duration(row['duration'])}  {_size(row['size'])}  {players}{state}{error}"
+    )
+
+
+@click.group("record")
+def record() -> None:
+    """Record jams as Standard MIDI Files, list, download and replay them."""
+
+
+@record.command("start")
+@_web
+@_token
+@click.argument("port", type=int)
+def start(web: str | None, token: str | None, port: int) -> None:
+    """Start recording the room or group of hub PORT; prints the recording's id."""
+    row = _call(web, "/api/recordings", token, body={"port": port})
+    click.echo(f"recording {row['id']} started on port {row['port']} ({row['label']})")
+
+
+@record.command("stop")
+@_web
+@_token
+@click.argument("recording_id")
+def stop(web: str | None, token: str | None, recording_id: str) -> None:
+    """Stop a recording; its SMF is written before this returns."""
+    row = _call(web, f"/api/recordings/{recording_id}/stop", token, body={})
+    click.echo(_line(row))
+
+
+@record.command("list")
+@_web
+@click.option("--token", help="Token, when the hub's pages are private.")
+def list_(web: str | None, token: str | None) -> None:
+    """Recordings, newest first: id, port, start (UTC), duration, size, players."""
+    rows = _call(web, "/api/recordings", token)["recordings"]
+    if not rows:
+        click.echo("no recordings")
+    for row in rows:
+        click.echo(_line(row))
+
+
+@record.command("get")
+@_web
+@click.option("--token", help="Token, when the hub's pages are private.")
+@click.argument("recording_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: ID.mid")
+def get(web: str | None, token: str | None, recording_id: str, output: str | None) -> None:
+    """Download a recording's Standard MIDI File."""
+    data = _call(web, f"/api/recordings/{recording_id}/file", token, raw=True)
+    target = Path(output or f"{recording_id}.mid")
+    target.write_bytes(data)
+    click.echo(f"{target}: {len(data)} bytes")
+
+
+@record.command("play")
+@_web
+@_token
+@click.argument("recording_id")
+@click.argument("port", type=int)
+def play(web: str | None, token: str | None, recording_id: str, port: int) -> None:
+    """Replay a recording into hub PORT as a participant named after it."""
+    row = _call(web, f"/api/recordings/{recording_id}/play", token, body={"port": port})
+    click.echo(
+        f"replay {row['id']} of {row['recording']} playing into port {row['port']} "
+        f"({_duration(row['duration'])}); stop it with `midihub record stop-replay {row['id']}`"
+    )
+
+
+@record.command("stop-replay")
+@_web
+@_token
+@click.argument("replay_id")
+def stop_replay(web: str | None, token: str | None, replay_id: str) -> None:
+    """Stop a replay; what it holds is released."""
+    row = _call(web, f"/api/replays/{replay_id}/stop", token, body={})
+    click.echo(f"replay {row['id']} of {row['recording']}: {row['state']}")
+
+
+@record.command("delete")
+@_web
+@_token
+@click.argument("recording_id")
+def delete(web: str | None, token: str | None, recording_id: str) -> None:
+    """Delete a recording's file."""
+    _call(web, f"/api/recordings/{recording_id}", token, method="DELETE")
+    click.echo(f"deleted {recording_id}")

@@ -1,0 +1,444 @@
+"""Recordings of a running hub: start and stop (by hand or automatically), the list,
+deletion, retention and replay. Lives on the hub's loop; file work goes to the
+writer thread or ``asyncio.to_thread``."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from midihub.config import HubConfig, RecordConfig
+from midihub.hub import Endpoint, Hub
+from midihub.record import files, smf
+from midihub.record.journal import Header
+from midihub.record.names import RECORDING_ID, display_name, file_part
+from midihub.record.participant import Participant, loopback_for
+from midihub.record.recorder import Recording
+from midihub.record.replay import Replay
+from midihub.record.writer import Writer
+from midihub.rtp import Event, MidiReceived, PeerJoined, PeerLeft
+
+log = logging.getLogger("midihub.record")
+
+HOUSEKEEPING = 0.1  # seconds between checks for panics and silence while recording
+RETENTION_EVERY = 3600.0
+MAX_REPLAYS = 8
+MAX_FAILED_KEPT = 20
+
+
+class RecordingError(Exception):
+    """A request that cannot be done; ``status`` is the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def default_directory(config: HubConfig) -> Path:
+    """``[record] dir``, else ``recordings/`` beside the database."""
+    if config.record.dir:
+        return Path(config.record.dir)
+    database = config.stats.database
+    base = Path(".") if database == ":memory:" else Path(database).parent
+    return base / "recordings"
+
+
+class RecordingManager:
+    def __init__(self, hub: Hub, directory: Path, settings: RecordConfig) -> None:
+        self.hub = hub
+        self.directory = directory
+        self.settings = settings
+        self.index: dict[str, smf.Info] = {}  # finished recordings on disk
+        self.active: dict[str, Recording] = {}  # recording or stopping
+        self.failed: dict[str, Recording] = {}  # recent failures, for the API
+        self.replays: dict[str, Replay] = {}
+        self._by_port: dict[int, Recording] = {}
+        self._auto: dict[int, int] = {}  # port → the port its MIDI arrives on
+        self._seen_config: HubConfig | None = None
+        self._replay_ids = itertools.count(1)
+        self._writer: Writer | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_retention = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._prepared: asyncio.Task[None] | None = None
+
+    # -- life --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen and start the writer at once (the hub's start is not delayed); the
+        directory work (recovering unfinished journals, reading the index, retention)
+        runs in the background: ``ready()`` waits for it."""
+        loop = asyncio.get_running_loop()
+        self._writer = Writer(self.directory, self.settings.flush_interval, loop, self._ended)
+        self._writer.start()
+        self.hub.listeners.append(self._on_event)
+        self.hub.midi_listeners.append(self._on_midi)
+        self._sync_config()
+        self._timer = loop.call_later(HOUSEKEEPING, self._housekeep)
+        self._prepared = loop.create_task(self._prepare())
+
+    async def _prepare(self) -> None:
+        try:
+            await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(files.recover, self.directory)
+            found = await asyncio.to_thread(files.scan, self.directory)
+        except OSError as error:
+            log.error("recordings directory %s unusable: %s", self.directory, error)
+            return
+        self.index = found | self.index  # recordings finished meanwhile stay
+        await self.enforce_retention()
+        log.info("recordings in %s (%d kept)", self.directory, len(self.index))
+
+    async def ready(self) -> None:
+        if self._prepared is not None:
+            await self._prepared
+
+    async def close(self) -> None:
+        """Stop replays and recordings (their SMFs are written), then the writer."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._prepared is not None:
+            await asyncio.gather(self._prepared, return_exceptions=True)
+        for replay in list(self.replays.values()):
+            replay.stop()
+        waits = [self._stop(recording) for recording in list(self.active.values())]
+        await asyncio.gather(*waits, return_exceptions=True)
+        for listeners, hook in (
+            (self.hub.listeners, self._on_event),
+            (self.hub.midi_listeners, self._on_midi),
+        ):
+            if hook in listeners:
+                listeners.remove(hook)
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
+
+    # -- hub listeners (the packet loop) -------------------------------------------
+
+    def _on_midi(self, endpoint: Endpoint, event: Event) -> None:
+        port = endpoint.port
+        recording = self._by_port.get(port)
+        if recording is None:
+            midi_port = self._auto.get(port)
+            if midi_port != port or not isinstance(event, MidiReceived):
+                return
+            if not any(message[0] <= 0xF0 for _, message in event.commands):
+                return  # clock alone does not start a recording
+            try:
+                recording = self.start_recording(port, auto=True)
+            except RecordingError:
+                return
+        if recording.midi_port == port and isinstance(event, MidiReceived):
+            recording.midi(event.session, event.commands, time.monotonic())
+
+    def _on_event(self, endpoint: Endpoint, event: Event) -> None:
+        recording = self._by_port.get(endpoint.port)
+        if recording is None:
+            return
+        if isinstance(event, PeerJoined):
+            name = display_name(event.session.peer_name)
+            recording.marker(f"joined: {name}", time.monotonic())
+        elif isinstance(event, PeerLeft) and event.session.joined_at is not None:
+            name = display_name(event.session.peer_name)
+            recording.marker(f"left: {name} ({event.reason})", time.monotonic())
+
+    # -- recordings ----------------------------------------------------------------
+
+    def _ports_of(self, port: int) -> tuple[tuple[int, ...], int, str]:
+        """The ports a recording of ``port`` covers, where its MIDI arrives, its name."""
+        endpoint = self.hub.endpoints.get(port)
+        if endpoint is None:
+            valid = ", ".join(str(p) for p in sorted(self.hub.endpoints))
+            raise RecordingError(400, f"unknown port {port!r}; valid ports: {valid}")
+        spec = endpoint.spec
+        if spec.role == "room":
+            return (port,), port, spec.owner
+        group = self.hub.config.groups.get(spec.owner)
+        if group is None:
+            return (port,), port, spec.owner
+        return (group.in_port, group.out_port), group.in_port, spec.owner
+
+    def start_recording(self, port: int, *, auto: bool = False) -> Recording:
+        """Begin recording the room or group of ``port`` (cheap: no file work here)."""
+        if self._writer is None:
+            raise RecordingError(503, "recordings are not available (not started)")
+        ports, midi_port, owner = self._ports_of(port)
+        for covered in ports:
+            existing = self._by_port.get(covered)
+            if existing is not None:
+                raise RecordingError(409, f"port {port} is already being recorded: {existing.id}")
+        wall, now = time.time(), time.monotonic()
+        stamp = datetime.fromtimestamp(wall, UTC)
+        base = f"{file_part(owner)}_{stamp:%Y%m%dT%H%M%SZ}"
+        rid, suffix = base, 2
+        while rid in self.index or rid in self.active or rid in self.failed:
+            rid, suffix = f"{base}-{suffix}", suffix + 1
+        name = f"{display_name(owner, 40)} {stamp:%Y-%m-%d %H:%M} UTC"
+        header = Header(id=rid, port=midi_port, label=display_name(owner), start=wall, name=name)
+        recording = Recording(
+            header,
+            ports=ports,
+            midi_port=midi_port,
+            t0=now,
+            limit=self.settings.buffer_limit,
+            max_tracks=self.settings.max_tracks,
+            auto=auto,
+        )
+        for covered in ports:
+            endpoint = self.hub.endpoints.get(covered)
+            recording.panics[covered] = endpoint.panics if endpoint is not None else 0
+            self._by_port[covered] = recording
+            if endpoint is not None:
+                for session in endpoint.host.established:
+                    recording.marker(f"present: {display_name(session.peer_name)}", now)
+        self.active[rid] = recording
+        self._writer.add(recording)
+        log.info(
+            "recording %s started%s: port %d (%s)",
+            rid,
+            " (auto)" if auto else "",
+            midi_port,
+            header.label,
+        )
+        return recording
+
+    async def stop_recording(self, rid: str) -> Recording:
+        recording = self.active.get(rid)
+        if recording is None:
+            if rid in self.index or rid in self.failed:
+                raise RecordingError(409, f"recording {rid} is not running")
+            raise RecordingError(404, f"no recording {rid!r}")
+        await self._stop(recording)
+        return recording
+
+    async def _stop(self, recording: Recording) -> None:
+        loop = asyncio.get_running_loop()
+        if recording.done is None:
+            recording.done = loop.create_future()
+            self._release_ports(recording)
+            recording.end(time.monotonic())
+            if self._writer is not None:
+                self._writer.wake()
+        await asyncio.wait_for(asyncio.shield(recording.done), 30)
+
+    def _release_ports(self, recording: Recording) -> None:
+        for port in recording.ports:
+            if self._by_port.get(port) is recording:
+                del self._by_port[port]
+
+    def _ended(self, recording: Recording, info: smf.Info | None) -> None:
+        """From the writer thread (via the loop): finished with ``info``, or failed."""
+        self._release_ports(recording)
+        self.active.pop(recording.id, None)
+        if info is not None:
+            recording.state = "done"
+            self.index[recording.id] = info
+            log.info(
+                "recording %s saved: %d message(s) from %d player(s), %.1f s, %d bytes",
+                recording.id,
+                info.messages,
+                len(info.players),
+                info.duration,
+                info.size,
+            )
+            self._background(self.enforce_retention())
+        else:
+            self.failed[recording.id] = recording
+            while len(self.failed) > MAX_FAILED_KEPT:
+                self.failed.pop(next(iter(self.failed)))
+        if recording.done is None:
+            recording.done = asyncio.get_running_loop().create_future()
+        if not recording.done.done():
+            recording.done.set_result(None)
+
+    def path_of(self, rid: str) -> Path | None:
+        if not RECORDING_ID.match(rid) or rid not in self.index:
+            return None
+        return self.directory / (rid + smf.SUFFIX)
+
+    async def delete(self, rid: str) -> None:
+        if rid in self.active:
+            raise RecordingError(409, f"recording {rid} is running; stop it first")
+        if rid not in self.index:
+            self.failed.pop(rid, None)
+            raise RecordingError(404, f"no recording {rid!r}")
+        del self.index[rid]
+        await asyncio.to_thread(files.delete, self.directory, rid)
+        log.info("recording %s deleted", rid)
+
+    async def enforce_retention(self) -> list[str]:
+        doomed = files.expired(
+            self.index,
+            retention_days=self.settings.retention_days,
+            max_bytes=self.settings.max_total_mb * 1_000_000,
+        )
+        for rid in doomed:
+            self.index.pop(rid, None)
+            await asyncio.to_thread(files.delete, self.directory, rid)
+            log.info("recording %s deleted by retention", rid)
+        self._last_retention = time.monotonic()
+        return doomed
+
+    # -- replay ----------------------------------------------------------------------
+
+    async def play(self, rid: str, port: int) -> Replay:
+        path = self.path_of(rid)
+        if path is None:
+            raise RecordingError(404, f"no recording {rid!r}")
+        if port not in self.hub.endpoints:
+            valid = ", ".join(str(p) for p in sorted(self.hub.endpoints))
+            raise RecordingError(400, f"unknown port {port!r}; valid ports: {valid}")
+        playing = [r for r in self.replays.values() if r.state in ("connecting", "playing")]
+        if len(playing) >= MAX_REPLAYS:
+            raise RecordingError(429, f"{MAX_REPLAYS} replays are already playing")
+        try:
+            messages = await asyncio.to_thread(smf.timed_messages, path)
+        except (OSError, ValueError, EOFError) as error:
+            raise RecordingError(500, f"cannot read {rid}: {error}") from None
+        host = loopback_for(self.hub.config.bind)
+        participant = Participant(self.index[rid].header.name, host)
+        replay = Replay(
+            str(next(self._replay_ids)), rid, port, messages, participant, self._replay_ended
+        )
+        self.replays[replay.id] = replay
+        try:
+            await replay.start((host, port))
+        except (TimeoutError, ConnectionError) as error:
+            raise RecordingError(502, f"replay could not join port {port}: {error}") from None
+        log.info("replay %s of %s into port %d started", replay.id, rid, port)
+        return replay
+
+    def stop_replay(self, replay_id: str) -> Replay:
+        replay = self.replays.get(replay_id)
+        if replay is None:
+            raise RecordingError(404, f"no replay {replay_id!r}")
+        replay.stop()
+        return replay
+
+    def _replay_ended(self, replay: Replay) -> None:
+        log.info("replay %s of %s %s", replay.id, replay.recording, replay.state)
+        finished = [r for r in self.replays.values() if r.state not in ("connecting", "playing")]
+        for old in finished[: max(len(finished) - MAX_REPLAYS, 0)]:
+            self.replays.pop(old.id, None)
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def _housekeep(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._sync_config()
+            now = time.monotonic()
+            split = self.settings.split_after * 60
+            for recording in list(self.active.values()):
+                if not recording.active:
+                    continue
+                self._mark_panics(recording, now)
+                if recording.auto and now - recording.last_sound > split:
+                    log.info("recording %s: %.0f s of silence, split", recording.id, split)
+                    self._background(self._stop(recording))
+            if now - self._last_retention > RETENTION_EVERY:
+                self._background(self.enforce_retention())
+        finally:
+            self._timer = loop.call_later(HOUSEKEEPING, self._housekeep)
+
+    def _mark_panics(self, recording: Recording, now: float) -> None:
+        """The hub counts panics per port; a new count becomes a marker (within 0.1 s)."""
+        for port, seen in recording.panics.items():
+            endpoint = self.hub.endpoints.get(port)
+            if endpoint is not None and endpoint.panics != seen:
+                recording.panics[port] = endpoint.panics
+                recording.marker(f"panic on port {port}", now)
+
+    def _sync_config(self) -> None:
+        """Follow reloads: auto ports, and recordings of ports that went away end."""
+        config = self.hub.config
+        if config is self._seen_config:
+            return
+        self._seen_config = config
+        auto: dict[int, int] = {}
+        for room in config.rooms.values():
+            if room.record == "auto":
+                auto[room.port] = room.port
+        for group in config.groups.values():
+            if group.record == "auto":
+                auto[group.in_port] = group.in_port
+                auto[group.out_port] = group.in_port
+        self._auto = auto
+        for recording in list(self.active.values()):
+            if recording.active and recording.midi_port not in self.hub.endpoints:
+                self._background(self._stop(recording))
+
+    def _background(self, job: Any) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- views ---------------------------------------------------------------------------
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every recording, newest first: running, failed, and those on disk."""
+        now = time.monotonic()
+        rows: dict[str, dict[str, Any]] = {}
+        for rid, info in self.index.items():
+            rows[rid] = _row(info.header, "done", info.duration, info.players, info.size)
+            rows[rid]["messages"] = info.messages
+        for recording in [*self.failed.values(), *self.active.values()]:
+            end = recording.stopped_at if recording.stopped_at is not None else now
+            row = _row(
+                recording.header,
+                recording.state,
+                end - recording.t0,
+                list(recording.players),
+                recording.size,
+            )
+            if recording.id in rows:  # failed, but what was flushed was saved
+                row["size"] = rows[recording.id]["size"]
+                row["file"] = rows[recording.id]["file"]
+            else:
+                row["file"] = None
+            row |= {
+                "messages": recording.messages,
+                "flushed": recording.flushed,
+                "dropped": recording.dropped,
+                "auto": recording.auto,
+                "error": recording.error,
+            }
+            rows[recording.id] = row
+        return sorted(rows.values(), key=lambda row: row["startEpoch"], reverse=True)
+
+    def describe_replays(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": r.id,
+                "recording": r.recording,
+                "port": r.port,
+                "state": r.state,
+                "error": r.error,
+                "sent": r.sent,
+                "position": round(r.position, 1),
+                "duration": round(r.duration, 1),
+            }
+            for r in self.replays.values()
+        ]
+
+
+def _row(
+    header: Header, state: str, duration: float, players: list[str], size: int
+) -> dict[str, Any]:
+    return {
+        "id": header.id,
+        "name": header.name,
+        "port": header.port,
+        "label": header.label,
+        "start": datetime.fromtimestamp(header.start, UTC).isoformat(timespec="seconds"),
+        "startEpoch": header.start,
+        "duration": round(max(duration, 0.0), 1),
+        "players": players,
+        "size": size,
+        "state": state,
+        "file": f"/api/recordings/{header.id}/file",
+    }

@@ -1,0 +1,124 @@
+"""HTTP handlers for recordings and replays. Access rules come from the API's
+middleware: anything but GET needs the token."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from midihub.record.manager import RecordingError, RecordingManager
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RecordingError(400, 'the body must be JSON: {"port": N}') from None
+    if not isinstance(body, dict):
+        raise RecordingError(400, 'the body must be a JSON object: {"port": N}')
+    return body
+
+
+def _port(body: dict[str, Any]) -> int:
+    port = body.get("port")
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise RecordingError(400, 'give the hub port: {"port": N}')
+    return port
+
+
+class RecordingsApi:
+    def __init__(self, manager: RecordingManager) -> None:
+        self.manager = manager
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get("/api/recordings", self.list),
+            web.post("/api/recordings", self.start),
+            web.post("/api/recordings/{id}/stop", self.stop),
+            web.get("/api/recordings/{id}/file", self.file),
+            web.delete("/api/recordings/{id}", self.delete),
+            web.post("/api/recordings/{id}/play", self.play),
+            web.get("/api/replays", self.replays),
+            web.post("/api/replays/{id}/stop", self.stop_replay),
+        ]
+
+    def _one(self, rid: str) -> dict[str, Any]:
+        for row in self.manager.describe():
+            if row["id"] == rid:
+                return row
+        raise RecordingError(404, f"no recording {rid!r}")
+
+    async def list(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "recordings": self.manager.describe(),
+                "replays": self.manager.describe_replays(),
+            }
+        )
+
+    async def start(self, request: web.Request) -> web.Response:
+        try:
+            recording = self.manager.start_recording(_port(await _body(request)))
+        except RecordingError as error:
+            return _error(error.status, str(error))
+        return web.json_response(self._one(recording.id), status=201)
+
+    async def stop(self, request: web.Request) -> web.Response:
+        try:
+            recording = await self.manager.stop_recording(request.match_info["id"])
+            return web.json_response(self._one(recording.id))
+        except RecordingError as error:
+            return _error(error.status, str(error))
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        rid = request.match_info["id"]
+        path = self.manager.path_of(rid)
+        if path is None:
+            return _error(404, f"no recording {rid!r}")
+        return web.FileResponse(
+            path,
+            headers={
+                "Content-Type": "audio/midi",
+                "Content-Disposition": f'attachment; filename="{rid}.mid"',
+            },
+        )
+
+    async def delete(self, request: web.Request) -> web.Response:
+        rid = request.match_info["id"]
+        try:
+            await self.manager.delete(rid)
+        except RecordingError as error:
+            return _error(error.status, str(error))
+        return web.json_response({"deleted": rid})
+
+    async def play(self, request: web.Request) -> web.Response:
+        try:
+            port = _port(await _body(request))
+            replay = await self.manager.play(request.match_info["id"], port)
+            return web.json_response(self._replay(replay.id), status=201)
+        except RecordingError as error:
+            return _error(error.status, str(error))
+
+    def _replay(self, replay_id: str) -> dict[str, Any]:
+        for row in self.manager.describe_replays():
+            if row["id"] == replay_id:
+                return row
+        raise RecordingError(404, f"no replay {replay_id!r}")
+
+    async def replays(self, request: web.Request) -> web.Response:
+        return web.json_response(self.manager.describe_replays())
+
+    async def stop_replay(self, request: web.Request) -> web.Response:
+        try:
+            replay = self.manager.stop_replay(request.match_info["id"])
+            return web.json_response(self._replay(replay.id))
+        except RecordingError as error:
+            return _error(error.status, str(error))
