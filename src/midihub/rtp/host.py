@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from midihub.rtp import packets
-from midihub.rtp.commands import Command, decode_payload
+from midihub.rtp.commands import Section, decode_payload
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, PeerJoined, PeerLeft
 from midihub.rtp.packets import Clock, Feedback, Invitation
@@ -211,17 +211,11 @@ class Host:
         session.tick(now)
         return session
 
-    def send(
-        self,
-        sessions: Iterable[Session],
-        lists: Sequence[bytes],
-        now: float,
-        commands: Sequence[Command] = (),
-    ) -> None:
-        """Send encoded command sections (see ``commands.encode_lists``) to sessions;
-        ``commands`` (what they carry) feed each session's recovery journal."""
+    def send(self, sessions: Iterable[Session], sections: Sequence[Section], now: float) -> None:
+        """Send encoded command sections (see ``commands.encode_sections``) to sessions;
+        what each carries feeds each session's recovery journal."""
         for session in sessions:
-            session.send_lists(lists, now, commands)
+            session.send_lists(sections, now)
 
     def tick(self, now: float) -> list[Event]:
         events: list[Event] = []

@@ -8,16 +8,25 @@ caller (``Host``) drains it. See docs/protocol.md for the packet flows.
 from __future__ import annotations
 
 import enum
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from midihub.rtp import packets
-from midihub.rtp.commands import FLAG_J, Command, SysexAssembler
+from midihub.rtp.commands import FLAG_J, Command, Section, SysexAssembler
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LatencyMeasured, MidiReceived, PacketsLost
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
-from midihub.rtp.recovery import Journal, JournalSender, decode_journal
+from midihub.rtp.recovery import (
+    MAX_DATAGRAM,
+    MAX_JOURNAL,
+    RTP_HEADER,
+    Journal,
+    JournalSender,
+    decode_journal,
+)
+from midihub.rtp.sequence import SequenceTracker
 
 Address = tuple[Any, ...]
 """A socket address as asyncio gives it: ``(host, port)`` or ``(host, port, flow, scope)``."""
@@ -42,6 +51,11 @@ CK_ANSWER_WAIT: Final = 5.0
 GUARD_FIRST: Final = 0.05
 GUARD_COUNT: Final = 4
 EMPTY_LIST_WITH_JOURNAL: Final = bytes((FLAG_J,))
+# Receiver feedback (RS) about once a second while the peer sends, so a peer that
+# trims its journal on RS (RFC 4696 §6) keeps it small.
+RS_INTERVAL: Final = 1.0
+MAX_RTT: Final = 10.0  # seconds; a CK answer claiming more is not a measurement
+_RANDOM: Final = random.SystemRandom()  # initial sequence number and timestamp (RFC 3550 §5.1)
 
 
 class Role(enum.Enum):
@@ -100,12 +114,16 @@ class Session:
         self._timing = timing
         self._outbox = outbox
         self._origin = now  # this session's own time base for CK and RTP timestamps
-        self._seq_out = (local_ssrc ^ token) & 0xFFFF
-        self._seq_expected: int | None = None
+        self._ts_offset = _RANDOM.getrandbits(31)  # random start (RFC 3550 §5.1)
+        self._seq_out = _RANDOM.getrandbits(16)
+        self.sequence = SequenceTracker()
+        self._rs_due: float | None = None
         self._sysex = SysexAssembler()
         self._invite_attempts = 0
         self._next_invite = now
         self._ck_pending: int | None = None  # ts1 of our unanswered CK0
+        self._ck_answered: int | None = None  # ts2 of our last CK1, which a CK2 must echo
+        self.clock_rejected = 0  # CK answers whose timestamps made no sense
         self._ck_sent_at = 0.0
         self._ck_done = 0
         self._last_sync = now
@@ -128,7 +146,7 @@ class Session:
 
     def timestamp(self, now: float) -> int:
         """``now`` on this session's clock, in 100 µs units."""
-        return int((now - self._origin) * CLOCK_RATE)
+        return int((now - self._origin) * CLOCK_RATE) + self._ts_offset
 
     # -- session packets -------------------------------------------------------
 
@@ -170,26 +188,34 @@ class Session:
         local = self.timestamp(now)
         if packet.count == 0:  # the peer measures: answer at once
             self._send(kind, packets.encode_clock(self.local_ssrc, 1, (ts1, local, 0)), addr)
+            self._ck_answered = local
             return []
         if packet.count == 1:  # the answer to our CK0
             if self._ck_pending is None or ts1 != self._ck_pending:
                 return []
             self._send(kind, packets.encode_clock(self.local_ssrc, 2, (ts1, ts2, local)), addr)
             self._ck_pending = None
-            return [self._synced(local - ts1, now)]
+            return self._synced(local - ts1, now)
         # CK2 ends the peer's exchange. Never start a CK0 here: two peers that
-        # both did would ping-pong forever.
-        return [self._synced(local - ts2, now)]
+        # both did would ping-pong forever. It must echo the ts2 of our CK1.
+        if self._ck_answered is None or ts2 != self._ck_answered:
+            self.clock_rejected += 1
+            return []
+        self._ck_answered = None
+        return self._synced(local - ts2, now)
 
-    def _synced(self, ticks: int, now: float) -> LatencyMeasured:
-        self.rtt = max(ticks, 0) / CLOCK_RATE
+    def _synced(self, ticks: int, now: float) -> list[Event]:
+        if not 0 <= ticks <= MAX_RTT * CLOCK_RATE:  # a bogus timestamp, not an RTT
+            self.clock_rejected += 1
+            return []
+        self.rtt = ticks / CLOCK_RATE
         self._ck_done += 1
         self._last_sync = now
         # The initiator's opening burst keeps its pace; after it (and for any exchange the
         # peer started) the next one is a full interval away.
         burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
         self._next_ck = now + (CK_BURST_INTERVAL if burst else self._timing.ck_interval)
-        return LatencyMeasured(self, self.rtt)
+        return [LatencyMeasured(self, self.rtt)]
 
     # -- data ------------------------------------------------------------------
 
@@ -204,22 +230,21 @@ class Session:
         loss the packet's recovery journal (``data``, start, end), decoded only then."""
         self.last_heard = now
         events: list[Event] = []
-        expected = self._seq_expected
         repair: Journal | None = None
-        if expected is not None:
-            gap = (header.sequence - expected) & 0xFFFF
-            if gap >= 0x8000:  # older than expected: a duplicate or a late packet
-                return events
-            if gap:
-                self.packets_lost += gap
-                self._sysex.packet_lost()
-                events.append(PacketsLost(self, gap))
-                if journal is not None:
-                    try:
-                        repair = decode_journal(*journal)
-                    except ProtocolError:
-                        self.journals_unreadable += 1  # the commands are still good
-        self._seq_expected = (header.sequence + 1) & 0xFFFF
+        gap = self.sequence.accept(header.sequence)  # RFC 3550 A.1
+        if gap is None:  # a duplicate, a late packet, or a jump on probation
+            return events
+        if gap:
+            self.packets_lost += gap
+            self._sysex.packet_lost()
+            events.append(PacketsLost(self, gap))
+            if journal is not None:
+                try:
+                    repair = decode_journal(*journal)
+                except ProtocolError:
+                    self.journals_unreadable += 1  # the commands are still good
+        if self._rs_due is None:
+            self._rs_due = now + RS_INTERVAL
         self.packets_received += 1
         assembled = self._assemble(commands)
         if assembled or repair is not None:
@@ -242,26 +267,25 @@ class Session:
                 out.append((delta, message))
         return out
 
-    def send_lists(
-        self, lists: Sequence[bytes], now: float, commands: Sequence[Command] = ()
-    ) -> None:
-        """Send already-encoded MIDI command sections (J = 0), one RTP packet each,
-        adding this receiver's recovery journal; ``commands`` are what they carry."""
+    def send_lists(self, sections: Sequence[Section | bytes], now: float) -> None:
+        """Send encoded MIDI command sections (J = 0), one RTP packet each, adding this
+        receiver's recovery journal. Each packet's journal covers every packet before
+        it (a ``Section`` says what it carries; plain bytes carry nothing journalled),
+        and fits the datagram in ``MAX_DATAGRAM`` bytes."""
         if self.state is not State.ESTABLISHED or self.data_addr is None:
             return
         timestamp = self.timestamp(now)
         journal = self.journal
-        for section in lists:
+        for section in sections:
+            data, carried = (section, ()) if isinstance(section, bytes) else section
             header = packets.encode_rtp_header(self._seq_out, timestamp, self.local_ssrc)
-            extra = journal.journal() if journal is not None else None
-            if extra:
-                data = header + bytes((section[0] | FLAG_J,)) + section[1:] + extra
-            else:
-                data = header + section
             if journal is not None:
-                journal.record(self._seq_out, commands if section is lists[-1] else ())
+                extra = journal.journal(MAX_DATAGRAM - RTP_HEADER - len(data), now)
+                if extra:
+                    data = bytes((data[0] | FLAG_J,)) + data[1:] + extra
+                journal.record(self._seq_out, carried, now)
             self._seq_out = (self._seq_out + 1) & 0xFFFF
-            self._outbox.append((PortKind.DATA, data, self.data_addr))
+            self._outbox.append((PortKind.DATA, header + data, self.data_addr))
             self.packets_sent += 1
         if journal is not None:
             self._guard_at, self._guards = now + GUARD_FIRST, 0
@@ -269,13 +293,13 @@ class Session:
     def _send_guard(self, now: float) -> None:
         journal = self.journal
         self._guard_at = None
-        if journal is None or self.data_addr is None or journal.checkpoint == journal.last_seq:
+        if journal is None or self.data_addr is None or journal.acknowledged:
             return  # acknowledged by RS: nothing left to repair
-        extra = journal.journal()
+        extra = journal.journal(MAX_JOURNAL, now)
         if extra is None:
             return
         header = packets.encode_rtp_header(self._seq_out, self.timestamp(now), self.local_ssrc)
-        journal.record(self._seq_out, ())
+        journal.record(self._seq_out, (), now)
         self._seq_out = (self._seq_out + 1) & 0xFFFF
         self._outbox.append(
             (PortKind.DATA, header + EMPTY_LIST_WITH_JOURNAL + extra, self.data_addr)
@@ -284,6 +308,15 @@ class Session:
         self._guards += 1
         if self._guards < GUARD_COUNT:
             self._guard_at = now + GUARD_FIRST * 2**self._guards
+
+    def _send_feedback(self) -> None:
+        """RS on the control port: every packet up to the last in order has arrived."""
+        self._rs_due = None
+        last = self.sequence.last
+        if last is not None:
+            self._send(
+                PortKind.CONTROL, packets.encode_feedback(self.local_ssrc, last), self.control_addr
+            )
 
     # -- timers ----------------------------------------------------------------
 
@@ -304,6 +337,8 @@ class Session:
                 self._start_clock_sync(now)
             if self._guard_at is not None and now >= self._guard_at:
                 self._send_guard(now)
+            if self._rs_due is not None and now >= self._rs_due:
+                self._send_feedback()
         return None
 
     def next_timer(self) -> float:
@@ -313,6 +348,8 @@ class Session:
         if self.state is State.ESTABLISHED:
             if self._guard_at is not None:
                 deadline = min(deadline, self._guard_at)
+            if self._rs_due is not None:
+                deadline = min(deadline, self._rs_due)
             if self._ck_pending is not None:
                 return min(deadline, self._ck_sent_at + CK_ANSWER_WAIT)
             return min(deadline, self._next_ck)
