@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from midihub.midi.state import RESET_VALUES, Effect, classify, pedal_down
+from midihub.midi.state import RESET_VALUES, Effect, classify
 from midihub.rtp.commands import Command
 from midihub.rtp.errors import ProtocolError
 
@@ -322,7 +322,7 @@ class _Channel:
         logs = [
             (n, v)
             for n, (v, s) in sorted(self.controllers.items())
-            if s >= 0 or (n in (CC_SUSTAIN, CC_SOSTENUTO) and pedal_down(v))
+            if s >= 0 or n in (CC_SUSTAIN, CC_SOSTENUTO)  # pedals: always (2 bytes each)
         ]
         pedals = [(n, v) for n, v in logs if n in (CC_SUSTAIN, CC_SOSTENUTO)]
         wheel = b""
@@ -463,8 +463,8 @@ class JournalSender:
             }
             if not newer(state.program_seq):
                 state.program_seq = -1
-            if not newer(state.wheel_seq):
-                state.wheel_seq = -1
+            # The wheel, once moved, stays in (2 bytes), like the pedals: a receiver
+            # that missed a long stretch must still get the bend back to centre.
 
     def journal(self, budget: int = MAX_JOURNAL, now: float = 0.0) -> bytes | None:
         """The journal for the next packet, at most ``budget`` bytes, or None when

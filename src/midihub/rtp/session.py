@@ -48,8 +48,11 @@ CK_ANSWER_WAIT: Final = 5.0
 # Guard packets (RFC 4696 §7.1): after a burst of MIDI, journal-only packets at growing
 # intervals, so a receiver that lost the burst's last packet still repairs (a lost
 # final NoteOff has no later packet to carry its journal otherwise).
+# They stop as soon as RS acknowledges everything; for a receiver that never sends
+# RS they go on (at most once a second) up to GUARD_COUNT: about 12 s after a burst.
 GUARD_FIRST: Final = 0.05
-GUARD_COUNT: Final = 4
+GUARD_MAX_INTERVAL: Final = 1.0
+GUARD_COUNT: Final = 16
 EMPTY_LIST_WITH_JOURNAL: Final = bytes((FLAG_J,))
 # Receiver feedback (RS) about once a second while the peer sends, so a peer that
 # trims its journal on RS (RFC 4696 §6) keeps it small.
@@ -231,9 +234,12 @@ class Session:
         self.last_heard = now
         events: list[Event] = []
         repair: Journal | None = None
+        first = self.sequence.expected is None
         gap = self.sequence.accept(header.sequence)  # RFC 3550 A.1
         if gap is None:  # a duplicate, a late packet, or a jump on probation
             return events
+        if first and journal is not None:
+            gap = _missed_before_first(header.sequence, journal)
         if gap:
             self.packets_lost += gap
             self._sysex.packet_lost()
@@ -307,7 +313,7 @@ class Session:
         self.packets_sent += 1
         self._guards += 1
         if self._guards < GUARD_COUNT:
-            self._guard_at = now + GUARD_FIRST * 2**self._guards
+            self._guard_at = now + min(GUARD_FIRST * 2**self._guards, GUARD_MAX_INTERVAL)
 
     def _send_feedback(self) -> None:
         """RS on the control port: every packet up to the last in order has arrived."""
@@ -328,10 +334,10 @@ class Session:
                     return "no-answer"
                 self._send_invitation(now)
             return None
-        if now - self.last_heard > self._timing.timeout:
+        if now >= self.last_heard + self._timing.timeout:
             return "timeout"
         if self.state is State.ESTABLISHED:
-            if self._ck_pending is not None and now - self._ck_sent_at > CK_ANSWER_WAIT:
+            if self._ck_pending is not None and now >= self._ck_sent_at + CK_ANSWER_WAIT:
                 self._ck_pending = None  # lost; the schedule below sends another
             if self._ck_pending is None and now >= self._next_ck:
                 self._start_clock_sync(now)
@@ -406,6 +412,16 @@ class Session:
 
     def _send(self, kind: PortKind, data: bytes, addr: Address) -> None:
         self._outbox.append((kind, data, addr))
+
+
+def _missed_before_first(sequence: int, journal: tuple[bytes, int, int]) -> int:
+    """The first packet we get may not be the first sent: its journal's checkpoint
+    says which packets it covers, so packets between are known lost."""
+    data, start, end = journal
+    if end - start < 3:
+        return 0
+    missed = (sequence - (data[start + 1] << 8 | data[start + 2]) - 1) & 0xFFFF
+    return missed if missed < 0x8000 else 0
 
 
 def _data_port_of(control: Address) -> Address:
