@@ -141,7 +141,7 @@ def messages(action: tuple[Any, ...]) -> list[bytes]:
     if kind == "sysex":
         return [sysex(action[2])]
     if kind == "offs+sysex":  # NoteOffs in the first packet of a multi-packet forward
-        return messages(("off", *action[1:4])) + [sysex(action[4])]
+        return [*messages(("off", *action[1:4])), sysex(action[4])]
     raise AssertionError(kind)
 
 
