@@ -64,12 +64,13 @@ def decode_with_tshark(datagrams: list[Datagram], workdir: Path) -> list[Frame]:
         velocity: int | None = None
         note = 0
         wheel_first = 0
+        frame.malformed = any(e.get("name") == "_ws.malformed" for e in packet.iter("proto"))
         for element in packet.iter("field"):
             name = element.get("name", "")
             value = element.get("show", "")
             if name == "_ws.malformed":
                 frame.malformed = True
-            elif name == "_ws.expert.message":
+            elif name == "_ws.expert.message" and not value.startswith("Malformed Packet"):
                 frame.expert.append(value)
             elif name.startswith("rtpmidi"):
                 frame.rtpmidi = True
