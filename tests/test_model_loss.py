@@ -268,3 +268,48 @@ def test_every_receiver_ends_as_a_lossless_one(scenario: Scenario) -> None:
     size = max(len(w.data) for w in clean.sent + lossy.sent)
     largest[0] = max(largest[0], size)
     assert size <= MAX_DATAGRAM and size + IP_UDP_V6 <= 1280
+
+
+def random_scenario(rng: random.Random) -> Scenario:
+    """A performance for the with/without journal comparison (seeded)."""
+    script: list[tuple[tuple[Any, ...], float]] = []
+    for _ in range(40):
+        ch = rng.randrange(3)
+        notes = rng.sample(range(48, 61), rng.randrange(1, 5))
+        kind = rng.choice(["on", "on", "off", "off", "pedal", "bend", "cc121", "sysex"])
+        action: tuple[Any, ...]
+        if kind in ("on", "off"):
+            action = (kind, 0, ch, notes)
+        elif kind == "pedal":
+            action = ("cc", 0, ch, 64, rng.choice([0, 127]))
+        elif kind == "bend":
+            action = ("bend", 0, ch, rng.randrange(16384))
+        elif kind == "cc121":
+            action = ("cc", 0, ch, 121, 0)
+        else:
+            action = ("offs+sysex", 0, ch, notes, 1500)
+        script.append((action, rng.choice([0.0, 0.01, 0.05])))
+    plan = [rng.choice(["pass", "pass", "pass", "drop", "dup", "late"]) for _ in range(150)]
+    return Scenario(1, False, script, {"ra": plan, "rb": plan[::-1]}, rng.random() < 0.5)
+
+
+def test_without_journals_the_same_losses_leave_notes_stuck() -> None:
+    """The control: 20 seeded performances; count what stays on that should not."""
+    stuck_with = stuck_without = 0
+    largest_seen = 0
+    for seed in range(20):
+        scenario = random_scenario(random.Random(seed))
+        for journal in (True, False):
+            clean = perform(scenario, lossy=False, journal=journal)
+            lossy = perform(scenario, lossy=True, journal=journal)
+            count = sum(stuck(clean.synths[r], lossy.synths[r]) for r in RECEIVERS)
+            if journal:
+                stuck_with += count
+                largest_seen = max(largest_seen, *(len(w.data) for w in lossy.sent))
+            else:
+                stuck_without += count
+    print(
+        f"stuck notes/pedals: {stuck_with} with journals, {stuck_without} without;"
+        f" largest datagram {largest_seen} bytes (+48 IPv6/UDP)"
+    )
+    assert stuck_with == 0 and stuck_without > 0
