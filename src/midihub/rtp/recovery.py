@@ -387,8 +387,8 @@ def _channel_bytes(
 class JournalSender:
     """What one receiver may have missed since the checkpoint.
 
-    Held notes, pedals down and a bent wheel are always in the journal (they are
-    what leaves notes stuck), and so are released notes until the receiver's RS
+    Held notes, the pedals (64, 66) and a moved wheel are always in the journal (they
+    are what leaves notes stuck), and so are released notes until the receiver's RS
     confirms it has them: a receiver that missed a long stretch must still learn
     which of the notes it thinks held have ended (at most 16 bytes per channel).
     Other changes stay until RS, or until ``MAX_UNACKED`` packets have passed without
