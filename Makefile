@@ -33,9 +33,11 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
 browser:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
-# tmux runs `midihub monitor` in a real terminal for its test.
+# tmux runs `midihub monitor` in a real terminal for its test; tshark (Wireshark's
+# RTP-MIDI dissector) is the independent decoder of the hub's recovery journals.
 tools:
 	command -v tmux >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y tmux; }
+	command -v tshark >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y tshark; }
 
 # Benchmarks (not part of `make test`): writes bench/results.json and docs/benchmarks.md.
 # `make bench BENCH_ARGS=--quick` is a short smoke run (output under /tmp).

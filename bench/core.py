@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from midihub import config as c  # noqa: E402
-from midihub.hub import Hub  # noqa: E402
-from midihub.rtp import Host, PortKind, encode_lists, encode_section  # noqa: E402
+from midihub import config as c
+from midihub.hub import Hub
+from midihub.rtp import Host, PortKind, encode_sections
 
 CONFIG = """
 [groups]
@@ -63,7 +63,7 @@ class Wire:
         for i in range(count):
             note = 36 + i % 48
             message = bytes((0x90, note, 100)) if i % 2 == 0 else bytes((0x80, note - 1, 0))
-            sections = [encode_section(b) for b in encode_lists([(0, message)], 1200)]
+            sections = encode_sections([(0, message)], 1200)
             host.send(host.established, sections, self.now)
             out += [data for kind, data, _ in host.datagrams_to_send() if kind is PortKind.DATA]
         return out

@@ -29,10 +29,9 @@ from midihub.rtp import (
     PortKind,
     Session,
     Timing,
-    encode_lists,
-    encode_section,
+    encode_sections,
 )
-from midihub.rtp.recovery import repair
+from midihub.rtp.recovery import MAX_LIST_LENGTH, repair
 from midihub.web import Api, WebServer
 
 LOCALHOST = "127.0.0.1"
@@ -196,8 +195,8 @@ class PyPeer:
     def send(self, *messages: bytes) -> None:
         assert self.session is not None
         commands = [(0, m) for m in messages]
-        sections = [encode_section(b) for b in encode_lists(commands, 1200)]
-        self.host.send([self.session], sections, self._loop.time(), commands)
+        sections = encode_sections(commands, MAX_LIST_LENGTH)
+        self.host.send([self.session], sections, self._loop.time())
         self.flush()
 
     def send_raw(self, kind: PortKind, data: bytes, addr: Address) -> None:

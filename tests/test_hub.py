@@ -6,8 +6,9 @@ import random
 
 from midihub import config as c
 from midihub.hub import Hub
-from midihub.rtp import Host, MidiReceived, PeerLeft, PortKind, encode_lists, encode_section
+from midihub.rtp import Host, MidiReceived, PeerLeft, PortKind, encode_sections
 from midihub.rtp.events import Event
+from midihub.rtp.recovery import MAX_LIST_LENGTH
 
 CONFIG = """
 [groups]
@@ -65,7 +66,7 @@ class Net:
 
     def play(self, name: str, *messages: bytes) -> None:
         host = self.peers[name]
-        sections = [encode_section(b) for b in encode_lists([(0, m) for m in messages], 1200)]
+        sections = encode_sections([(0, m) for m in messages], MAX_LIST_LENGTH)
         host.send(host.established, sections, self.now)
         self.pump()
 

@@ -29,10 +29,10 @@ B = ("10.0.0.2", 5040)  # the responder's control address
 class Pair:
     """Initiator ``a`` and responder ``b`` joined by a lossless, instant wire."""
 
-    def __init__(self, timing: Timing | None = None) -> None:
+    def __init__(self, timing: Timing | None = None, seed: int = 1) -> None:
         self.now = 100.0
-        self.a = Host("alice", rng=random.Random(1), timing=timing or Timing())
-        self.b = Host("hub", rng=random.Random(2), timing=timing or Timing())
+        self.a = Host("alice", rng=random.Random(seed), timing=timing or Timing())
+        self.b = Host("hub", rng=random.Random(seed + 1), timing=timing or Timing())
         self.events: dict[str, list[Event]] = {"a": [], "b": []}
         self.sent: dict[str, list[bytes]] = {"a": [], "b": []}
         self.drop_next_from: set[str] = set()

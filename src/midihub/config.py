@@ -51,6 +51,7 @@ class GroupConfig(_Strict):
     in_port: int = Field(alias="in")
     out_port: int = Field(alias="out")
     record: RecordMode = Field(default="off", description="auto: record while anyone plays")
+    journal: bool = Field(default=True, description="recovery journals to this group's peers")
 
     @model_validator(mode="before")
     @classmethod
@@ -69,6 +70,7 @@ class RoomConfig(_Strict):
 
     port: int
     record: RecordMode = Field(default="off", description="auto: record while anyone plays")
+    journal: bool = Field(default=True, description="recovery journals to this room's peers")
 
     @model_validator(mode="before")
     @classmethod
@@ -167,6 +169,7 @@ class LinkConfig(_Strict):
     remote: str = Field(description="HOST:PORT of the remote's control port")
     port: int = Field(description="the hub port (group in/out or room) the link joins")
     name: str | None = Field(default=None, max_length=63, description="label in logs")
+    journal: bool = Field(default=True, description="recovery journals to the remote")
 
     @field_validator("remote")
     @classmethod
@@ -248,6 +251,11 @@ class HubConfig(_Strict):
     ck_interval: float = Field(default=10.0, gt=0, description="seconds between clock syncs")
     max_participants: int = Field(default=64, ge=1, le=1024, description="per port")
     journal: bool = Field(default=True, description="send RFC 6295 recovery journals")
+    journal_off: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="session-name patterns (fnmatch, any case) that get no journal",
+    )
     groups: dict[str, GroupConfig] = Field(default_factory=dict)
     rooms: dict[str, RoomConfig] = Field(default_factory=dict)
     web: WebConfig = Field(default_factory=WebConfig)
@@ -284,10 +292,10 @@ class HubConfig(_Strict):
         """Every port pair the hub listens on, with its role."""
         specs: list[EndpointSpec] = []
         for name, group in self.groups.items():
-            specs.append(EndpointSpec(group.in_port, name, "in"))
-            specs.append(EndpointSpec(group.out_port, name, "out"))
+            specs.append(EndpointSpec(group.in_port, name, "in", group.journal))
+            specs.append(EndpointSpec(group.out_port, name, "out", group.journal))
         for name, room in self.rooms.items():
-            specs.append(EndpointSpec(room.port, name, "room"))
+            specs.append(EndpointSpec(room.port, name, "room", room.journal))
         return specs
 
 
@@ -296,6 +304,7 @@ class EndpointSpec:
     port: int
     owner: str  # the group or room name
     role: Literal["in", "out", "room"]
+    journal: bool = True  # send recovery journals to this port's peers
 
     @property
     def label(self) -> str:

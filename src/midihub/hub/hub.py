@@ -6,6 +6,7 @@ datagrams to send come out of ``drain()``. ``midihub.net`` moves them.
 
 from __future__ import annotations
 
+import fnmatch
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -27,15 +28,14 @@ from midihub.rtp import (
     PeerJoined,
     PeerLeft,
     PortKind,
+    Section,
     Session,
     Timing,
-    encode_lists,
-    encode_section,
+    encode_sections,
 )
-from midihub.rtp.recovery import repair
+from midihub.rtp.recovery import MAX_LIST_LENGTH, JournalSender, repair
 
-MAX_LIST_LENGTH = 1200  # keeps every RTP packet under the IPv6 minimum MTU of 1280
-"""Bytes of MIDI list per packet; longer batches and SysEx are split across packets."""
+__all__ = ["MAX_LIST_LENGTH", "Hub", "Outgoing", "Reconfigured"]
 
 Listener = Callable[[Endpoint, Event], None]
 
@@ -76,6 +76,7 @@ class Hub:
         self.links: dict[tuple[str, int], Link] = {}
         # Sessions with another hub: ours (their Link) and theirs (None).
         self._hub_links: dict[Session, Link | None] = {}
+        self.pending_deadline: float | None = None  # earliest timer of the last drain
         self.reconfigure(config, 0.0)
 
     @property
@@ -111,6 +112,8 @@ class Hub:
             endpoint.host.timing.journal = timing.journal
             endpoint.host.max_sessions = config.max_participants
             endpoint.host.limits = config.limits.spec()
+            for session in endpoint.host.established:
+                self._apply_journal_policy(endpoint, session)
         added: list[Endpoint] = []
         removed_ports = {e.port for e in removed}
         for port, spec in wanted.items():
@@ -195,6 +198,7 @@ class Hub:
                         link.joined(now)
                 elif is_link_name(session.peer_name):
                     self._hub_links[session] = None
+                self._apply_journal_policy(endpoint, session)
             elif isinstance(event, PeerLeft):
                 if event.session in self._hub_links:
                     link = self._hub_links.pop(event.session)
@@ -207,6 +211,25 @@ class Hub:
                 self.stats.pop(event.session, None)
                 continue
             self._emit(endpoint, event)
+
+    def journal_wanted(self, endpoint: Endpoint, session: Session) -> bool:
+        """Journals are on unless turned off for the hub, this port, this link, or a
+        session name matching a ``journal_off`` pattern (peers that misread them)."""
+        config = self.config
+        if not config.journal or not endpoint.spec.journal:
+            return False
+        link = self._hub_links.get(session)
+        if link is not None and not link.config.journal:
+            return False
+        name = session.peer_name.casefold()
+        return not any(fnmatch.fnmatchcase(name, p.casefold()) for p in config.journal_off)
+
+    def _apply_journal_policy(self, endpoint: Endpoint, session: Session) -> None:
+        wanted = self.journal_wanted(endpoint, session)
+        if not wanted:
+            session.journal = None
+        elif session.journal is None:
+            session.journal = JournalSender()  # turned back on: covers from now
 
     def _stats(self, session: Session) -> ParticipantStats:
         stats = self.stats.get(session)
@@ -231,7 +254,7 @@ class Hub:
         targets = self._router.targets(source.port)
         if not targets:
             return
-        sections: list[bytes] | None = None
+        sections: list[Section] | None = None
         hub_links = self._hub_links
         from_hub = sender in hub_links  # split horizon: never on to another hub
         for port in targets:
@@ -247,10 +270,8 @@ class Hub:
             if not receivers:
                 continue
             if sections is None:  # encoded once, whatever the number of receivers
-                sections = [
-                    encode_section(body) for body in encode_lists(commands, MAX_LIST_LENGTH)
-                ]
-            endpoint.host.send(receivers, sections, now, commands)
+                sections = encode_sections(commands, MAX_LIST_LENGTH)
+            endpoint.host.send(receivers, sections, now)
             self._dirty.add(endpoint)
             count = len(commands)
             self.messages_forwarded += count * len(receivers)
@@ -271,9 +292,9 @@ class Hub:
         self, port: int, sessions: list[Session], commands: list[tuple[int, bytes]], now: float
     ) -> None:
         """Send MIDI from the hub itself (panic, release) to sessions on ``port``."""
-        sections = [encode_section(body) for body in encode_lists(commands, MAX_LIST_LENGTH)]
+        sections = encode_sections(commands, MAX_LIST_LENGTH)
         endpoint = self.endpoints[port]
-        endpoint.host.send(sessions, sections, now, commands)
+        endpoint.host.send(sessions, sections, now)
         self._dirty.add(endpoint)
         endpoint.messages_out += len(commands) * len(sessions)
         for session in sessions:
@@ -351,6 +372,14 @@ class Hub:
                 self._handle(endpoint, events, now)
             self._dirty.add(endpoint)  # retries and clock syncs may be due
 
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has something to do: the earliest session timer (guard
+        packets, RS, clock sync, retries, timeouts) or link retry; None: nothing."""
+        hosts = [endpoint.host for endpoint in self.endpoints.values()]
+        times = [t for host in hosts if (t := host.next_timer()) is not None]
+        times += [link.next_attempt for link in self.links.values() if link.session is None]
+        return min(times, default=None)
+
     def close(self, now: float) -> None:
         """Release every held note while all receivers are still there, then say BY
         to everyone (shutdown)."""
@@ -368,9 +397,14 @@ class Hub:
     def drain(self) -> Iterator[Outgoing]:
         """Everything due to be sent, removed endpoints' farewells included."""
         dirty, self._dirty = self._dirty, set()
+        deadline: float | None = None
         for endpoint in dirty:
             for kind, data, addr in endpoint.host.datagrams_to_send():
                 yield Outgoing(endpoint, kind, data, addr)
+            timer = endpoint.host.next_timer()
+            if timer is not None and (deadline is None or timer < deadline):
+                deadline = timer
+        self.pending_deadline = deadline
 
     def _emit(self, endpoint: Endpoint, event: Event) -> None:
         for listener in self.listeners:

@@ -8,87 +8,26 @@ note is never released while its player is connected, however long it is held.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from midihub.midi import messages as m
 from midihub.midi.notes import NoteRange
+from midihub.midi.state import ChannelState, MidiState
 from midihub.rtp import Command
 
 ALL_CHANNELS = range(16)
+__all__ = ["ALL_CHANNELS", "ChannelState", "NoteState", "NoteTracker", "panic_commands"]
 
 
-@dataclass(slots=True)
-class ChannelState:
-    notes: dict[int, int] = field(default_factory=dict)  # note → velocity
-    sustain: bool = False
-    sostenuto: bool = False
-    bend: int = m.PITCH_BEND_CENTRE
-    controllers: dict[int, int] = field(default_factory=dict)  # last value of each CC
-    program: int | None = None
+class NoteState(MidiState):
+    """Held notes and pedals of one source, all 16 channels, by the shared rules of
+    ``midihub.midi.state`` (the journal sender follows the same ones)."""
 
-    def idle(self) -> bool:
-        return (
-            not self.notes
-            and not self.sustain
-            and not self.sostenuto
-            and self.bend == m.PITCH_BEND_CENTRE
-        )
-
-
-class NoteState:
-    """Held notes and pedals of one source, all 16 channels."""
-
-    __slots__ = ("channels",)
-
-    def __init__(self) -> None:
-        self.channels: dict[int, ChannelState] = {}
+    __slots__ = ()
 
     def update(self, commands: Iterable[Command]) -> None:
+        apply = self.apply
         for _, message in commands:
-            status = message[0]
-            kind = status & 0xF0
-            if kind == m.NOTE_ON:
-                state = self._channel(status & 0x0F)
-                if message[2]:
-                    state.notes[message[1]] = message[2]
-                else:  # velocity 0 is a NoteOff
-                    state.notes.pop(message[1], None)
-            elif kind == m.NOTE_OFF:
-                known = self.channels.get(status & 0x0F)
-                if known is not None:
-                    known.notes.pop(message[1], None)
-            elif kind == m.CONTROL_CHANGE:
-                self._control(status & 0x0F, message[1], message[2])
-            elif kind == m.PROGRAM_CHANGE:
-                self._channel(status & 0x0F).program = message[1]
-            elif kind == m.PITCH_BEND:
-                self._channel(status & 0x0F).bend = message[1] | (message[2] << 7)
-            elif status == m.SYSTEM_RESET:
-                self.channels.clear()
-
-    def _control(self, channel: int, control: int, value: int) -> None:
-        if control < 120:
-            self._channel(channel).controllers[control] = value
-        if control == m.CC_SUSTAIN:
-            self._channel(channel).sustain = value >= 64
-        elif control == m.CC_SOSTENUTO:
-            self._channel(channel).sostenuto = value >= 64
-        elif control in (m.CC_ALL_NOTES_OFF, m.CC_ALL_SOUND_OFF) or 124 <= control <= 127:
-            # All Notes Off and the mode messages that imply it (MIDI 1.0 §"Channel Mode").
-            state = self.channels.get(channel)
-            if state is not None:
-                state.notes.clear()
-        elif control == m.CC_RESET_ALL_CONTROLLERS:
-            state = self.channels.get(channel)
-            if state is not None:
-                state.sustain = state.sostenuto = False
-                state.bend = m.PITCH_BEND_CENTRE
-
-    def _channel(self, channel: int) -> ChannelState:
-        state = self.channels.get(channel)
-        if state is None:
-            state = self.channels[channel] = ChannelState()
-        return state
+            apply(message)
 
     # What the recovery journal's repair asks (``midihub.rtp.recovery.HeldState``).
     def holds(self, channel: int, note: int) -> bool:

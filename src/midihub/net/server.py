@@ -1,4 +1,6 @@
-"""Runs a ``Hub`` on real sockets: one ``PortPair`` per endpoint, one periodic tick."""
+"""Runs a ``Hub`` on real sockets: one ``PortPair`` per endpoint, and one timer that is
+re-armed after every flush for the hub's next deadline (guard packets, RS, clock
+sync, retries), so nothing waits for a fixed tick."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from midihub.rtp import Address, PortKind, Session
 
 log = logging.getLogger("midihub.net")
 
-TICK: Final = 0.2  # seconds; timers (IN retries, CK, timeouts) need no finer grain
+MAX_SLEEP: Final = 1.0  # seconds; a safety net, the hub's deadlines normally come first
+MIN_SLEEP: Final = 0.001  # never spin on a deadline already past
 
 
 class HubServer:
@@ -30,6 +33,7 @@ class HubServer:
         self._loop = loop or asyncio.get_running_loop()
         self._pairs: dict[int, PortPair] = {}
         self._ticker: asyncio.TimerHandle | None = None
+        self._ticker_at = 0.0
         self._lookups: set[asyncio.Task[None]] = set()
         self.on_forward: Callable[[float], None] | None = None
 
@@ -45,7 +49,7 @@ class HubServer:
         except BindError:
             self.close_sockets()
             raise
-        self._schedule_tick()
+        self._rearm(self.hub.next_deadline())
 
     def _open(self, endpoint: Endpoint) -> None:
         port = endpoint.port
@@ -68,10 +72,27 @@ class HubServer:
 
     def flush(self) -> None:
         pairs = self._pairs
-        for out in self.hub.drain():
+        hub = self.hub
+        for out in hub.drain():
             pair = pairs.get(out.endpoint.port)
             if pair is not None:
                 pair.sendto(out.kind, out.data, out.addr)
+        if pairs:
+            self._rearm(hub.pending_deadline)
+
+    def _rearm(self, deadline: float | None) -> None:
+        """Keep one timer, for the earliest of ``deadline`` and the one already set
+        (the aioquic way: every flush may bring a deadline forward)."""
+        now = self._loop.time()
+        when = now + MAX_SLEEP if deadline is None else min(deadline, now + MAX_SLEEP)
+        when = max(when, now + MIN_SLEEP)
+        ticker = self._ticker
+        if ticker is not None:
+            if self._ticker_at <= when:
+                return
+            ticker.cancel()
+        self._ticker_at = when
+        self._ticker = self._loop.call_at(when, self._tick)
 
     def reconfigure(self, config: HubConfig) -> list[str]:
         """Apply a new config; returns problems (ports that could not be opened)."""
@@ -108,10 +129,8 @@ class HubServer:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, flags)
         return tuple(infos[0][4])
 
-    def _schedule_tick(self) -> None:
-        self._ticker = self._loop.call_later(TICK, self._tick)
-
     def _tick(self) -> None:
+        self._ticker = None
         try:
             now = self._loop.time()
             self.hub.tick(now)
@@ -121,7 +140,8 @@ class HubServer:
                 task.add_done_callback(self._lookups.discard)
             self.flush()
         finally:
-            self._schedule_tick()
+            if self._pairs:
+                self._rearm(self.hub.next_deadline())
 
     async def _connect_link(self, link: Link) -> None:
         """Look the remote up (without blocking the hub) and invite it."""
@@ -156,6 +176,9 @@ class HubServer:
         self.hub.close(self._loop.time())
         self.flush()
         self.close_sockets()
+        if self._ticker is not None:  # the last flush re-armed it
+            self._ticker.cancel()
+            self._ticker = None
 
     def close_sockets(self) -> None:
         for pair in self._pairs.values():

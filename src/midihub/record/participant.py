@@ -19,11 +19,10 @@ from midihub.rtp import (
     PortKind,
     Session,
     Timing,
-    encode_lists,
-    encode_section,
+    encode_sections,
 )
+from midihub.rtp.recovery import MAX_LIST_LENGTH
 
-MAX_LIST = 1200  # bytes of MIDI list per packet, as the hub sends
 READ_BATCH = 64
 
 
@@ -68,8 +67,8 @@ class Participant:
         session = self.session
         if session is None or not session.established:
             return
-        sections = [encode_section(body) for body in encode_lists(commands, MAX_LIST)]
-        self.host.send([session], sections, self._loop.time(), commands)
+        sections = encode_sections(commands, MAX_LIST_LENGTH)
+        self.host.send([session], sections, self._loop.time())
         self._flush()
 
     def close(self) -> None:

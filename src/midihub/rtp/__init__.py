@@ -1,7 +1,7 @@
 """Sans-IO RTP MIDI (RFC 6295) and AppleMIDI sessions: bytes and time in, events and
 datagrams out. Nothing here opens a socket or reads a clock."""
 
-from midihub.rtp.commands import Command, encode_lists, encode_section
+from midihub.rtp.commands import Command, Section, encode_lists, encode_section, encode_sections
 from midihub.rtp.errors import LocalProtocolError, ProtocolError
 from midihub.rtp.events import (
     Event,
@@ -33,9 +33,11 @@ __all__ = [
     "PortKind",
     "ProtocolError",
     "Role",
+    "Section",
     "Session",
     "State",
     "Timing",
     "encode_lists",
     "encode_section",
+    "encode_sections",
 ]

@@ -10,7 +10,7 @@ MIDI message, or a SysEx *segment* (``F0…F0``, ``F7…F0``, ``F7…F7``, or an
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from midihub.midi.messages import DATA_LENGTH, SYSEX_END, SYSEX_START, Message
 from midihub.rtp.errors import ProtocolError
@@ -250,18 +250,50 @@ def encode_section(body: bytes, journal: bool = False) -> bytes:
     return bytes((FLAG_B | flags | (length >> 8), length & 0xFF)) + body
 
 
-def encode_lists(commands: Iterable[Command], max_length: int) -> list[bytes]:
+class Section(NamedTuple):
+    """One encoded command section (header + list) and the commands it completes:
+    what a recovery journal must record against the packet that carries it."""
+
+    data: bytes
+    commands: Sequence[Command]
+
+
+def encode_sections(commands: Sequence[Command], max_length: int) -> list[Section]:
+    """``encode_lists`` with section headers, each list paired with its commands (a
+    SysEx split over several lists belongs to the one holding its last segment)."""
+    ends: list[int] = []
+    lists = encode_lists(commands, max_length, ends)
+    out: list[Section] = []
+    start = 0
+    for body, end in zip(lists, ends, strict=True):
+        out.append(Section(encode_section(body), commands[start:end]))
+        start = end
+    return out
+
+
+def encode_lists(
+    commands: Iterable[Command], max_length: int, ends: list[int] | None = None
+) -> list[bytes]:
     """Encode commands as MIDI lists of at most ``max_length`` bytes each.
 
     Every list starts with a delta time (sent with Z=1: some peers drop a lone
     one-byte command without one) and uses running status within the list. A
-    SysEx that does not fit is split into segments across lists.
+    SysEx that does not fit is split into segments across lists. ``ends``, when
+    given, receives for each list how many commands are complete after it.
     """
     if max_length < 8:
         raise ValueError("max_length too small to hold a command")
     lists: list[bytes] = []
     out = bytearray()
     running = 0
+    done = 0
+
+    def close(count: int) -> None:
+        lists.append(bytes(out))
+        out.clear()
+        if ends is not None:
+            ends.append(count)
+
     for delta, message in commands:
         status = message[0]
         if status == SYSEX_START:
@@ -269,26 +301,29 @@ def encode_lists(commands: Iterable[Command], max_length: int) -> list[bytes]:
             needed = len(encode_delta(delta)) + len(message)
             if len(out) + needed > max_length:
                 if out:
-                    lists.append(bytes(out))
-                    out.clear()
+                    close(done)
                 if needed > max_length:
                     _segment_sysex(delta, message, max_length, lists, out)
+                    if ends is not None:  # its leading segments complete nothing new
+                        ends.extend([done] * (len(lists) - len(ends)))
+                    done += 1
                     continue
             out += encode_delta(delta)
             out += message
+            done += 1
             continue
         use_running = status < 0xF0 and status == running
         piece = encode_delta(delta) + (message[1:] if use_running else message)
         if len(out) + len(piece) > max_length:
-            lists.append(bytes(out))
-            out.clear()
+            close(done)
             running = 0
             piece = encode_delta(delta) + message
         out += piece
+        done += 1
         # After a system message, restate the status: some receivers expect it.
         running = status if status < 0xF0 else 0
     if out:
-        lists.append(bytes(out))
+        close(done)
     return lists
 
 

@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterable, Sequence
 
 from midihub.rtp import packets
-from midihub.rtp.commands import Command, decode_payload
+from midihub.rtp.commands import Section, decode_payload
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, PeerLeft
 from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter
@@ -228,6 +228,7 @@ class Host:
             counters=self.counters,
             public_id=self._new_public_id(),
             clock_offset=self._rng.getrandbits(32),
+            initial_sequence=self._rng.getrandbits(16),
         )
         session.peer_ssrc = packet.ssrc
         self._by_peer[packet.ssrc] = session
@@ -307,22 +308,17 @@ class Host:
             counters=self.counters,
             public_id=self._new_public_id(),
             clock_offset=self._rng.getrandbits(32),
+            initial_sequence=self._rng.getrandbits(16),
         )
         self._by_token[token] = session
         session.tick(now)
         return session
 
-    def send(
-        self,
-        sessions: Iterable[Session],
-        lists: Sequence[bytes],
-        now: float,
-        commands: Sequence[Command] = (),
-    ) -> None:
-        """Send encoded command sections (see ``commands.encode_lists``) to sessions;
-        ``commands`` (what they carry) feed each session's recovery journal."""
+    def send(self, sessions: Iterable[Session], sections: Sequence[Section], now: float) -> None:
+        """Send encoded command sections (see ``commands.encode_sections``) to sessions;
+        what each carries feeds each session's recovery journal."""
         for session in sessions:
-            session.send_lists(lists, now, commands)
+            session.send_lists(sections, now)
 
     def tick(self, now: float) -> list[Event]:
         events: list[Event] = []

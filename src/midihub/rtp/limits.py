@@ -39,6 +39,7 @@ class Drop(enum.StrEnum):
     HANDSHAKE_TIMEOUT = "handshake-timeout"  # invited, never proved its address in time
     DATA_IN_FIRST = "data-in-first"  # a data-port IN with no control-port IN before it
     CLOCK_UNMATCHED = "clock-unmatched"  # CK1/CK2 echoing no timestamp we sent
+    CLOCK_IMPLAUSIBLE = "clock-implausible"  # a CK exchange giving an RTT < 0 or > 10 s
     REPLY_LIMITED = "reply-limited"  # a NO not sent: that IP's reply budget is spent
     SYSEX_TOO_LONG = "sysex-too-long"
     SYSEX_RATE = "sysex-rate"

@@ -17,18 +17,34 @@ Sans-IO: no sockets, no clocks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
+from midihub.midi.state import RESET_VALUES, Effect, classify
 from midihub.rtp.commands import Command
 from midihub.rtp.errors import ProtocolError
 
 PITCH_CENTRE = 8192
 CC_BANK_MSB, CC_BANK_LSB, CC_SUSTAIN, CC_SOSTENUTO = 0, 32, 64, 66
-CC_ALL_NOTES_OFF_FIRST = 123  # 123-127 all end every note; 120 (all sound off) too
 MAX_UNACKED = 64  # packets a silent receiver may lag before the checkpoint moves on
-MAX_JOURNAL = 900  # bytes; beyond this a packet goes without (J = 0)
+MAX_DATAGRAM: Final = 1232
+"""UDP payload bytes the hub ever sends: 1280 (IPv6 minimum MTU) - 40 IPv6 - 8 UDP.
+The same budget on IPv4 keeps every datagram unfragmented on any path."""
+RTP_HEADER: Final = 12
+JOURNAL_RESERVE: Final = 400  # bytes of every full packet kept for the journal
+MAX_LIST_LENGTH: Final = MAX_DATAGRAM - RTP_HEADER - 2 - JOURNAL_RESERVE
+"""Bytes of MIDI list per packet (818): a full list leaves JOURNAL_RESERVE for the journal."""
+MAX_JOURNAL: Final = MAX_DATAGRAM - RTP_HEADER - 1  # a guard packet's whole room
+STALE_NOTE: Final = 1.0
+"""Seconds after which a held note's log says Y = 0 (RFC 6295 A.6): a NoteOn recovered
+that late would start a note the player struck long ago, so receivers skip it."""
+
+# Chapter N without OFFBITS (RFC 6295 A.6): any LOW > HIGH says "none", but LOW = 15,
+# HIGH = 0 is reserved for LEN = 127 meaning 128 logs, and Wireshark's dissector reads
+# only that and LOW = 15, HIGH = 1 as "none". We write 15/1 and accept any LOW > HIGH.
+NO_OFFBITS_LOW, NO_OFFBITS_HIGH = 15, 1
 
 # Channel journal table of contents (RFC 6295 §5.2), in chapter order.
 TOC_P, TOC_C, TOC_M, TOC_W, TOC_N, TOC_E, TOC_T, TOC_A = 0x80, 0x40, 0x20, 0x10, 8, 4, 2, 1
@@ -40,8 +56,9 @@ class ChannelJournal:
     program: tuple[int, int | None, int | None] | None = None  # program, bank MSB, LSB
     controllers: list[tuple[int, int]] = field(default_factory=list)  # (number, value)
     wheel: int | None = None  # 0..16383
-    notes_on: list[tuple[int, int]] = field(default_factory=list)  # (note, velocity)
+    notes_on: list[tuple[int, int]] = field(default_factory=list)  # (note, velocity), Y = 1
     notes_off: set[int] = field(default_factory=set)
+    quiet: list[tuple[int, int]] = field(default_factory=list)  # held, Y = 0: do not play
 
 
 @dataclass(slots=True)
@@ -80,28 +97,32 @@ def _encode_channel(cj: ChannelJournal) -> bytes:
     if cj.wheel is not None:
         toc |= TOC_W
         body += bytes((cj.wheel & 0x7F, cj.wheel >> 7 & 0x7F))
-    if cj.notes_on or cj.notes_off:
+    if cj.notes_on or cj.notes_off or cj.quiet:
         toc |= TOC_N
-        body += _encode_notes(cj.notes_on, cj.notes_off)
+        body += _encode_notes(cj.notes_on, cj.notes_off, cj.quiet)
     length = 3 + len(body)
     if length > 0x3FF:
         raise ValueError("channel journal longer than its 10-bit length allows")
     return bytes((cj.channel << 3 | length >> 8, length & 0xFF, toc)) + body
 
 
-def _encode_notes(notes_on: list[tuple[int, int]], notes_off: set[int]) -> bytes:
-    if len(notes_on) > 127:
+def _encode_notes(
+    notes_on: Sequence[tuple[int, int]], notes_off: set[int], quiet: Sequence[tuple[int, int]] = ()
+) -> bytes:
+    if len(notes_on) + len(quiet) > 127:
         raise ValueError("chapter N: at most 127 note logs")
     if notes_off:
         low, high = min(notes_off) >> 3, max(notes_off) >> 3
         bits = bytearray(high - low + 1)
         for note in notes_off:
             bits[(note >> 3) - low] |= 0x80 >> (note & 7)
-    else:  # no bitfield: LOW > HIGH, but 15/0 with 127 logs would read as 128 logs (A.6)
-        low, high, bits = 1, 0, bytearray()
-    out = bytearray((len(notes_on), low << 4 | high))
+    else:
+        low, high, bits = NO_OFFBITS_LOW, NO_OFFBITS_HIGH, bytearray()
+    out = bytearray((len(notes_on) + len(quiet), low << 4 | high))
     for note, velocity in notes_on:
-        out += bytes((note, 0x80 | velocity))  # Y = 1: still worth playing
+        out += bytes((note, 0x80 | velocity))  # Y = 1: play it
+    for note, velocity in quiet:
+        out += bytes((note, velocity))  # Y = 0: stale, held but not worth starting late
     return bytes(out + bits)
 
 
@@ -182,8 +203,9 @@ def _decode_channel(data: bytes, pos: int, end: int) -> tuple[ChannelJournal, in
         q = p + 2
         for _ in range(logs):
             note, velocity = data[q] & 0x7F, data[q + 1]
-            if velocity & 0x7F:
-                cj.notes_on.append((note, velocity & 0x7F))
+            if velocity & 0x7F:  # velocity 0 logs carry nothing to play
+                target = cj.notes_on if velocity & 0x80 else cj.quiet
+                target.append((note, velocity & 0x7F))
             q += 2
         for i in range(offbytes):
             byte = data[q + i]
@@ -201,7 +223,7 @@ def _decode_channel(data: bytes, pos: int, end: int) -> tuple[ChannelJournal, in
 class _Channel:
     """One channel's journal state, kept in the shape the wire wants: note logs as
     ready bytes, NoteOffs as a 128-bit mask, and the encoded channel journal cached
-    until something on the channel changes (a packet touches one channel or two)."""
+    until something on the channel changes or a held note turns stale."""
 
     __slots__ = (
         "bank",
@@ -210,132 +232,201 @@ class _Channel:
         "held",
         "off",
         "offmask",
+        "pressed",
         "program",
         "program_seq",
+        "stale_at",
         "wheel",
         "wheel_seq",
     )
 
     def __init__(self) -> None:
         self.program: tuple[int, int | None, int | None] | None = None
-        self.program_seq = -1
+        self.program_seq = -1  # -1: not in the journal
         self.bank: tuple[int | None, int | None] = (None, None)
-        self.controllers: dict[int, tuple[int, int]] = {}  # number → (value, seq)
+        # number → (value, seq of the change, or -1 once the checkpoint passed it)
+        self.controllers: dict[int, tuple[int, int]] = {}
         self.wheel = PITCH_CENTRE
         self.wheel_seq = -1
-        self.held: dict[int, bytes] = {}  # note → its log: note, Y = 1 | velocity
+        self.held: dict[int, int] = {}  # note → velocity
+        self.pressed: dict[int, float] = {}  # note → when its NoteOn left
         self.off: dict[int, int] = {}  # note → seq of its NoteOff
         self.offmask = 0  # bit 127 - note set for each note in ``off``
-        self.encoded: bytes | None = None
+        self.encoded: tuple[bytes, bytes] | None = None  # (full, essential)
+        self.stale_at = math.inf
 
     def end_notes(self, seq: int) -> None:
         for note in self.held:
             self.off[note] = seq
             self.offmask |= 1 << (127 - note)
         self.held.clear()
+        self.pressed.clear()
 
-    def encode(self, number: int) -> bytes:
-        """This channel's journal (RFC 6295 §5.2 + chapters P, C, W, N), or b""."""
-        toc = 0
-        parts: list[bytes] = []
-        if self.program is not None and self.program_seq >= 0:
-            toc |= TOC_P
-            program, msb, lsb = self.program
-            parts.append(bytes((program, 0 if msb is None else 0x80 | msb, lsb or 0)))
-        if self.controllers:
-            toc |= TOC_C
-            logs = sorted(self.controllers.items())[:128]
-            parts.append(bytes((len(logs) - 1, *(x for n, (v, _) in logs for x in (n, v)))))
+    def apply(self, effect: Effect, a: int, b: int, seq: int, now: float) -> None:
+        """The shared rules (``midihub.midi.state``), remembering when each change left."""
+        self.encoded = None
+        if effect is Effect.NOTE_ON:
+            self.held[a] = b
+            self.pressed[a] = now
+            if self.off.pop(a, None) is not None:
+                self.offmask &= ~(1 << (127 - a))
+        elif effect is Effect.NOTE_OFF:
+            if self.held.pop(a, None) is not None:
+                del self.pressed[a]
+                self.off[a] = seq
+                self.offmask |= 1 << (127 - a)
+        elif effect is Effect.CONTROLLER:
+            self.controllers[a] = (b, seq)
+            if a == CC_BANK_MSB:
+                self.bank = (b, self.bank[1])
+            elif a == CC_BANK_LSB:
+                self.bank = (self.bank[0], b)
+        elif effect is Effect.END_NOTES:
+            self.end_notes(seq)
+        elif effect is Effect.RESET_CONTROLLERS:
+            self.reset_controllers(seq)
+        elif effect is Effect.PROGRAM:
+            self.program = (a, *self.bank)
+            self.program_seq = seq
+        elif effect is Effect.BEND:
+            self.wheel, self.wheel_seq = a, seq
+
+    def reset_controllers(self, seq: int) -> None:
+        controllers = self.controllers
+        for number, value in RESET_VALUES.items():
+            if number in controllers:
+                controllers[number] = (value, seq)
         if self.wheel != PITCH_CENTRE or self.wheel_seq >= 0:
-            toc |= TOC_W
-            parts.append(bytes((self.wheel & 0x7F, self.wheel >> 7 & 0x7F)))
+            self.wheel, self.wheel_seq = PITCH_CENTRE, seq
+
+    def system_reset(self, seq: int) -> None:
+        """FF: notes end, reset controllers and wheel are journalled at their reset
+        values, the rest (unknown after a reset) leaves the journal."""
+        self.encoded = None
+        self.end_notes(seq)
+        self.reset_controllers(seq)
+        self.controllers = {n: v for n, v in self.controllers.items() if n in RESET_VALUES}
+        self.program, self.program_seq, self.bank = None, -1, (None, None)
+
+    def encode(self, number: int, now: float) -> tuple[bytes, bytes]:
+        """This channel's journal (RFC 6295 §5.2 + chapters P, C, W, N), full and
+        essential (held notes, ended notes, pedals, wheel only); b"" when empty."""
+        notes = b""
+        stale_at = math.inf
+        if self.held or self.offmask:
+            notes = self._chapter_n(now)
+            for pressed in self.pressed.values():
+                if pressed + STALE_NOTE > now:
+                    stale_at = min(stale_at, pressed + STALE_NOTE)
+        self.stale_at = stale_at
+        logs = [
+            (n, v)
+            for n, (v, s) in sorted(self.controllers.items())
+            if s >= 0 or n in (CC_SUSTAIN, CC_SOSTENUTO)  # pedals: always (2 bytes each)
+        ]
+        pedals = [(n, v) for n, v in logs if n in (CC_SUSTAIN, CC_SOSTENUTO)]
+        wheel = b""
+        if self.wheel != PITCH_CENTRE or self.wheel_seq >= 0:
+            wheel = bytes((self.wheel & 0x7F, self.wheel >> 7 & 0x7F))
+        program: bytes | None = None
+        if self.program is not None and self.program_seq >= 0:
+            number_, msb, lsb = self.program
+            program = bytes((number_, 0 if msb is None else 0x80 | msb, lsb or 0))
+        full = _channel_bytes(number, program, logs, wheel, notes)
+        essential = full if len(logs) == len(pedals) and program is None else b""
+        if not essential:
+            essential = _channel_bytes(number, None, pedals, wheel, notes)
+        return full, essential
+
+    def _chapter_n(self, now: float) -> bytes:
+        old = now - STALE_NOTE
+        pressed = self.pressed
+        logs = b"".join(
+            bytes((note, velocity if pressed[note] <= old else 0x80 | velocity))
+            for note, velocity in list(self.held.items())[:127]
+        )
         mask = self.offmask
-        if self.held or mask:
-            toc |= TOC_N
-            held = self.held
-            notes = (
-                b"".join(held.values()) if len(held) <= 127 else b"".join(list(held.values())[:127])
-            )
-            if mask:
-                low = (128 - mask.bit_length()) >> 3
-                high = (128 - (mask & -mask).bit_length()) >> 3
-                bits = mask.to_bytes(16, "big")[low : high + 1]
-            else:  # no bitfield: LOW > HIGH, and not 15/0, which can mean 128 logs
-                low, high, bits = 1, 0, b""
-            parts.append(bytes((len(notes) >> 1, low << 4 | high)) + notes + bits)
-        if not toc:
-            return b""
-        body = b"".join(parts)
-        length = 3 + len(body)  # at most 3 + 3 + 257 + 2 + 272: fits 10 bits
-        return bytes((number << 3 | length >> 8, length & 0xFF, toc)) + body
+        if mask:
+            low = (128 - mask.bit_length()) >> 3
+            high = (128 - (mask & -mask).bit_length()) >> 3
+            bits = mask.to_bytes(16, "big")[low : high + 1]
+        else:
+            low, high, bits = NO_OFFBITS_LOW, NO_OFFBITS_HIGH, b""
+        return bytes((len(logs) >> 1, low << 4 | high)) + logs + bits
+
+
+def _channel_bytes(
+    number: int,
+    program: bytes | None,
+    controllers: list[tuple[int, int]],
+    wheel: bytes,
+    notes: bytes,
+) -> bytes:
+    toc = 0
+    parts: list[bytes] = []
+    if program is not None:
+        toc |= TOC_P
+        parts.append(program)
+    if controllers:
+        toc |= TOC_C
+        logs = controllers[:128]
+        parts.append(bytes((len(logs) - 1, *(x for pair in logs for x in pair))))
+    if wheel:
+        toc |= TOC_W
+        parts.append(wheel)
+    if notes:
+        toc |= TOC_N
+        parts.append(notes)
+    if not toc:
+        return b""
+    body = b"".join(parts)
+    length = 3 + len(body)  # at most 3 + 3 + 257 + 2 + 272: fits 10 bits
+    return bytes((number << 3 | length >> 8, length & 0xFF, toc)) + body
 
 
 class JournalSender:
     """What one receiver may have missed since the checkpoint.
 
-    Held notes, pedals down and a bent wheel are always in the journal (they are
-    what leaves notes stuck), and so are released notes until the receiver's RS
+    Held notes, the pedals (64, 66) and a moved wheel are always in the journal (they
+    are what leaves notes stuck), and so are released notes until the receiver's RS
     confirms it has them: a receiver that missed a long stretch must still learn
     which of the notes it thinks held have ended (at most 16 bytes per channel).
     Other changes stay until RS, or until ``MAX_UNACKED`` packets have passed without
     one, which keeps the journal small for peers that never send RS.
+
+    ``journal(budget)`` never exceeds ``budget`` bytes: when everything does not fit,
+    each channel keeps only notes, pedals and wheel; when even that does not fit, the
+    channels that fit (lowest first) — see docs/protocol.md, "Journal size".
     """
 
-    __slots__ = ("_cache", "_channels", "_count", "checkpoint", "last_seq")
+    __slots__ = ("_channels", "_count", "checkpoint", "last_seq", "trimmed")
 
     def __init__(self) -> None:
         self._channels: dict[int, _Channel] = {}
         self.checkpoint: int | None = None  # sequence number; None: nothing sent yet
         self.last_seq: int | None = None
         self._count = 0  # packets recorded since the checkpoint
-        self._cache: bytes | None = None
+        self.trimmed = 0  # journals cut down to fit their packet
 
-    def record(self, seq: int, commands: Iterable[Command]) -> None:
-        """The packet ``seq`` has left carrying ``commands``."""
+    def record(self, seq: int, commands: Iterable[Command], now: float = 0.0) -> None:
+        """The packet ``seq`` has left (at ``now``) carrying ``commands``."""
         if self.checkpoint is None:
             self.checkpoint = (seq - 1) & 0xFFFF
         self.last_seq = seq
         self._count += 1
-        self._cache = None
+        channels = self._channels
         for _, message in commands:
-            status = message[0]
-            if status >= 0xF0:
-                if status == 0xFF:  # System Reset
-                    for channel in self._channels.values():
-                        channel.end_notes(seq)
-                        channel.encoded = None
+            effect, number, a, b = classify(message)
+            if effect is Effect.NONE:
                 continue
-            kind = status & 0xF0
-            state = self._channels.get(status & 0x0F)
+            if effect is Effect.RESET_ALL:
+                for channel in channels.values():
+                    channel.system_reset(seq)
+                continue
+            state = channels.get(number)
             if state is None:
-                state = self._channels[status & 0x0F] = _Channel()
-            state.encoded = None
-            if kind == 0x90 and message[2]:
-                note = message[1]
-                state.held[note] = bytes((note, 0x80 | message[2]))  # Y = 1: still worth playing
-                if state.off.pop(note, None) is not None:
-                    state.offmask &= ~(1 << (127 - note))
-            elif kind == 0x80 or kind == 0x90:
-                note = message[1]
-                if state.held.pop(note, None) is not None:
-                    state.off[note] = seq
-                    state.offmask |= 1 << (127 - note)
-            elif kind == 0xB0:
-                number, value = message[1], message[2]
-                if number >= 120 and number != 121:  # ends every note
-                    state.end_notes(seq)
-                elif number == CC_BANK_MSB:
-                    state.bank = (value, state.bank[1])
-                elif number == CC_BANK_LSB:
-                    state.bank = (state.bank[0], value)
-                if number < 120:
-                    state.controllers[number] = (value, seq)
-            elif kind == 0xC0:
-                state.program = (message[1], *state.bank)
-                state.program_seq = seq
-            elif kind == 0xE0:
-                state.wheel = message[1] | message[2] << 7
-                state.wheel_seq = seq
+                state = channels[number] = _Channel()
+            state.apply(effect, a, b, seq, now)
         if self._count > MAX_UNACKED:
             self._advance((seq - MAX_UNACKED // 2) & 0xFFFF, acknowledged=False)
 
@@ -350,13 +441,17 @@ class JournalSender:
         if 0 < behind < 0x8000:
             self._advance(seq)
 
+    @property
+    def acknowledged(self) -> bool:
+        """RS has confirmed every packet sent: nothing left to repair."""
+        return self.checkpoint == self.last_seq
+
     def _advance(self, checkpoint: int, *, acknowledged: bool = True) -> None:
         self.checkpoint = checkpoint
         self._count = (self.last_seq - checkpoint) & 0xFFFF if self.last_seq is not None else 0
-        self._cache = None
 
         def newer(seq: int) -> bool:
-            return 0 < (seq - checkpoint) & 0xFFFF < 0x8000
+            return seq >= 0 and 0 < (seq - checkpoint) & 0xFFFF < 0x8000
 
         for state in self._channels.values():
             state.encoded = None
@@ -364,32 +459,43 @@ class JournalSender:
                 state.off = {note: s for note, s in state.off.items() if newer(s)}
                 state.offmask = sum(1 << (127 - note) for note in state.off)
             state.controllers = {
-                n: (v, s)
-                for n, (v, s) in state.controllers.items()
-                if newer(s) or (n in (CC_SUSTAIN, CC_SOSTENUTO) and v >= 64)
+                n: (v, s if newer(s) else -1) for n, (v, s) in state.controllers.items()
             }
-            if state.program_seq >= 0 and not newer(state.program_seq):
+            if not newer(state.program_seq):
                 state.program_seq = -1
+            # The wheel, once moved, stays in (2 bytes), like the pedals: a receiver
+            # that missed a long stretch must still get the bend back to centre.
 
-    def journal(self) -> bytes | None:
-        """The journal for the next packet, or None when there is nothing to repair."""
-        if self._cache is not None or self.checkpoint is None:
-            return self._cache or None
-        parts: list[bytes] = []
+    def journal(self, budget: int = MAX_JOURNAL, now: float = 0.0) -> bytes | None:
+        """The journal for the next packet, at most ``budget`` bytes, or None when
+        there is nothing to repair (or not even the essentials of one channel fit)."""
+        if self.checkpoint is None:
+            return None
+        full: list[bytes] = []
+        essential: list[bytes] = []
         for number in sorted(self._channels):
             state = self._channels[number]
             encoded = state.encoded
-            if encoded is None:
-                encoded = state.encoded = state.encode(number)
-            if encoded:
-                parts.append(encoded)
-        if not parts or 3 + sum(map(len, parts)) > MAX_JOURNAL:
-            self._cache = b""  # nothing to say, or too much for one packet (J = 0)
+            if encoded is None or now >= state.stale_at:
+                encoded = state.encoded = state.encode(number, now)
+            if encoded[0]:
+                full.append(encoded[0])
+                essential.append(encoded[1])
+        if not full:
             return None
+        parts = full
+        if 3 + sum(map(len, full)) > budget:
+            self.trimmed += 1
+            parts, room = [], budget - 3
+            for part in essential:  # by priority: notes, pedals, wheel; lowest channels
+                if part and len(part) <= room:
+                    parts.append(part)
+                    room -= len(part)
+            if not parts:
+                return None
         checkpoint = self.checkpoint
-        self._cache = bytes((0x20 | (len(parts) - 1), checkpoint >> 8, checkpoint & 0xFF))
-        self._cache += b"".join(parts)
-        return self._cache
+        header = bytes((0x20 | (len(parts) - 1), checkpoint >> 8, checkpoint & 0xFF))
+        return header + b"".join(parts)
 
 
 # -- receiver ------------------------------------------------------------------
@@ -411,13 +517,15 @@ class HeldState(Protocol):
 
 def repair(journal: Journal, state: HeldState) -> list[Command]:
     """Messages that bring ``state`` to what ``journal`` describes: NoteOffs for notes
-    it says ended, NoteOns for notes it says are held, then controllers, wheel and
-    program. Nothing for what already agrees, so a repair is never applied twice."""
+    it says ended, NoteOns for notes it says are held (unless their log says Y = 0:
+    too stale to start now), then controllers, wheel and program. Nothing for what
+    already agrees, so a repair is never applied twice."""
     out: list[Command] = []
     for cj in journal.channels:
         ch = cj.channel
+        logged = {n for n, _ in cj.notes_on}.union(n for n, _ in cj.quiet)
         for note in sorted(cj.notes_off):
-            if state.holds(ch, note) and all(n != note for n, _ in cj.notes_on):
+            if state.holds(ch, note) and note not in logged:
                 out.append((0, bytes((0x80 | ch, note, 0))))
         for note, velocity in cj.notes_on:
             if not state.holds(ch, note):

@@ -13,17 +13,26 @@ invitation cannot turn the hub into a reflector (docs/security.md).
 from __future__ import annotations
 
 import enum
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from midihub.rtp import packets
-from midihub.rtp.commands import FLAG_J, Command, SysexAssembler
+from midihub.rtp.commands import FLAG_J, Command, Section, SysexAssembler
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LatencyMeasured, MidiReceived, PacketsLost, PeerJoined
 from midihub.rtp.limits import Counters, Drop, Limits, TokenBucket
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
-from midihub.rtp.recovery import Journal, JournalSender, decode_journal
+from midihub.rtp.recovery import (
+    MAX_DATAGRAM,
+    MAX_JOURNAL,
+    RTP_HEADER,
+    Journal,
+    JournalSender,
+    decode_journal,
+)
+from midihub.rtp.sequence import SequenceTracker
 
 Address = tuple[Any, ...]
 """A socket address as asyncio gives it: ``(host, port)`` or ``(host, port, flow, scope)``."""
@@ -45,12 +54,20 @@ CK_ANSWER_WAIT: Final = 5.0
 # Guard packets (RFC 4696 §7.1): after a burst of MIDI, journal-only packets at growing
 # intervals, so a receiver that lost the burst's last packet still repairs (a lost
 # final NoteOff has no later packet to carry its journal otherwise).
+# They stop as soon as RS acknowledges everything; for a receiver that never sends
+# RS they go on (at most once a second) up to GUARD_COUNT: about 12 s after a burst.
 GUARD_FIRST: Final = 0.05
-GUARD_COUNT: Final = 4
+GUARD_MAX_INTERVAL: Final = 1.0
+GUARD_COUNT: Final = 16
 EMPTY_LIST_WITH_JOURNAL: Final = bytes((FLAG_J,))
 CLOCK_SIZE: Final = 36
 TIMESTAMP_MASK: Final = 0xFFFF_FFFF  # some peers echo only the low 32 bits of a CK stamp
 ECHOES_KEPT: Final = 4  # our recent CK1 stamps a CK2 may echo
+# Receiver feedback (RS) about once a second while the peer sends, so a peer that
+# trims its journal on RS (RFC 4696 §6) keeps it small.
+RS_INTERVAL: Final = 1.0
+MAX_RTT: Final = 10.0  # seconds; a CK answer claiming more is not a measurement
+_RANDOM: Final = random.SystemRandom()  # initial sequence number (RFC 3550 §5.1)
 
 
 class Role(enum.Enum):
@@ -93,6 +110,7 @@ class Session:
         counters: Counters | None = None,
         public_id: str = "",
         clock_offset: int = 0,
+        initial_sequence: int | None = None,
     ) -> None:
         self.role = role
         self.local_ssrc = local_ssrc
@@ -122,8 +140,9 @@ class Session:
         self._outbox = outbox
         self._origin = now  # this session's own time base for CK and RTP timestamps
         self._clock_offset = clock_offset  # random: our CK stamps are not guessable
-        self._seq_out = (local_ssrc ^ token) & 0xFFFF
-        self._seq_expected: int | None = None
+        self._seq_out = _RANDOM.getrandbits(16) if initial_sequence is None else initial_sequence
+        self.sequence = SequenceTracker()
+        self._rs_due: float | None = None
         self._sysex = SysexAssembler(self._limits.max_sysex)
         self._sysex_budget = TokenBucket(
             self._limits.sysex_rate, max(self._limits.max_sysex, 1), now
@@ -226,7 +245,7 @@ class Session:
             self._ck_pending = None
             return self._synced(local - pending, now)
         # CK2 ends the peer's exchange. Never start a CK0 here: two peers that
-        # both did would ping-pong forever.
+        # both did would ping-pong forever. It must echo the ts2 of one of our CK1s.
         echoed = ts2 & TIMESTAMP_MASK
         if echoed not in self._echoes:
             self._counters.drop(Drop.CLOCK_UNMATCHED)
@@ -235,13 +254,16 @@ class Session:
         return self._synced((local & TIMESTAMP_MASK) - echoed, now)
 
     def _synced(self, ticks: int, now: float) -> list[Event]:
+        if not 0 <= ticks <= MAX_RTT * CLOCK_RATE:  # a bogus timestamp, not an RTT
+            self._counters.drop(Drop.CLOCK_IMPLAUSIBLE)
+            return []
         events: list[Event] = []
         if self.joined_at is None and self.state is State.ESTABLISHED:
             self.joined_at = now
             events.append(PeerJoined(self))
         self.proven_at = now
         self.routable = self.state is State.ESTABLISHED
-        self.rtt = max(ticks, 0) / CLOCK_RATE
+        self.rtt = ticks / CLOCK_RATE
         self._ck_done += 1
         self._last_sync = now
         # The initiator's opening burst keeps its pace; after it (and for any exchange the
@@ -263,22 +285,24 @@ class Session:
         """One decoded data packet: sequence accounting, SysEx reassembly, and after a
         loss the packet's recovery journal (``data``, start, end), decoded only then."""
         events: list[Event] = []
-        expected = self._seq_expected
         repair: Journal | None = None
-        if expected is not None:
-            gap = (header.sequence - expected) & 0xFFFF
-            if gap >= 0x8000:  # older than expected: a duplicate or a late packet
-                return events
-            if gap:
-                self.packets_lost += gap
-                self._sysex.packet_lost()
-                events.append(PacketsLost(self, gap))
-                if journal is not None:
-                    try:
-                        repair = decode_journal(*journal)
-                    except ProtocolError:
-                        self.journals_unreadable += 1  # the commands are still good
-        self._seq_expected = (header.sequence + 1) & 0xFFFF
+        first = self.sequence.expected is None
+        gap = self.sequence.accept(header.sequence)  # RFC 3550 A.1
+        if gap is None:  # a duplicate, a late packet, or a jump on probation
+            return events
+        if first and journal is not None:
+            gap = _missed_before_first(header.sequence, journal)
+        if gap:
+            self.packets_lost += gap
+            self._sysex.packet_lost()
+            events.append(PacketsLost(self, gap))
+            if journal is not None:
+                try:
+                    repair = decode_journal(*journal)
+                except ProtocolError:
+                    self.journals_unreadable += 1  # the commands are still good
+        if self._rs_due is None:
+            self._rs_due = now + RS_INTERVAL
         self.packets_received += 1
         assembled = self._assemble(commands, now)
         if assembled or repair is not None:
@@ -314,26 +338,26 @@ class Session:
                 out.append((delta, whole))
         return out
 
-    def send_lists(
-        self, lists: Sequence[bytes], now: float, commands: Sequence[Command] = ()
-    ) -> None:
-        """Send already-encoded MIDI command sections (J = 0), one RTP packet each,
-        adding this receiver's recovery journal; ``commands`` are what they carry."""
+    def send_lists(self, sections: Sequence[Section | bytes], now: float) -> None:
+        """Send encoded MIDI command sections (J = 0), one RTP packet each, adding this
+        receiver's recovery journal. Each packet's journal covers every packet before
+        it (a ``Section`` says what it carries; plain bytes carry nothing journalled),
+        and fits the datagram in ``MAX_DATAGRAM`` bytes. Only to a peer that proved
+        its address recently (``routable``)."""
         if not self.routable or self.data_addr is None:
             return
         timestamp = self.timestamp(now)
         journal = self.journal
-        for section in lists:
+        for section in sections:
+            data, carried = (section, ()) if isinstance(section, bytes) else section
             header = packets.encode_rtp_header(self._seq_out, timestamp, self.local_ssrc)
-            extra = journal.journal() if journal is not None else None
-            if extra:
-                data = header + bytes((section[0] | FLAG_J,)) + section[1:] + extra
-            else:
-                data = header + section
             if journal is not None:
-                journal.record(self._seq_out, commands if section is lists[-1] else ())
+                extra = journal.journal(MAX_DATAGRAM - RTP_HEADER - len(data), now)
+                if extra:
+                    data = bytes((data[0] | FLAG_J,)) + data[1:] + extra
+                journal.record(self._seq_out, carried, now)
             self._seq_out = (self._seq_out + 1) & 0xFFFF
-            self._outbox.append((PortKind.DATA, data, self.data_addr))
+            self._outbox.append((PortKind.DATA, header + data, self.data_addr))
             self.packets_sent += 1
         if journal is not None:
             self._guard_at, self._guards = now + GUARD_FIRST, 0
@@ -341,15 +365,13 @@ class Session:
     def _send_guard(self, now: float) -> None:
         journal = self.journal
         self._guard_at = None
-        if journal is None or not self.routable or self.data_addr is None:
-            return
-        if journal.checkpoint == journal.last_seq:
+        if journal is None or not self.routable or self.data_addr is None or journal.acknowledged:
             return  # acknowledged by RS: nothing left to repair
-        extra = journal.journal()
+        extra = journal.journal(MAX_JOURNAL, now)
         if extra is None:
             return
         header = packets.encode_rtp_header(self._seq_out, self.timestamp(now), self.local_ssrc)
-        journal.record(self._seq_out, ())
+        journal.record(self._seq_out, (), now)
         self._seq_out = (self._seq_out + 1) & 0xFFFF
         self._outbox.append(
             (PortKind.DATA, header + EMPTY_LIST_WITH_JOURNAL + extra, self.data_addr)
@@ -357,7 +379,16 @@ class Session:
         self.packets_sent += 1
         self._guards += 1
         if self._guards < GUARD_COUNT:
-            self._guard_at = now + GUARD_FIRST * 2**self._guards
+            self._guard_at = now + min(GUARD_FIRST * 2**self._guards, GUARD_MAX_INTERVAL)
+
+    def _send_feedback(self) -> None:
+        """RS on the control port: every packet up to the last in order has arrived."""
+        self._rs_due = None
+        last = self.sequence.last
+        if last is not None:
+            self._send(
+                PortKind.CONTROL, packets.encode_feedback(self.local_ssrc, last), self.control_addr
+            )
 
     # -- timers ----------------------------------------------------------------
 
@@ -370,18 +401,17 @@ class Session:
                 self._send_invitation(now)
             return None
         if self.proven_at is None:
-            if now - self._pending_since > self._limits.handshake_timeout:
+            if now >= self._pending_since + self._limits.handshake_timeout:
                 return "handshake-timeout"
         else:
-            unproven_for = now - self.proven_at
-            if now - self.last_heard > self._timing.timeout or unproven_for > max(
+            if now >= self.last_heard + self._timing.timeout or now >= self.proven_at + max(
                 self._timing.timeout, self._stale_after
             ):
                 return "timeout"
-            if unproven_for > self._stale_after:
+            if now >= self.proven_at + self._stale_after:
                 self.routable = False  # it stopped answering clock syncs: no more MIDI
         if self.state is State.ESTABLISHED:
-            if self._ck_pending is not None and now - self._ck_sent_at > CK_ANSWER_WAIT:
+            if self._ck_pending is not None and now >= self._ck_sent_at + CK_ANSWER_WAIT:
                 self._ck_pending = None  # lost; the schedule below sends another
             if self._ck_pending is None and now >= self._next_ck:
                 if self._may_send(CLOCK_SIZE):
@@ -390,6 +420,8 @@ class Session:
                     self._next_ck = now + CK_BURST_INTERVAL
             if self._guard_at is not None and now >= self._guard_at:
                 self._send_guard(now)
+            if self._rs_due is not None and now >= self._rs_due:
+                self._send_feedback()
         return None
 
     @property
@@ -412,6 +444,8 @@ class Session:
         if self.state is State.ESTABLISHED:
             if self._guard_at is not None:
                 deadline = min(deadline, self._guard_at)
+            if self._rs_due is not None:
+                deadline = min(deadline, self._rs_due)
             if self._ck_pending is not None:
                 return min(deadline, self._ck_sent_at + CK_ANSWER_WAIT)
             return min(deadline, self._next_ck)
@@ -487,6 +521,16 @@ def fit_name(name: str, size: int) -> str | None:
         return None
     data = name.encode("utf-8")
     return name if len(data) <= room else data[:room].decode("utf-8", "ignore")
+
+
+def _missed_before_first(sequence: int, journal: tuple[bytes, int, int]) -> int:
+    """The first packet we get may not be the first sent: its journal's checkpoint
+    says which packets it covers, so packets between are known lost."""
+    data, start, end = journal
+    if end - start < 3:
+        return 0
+    missed = (sequence - (data[start + 1] << 8 | data[start + 2]) - 1) & 0xFFFF
+    return missed if missed < 0x8000 else 0
 
 
 def _data_port_of(control: Address) -> Address:
