@@ -100,6 +100,6 @@ def write_config(tmp: Path, ports: str, **record: Any) -> tuple[Path, str]:
 
 
 async def serve(tmp: Path, config: Path, url: str) -> ServedHub:
-    served = await Served.start("--config", str(config), cwd=tmp)
+    served = await Served.start("--config", str(config), cwd=tmp, own_web_port=False)
     await served.has("dashboard and API on", 10)
     return ServedHub(served, url, tmp / "recordings")
