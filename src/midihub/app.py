@@ -22,7 +22,7 @@ from midihub.config import ConfigError, HubConfig, is_loopback, parse_listen
 from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
-from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Session
+from midihub.rtp import Event, LatencyMeasured, PacketsLost, Peer, PeerJoined, PeerLeft
 from midihub.store import LatencyStore
 from midihub.web import Api, WebServer
 from midihub.web.recordings import RecordingsApi
@@ -39,10 +39,10 @@ class DatabaseError(Exception):
     """The latency database cannot be opened; one line naming the path."""
 
 
-def _who(session: Session) -> str:
-    addr = session.control_addr
+def _who(session: Peer) -> str:
+    addr = session.address
     host = addr[0].removeprefix("::ffff:") if isinstance(addr[0], str) else addr[0]
-    return f"{session.peer_name or '(unnamed)'!r} from {host}:{addr[1]}"
+    return f"{session.name or '(unnamed)'!r} from {host}:{addr[1]}"
 
 
 def log_event(endpoint: Endpoint, event: Event) -> None:
@@ -216,8 +216,8 @@ class App:
         if isinstance(event, LatencyMeasured) and self.store is not None:
             session = event.session
             self.store.record(
-                session.peer_name,
-                display_address(session.control_addr),
+                session.name,
+                display_address(session.address),
                 endpoint.port,
                 event.rtt * 1000,
                 time.time(),

@@ -5,13 +5,22 @@ from __future__ import annotations
 import random
 
 from midihub.config import EndpointSpec
-from midihub.rtp import Host, Limits, Timing
+from midihub.hub.guest import Guest
+from midihub.rtp import Host, Limits, Peer, Timing
 
 
 class Endpoint:
     """One hub port (control P, data P+1) as configured, with its sans-IO ``Host``."""
 
-    __slots__ = ("host", "journal_repairs", "messages_in", "messages_out", "panics", "spec")
+    __slots__ = (
+        "guests",
+        "host",
+        "journal_repairs",
+        "messages_in",
+        "messages_out",
+        "panics",
+        "spec",
+    )
 
     def __init__(
         self,
@@ -27,6 +36,7 @@ class Endpoint:
         self.messages_out = 0  # MIDI messages sent to participants here (each copy)
         self.journal_repairs = 0
         self.panics = 0
+        self.guests: list[Guest] = []  # participants that are not RTP sessions
         # Peers list us under this name: say which group and direction it is.
         self.host = Host(
             f"{hub_name} {spec.label}",
@@ -35,6 +45,11 @@ class Endpoint:
             max_sessions=max_sessions,
             limits=limits,
         )
+
+    @property
+    def participants(self) -> list[Peer]:
+        """Everyone here: joined RTP sessions, then guests (browsers, replays)."""
+        return [*self.host.established, *self.guests]
 
     @property
     def port(self) -> int:

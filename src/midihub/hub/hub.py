@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from midihub.config import HubConfig
 from midihub.hub.endpoint import Endpoint
+from midihub.hub.guest import Guest
 from midihub.hub.links import Link, is_link_name, link_name
 from midihub.hub.notes import ALL_CHANNELS, NoteState, panic_commands
 from midihub.hub.router import Router
@@ -24,7 +25,9 @@ from midihub.rtp import (
     Command,
     Event,
     LatencyMeasured,
+    LeaveReason,
     MidiReceived,
+    Peer,
     PeerJoined,
     PeerLeft,
     PortKind,
@@ -69,8 +72,9 @@ class Hub:
         self.notes_released = 0
         self.panics = 0
         self.journal_repairs = 0  # messages recreated from recovery journals
-        self.stats: dict[Session, ParticipantStats] = {}
-        self._held: dict[Session, NoteState] = {}  # per source participant
+        self.stats: dict[Peer, ParticipantStats] = {}
+        self._held: dict[Peer, NoteState] = {}  # per source participant
+        self._guest_ports: dict[Guest, int] = {}
         self._router = Router([])
         self._dirty: set[Endpoint] = set()  # endpoints whose outbox may hold datagrams
         self.links: dict[tuple[str, int], Link] = {}
@@ -98,7 +102,8 @@ class Hub:
         for port, endpoint in list(self.endpoints.items()):
             spec = wanted.get(port)
             if spec is None or spec.role != endpoint.spec.role:
-                self._handle(endpoint, endpoint.host.close("removed"), now)
+                self._close_guests(endpoint, LeaveReason.REMOVED, now)
+                self._handle(endpoint, endpoint.host.close(LeaveReason.REMOVED), now)
                 self._dirty.add(endpoint)  # its BYs still go out on the next drain
                 removed.append(endpoint)
             else:
@@ -147,7 +152,9 @@ class Hub:
                 self._hub_links.pop(session, None)
                 endpoint = self.endpoints.get(link.config.port)
                 if endpoint is not None:
-                    self._handle(endpoint, endpoint.host.disconnect(session, "removed"), now)
+                    self._handle(
+                        endpoint, endpoint.host.disconnect(session, LeaveReason.REMOVED), now
+                    )
                     self._dirty.add(endpoint)
         for key, spec in wanted.items():
             if key not in self.links:
@@ -167,40 +174,23 @@ class Hub:
     def _handle(self, endpoint: Endpoint, events: list[Event], now: float) -> None:
         for event in events:
             if isinstance(event, MidiReceived):
-                state = self._held.get(event.session)
-                if state is None:
-                    state = self._held[event.session] = NoteState()
-                commands = event.commands
-                if event.journal is not None:  # packets were lost: repair first
-                    repairs = repair(event.journal, state)
-                    if repairs:
-                        self.journal_repairs += len(repairs)
-                        endpoint.journal_repairs += len(repairs)
-                        commands = repairs + commands
-                        event.commands = commands
-                if not commands:
-                    continue
-                state.update(commands)
-                self._stats(event.session).messages_in += len(commands)
-                endpoint.messages_in += len(commands)
-                self._forward(endpoint, event.session, commands, now)
-                for listener in self.midi_listeners:
-                    listener(endpoint, event)
+                self._midi(endpoint, event, now)
                 continue
             if isinstance(event, LatencyMeasured):
                 self._stats(event.session).add_rtt(event.rtt, now)
             elif isinstance(event, PeerJoined):
                 self._stats(event.session)
                 session = event.session
-                if session in self._hub_links:
-                    link = self._hub_links[session]
-                    if link is not None:
-                        link.joined(now)
-                elif is_link_name(session.peer_name):
-                    self._hub_links[session] = None
-                self._apply_journal_policy(endpoint, session)
+                if isinstance(session, Session):
+                    if session in self._hub_links:
+                        link = self._hub_links[session]
+                        if link is not None:
+                            link.joined(now)
+                    elif is_link_name(session.peer_name):
+                        self._hub_links[session] = None
+                    self._apply_journal_policy(endpoint, session)
             elif isinstance(event, PeerLeft):
-                if event.session in self._hub_links:
+                if isinstance(event.session, Session) and event.session in self._hub_links:
                     link = self._hub_links.pop(event.session)
                     if link is not None and link.session is event.session:
                         link.failed(now, event.reason)
@@ -211,6 +201,77 @@ class Hub:
                 self.stats.pop(event.session, None)
                 continue
             self._emit(endpoint, event)
+
+    def _midi(self, endpoint: Endpoint, event: MidiReceived, now: float) -> None:
+        """MIDI from a participant: repair from its journal after a loss, track what it
+        holds, forward it, show it to the monitor."""
+        state = self._held.get(event.session)
+        if state is None:
+            state = self._held[event.session] = NoteState()
+        commands = event.commands
+        if event.journal is not None:  # packets were lost: repair first
+            repairs = repair(event.journal, state)
+            if repairs:
+                self.journal_repairs += len(repairs)
+                endpoint.journal_repairs += len(repairs)
+                commands = repairs + commands
+                event.commands = commands
+        if not commands:
+            return
+        state.update(commands)
+        self._stats(event.session).messages_in += len(commands)
+        endpoint.messages_in += len(commands)
+        self._forward(endpoint, event.session, commands, now)
+        for listener in self.midi_listeners:
+            listener(endpoint, event)
+
+    # -- guests (participants that are not RTP sessions) -------------------------
+
+    def admit(self, port: int, guest: Guest, now: float) -> str | None:
+        """Join ``guest`` to ``port``; returns why not (no such port, full) or None."""
+        endpoint = self.endpoints.get(port)
+        if endpoint is None:
+            return "no such port"
+        if len(endpoint.participants) >= self.config.max_participants:
+            return "the port is full"
+        taken = {peer.public_id for peer in endpoint.participants}
+        while not guest.public_id or guest.public_id in taken:
+            guest.public_id = f"{self._rng.getrandbits(32):08x}"
+        guest.joined_at = now
+        endpoint.guests.append(guest)
+        self._guest_ports[guest] = port
+        self._handle(endpoint, [PeerJoined(guest)], now)
+        return None
+
+    def play(self, guest: Guest, commands: list[Command], now: float) -> None:
+        """MIDI from a guest (complete messages, in order)."""
+        port = self._guest_ports.get(guest)
+        if port is None or not commands:
+            return
+        endpoint = self.endpoints[port]
+        self._midi(endpoint, MidiReceived(guest, commands), now)
+
+    def measured(self, guest: Guest, rtt: float, now: float) -> None:
+        """A round-trip time the guest's transport measured (WebSocket ping)."""
+        port = self._guest_ports.get(guest)
+        if port is None:
+            return
+        guest.rtt = rtt
+        self._handle(self.endpoints[port], [LatencyMeasured(guest, rtt)], now)
+
+    def depart(self, guest: Guest, reason: LeaveReason, now: float) -> None:
+        """The guest is gone (its transport closed): release what it held."""
+        port = self._guest_ports.pop(guest, None)
+        if port is None:
+            return
+        endpoint = self.endpoints[port]
+        endpoint.guests.remove(guest)
+        self._handle(endpoint, [PeerLeft(guest, reason)], now)
+
+    def _close_guests(self, endpoint: Endpoint, reason: LeaveReason, now: float) -> None:
+        for guest in list(endpoint.guests):
+            self.depart(guest, reason, now)
+            guest.close(reason)
 
     def journal_wanted(self, endpoint: Endpoint, session: Session) -> bool:
         """Journals are on unless turned off for the hub, this port, this link, or a
@@ -231,13 +292,13 @@ class Hub:
         elif session.journal is None:
             session.journal = JournalSender()  # turned back on: covers from now
 
-    def _stats(self, session: Session) -> ParticipantStats:
+    def _stats(self, session: Peer) -> ParticipantStats:
         stats = self.stats.get(session)
         if stats is None:
             stats = self.stats[session] = ParticipantStats()
         return stats
 
-    def release(self, source: Endpoint, session: Session, state: NoteState, now: float) -> None:
+    def release(self, source: Endpoint, session: Peer, state: NoteState, now: float) -> None:
         """Send everyone ``session`` was feeding the NoteOffs, pedal-ups and bend
         centre for what it still held (it left, timed out or was removed)."""
         commands = state.release()
@@ -245,18 +306,18 @@ class Hub:
             self.notes_released += sum(1 for _, msg in commands if msg[0] & 0xF0 == 0x80)
             self._forward(source, session, commands, now)
 
-    def held(self, session: Session) -> NoteState | None:
+    def held(self, session: Peer) -> NoteState | None:
         return self._held.get(session)
 
-    def _forward(
-        self, source: Endpoint, sender: Session, commands: list[Command], now: float
-    ) -> None:
+    def _forward(self, source: Endpoint, sender: Peer, commands: list[Command], now: float) -> None:
         targets = self._router.targets(source.port)
         if not targets:
             return
         sections: list[Section] | None = None
         hub_links = self._hub_links
         from_hub = sender in hub_links  # split horizon: never on to another hub
+        count = len(commands)
+        stats = self.stats
         for port in targets:
             endpoint = self.endpoints.get(port)
             if endpoint is None:
@@ -267,20 +328,25 @@ class Hub:
                 ]
             else:
                 receivers = [s for s in endpoint.host.established if s is not sender]
-            if not receivers:
-                continue
-            if sections is None:  # encoded once, whatever the number of receivers
-                sections = encode_sections(commands, MAX_LIST_LENGTH)
-            endpoint.host.send(receivers, sections, now)
-            self._dirty.add(endpoint)
-            count = len(commands)
-            self.messages_forwarded += count * len(receivers)
-            endpoint.messages_out += count * len(receivers)
-            stats = self.stats
-            for receiver in receivers:
-                known = stats.get(receiver)
-                if known is not None:
-                    known.messages_out += count
+            reached = len(receivers)
+            if receivers:
+                if sections is None:  # encoded once, whatever the number of receivers
+                    sections = encode_sections(commands, MAX_LIST_LENGTH)
+                endpoint.host.send(receivers, sections, now)
+                self._dirty.add(endpoint)
+                for receiver in receivers:
+                    known = stats.get(receiver)
+                    if known is not None:
+                        known.messages_out += count
+            for guest in endpoint.guests:
+                if guest is not sender:
+                    guest.deliver(commands, now)
+                    reached += 1
+                    known = stats.get(guest)
+                    if known is not None:
+                        known.messages_out += count
+            self.messages_forwarded += count * reached
+            endpoint.messages_out += count * reached
 
     def connect(self, port: int, addr: Address, now: float) -> Session:
         """Open an outbound session from hub port ``port`` to a remote responder."""
@@ -288,17 +354,19 @@ class Hub:
         self._dirty.add(endpoint)
         return endpoint.host.connect(addr, now)
 
-    def send(
-        self, port: int, sessions: list[Session], commands: list[tuple[int, bytes]], now: float
-    ) -> None:
-        """Send MIDI from the hub itself (panic, release) to sessions on ``port``."""
-        sections = encode_sections(commands, MAX_LIST_LENGTH)
+    def send(self, port: int, targets: list[Peer], commands: list[Command], now: float) -> None:
+        """Send MIDI from the hub itself (panic, release) to participants on ``port``."""
         endpoint = self.endpoints[port]
-        endpoint.host.send(sessions, sections, now)
-        self._dirty.add(endpoint)
-        endpoint.messages_out += len(commands) * len(sessions)
-        for session in sessions:
-            known = self.stats.get(session)
+        sessions = [t for t in targets if isinstance(t, Session)]
+        if sessions:
+            endpoint.host.send(sessions, encode_sections(commands, MAX_LIST_LENGTH), now)
+            self._dirty.add(endpoint)
+        for target in targets:
+            if isinstance(target, Guest):
+                target.deliver(commands, now)
+        endpoint.messages_out += len(commands) * len(targets)
+        for target in targets:
+            known = self.stats.get(target)
             if known is not None:
                 known.messages_out += len(commands)
 
@@ -309,19 +377,19 @@ class Hub:
         now: float,
         *,
         channels: Iterable[int] = ALL_CHANNELS,
-        session: Session | None = None,
-    ) -> list[Session]:
+        session: Peer | None = None,
+    ) -> list[Peer]:
         """Manual stuck-note repair: NoteOffs for ``note_range`` to everyone on
         ``port`` (or to one participant there). Returns who was sent them."""
         endpoint = self.endpoints[port]
-        targets = [session] if session is not None else list(endpoint.host.established)
+        targets = [session] if session is not None else endpoint.participants
         if targets:
             self.send(port, targets, panic_commands(note_range, channels), now)
         self.panics += 1
         endpoint.panics += 1
         return targets
 
-    def participant(self, participant_id: str) -> tuple[Endpoint, Session] | None:
+    def participant(self, participant_id: str) -> tuple[Endpoint, Peer] | None:
         """Find a connected participant by the id the API shows (``port-id``)."""
         port_text, _, public_id = participant_id.partition("-")
         if not port_text.isdigit() or len(port_text) > 5:
@@ -329,9 +397,9 @@ class Hub:
         endpoint = self.endpoints.get(int(port_text))
         if endpoint is None:
             return None
-        for session in endpoint.host.established:
-            if session.public_id == public_id:
-                return endpoint, session
+        for peer in endpoint.participants:
+            if peer.public_id == public_id:
+                return endpoint, peer
         return None
 
     # -- links -----------------------------------------------------------------
@@ -384,12 +452,13 @@ class Hub:
         """Release every held note while all receivers are still there, then say BY
         to everyone (shutdown)."""
         for endpoint in self.endpoints.values():
-            for session in endpoint.host.established:
-                state = self._held.pop(session, None)
+            for peer in endpoint.participants:
+                state = self._held.pop(peer, None)
                 if state is not None:
-                    self.release(endpoint, session, state, now)
+                    self.release(endpoint, peer, state, now)
         for endpoint in self.endpoints.values():
-            self._handle(endpoint, endpoint.host.close("shutdown"), now)
+            self._close_guests(endpoint, LeaveReason.SHUTDOWN, now)
+            self._handle(endpoint, endpoint.host.close(LeaveReason.SHUTDOWN), now)
             self._dirty.add(endpoint)
 
     # -- output ----------------------------------------------------------------
@@ -411,10 +480,10 @@ class Hub:
             listener(endpoint, event)
 
 
-def participant_id(endpoint: Endpoint, session: Session) -> str:
-    """Stable for the life of a session: the hub port and an id the hub drew at random
-    (never the SSRC: knowing it would let anyone speak for the participant)."""
-    return f"{endpoint.port}-{session.public_id}"
+def participant_id(endpoint: Endpoint, participant: Peer) -> str:
+    """Stable for the life of a participant: the hub port and an id the hub drew at
+    random (never the SSRC: knowing it would let anyone speak for the participant)."""
+    return f"{endpoint.port}-{participant.public_id}"
 
 
 def display_address(addr: Address) -> str:

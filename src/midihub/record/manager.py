@@ -140,10 +140,10 @@ class RecordingManager:
         if recording is None:
             return
         if isinstance(event, PeerJoined):
-            name = display_name(event.session.peer_name)
+            name = display_name(event.session.name)
             recording.marker(f"joined: {name}", time.monotonic())
         elif isinstance(event, PeerLeft) and event.session.joined_at is not None:
-            name = display_name(event.session.peer_name)
+            name = display_name(event.session.name)
             recording.marker(f"left: {name} ({event.reason})", time.monotonic())
 
     # -- recordings ----------------------------------------------------------------
@@ -193,8 +193,8 @@ class RecordingManager:
             recording.panics[covered] = endpoint.panics if endpoint is not None else 0
             self._by_port[covered] = recording
             if endpoint is not None:
-                for session in endpoint.host.established:
-                    recording.marker(f"present: {display_name(session.peer_name)}", now)
+                for session in endpoint.participants:
+                    recording.marker(f"present: {display_name(session.name)}", now)
         self.active[rid] = recording
         self._writer.add(recording)
         log.info(

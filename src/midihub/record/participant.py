@@ -15,6 +15,7 @@ from midihub.rtp import (
     Command,
     Event,
     Host,
+    LeaveReason,
     PeerLeft,
     PortKind,
     Session,
@@ -73,7 +74,7 @@ class Participant:
 
     def close(self) -> None:
         """BY on both ports, then the sockets go."""
-        self._handle(self.host.close("closed"))
+        self._handle(self.host.close(LeaveReason.CLOSED))
         self._flush()
         if self._timer is not None:
             self._timer.cancel()

@@ -13,7 +13,7 @@ from typing import Final
 
 from midihub.record.journal import Header
 from midihub.record.names import display_name
-from midihub.rtp import Command, Session
+from midihub.rtp import Command, Peer
 
 # Kinds of buffered items: (monotonic time, kind, a, b)
 MIDI: Final = 0  # a = track number, b = list of messages
@@ -75,7 +75,7 @@ class Recording:
         self.max_tracks = max_tracks
         self.auto = auto
         self.queue: deque[Item] = deque()
-        self.tracks: dict[Session, int] = {}
+        self.tracks: dict[Peer, int] = {}
         self.players: list[str] = []
         self.messages = 0  # accepted into the buffer
         self.dropped = 0  # refused: buffer full (the disk is too slow) or too many players
@@ -96,7 +96,7 @@ class Recording:
     def active(self) -> bool:
         return self.state == "recording"
 
-    def midi(self, session: Session, commands: list[Command], now: float) -> None:
+    def midi(self, session: Peer, commands: list[Command], now: float) -> None:
         messages = kept(commands)
         if not messages:
             return
@@ -113,11 +113,11 @@ class Recording:
         self.messages += len(messages)
         self.last_sound = now
 
-    def _new_player(self, session: Session, now: float) -> int | None:
+    def _new_player(self, session: Peer, now: float) -> int | None:
         if len(self.tracks) >= self.max_tracks:
             return None
         track = len(self.tracks)
-        name = display_name(session.peer_name)
+        name = display_name(session.name)
         self.tracks[session] = track
         self.players.append(name)
         self.queue.append((now, PLAYER, track, name))

@@ -6,8 +6,10 @@ from midihub.rtp.errors import LocalProtocolError, ProtocolError
 from midihub.rtp.events import (
     Event,
     LatencyMeasured,
+    LeaveReason,
     MidiReceived,
     PacketsLost,
+    Peer,
     PeerJoined,
     PeerLeft,
 )
@@ -24,10 +26,12 @@ __all__ = [
     "Event",
     "Host",
     "LatencyMeasured",
+    "LeaveReason",
     "Limits",
     "LocalProtocolError",
     "MidiReceived",
     "PacketsLost",
+    "Peer",
     "PeerJoined",
     "PeerLeft",
     "PortKind",

@@ -1,20 +1,74 @@
-"""What the sans-IO protocol reports to its caller. One dataclass per happening."""
+"""What the sans-IO protocol reports to its caller. One dataclass per happening.
+
+An event names *who* by the public face of a participant (``Peer``), never by
+protocol internals: an RTP session has that face, and so does anything else the hub
+routes MIDI between (a browser, a replay), so every listener works for all of them.
+"""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from midihub.rtp.commands import Command
 from midihub.rtp.recovery import Journal
 
-if TYPE_CHECKING:
-    from midihub.rtp.session import Session
+
+class Peer(Protocol):
+    """What a listener (log, API, monitor, metrics, recorder) may know of a participant."""
+
+    @property
+    def public_id(self) -> str:
+        """Random, drawn by the hub: safe to publish (unlike an SSRC)."""
+
+    @property
+    def name(self) -> str:
+        """As the participant introduced itself, cleaned (no control characters)."""
+
+    @property
+    def address(self) -> tuple[Any, ...]:
+        """Where it is: ``(host, port, ...)`` as the socket layer gives it."""
+
+    @property
+    def transport(self) -> str:
+        """``rtp``, ``browser``, ``replay``..."""
+
+    @property
+    def joined_at(self) -> float | None: ...
+
+    @property
+    def created(self) -> float: ...
+
+    @property
+    def rtt(self) -> float | None: ...
+
+    @property
+    def packets_received(self) -> int: ...
+
+    @property
+    def packets_lost(self) -> int: ...
+
+
+class LeaveReason(enum.StrEnum):
+    """Why a participant is gone (a ``str``: logs and the API show the value)."""
+
+    BYE = "bye"  # it said so
+    TIMEOUT = "timeout"  # silent, or stopped answering clock syncs
+    REJECTED = "rejected"  # our invitation was refused
+    NO_ANSWER = "no-answer"  # our invitation was never answered
+    HANDSHAKE_TIMEOUT = "handshake-timeout"  # never proved its address
+    EVICTED = "evicted"  # an unfinished invitation made room for another
+    CLOSED = "closed"  # we ended it
+    REMOVED = "removed"  # its port was removed by a reload
+    SHUTDOWN = "shutdown"  # the hub is stopping
+    OVERFLOW = "overflow"  # it could not keep up with what it was sent
+    LIMIT = "limit"  # it broke a limit (message rate, frame size)
 
 
 @dataclass(slots=True)
 class Event:
-    session: Session
+    session: Peer
 
 
 @dataclass(slots=True)
@@ -48,6 +102,6 @@ class PacketsLost(Event):
 
 @dataclass(slots=True)
 class PeerLeft(Event):
-    """The session is over. ``reason``: bye, timeout, rejected, no-answer, closed."""
+    """The participant is gone, for ``reason``."""
 
-    reason: str
+    reason: LeaveReason

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from midihub.rtp import packets
 from midihub.rtp.commands import Section, decode_payload
 from midihub.rtp.errors import ProtocolError
-from midihub.rtp.events import Event, PeerLeft
+from midihub.rtp.events import Event, LeaveReason, PeerLeft
 from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter
 from midihub.rtp.packets import Clock, Feedback, Invitation
 from midihub.rtp.session import Address, Datagram, PortKind, Role, Session, State, Timing
@@ -170,7 +170,7 @@ class Host:
         if packet.token != session.token:
             return self._dropped(Drop.WRONG_TOKEN)
         self._forget(session)
-        return self._ended(session, "bye", bye=False)
+        return self._ended(session, LeaveReason.BYE, bye=False)
 
     def _on_answer(
         self, packet: Invitation, kind: PortKind, addr: Address, now: float
@@ -186,13 +186,13 @@ class Host:
             return self._dropped(Drop.WRONG_ADDRESS)
         if packet.command == packets.REJECT:
             del self._by_token[packet.token]
-            return self._ended(pending, "rejected", bye=False)
+            return self._ended(pending, LeaveReason.REJECTED, bye=False)
         if not pending.on_accept(packet, kind, addr, now):
             return []
         del self._by_token[packet.token]
         if self._by_peer.get(pending.peer_ssrc) not in (None, pending):
             self._forget(pending)  # the remote reused a live SSRC of this port
-            return self._ended(pending, "rejected", bye=True)
+            return self._ended(pending, LeaveReason.REJECTED, bye=True)
         self._by_peer[pending.peer_ssrc] = pending
         return []
 
@@ -284,7 +284,7 @@ class Host:
             waiting.remove(victim)
             self._forget(victim)
             self.counters.drop(Drop.PENDING_EVICTED)
-            events += self._ended(victim, "evicted", bye=False)
+            events += self._ended(victim, LeaveReason.EVICTED, bye=False)
         return events
 
     # -- output ----------------------------------------------------------------
@@ -327,20 +327,20 @@ class Host:
                 continue
             reason = session.tick(now)
             if reason is not None:
-                if reason == "handshake-timeout":
+                if reason is LeaveReason.HANDSHAKE_TIMEOUT:
                     self.counters.drop(Drop.HANDSHAKE_TIMEOUT)
                 self._forget(session)
-                events += self._ended(session, reason, bye=reason == "timeout")
+                events += self._ended(session, reason, bye=reason is LeaveReason.TIMEOUT)
         return events
 
-    def disconnect(self, session: Session, reason: str = "closed") -> list[Event]:
+    def disconnect(self, session: Session, reason: LeaveReason = LeaveReason.CLOSED) -> list[Event]:
         """End one session from our side, with BY."""
         if session.state is State.CLOSED:
             return []
         self._forget(session)
         return self._ended(session, reason, bye=True)
 
-    def close(self, reason: str = "closed") -> list[Event]:
+    def close(self, reason: LeaveReason = LeaveReason.CLOSED) -> list[Event]:
         """End every session with BY (shutdown, port removed)."""
         events: list[Event] = []
         for session in self.sessions:
@@ -353,7 +353,7 @@ class Host:
         if self._by_token.get(session.token) is session:
             del self._by_token[session.token]
 
-    def _ended(self, session: Session, reason: str, *, bye: bool) -> list[Event]:
+    def _ended(self, session: Session, reason: LeaveReason, *, bye: bool) -> list[Event]:
         """Close ``session``; PeerLeft unless it was a stranger's invitation that never
         became a participant (nothing to release, nothing worth a log line)."""
         if bye:

@@ -21,7 +21,14 @@ from typing import Any, Final
 from midihub.rtp import packets
 from midihub.rtp.commands import FLAG_J, Command, Section, SysexAssembler
 from midihub.rtp.errors import ProtocolError
-from midihub.rtp.events import Event, LatencyMeasured, MidiReceived, PacketsLost, PeerJoined
+from midihub.rtp.events import (
+    Event,
+    LatencyMeasured,
+    LeaveReason,
+    MidiReceived,
+    PacketsLost,
+    PeerJoined,
+)
 from midihub.rtp.limits import Counters, Drop, Limits, TokenBucket
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
 from midihub.rtp.recovery import (
@@ -165,6 +172,16 @@ class Session:
             f"<Session {self.peer_name!r} {self.role.value} {self.state.value} "
             f"ssrc={self.local_ssrc:08x}/{self.peer_ssrc:08x}>"
         )
+
+    transport: Final = "rtp"
+
+    @property
+    def name(self) -> str:
+        return self.peer_name
+
+    @property
+    def address(self) -> Address:
+        return self.control_addr
 
     @property
     def established(self) -> bool:
@@ -392,22 +409,22 @@ class Session:
 
     # -- timers ----------------------------------------------------------------
 
-    def tick(self, now: float) -> str | None:
+    def tick(self, now: float) -> LeaveReason | None:
         """Retries, clock sync and the timeouts. Returns a reason to end, or None."""
         if self.state in (State.INVITING_CONTROL, State.INVITING_DATA):
             if now >= self._next_invite:
                 if self._invite_attempts >= INVITE_ATTEMPTS:
-                    return "no-answer"
+                    return LeaveReason.NO_ANSWER
                 self._send_invitation(now)
             return None
         if self.proven_at is None:
             if now >= self._pending_since + self._limits.handshake_timeout:
-                return "handshake-timeout"
+                return LeaveReason.HANDSHAKE_TIMEOUT
         else:
             if now >= self.last_heard + self._timing.timeout or now >= self.proven_at + max(
                 self._timing.timeout, self._stale_after
             ):
-                return "timeout"
+                return LeaveReason.TIMEOUT
             if now >= self.proven_at + self._stale_after:
                 self.routable = False  # it stopped answering clock syncs: no more MIDI
         if self.state is State.ESTABLISHED:

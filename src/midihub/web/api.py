@@ -24,7 +24,7 @@ from aiohttp import web
 from midihub import __version__
 from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
-from midihub.rtp import Session
+from midihub.rtp import Peer
 from midihub.web.events import LiveEvents
 from midihub.web.guard import MAX_BODY, Guard, Handler, error, json_object
 from midihub.web.metrics import CONTENT_TYPE, Metrics
@@ -156,12 +156,12 @@ class Api:
     def to_wall(self, hub_seconds: float) -> float:
         return hub_seconds + (self._wall_time() - self._hub_time())
 
-    def _person(self, endpoint: Endpoint, session: Session) -> dict[str, Any]:
+    def _person(self, endpoint: Endpoint, session: Peer) -> dict[str, Any]:
         joined = session.joined_at if session.joined_at is not None else session.created
         return {
             "id": participant_id(endpoint, session),
-            "name": session.peer_name,
-            "address": display_address(session.control_addr),
+            "name": session.name,
+            "address": display_address(session.address),
             "port": endpoint.port,
             "connectedSince": iso(self.to_wall(joined)),
             "connectedFor": round(self._hub_time() - joined, 1),
@@ -179,7 +179,7 @@ class Api:
                 "version": __version__,
                 "uptime": round(self._wall_time() - self.started, 1),
                 "ports": sorted(self.hub.endpoints),
-                "participants": sum(len(e.host.established) for e in self.hub.endpoints.values()),
+                "participants": sum(len(e.participants) for e in self.hub.endpoints.values()),
             }
         )
 
@@ -200,7 +200,7 @@ class Api:
                     "kind": "room" if spec.role == "room" else "group",
                     "halfOpen": endpoint.host.pending,
                     "participants": [
-                        self._person(endpoint, session) for session in endpoint.host.established
+                        self._person(endpoint, session) for session in endpoint.participants
                     ],
                 }
             )
@@ -214,7 +214,7 @@ class Api:
         rows: list[dict[str, Any]] = []
         live: set[tuple[str, str, int]] = set()
         for _, endpoint in sorted(self.hub.endpoints.items()):
-            for session in endpoint.host.established:
+            for session in endpoint.participants:
                 row = self._live_row(endpoint, session)
                 live.add((row["name"], row["address"], row["port"]))
                 rows.append(row)
@@ -234,7 +234,7 @@ class Api:
         """Read-only SSE: participants and latency pushed as they change."""
         return await self.events.stream(request)
 
-    def _live_row(self, endpoint: Endpoint, session: Session) -> dict[str, Any]:
+    def _live_row(self, endpoint: Endpoint, session: Peer) -> dict[str, Any]:
         stats = self.hub.stats.get(session)
         row = self._person(endpoint, session)
         received, lost = session.packets_received, session.packets_lost
@@ -352,12 +352,10 @@ class Api:
             }
         )
 
-    def _panic_request(
-        self, body: dict[str, Any]
-    ) -> tuple[int, NoteRange, list[int], Session | None]:
+    def _panic_request(self, body: dict[str, Any]) -> tuple[int, NoteRange, list[int], Peer | None]:
         ports = sorted(self.hub.endpoints)
         participant = body.get("participant")
-        session: Session | None = None
+        session: Peer | None = None
         port = body.get("port")
         if participant is not None:
             if not isinstance(participant, str) or len(participant) > 256:

@@ -100,7 +100,7 @@ class HubCollector(Collector):
         for port, endpoint in sorted(self.hub.endpoints.items()):
             values = [str(port), endpoint.label]
             counters = endpoint.host.counters
-            participants.add_metric(values, len(endpoint.host.established))
+            participants.add_metric(values, len(endpoint.participants))
             packets_in.add_metric(values, counters.received)
             packets_out.add_metric(values, counters.sent)
             messages_in.add_metric(values, endpoint.messages_in)

@@ -49,7 +49,7 @@ def held_snapshot(hub: Hub, port: int) -> list[dict[str, Any]]:
     if endpoint is None:
         return []
     merged: dict[int, dict[str, Any]] = {}
-    for session in endpoint.host.established:
+    for session in endpoint.participants:
         state = hub.held(session)
         if state is None:
             continue
@@ -181,7 +181,7 @@ class Monitor:
                 "at": time.time(),
                 "from": {
                     "id": participant_id(endpoint, event.session),
-                    "name": event.session.peer_name,
+                    "name": event.session.name,
                 },
                 "messages": [message_json(msg) for _, msg in event.commands],
             }
@@ -266,10 +266,7 @@ class Monitor:
         endpoint = self.hub.endpoints.get(port)
         if endpoint is None:
             return []
-        return [
-            {"id": participant_id(endpoint, s), "name": s.peer_name}
-            for s in endpoint.host.established
-        ]
+        return [{"id": participant_id(endpoint, s), "name": s.name} for s in endpoint.participants]
 
     def _admit(self, key: str) -> web.Response | None:
         """None when one more viewer from ``key`` fits, else the refusal."""
