@@ -301,7 +301,7 @@ class Generator:
         """An idle participant on hub port ``port`` whose clock syncs time the hub's loop."""
         peer = self.add_peer("bench-probe")
         session = peer.connect(port, time.monotonic())
-        self.establish([session])
+        self.establish([session], 30.0)
         self.probe = Probe(peer, (LOCALHOST, port + 1), session.local_ssrc, interval)
         self._probe_fd = peer.data.fileno()
 
@@ -527,7 +527,7 @@ def _setup_groups(
     for (in_port, out_port), sender, receiver in zip(groups, senders, receivers, strict=True):
         sessions.append(receiver.connect(out_port, now))
         sessions.append(sender.connect(in_port, now))
-    gen.establish(sessions)
+    gen.establish(sessions, spec.get("join_timeout", 10.0))
     gen.set_receivers(receivers)
     flows = [
         Flow(
