@@ -43,6 +43,7 @@ class Figures:
     """What one kind of request or stream saw."""
 
     seconds: list[float] = field(default_factory=list)
+    asked: int = 0
     failures: int = 0
     errors: list[str] = field(default_factory=list)
     events: int = 0
@@ -58,12 +59,10 @@ class Figures:
     def summary(self) -> dict[str, Any]:
         ms = sorted(1000 * s for s in self.seconds)
         out: dict[str, Any] = {"failures": self.failures}
+        if self.asked:
+            out |= {"asked": self.asked, "requests": len(ms)}
         if ms:
-            out |= {
-                "requests": len(ms),
-                "p50_ms": percentile(ms, 0.5),
-                "max_ms": ms[-1],
-            }
+            out |= {"p50_ms": percentile(ms, 0.5), "max_ms": ms[-1]}
         if self.streams:
             out |= {"streams": self.streams, "events": self.events, "bytes": self.bytes}
         if self.skipped:
@@ -87,6 +86,7 @@ class Viewers:
         return self.figures.setdefault(name, Figures())
 
     async def get(self, session: aiohttp.ClientSession, path: str, name: str) -> Any:
+        self.fig(name).asked += 1
         started = time.perf_counter()
         try:
             async with session.get(self.base + path) as response:

@@ -847,11 +847,12 @@ def viewer_lines(dash: dict[str, Any]) -> list[str]:
             if name == "/api/openapi.json":
                 continue
             text = f"`{name}`: "
-            if "requests" in f:
-                text += (
-                    f"{f['requests']} answered, p50 {fmt(f['p50_ms'], 0)} ms, "
-                    f"max {fmt(f['max_ms'], 0)} ms"
-                )
+            if "asked" in f:
+                text += f"{f['requests']} of {f['asked']} answered"
+                if "p50_ms" in f:
+                    text += f" (p50 {fmt(f['p50_ms'], 0)} ms, max {fmt(f['max_ms'], 0)} ms)"
+                if f["requests"] < f["asked"]:
+                    text += ", the others still under way when the viewers closed"
             if "streams" in f:
                 text += f"{f['streams']} streams, {f['events']} events, {f['bytes'] // 1024} KiB"
             if f.get("failures"):
@@ -893,7 +894,7 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
     hub_ceiling = _get(results, "ceiling", "hub", "ceiling_msg_s")
     base_ceiling = _get(results, "ceiling", "baseline", "ceiling_msg_s")
     fraction = TARGETS["ceiling_fraction"]
-    ok = None if not hub_ceiling or not base_ceiling else hub_ceiling >= fraction * base_ceiling
+    ok = None if hub_ceiling is None or not base_ceiling else hub_ceiling >= fraction * base_ceiling
     limited = _get(results, "ceiling", "baseline", "generator_limited_at")
     note = " (fastest relay limited by the generator: a lower bound)" if limited else ""
     share = f" = {100 * hub_ceiling / base_ceiling:.0f} %" if hub_ceiling and base_ceiling else ""
@@ -1006,6 +1007,18 @@ def ceiling_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def contention_warning(report: dict[str, Any]) -> list[str]:
+    share = 100 * report["others_cpu_seconds"] / max(report["runtime_s"], 1e-9)
+    if share < 50:
+        return []
+    return [
+        f"> **Not representative:** other processes kept {share:.0f} % of a core busy on "
+        "average during this run (the machine was shared), so latencies, ceilings and "
+        "their ratios are disturbed. Re-run `make bench` on a quiet machine.",
+        "",
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     p = report["params"]
@@ -1031,6 +1044,7 @@ def markdown(report: dict[str, Any]) -> str:
         "average (per run: the *others' CPU* rows). Figures are noisy when these are high.",
         f"- **Wall time of the runner:** {report['runtime_s']:.0f} s",
         "",
+        *contention_warning(report),
         "## Method",
         "",
         "- The hub runs alone in its process: `midihub serve --config <generated toml> --bind "
@@ -1047,7 +1061,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"- **Rounds:** every scenario runs {rounds} times through each target; the order "
         "rotates each round (hub, fastest relay, DatagramProtocol relay; then starting with "
         "the next), so no target always runs first or last. Tables give the **median** of "
-        "the rounds and, in brackets, their **spread** (min\u2013max); ratios are of medians.",
+        "the rounds and, in brackets, their **spread** (min\u2013max); ratios are of medians. "
+        "The DatagramProtocol relay runs in pair and ceiling only (many and room compare "
+        "with the fastest relay); with both loops, the second (standard) loop runs pair and "
+        "ceiling only, and memory, dashboards open and the profiles run on the first "
+        "(`bench/run.py --loop asyncio` alone runs everything on the standard loop).",
         "- The **load generator** (`bench/loadgen.py`, a separate process) opens real RTP MIDI "
         "sessions with `midihub.rtp.Host` (IN/OK on the control port, then the data port; it "
         "keeps answering clock sync), then sends pre-encoded RTP MIDI packets (the session's "
