@@ -203,11 +203,25 @@ class HubProcess:
         return self.process.pid
 
     def problems(self) -> list[str]:
-        return [
-            line
-            for line in self.log_path.read_text().splitlines()
-            if " WARNING " in line or " ERROR " in line or "Traceback" in line
-        ]
+        """Warnings and errors in the hub's log, each with the exception that ended its
+        traceback, repeats counted (``(x N)``) rather than listed."""
+        found: dict[str, int] = {}
+        current: str | None = None
+        traceback = False
+        for line in self.log_path.read_text().splitlines():
+            if " WARNING " in line or " ERROR " in line:
+                current, traceback = line.split(" ", 2)[-1], False  # without date and time
+                found[current] = found.get(current, 0) + 1
+            elif current is not None and line.startswith("Traceback"):
+                traceback = True
+            elif current is not None and traceback and line and not line[0].isspace():
+                count = found.pop(current)  # the exception line ends the traceback
+                text = f"{current}: {line.strip()[:200]}"
+                found[text] = found.get(text, 0) + count
+                current = None
+            elif line and not line[0].isspace():
+                current = None
+        return [f"{text} (x {n})" if n > 1 else text for text, n in found.items()]
 
     def stop(self) -> None:
         if self.process.poll() is None:
