@@ -860,20 +860,25 @@ def viewer_lines(dash: dict[str, Any]) -> list[str]:
         for name, f in seen.get("figures", {}).items():
             if name == "/api/openapi.json":
                 continue
-            text = f"`{name}`: "
+            bits = []
             if "asked" in f:
-                text += f"{f['requests']} of {f['asked']} answered"
+                answered = f"{f['requests']} of {f['asked']} answered"
                 if "p50_ms" in f:
-                    text += f" (p50 {fmt(f['p50_ms'], 0)} ms, max {fmt(f['max_ms'], 0)} ms)"
+                    answered += f" (p50 {fmt(f['p50_ms'], 0)} ms, max {fmt(f['max_ms'], 0)} ms)"
                 if f["requests"] < f["asked"]:
-                    text += ", the others still under way when the viewers closed"
+                    answered += ", the rest still under way when the viewers closed"
+                bits.append(answered)
+            elif "streams" not in f:
+                bits.append("never asked (the refresh before it had not returned)")
             if "streams" in f:
-                text += f"{f['streams']} streams, {f['events']} events, {f['bytes'] // 1024} KiB"
+                bits.append(
+                    f"{f['streams']} streams, {f['events']} events, {f['bytes'] // 1024} KiB"
+                )
             if f.get("failures"):
-                text += f", {f['failures']} failed ({'; '.join(f.get('errors', []))})"
+                bits.append(f"{f['failures']} failed ({'; '.join(f.get('errors', []))})")
             if f.get("skipped_refreshes"):
-                text += f", {f['skipped_refreshes']} refreshes skipped (2 already in flight)"
-            parts.append(text)
+                bits.append(f"{f['skipped_refreshes']} refresh ticks skipped (2 in flight)")
+            parts.append(f"`{name}`: " + ", ".join(bits))
         busy = seen.get("hub_busy_after_s")
         if busy is not None:
             parts.append(f"hub busy for {busy:g} s after they closed")
