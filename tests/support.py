@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -58,6 +59,13 @@ def free_port_pair(host: str = LOCALHOST) -> int:
             continue
         return port
     raise RuntimeError("no free UDP port pair")
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
@@ -142,7 +150,9 @@ class PyPeer:
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port_pair()
-        self.host = Host(self.name, rng=random.Random(hash(self.name)), timing=self.timing)
+        self.host = Host(
+            self.name, rng=random.Random(zlib.crc32(self.name.encode())), timing=self.timing
+        )
         self._loop = asyncio.get_running_loop()
         self.pair = PortPair(self._loop, LOCALHOST, self.port, self._receive)
         self.pair.open()
@@ -171,14 +181,17 @@ class PyPeer:
             self.pair.sendto(kind, data, addr)
 
     async def connect(self, port: int, timeout: float = 5.0) -> Session:
-        self.session = self.host.connect((LOCALHOST, port), self._loop.time())
+        """Join the hub on ``port``. Returns once the hub counts us as a participant: our
+        first clock sync proved our address, and a second one, answered after the hub
+        read the first one's end (same socket, in order), says the hub has seen it."""
+        session = self.session = self.host.connect((LOCALHOST, port), self._loop.time())
         self.flush()
-        await wait_for(
-            lambda: self.session is not None and self.session.established,
-            timeout,
-            f"{self.name} to join :{port}",
-        )
-        return self.session
+        await wait_for(self.joined, timeout, f"{self.name} to join :{port}")
+        synced = len(self.rtts())
+        session.sync_clock(self._loop.time())
+        self.flush()
+        await wait_for(lambda: len(self.rtts()) > synced, timeout, f"{self.name}'s second sync")
+        return session
 
     def send(self, *messages: bytes) -> None:
         assert self.session is not None

@@ -205,7 +205,15 @@ async def test_panic_low_sends_exactly_the_noteoffs_of_the_range() -> None:
             # One participant, two channels, the whole keyboard.
             bob.received.clear()
             carol.received.clear()
-            (target,) = [p for p in body["sentTo"] if p.endswith(f"{carol.session.local_ssrc:08x}")]  # type: ignore[union-attr]
+            people = await get(url + "/api/participants")
+            (target,) = [
+                person["id"]
+                for port in people["ports"]
+                for person in port["participants"]
+                if person["name"] == "carol"
+            ]
+            assert target in body["sentTo"]
+            assert f"{carol.session.local_ssrc:08x}" not in target  # type: ignore[union-attr]
             status, body = await post(
                 url + "/api/panic", {"participant": target, "range": "All", "channels": [1, 10]}
             )
@@ -347,6 +355,11 @@ async def test_private_pages_need_the_token_and_reload_is_a_control_action() -> 
             async with client.get(url + "/api/participants") as response:
                 assert response.status == 401
             async with client.get(f"{url}/api/participants?token={TOKEN}") as response:
+                assert response.status == 401  # ?token= is for the monitor stream only
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with client.get(url + "/api/participants", headers=headers) as response:
+                assert response.status == 200
+            async with client.get(f"{url}/api/monitor?port={port}&token={TOKEN}") as response:
                 assert response.status == 200
             async with client.get(url + "/api/health") as response:
                 assert response.status == 200  # health checks stay open

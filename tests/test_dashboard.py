@@ -144,3 +144,39 @@ async def test_stuck_note_buttons_need_the_token_and_send_the_range(browser: Bro
         finally:
             bob.close()
             alice.close()
+
+
+async def test_joins_are_pushed_to_the_open_page_without_polling(browser: Browser) -> None:
+    """The fallback poll is set to ten minutes: only the /api/events stream can show
+    the join in time, and the page must not fetch the overview while it is live."""
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nJam = {port}") as (_, url):
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        await page.goto(url + "/?poll=600000")
+        await page.wait_for_function(
+            "window.midihubLive.connected && window.midihubLive.events > 0"
+        )
+        card = page.locator(f".card.port[data-port='{port}']")
+        await expect(card.locator(".empty")).to_be_visible()
+        fetched = [r for r in requested if "/api/participants" in r]
+        carol = PyPeer("carol")
+        try:
+            await carol.connect(port)
+            await expect(card.locator(".participant[data-name='carol']")).to_be_visible(
+                timeout=5000
+            )
+            await page.click("#tab-latency")
+            await expect(page.locator("#latency-table tbody tr[data-name='carol']")).to_be_visible()
+            carol.bye()
+            await page.click("#tab-overview")
+            await expect(card.locator(".participant[data-name='carol']")).to_have_count(0)
+        finally:
+            carol.close()
+        assert [r for r in requested if "/api/participants" in r] == fetched
+        assert not [r for r in requested if "/api/latency" in r and "history" not in r]
+        assert await page.evaluate("window.midihubLive.polls") == 0
+        events = [r for r in requested if "/api/events" in r]
+        assert len(events) == 1, events
+        only_the_hub(requested, url)

@@ -11,7 +11,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,7 +27,7 @@ import yaml
 from midihub import config as config_module
 from midihub.cli import serve
 from midihub.config import HubConfig, parse_listen
-from tests.support import PyPeer, free_port_pair, wait_for
+from tests.support import PyPeer, free_port_pair, free_tcp_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "systemd" / "midihub.service"
@@ -484,14 +483,22 @@ def test_user_data_writes_a_valid_config_within_the_open_ports(template: dict[st
     text = re.sub(r"\$\{AWS::StackName\}", "stack", text)
     text = text.replace("${ControlToken}", token)
     text = text.replace("${UdpPortFrom}", "5000").replace("${UdpPortTo}", "6000")
+    text = text.replace("${ElasticIP}", "203.0.113.7")
     assert "${" not in text
     hub = config_module.parse(text, "user-data")
     assert hub.web.token == token
+    assert hub.web.hosts == ["203.0.113.7"]  # the dashboard by its Elastic IP
     ports = {p for spec in hub.endpoints() for p in (spec.port, spec.port + 1)}
     assert ports and min(ports) >= 5000 and max(ports) <= 6000
     for step in ("pipx install --force '${MidihubPackage}'", "systemctl enable --now midihub"):
         assert step in script
-    values = {"MidihubPackage": "midihub", "ControlToken": token, "WebPort": "8080"}
+    values = {
+        "MidihubPackage": "midihub",
+        "ControlToken": token,
+        "WebPort": "8080",
+        "DashboardDomain": "hub.example.org",
+        "AcmeEmail": "",
+    }
     shell = re.sub(r"\$\{([\w:]+)\}", lambda m: values.get(m.group(1), "1"), script)
     syntax = run("bash", "-n", "-c", shell, timeout=30)
     assert syntax.returncode == 0, syntax.stderr
@@ -578,13 +585,6 @@ def test_installed_commands_print_the_version(installed: Installed, tmp_path: Pa
         timeout=60,
     )
     assert Path(where.stdout.strip()).is_relative_to(installed.venv)  # not this source tree
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def healthcheck_command(web_port: int) -> list[str]:

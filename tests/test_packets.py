@@ -101,8 +101,29 @@ def test_bad_rtp_headers_raise_protocol_error(data: bytes) -> None:
     name=st.text(alphabet=st.characters(blacklist_characters="\x00", codec="utf-8"), max_size=40),
 )
 def test_invitation_round_trip(command: bytes, token: int, ssrc: int, name: str) -> None:
+    """Names come back as sent, but for what a terminal or log must never see."""
     packet = p.Invitation(command, token, ssrc, name)
-    assert p.decode_session_packet(p.encode_invitation(packet)) == packet
+    decoded = p.decode_session_packet(p.encode_invitation(packet))
+    assert decoded == p.Invitation(command, token, ssrc, p.clean_name(name))
+    if name.isprintable() and name == name.strip() and len(name.encode()) <= p.MAX_NAME_BYTES:
+        assert decoded == packet
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("[/x]", "[/x]"),
+        ("\x1b]0;pwned\x07alice", "]0;pwnedalice"),
+        ("bob\n2026-11-29 INFO forged", "bob2026-11-29 INFO forged"),
+        ("\u202eevil", "evil"),
+        ("é" * 40, "é" * 32),  # 64 bytes, cut on a character boundary
+        ("x" * 20_000, "x" * 64),
+    ],
+)
+def test_names_are_cleaned_and_capped_on_decode(raw: str, shown: str) -> None:
+    data = p.encode_invitation(p.Invitation(p.INVITATION, 1, 2, raw))
+    decoded = p.decode_session_packet(data)
+    assert isinstance(decoded, p.Invitation) and decoded.name == shown
 
 
 @given(

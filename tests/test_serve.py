@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PyPeer, free_ports, wait_for
+from tests.support import PyPeer, free_ports, free_tcp_port, wait_for
 
 
 class Served:
@@ -26,12 +26,16 @@ class Served:
             self.lines.append(raw.decode().rstrip())
 
     @classmethod
-    async def start(cls, *args: str, cwd: Path) -> Served:
+    async def start(cls, *args: str, cwd: Path, own_web_port: bool = True) -> Served:
+        """``midihub serve ARGS``; on a free web port of its own unless the config names
+        one (``own_web_port=False``), so parallel runs never fight over 8080."""
+        web = ["--web", f"127.0.0.1:{free_tcp_port()}"] if own_web_port else []
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "midihub",
             "serve",
+            *web,
             *args,
             cwd=cwd,
             stderr=asyncio.subprocess.PIPE,
@@ -40,7 +44,8 @@ class Served:
         served = cls(proc)
         await wait_for(
             lambda: (
-                any("listening" in line for line in served.lines) or proc.returncode is not None
+                any("dashboard and API on" in line for line in served.lines)
+                or proc.returncode is not None
             ),
             10,
             "the hub to start",

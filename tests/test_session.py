@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from midihub.rtp import (
+    Drop,
     Host,
     LatencyMeasured,
     MidiReceived,
@@ -193,7 +194,9 @@ def test_bye_ends_the_session_on_both_sides() -> None:
     pair.a.close()
     pair.pump()
     assert [e.reason for e in pair.of("b", PeerLeft)] == ["bye"]
-    assert pair.b.established == [] and pair.b.counters.stray == 1  # the second BY
+    assert pair.b.established == [] and pair.b.counters.drops == {
+        Drop.UNKNOWN_SESSION: 1
+    }  # the second BY
     byes = [d for d in pair.sent["a"] if d[2:4] == b"BY"]
     assert len(byes) == 2  # one on each port
 
@@ -254,7 +257,7 @@ def test_rejected_when_full() -> None:
     pair.b.max_sessions = 0
     pair.connect()
     assert [e.reason for e in pair.of("a", PeerLeft)] == ["rejected"]
-    assert pair.b.counters.rejected == 1
+    assert pair.b.counters.drops[Drop.PORT_FULL] == 1
 
 
 def test_data_invitation_without_control_invitation_is_rejected() -> None:
@@ -276,16 +279,27 @@ def test_rtp_from_an_unknown_ssrc_is_stray_not_malformed() -> None:
     host = Host("hub", rng=random.Random(1))
     packet = p.encode_rtp_header(1, 0, 1234) + encode_section(b"\x00\x90\x3c\x40")
     host.receive(packet, PortKind.DATA, A, 1.0)
-    assert host.counters.stray == 1 and host.counters.malformed == 0
+    assert host.counters.drops == {Drop.UNKNOWN_SESSION: 1} and host.counters.malformed == 0
 
 
-def test_restarted_peer_reinviting_with_the_same_ssrc_gets_a_fresh_session() -> None:
-    pair = Pair()
+def test_reinvitation_with_a_live_ssrc_is_refused_until_the_old_session_ends() -> None:
+    """A new token for a live SSRC (a restart, or someone else) never replaces the
+    live session; once the old one times out, the same IN gets a fresh session."""
+    pair = Pair(Timing(timeout=5.0, ck_interval=1.0))
     pair.connect()
+    old = pair.b.established[0]
     ssrc = pair.session.local_ssrc
     invite = p.encode_invitation(p.Invitation(p.INVITATION, 999, ssrc, "alice"))
-    events = pair.b.receive(invite, PortKind.CONTROL, A, pair.now)
-    assert [e.reason for e in events if isinstance(e, PeerLeft)] == ["bye"]
-    events = pair.b.receive(invite, PortKind.DATA, (A[0], A[1] + 1), pair.now)
-    assert [type(e) for e in events] == [PeerJoined]
-    assert len(pair.b.established) == 1
+    assert pair.b.receive(invite, PortKind.CONTROL, A, pair.now) == []
+    (reply,) = pair.b.datagrams_to_send()
+    assert p.decode_session_packet(reply[1]).command == p.REJECT
+    assert pair.b.established == [old] and pair.b.counters.drops[Drop.SSRC_IN_USE] == 1
+    pair.a.close()  # the old side vanishes without a word
+    pair.a.datagrams_to_send()
+    for _ in range(40):
+        pair.now += 0.25
+        pair.events["b"] += pair.b.tick(pair.now)
+        pair.b.datagrams_to_send()
+    assert [e.reason for e in pair.of("b", PeerLeft)] == ["timeout"]
+    assert pair.b.receive(invite, PortKind.CONTROL, A, pair.now) == []
+    assert pair.b.pending == 1

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import ipaddress
 import logging
 import os
 import secrets
 import signal
+import stat
+import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from midihub import config as config_module
 from midihub.bonjour import Advertiser, advertise_addresses
-from midihub.config import ConfigError, HubConfig, parse_listen
+from midihub.config import ConfigError, HubConfig, is_loopback, parse_listen
 from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Session
@@ -27,15 +28,13 @@ from midihub.web.server import WebError
 
 log = logging.getLogger("midihub")
 
+SWITCH_INTERVAL = 0.001
 TOKEN_FILE = "midihub.token"
 """Where a generated control token is kept, next to the database."""
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+class DatabaseError(Exception):
+    """The latency database cannot be opened; one line naming the path."""
 
 
 def _who(session: Session) -> str:
@@ -93,35 +92,8 @@ class App:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.server = HubServer(self.hub, loop)
-        self.server.start()
-        for spec in self.config.endpoints():
-            log.info(
-                "listening on %s port %d (data %d): %s",
-                self.config.bind,
-                spec.port,
-                spec.port + 1,
-                spec.label,
-            )
-        addresses = advertise_addresses(self.config.bind, self.config.mdns.enabled)
-        if addresses:
-            self.advertiser = Advertiser(addresses)
-            self._in_background(self._advertise(start=True))
-        self.store = LatencyStore(
-            self.config.stats.database, retention=self.config.stats.retention_days * 86400
-        )
-        await self.store.start()
-        self.hub.listeners.append(self._record_latency)
-        try:
-            await self._start_web(loop)
-        except WebError:
-            self.server.close()
-            await self.store.close()
-            raise
-        # Everything made so far lives as long as the process: keep the collector from
-        # walking it again and again (full collections were 20 ms pauses under load).
-        gc.collect()
-        gc.freeze()
+        # Signals work from the start: opening the history database may take a while,
+        # and a SIGHUP or SIGTERM meanwhile must not kill the process by default action.
         installed = []
         for signum, handler in (
             (signal.SIGINT, self.stop),
@@ -131,6 +103,21 @@ class App:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, handler)
                 installed.append(signum)
+        try:
+            await self._start(loop)
+        except BaseException:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            raise
+        # Everything made so far lives as long as the process: keep the collector from
+        # walking it again and again (full collections were 20 ms pauses under load).
+        gc.collect()
+        gc.freeze()
+        # The history store and big JSON answers run on worker threads; a thread holding
+        # the GIL keeps it up to the switch interval whenever the loop wakes (5 ms by
+        # default, paid once per system call the loop makes): 1 ms bounds that wait.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        assert self.server is not None and self.store is not None
         try:
             await self._stop.wait()
         finally:
@@ -148,6 +135,48 @@ class App:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.advertiser.close(), 3)
             log.info("stopped")
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Database, then UDP ports, then the web: a hub that cannot keep its history
+        says so before it opens any UDP port (nobody joins a hub about to exit)."""
+        self.store = LatencyStore(
+            self.config.stats.database, retention=self.config.stats.retention_days * 86400
+        )
+        try:
+            await self.store.start()
+        except Exception as error:  # OSError, or SQLAlchemy wrapping sqlite3's errors
+            with contextlib.suppress(Exception):
+                await self.store.close()
+            reason = getattr(error, "orig", None) or error
+            text = str(getattr(reason, "strerror", None) or reason).splitlines()[0]
+            raise DatabaseError(
+                f"cannot open the database {self.config.stats.database}: {text}"
+            ) from None
+        self.server = HubServer(self.hub, loop)
+        try:
+            self.server.start()
+        except BaseException:
+            await self.store.close()
+            raise
+        for spec in self.config.endpoints():
+            log.info(
+                "listening on %s port %d (data %d): %s",
+                self.config.bind,
+                spec.port,
+                spec.port + 1,
+                spec.label,
+            )
+        addresses = advertise_addresses(self.config.bind, self.config.mdns.enabled)
+        if addresses:
+            self.advertiser = Advertiser(addresses)
+            self._in_background(self._advertise(start=True))
+        self.hub.listeners.append(self._record_latency)
+        try:
+            await self._start_web(loop)
+        except BaseException:
+            self.server.close()
+            await self.store.close()
+            raise
 
     def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)
@@ -194,19 +223,46 @@ class App:
         self.api = Api(
             self.hub,
             token=self.token,
-            public=settings.public,
+            public=settings.pages_public,
             store=self.store,
             hub_time=loop.time,
             reload=self.reload,
+            hosts=settings.hosts,
+            bind=host,
+            monitor_viewers=settings.monitor_viewers,
+            monitor_viewers_per_ip=settings.monitor_viewers_per_ip,
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
-        self.web = WebServer(self.api.application(), host, port)
-        await self.web.start()
-        log.info("dashboard and API on %s", self.web.url)
+        web = WebServer(
+            self.api.application(),
+            host,
+            port,
+            tls_cert=settings.tls_cert,
+            tls_key=settings.tls_key,
+        )
+        await web.start()
+        self.web = web  # only once it answers: tests and tools wait for this
+        log.info("dashboard and API on %s", web.url)
+        if not is_loopback(host):
+            if not settings.pages_public:
+                log.info("the web port is reachable from other machines: pages need the token")
+            if not settings.hosts:
+                log.warning(
+                    "the web port %s is reachable from other machines but answers only to "
+                    "loopback names%s: list the names (or IPs) people use in web.hosts",
+                    settings.listen,
+                    "" if host in ("0.0.0.0", "::") else f" and {host}",
+                )
+            if settings.tls_cert is None:
+                log.warning(
+                    "the web port %s serves plain HTTP: the token travels in clear text; "
+                    "set web.tls_cert and web.tls_key, or put a TLS proxy in front",
+                    settings.listen,
+                )
         if settings.token is None:
             log.info("control token (panic, reload): %s", self.token)
-            if not _is_loopback(host):
+            if not is_loopback(host):
                 log.warning(
                     "the web port %s is reachable from other machines and no web.token is "
                     "configured: anyone who reads this log can send control actions; set "
@@ -215,20 +271,25 @@ class App:
                 )
 
     def _generated_token(self) -> str:
-        """A fresh token, also written (0600) beside the database for ``midihub panic``."""
-        token = secrets.token_urlsafe(18)
+        """The token kept (0600) beside the database for ``midihub panic``, or a new one."""
         database = self.config.stats.database
-        if database != ":memory:":
-            path = Path(database).parent / TOKEN_FILE
-            with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as file:
-                    file.write(token + "\n")
-        return token
+        if database == ":memory:":
+            return secrets.token_urlsafe(18)
+        return token_file(Path(database).parent / TOKEN_FILE)
 
     def stop(self) -> None:
         if self._stop is not None:
             self._stop.set()
+
+    def _reload_tls(self) -> None:
+        if self.web is None or self.web.ssl_context is None:
+            return
+        try:
+            self.web.reload_tls()
+        except WebError as error:
+            log.error("reload: %s; the previous certificate stays in use", error)
+        else:
+            log.info("reload: TLS certificate %s read again", self.web.tls_cert)
 
     def reload(self) -> str | None:
         """Re-read the configuration file (SIGHUP, ``POST /api/reload``); a bad file
@@ -243,6 +304,13 @@ class App:
             return f"reload refused, configuration unchanged: {error}"
         for problem in self.server.reconfigure(new):
             log.error("reload: %s", problem)
+        for section in ("web", "stats"):
+            if getattr(new, section) != getattr(self.config, section):
+                log.warning(
+                    "reload: [%s] changed; those settings take effect only after a restart",
+                    section,
+                )
+        self._reload_tls()
         self.config = self.hub.config
         if self.advertiser is not None:
             self._in_background(self._advertise())
@@ -252,6 +320,77 @@ class App:
             ", ".join(str(p) for p in sorted(self.hub.endpoints)),
         )
         return None
+
+
+def token_file(path: Path) -> str:
+    """The token in ``path`` if it is a regular file of ours that only we can read;
+    else a new token, written there without following a symlink or trusting what is
+    there (a temporary file made exclusively, 0600, then renamed over). Problems are
+    warnings: the hub still runs, with a token only its log shows."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as error:
+        log.warning("cannot check the token file %s: %s", path, error.strerror or error)
+        info = None
+    if info is not None:
+        trusted = (
+            stat.S_ISREG(info.st_mode)
+            and info.st_uid == os.getuid()
+            and stat.S_IMODE(info.st_mode) == 0o600
+        )
+        if trusted:
+            token = _read_token(path)
+            if token is not None:
+                return token
+        else:
+            log.warning(
+                "the token file %s is not a private regular file of this user (0600); "
+                "writing a new one",
+                path,
+            )
+    token = secrets.token_urlsafe(18)
+    try:
+        _write_private(path, token + "\n")
+    except OSError as error:
+        log.warning(
+            "cannot write the token file %s: %s; `midihub panic` needs --token",
+            path,
+            error.strerror or error,
+        )
+    return token
+
+
+def _read_token(path: Path) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "r", encoding="utf-8") as file:
+            token = file.read(256).strip()
+    except (OSError, UnicodeDecodeError) as error:
+        log.warning("cannot read the token file %s: %s; writing a new one", path, error)
+        return None
+    return token if len(token) >= 8 and token.isprintable() else None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` atomically as a 0600 file, never through a planted symlink."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            fd = -1
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)  # replaces a symlink itself, never its target
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def install_fast_loop() -> str:

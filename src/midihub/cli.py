@@ -43,7 +43,7 @@ def serve(
     config_path: str | None, bind: str | None, web: str | None, db: str | None, log_level: str
 ) -> None:
     """Run the hub until Ctrl-C or SIGTERM; SIGHUP re-reads the configuration."""
-    from midihub.app import App, install_fast_loop
+    from midihub.app import App, DatabaseError, install_fast_loop
     from midihub.web.server import WebError
 
     logging.basicConfig(
@@ -68,7 +68,7 @@ def serve(
     app = App(config, path, bind, web=web, db=db)
     try:
         asyncio.run(app.run())
-    except (BindError, WebError) as error:
+    except (BindError, WebError, DatabaseError) as error:
         logging.getLogger("midihub").error("%s", error)
         sys.exit(1)
 
@@ -121,14 +121,19 @@ _web_option = click.option(
 @main.command()
 @_web_option
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON for scripts.")
-def status(web: str | None, as_json: bool) -> None:
+@click.option(
+    "--token",
+    help="Token, when the hub's pages are private (default $MIDIHUB_TOKEN or ./midihub.token).",
+)
+def status(web: str | None, as_json: bool, token: str | None) -> None:
     """Who is connected to the running hub, with latency and loss."""
-    from midihub.client import request
+    from midihub.client import find_token, request
     from midihub.status import render_status
 
+    secret = find_token(token)
     with _talking_to_hub():
-        ports = request(web, "/api/participants")["ports"]
-        rows = request(web, "/api/latency")
+        ports = request(web, "/api/participants", token=secret)["ports"]
+        rows = request(web, "/api/latency", token=secret)
     if as_json:
         click.echo(json.dumps({"ports": ports, "latency": rows}, indent=2))
         return

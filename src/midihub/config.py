@@ -6,6 +6,7 @@ file format lets us find it), so an admin fixes a file in one pass.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import tomllib
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from midihub.rtp.limits import Limits
 
 DEFAULT_GROUPS: dict[str, tuple[int, int]] = {"GroupOne": (5040, 5042), "GroupTwo": (5050, 5052)}
 SEARCH_PATHS = ("midihub.toml", "midiports")
@@ -72,6 +75,20 @@ class RoomConfig(_Strict):
     _port = field_validator("port")(_check_port)
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also IPv4-mapped) or ``localhost``."""
+    host = host.lower().removeprefix("[").removesuffix("]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port), or ValueError saying why."""
     host, sep, port_text = text.strip().rpartition(":")
@@ -88,7 +105,21 @@ class WebConfig(_Strict):
     token: str | None = Field(
         default=None, min_length=8, description="for control actions; generated when unset"
     )
-    public: bool = Field(default=True, description="read-only pages need no token")
+    public: bool | None = Field(
+        default=None,
+        description="read-only pages need no token; unset: only when listening on loopback",
+    )
+    hosts: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="names (or IPs) the dashboard answers to besides loopback (DNS rebinding)",
+    )
+    tls_cert: str | None = Field(default=None, description="PEM certificate chain: serve HTTPS")
+    tls_key: str | None = Field(default=None, description="PEM private key for tls_cert")
+    monitor_viewers: int = Field(default=64, ge=1, le=4096, description="monitor streams, all")
+    monitor_viewers_per_ip: int = Field(
+        default=8, ge=1, le=4096, description="monitor streams per client IP (IPv6: per /64)"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -96,6 +127,32 @@ class WebConfig(_Strict):
         if value:
             parse_listen(value)
         return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for host in value:
+            name = host.strip().lower().removeprefix("[").removesuffix("]")
+            if not name or not re.fullmatch(r"[a-z0-9.:_-]{1,253}", name):
+                raise ValueError(f"{host!r} is not a host name or IP address")
+            cleaned.append(name)
+        return cleaned
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+    @property
+    def pages_public(self) -> bool:
+        """``public`` as set, else True only when the web port listens on loopback."""
+        if self.public is not None:
+            return self.public
+        if not self.listen:
+            return True
+        return is_loopback(parse_listen(self.listen)[0])
 
 
 class LinkConfig(_Strict):
@@ -138,6 +195,35 @@ class StatsConfig(_Strict):
     retention_days: float = Field(default=7.0, gt=0)
 
 
+class LimitsConfig(_Strict):
+    """What one stranger may cost each port (docs/security.md)."""
+
+    max_pending: int = Field(default=32, ge=1, le=1024, description="half-open sessions per port")
+    pending_per_source: int = Field(default=4, ge=1, description="half-open sessions per IP")
+    sessions_per_source: int = Field(default=16, ge=1, description="sessions per IP per port")
+    handshake_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="seconds from IN to a proven address"
+    )
+    proof_intervals: int = Field(
+        default=3, ge=1, description="clock-sync intervals without an answer before MIDI stops"
+    )
+    max_sysex: int = Field(default=65536, ge=16, description="bytes of one SysEx message")
+    sysex_rate: float = Field(default=65536.0, gt=0, description="SysEx bytes/s per participant")
+    reject_rate: float = Field(default=2.0, gt=0, description="NO replies per second per IP")
+
+    def spec(self) -> Limits:
+        return Limits(
+            max_pending=self.max_pending,
+            pending_per_source=self.pending_per_source,
+            sessions_per_source=self.sessions_per_source,
+            handshake_timeout=self.handshake_timeout,
+            proof_intervals=self.proof_intervals,
+            max_sysex=self.max_sysex,
+            sysex_rate=self.sysex_rate,
+            reject_rate=self.reject_rate,
+        )
+
+
 class HubConfig(_Strict):
     bind: str = "0.0.0.0"
     name: str = Field(default="midihub", min_length=1, max_length=63)
@@ -151,6 +237,7 @@ class HubConfig(_Strict):
     stats: StatsConfig = Field(default_factory=StatsConfig)
     links: list[LinkConfig] = Field(default_factory=list)
     mdns: MdnsConfig = Field(default_factory=MdnsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     def with_overrides(self, *, web: str | None = None, db: str | None = None) -> HubConfig:
         """Command-line options win over the file (``--web``, ``--db``)."""

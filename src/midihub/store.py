@@ -1,41 +1,72 @@
 """Latency history: per participant and minute, min/avg/max/count, in SQLite.
 
 ``record`` runs on the packet path, so it only touches an in-memory bucket; a
-background task writes the buckets in one transaction every few seconds, so a slow
-disk delays nothing but the next flush. SQLAlchemy Core keeps the SQL portable
-(PostgreSQL would be a URL away); the one dialect-specific piece is the upsert.
+background task writes the buckets in one transaction every few seconds. Every
+statement runs on one worker thread, never on the event loop, and every answer is an
+SQL aggregate whose cost follows the participants and the span asked for, not the
+size of the table:
+
+* ``latency_minutes`` (the raw minutes, unchanged since the first release) is indexed
+  by minute, so the retention purge and ``since`` reads are range scans;
+* ``latency_hours`` rolls the minutes up per participant and hour, kept in step on
+  every write and rebuilt on start when it disagrees with the minutes (an older
+  database, or rows written by another program), so a 7-day summary reads 168 rows
+  per participant instead of 10,080;
+* the summary is cached until the next write, and unflushed buckets are merged into
+  every answer so it is always live.
+
+SQLAlchemy Core keeps the SQL readable; SQLite specifics (the upsert, and taking a
+bare column from the row that holds a ``min()``/``max()``) are marked where used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
+    Connection,
+    Engine,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     UniqueConstraint,
     case,
+    create_engine,
     delete,
     event,
+    exists,
     func,
+    or_,
     select,
+    text,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 log = logging.getLogger("midihub.store")
+
+T = TypeVar("T")
+
+HOUR = 3600
+MAX_POINTS = 500
+"""At most this many points per series in one history answer."""
+STEPS = (60, 120, 300, 600, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
+"""Bucket widths for downsampled history; from an hour up they read the hourly roll-up."""
 
 metadata = MetaData()
 participants = Table(
@@ -49,22 +80,32 @@ participants = Table(
     Column("last_seen", Float, nullable=False),
     UniqueConstraint("name", "address", "hub_port"),
 )
-minutes = Table(
-    "latency_minutes",
-    metadata,
-    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
-    Column("minute", Integer, primary_key=True),  # UTC epoch seconds, whole minutes
-    Column("count", Integer, nullable=False),
-    Column("sum_ms", Float, nullable=False),
-    Column("min_ms", Float, nullable=False),
-    Column("min_at", Float, nullable=False),
-    Column("max_ms", Float, nullable=False),
-    Column("max_at", Float, nullable=False),
-    Column("last_ms", Float, nullable=False),
-    Column("last_at", Float, nullable=False),
-)
+
+
+def _bucket_table(name: str, period: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+        Column(period, Integer, primary_key=True),  # UTC epoch seconds, start of the period
+        Column("count", Integer, nullable=False),
+        Column("sum_ms", Float, nullable=False),
+        Column("min_ms", Float, nullable=False),
+        Column("min_at", Float, nullable=False),
+        Column("max_ms", Float, nullable=False),
+        Column("max_at", Float, nullable=False),
+        Column("last_ms", Float, nullable=False),
+        Column("last_at", Float, nullable=False),
+    )
+
+
+minutes = _bucket_table("latency_minutes", "minute")
+hours = _bucket_table("latency_hours", "hour")
+Index("ix_latency_minutes_minute", minutes.c.minute)
+Index("ix_latency_hours_hour", hours.c.hour)
 
 Key = tuple[str, str, int]  # session name, address, hub port
+Buckets = dict[Key, dict[int, "Bucket"]]
 BUCKET_COLUMNS = ("count", "sum_ms", "min_ms", "min_at", "max_ms", "max_at", "last_ms", "last_at")
 
 
@@ -103,6 +144,9 @@ class Bucket:
         if other.last_at >= self.last_at:
             self.last_ms, self.last_at = other.last_ms, other.last_at
 
+    def copy(self) -> Bucket:
+        return replace(self)
+
 
 @dataclass(frozen=True, slots=True)
 class Summary:
@@ -123,6 +167,8 @@ class Summary:
 
 @dataclass(frozen=True, slots=True)
 class MinuteRow:
+    """One point of a series: ``minute`` starts a bucket ``step`` seconds wide."""
+
     name: str
     address: str
     hub_port: int
@@ -131,6 +177,33 @@ class MinuteRow:
     min_ms: float
     avg_ms: float
     max_ms: float
+    step: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class _Unwritten:
+    """Buckets not in the database yet, tagged with the flush that will write them."""
+
+    seq: int
+    buckets: Buckets
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A read's answer with the database state it saw."""
+
+    generation: int
+    written_seq: int
+    totals: dict[Key, Bucket]
+
+
+def choose_step(span: float, points: int = MAX_POINTS) -> int:
+    """The narrowest bucket width giving at most ``points`` buckets over ``span``."""
+    points = max(1, min(points, MAX_POINTS))
+    for step in STEPS:
+        if span / step <= points:
+            return step
+    return STEPS[-1]
 
 
 class LatencyStore:
@@ -141,28 +214,88 @@ class LatencyStore:
         retention: float = 7 * 86400,
         flush_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
+        max_series: int = 64,
+        max_summary: int = 1000,
     ) -> None:
         self.path = path
         self.retention = retention
         self.flush_interval = flush_interval
+        self.max_series = max_series  # series per history answer
+        self.max_summary = max_summary  # rows per summary (most recently seen first)
         self._clock = clock
-        self._pending: dict[Key, dict[int, Bucket]] = {}
-        self._engine: AsyncEngine | None = None
+        self._pending: Buckets = {}
+        self._flushing: list[_Unwritten] = []
+        self._next_seq = 1
+        self._engine: Engine | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._summary: _Stored | None = None
+        self._summary_job: asyncio.Future[_Stored] | None = None
+        self._purged_to = -math.inf
+        # Written by the worker thread only (plain ints: reads elsewhere are atomic).
+        self._generation = 0  # bumps on every commit that changed rows
+        self._written_seq = 0  # the last flush committed
         self.flushes = 0
+        self.rollup_rebuilds = 0
+
+    # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        url = "sqlite+aiosqlite:///" + (":memory:" if self.path == ":memory:" else self.path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._engine = create_async_engine(url)
-        if self.path != ":memory:":
-            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
-        async with self._engine.begin() as connection:
-            await connection.run_sync(metadata.create_all)
+        """Open (and migrate) the database off the loop, then start the writer."""
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="midihub-store")
+        await self._run(self._open)
         await self.purge()
         self._task = asyncio.create_task(self._flush_forever(), name="latency-store")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._engine is not None:
+            try:
+                await self.flush()
+            finally:
+                await self._run(self._dispose)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _run(self, job: Callable[..., T], *args: Any) -> T:
+        assert self._executor is not None, "the store is not started"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(job, *args))
+
+    def _open(self) -> None:
+        if self.path == ":memory:":
+            engine = create_engine(
+                "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine("sqlite:///" + self.path)
+            event.listen(engine, "connect", _sqlite_pragmas)
+        self._engine = engine
+        with engine.begin() as connection:
+            metadata.create_all(connection)  # new tables and indexes; old ones untouched
+            if not _rollup_matches(connection):
+                started = time.perf_counter()
+                _rebuild_hours(connection)
+                self.rollup_rebuilds += 1
+                log.info(
+                    "latency history: hourly roll-up rebuilt in %.2f s",
+                    time.perf_counter() - started,
+                )
+        self._generation += 1
+
+    def _dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # -- the packet path ----------------------------------------------------------
 
     def record(self, name: str, address: str, hub_port: int, rtt_ms: float, at: float) -> None:
         """O(1), never waits: the sample joins its minute's bucket in memory."""
@@ -177,6 +310,8 @@ class LatencyStore:
         else:
             bucket.add(value, at)
 
+    # -- writing ------------------------------------------------------------------
+
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval)
@@ -189,190 +324,396 @@ class LatencyStore:
     async def flush(self) -> None:
         """Write the pending buckets in one transaction, merging with stored minutes."""
         async with self._lock:
-            pending, self._pending = self._pending, {}
-            if not pending:
+            if not self._pending:
                 return
+            unwritten = _Unwritten(self._next_seq, self._pending)
+            self._next_seq += 1
+            self._pending = {}
+            self._flushing.append(unwritten)
             try:
-                await self._write(pending)
+                await self._run(self._write, unwritten)
             except Exception:
-                for key, buckets in pending.items():  # keep them for the next try
+                for key, buckets in unwritten.buckets.items():  # keep them for the next try
+                    mine = self._pending.setdefault(key, {})
                     for minute, bucket in buckets.items():
-                        mine = self._pending.setdefault(key, {}).get(minute)
-                        if mine is None:
-                            self._pending[key][minute] = bucket
-                        else:
-                            bucket.merge(mine)
-                            self._pending[key][minute] = bucket
+                        if minute in mine:
+                            bucket.merge(mine[minute])
+                        mine[minute] = bucket
                 raise
+            finally:
+                self._flushing.remove(unwritten)
             self.flushes += 1
 
-    async def _write(self, pending: dict[Key, dict[int, Bucket]]) -> None:
+    def _write(self, unwritten: _Unwritten) -> None:
         assert self._engine is not None
-        async with self._engine.begin() as connection:
-            for (name, address, hub_port), buckets in pending.items():
-                seen = max(b.last_at for b in buckets.values())
-                first = min(min(b.min_at, b.max_at) for b in buckets.values())
-                upsert = sqlite_insert(participants).values(
-                    name=name, address=address, hub_port=hub_port, first_seen=first, last_seen=seen
-                )
-                await connection.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=["name", "address", "hub_port"],
-                        set_={"last_seen": func.max(participants.c.last_seen, seen)},
-                    )
-                )
-                pid = (
-                    await connection.execute(
-                        select(participants.c.id).where(
-                            participants.c.name == name,
-                            participants.c.address == address,
-                            participants.c.hub_port == hub_port,
-                        )
-                    )
-                ).scalar_one()
+        with self._engine.begin() as connection:
+            minute_rows: list[dict[str, Any]] = []
+            hour_rows: dict[tuple[int, int], Bucket] = {}
+            for (name, address, hub_port), buckets in unwritten.buckets.items():
+                if not buckets:
+                    continue
+                pid = _participant_id(connection, name, address, hub_port, buckets.values())
                 for minute, b in buckets.items():
-                    row = sqlite_insert(minutes).values(
-                        participant_id=pid,
-                        minute=minute,
-                        count=b.count,
-                        sum_ms=b.sum_ms,
-                        min_ms=b.min_ms,
-                        min_at=b.min_at,
-                        max_ms=b.max_ms,
-                        max_at=b.max_at,
-                        last_ms=b.last_ms,
-                        last_at=b.last_at,
-                    )
-                    new = row.excluded
-                    c = minutes.c
-                    await connection.execute(
-                        row.on_conflict_do_update(
-                            index_elements=["participant_id", "minute"],
-                            set_={
-                                "count": c.count + new.count,
-                                "sum_ms": c.sum_ms + new.sum_ms,
-                                "min_at": case((new.min_ms < c.min_ms, new.min_at), else_=c.min_at),
-                                "min_ms": case((new.min_ms < c.min_ms, new.min_ms), else_=c.min_ms),
-                                "max_at": case((new.max_ms > c.max_ms, new.max_at), else_=c.max_at),
-                                "max_ms": case((new.max_ms > c.max_ms, new.max_ms), else_=c.max_ms),
-                                "last_ms": case(
-                                    (new.last_at >= c.last_at, new.last_ms), else_=c.last_ms
-                                ),
-                                "last_at": case(
-                                    (new.last_at >= c.last_at, new.last_at), else_=c.last_at
-                                ),
-                            },
-                        )
-                    )
+                    minute_rows.append({"participant_id": pid, "minute": minute, **_values(b)})
+                    hour = minute // HOUR * HOUR
+                    rolled = hour_rows.get((pid, hour))
+                    if rolled is None:
+                        hour_rows[(pid, hour)] = b.copy()
+                    else:
+                        rolled.merge(b)
+            if minute_rows:
+                connection.execute(_merge_upsert(minutes, "minute"), minute_rows)
+                connection.execute(
+                    _merge_upsert(hours, "hour"),
+                    [
+                        {"participant_id": pid, "hour": hour, **_values(b)}
+                        for (pid, hour), b in hour_rows.items()
+                    ],
+                )
+        self._written_seq = unwritten.seq
+        self._generation += 1
 
     async def purge(self) -> int:
         """Forget minutes older than the retention, and participants left with none."""
-        assert self._engine is not None
         cutoff = int((self._clock() - self.retention) // 60 * 60)
-        async with self._engine.begin() as connection:
-            result = await connection.execute(delete(minutes).where(minutes.c.minute < cutoff))
-            used = select(minutes.c.participant_id).distinct()
-            await connection.execute(delete(participants).where(participants.c.id.not_in(used)))
         for buckets in self._pending.values():
             for minute in [m for m in buckets if m < cutoff]:
                 del buckets[minute]
-        return int(result.rowcount or 0)
+        if cutoff <= self._purged_to:  # moves once a minute: nothing new to forget
+            return 0
+        removed = await self._run(self._purge, cutoff)
+        self._purged_to = cutoff
+        return removed
 
-    async def _stored(self) -> dict[Key, dict[int, Bucket]]:
+    def _purge(self, cutoff: int) -> int:
         assert self._engine is not None
-        query = select(
-            participants.c.name, participants.c.address, participants.c.hub_port, minutes
-        ).join(minutes, minutes.c.participant_id == participants.c.id)
-        found: dict[Key, dict[int, Bucket]] = {}
-        async with self._engine.connect() as connection:
-            for row in await connection.execute(query):
-                r = row._mapping
-                found.setdefault((r["name"], r["address"], r["hub_port"]), {})[r["minute"]] = (
-                    Bucket(*(r[name] for name in BUCKET_COLUMNS))
-                )
+        with self._engine.begin() as connection:
+            result = connection.execute(delete(minutes).where(minutes.c.minute < cutoff))
+            removed = int(result.rowcount or 0)
+            if removed:
+                edge = cutoff // HOUR * HOUR
+                connection.execute(delete(hours).where(hours.c.hour < edge))
+                if edge < cutoff:  # the hour the cutoff falls in lost some minutes
+                    _rebuild_hours(connection, edge, edge + HOUR)
+                used = exists().where(minutes.c.participant_id == participants.c.id)
+                connection.execute(delete(participants).where(~used))
+        if removed:
+            self._generation += 1
+        return removed
+
+    # -- reading ------------------------------------------------------------------
+
+    def _unwritten(self, keep: Callable[[Key], bool] = lambda key: True) -> list[_Unwritten]:
+        """Copies of what is not in the database yet (the worker must not see buckets
+        that ``record`` is still changing)."""
+        found = [
+            _Unwritten(u.seq, {k: _copy(b) for k, b in u.buckets.items() if keep(k)})
+            for u in self._flushing
+        ]
+        pending = {k: _copy(b) for k, b in self._pending.items() if keep(k)}
+        found.append(_Unwritten(self._next_seq, pending))
         return found
 
-    async def _everything(self) -> dict[Key, dict[int, Bucket]]:
-        """Stored minutes merged with those not written yet: answers are always live."""
-        merged = await self._stored()
-        for key, buckets in self._pending.items():
-            target = merged.setdefault(key, {})
-            for minute, bucket in buckets.items():
-                copy = Bucket(*_fields(bucket))
-                if minute in target:
-                    target[minute].merge(copy)
-                else:
-                    target[minute] = copy
-        return merged
-
     async def summary(self) -> list[Summary]:
-        rows: list[Summary] = []
-        for (name, address, port), buckets in sorted((await self._everything()).items()):
-            if not buckets:
+        """Per participant over the retention: the cached SQL totals plus what is not
+        written yet."""
+        stored = self._summary
+        if stored is None or stored.generation != self._generation:
+            if self._summary_job is None or self._summary_job.done():
+                self._summary_job = asyncio.ensure_future(self._run(self._stored_summary))
+            stored = await asyncio.shield(self._summary_job)
+            self._summary = stored
+        totals = {key: bucket.copy() for key, bucket in stored.totals.items()}
+        for unwritten in self._unwritten():
+            if unwritten.seq <= stored.written_seq:
                 continue
-            total = Bucket(*_fields(next(iter(buckets.values()))))
-            for bucket in list(buckets.values())[1:]:
-                total.merge(bucket)
-            rows.append(
-                Summary(
-                    name,
-                    address,
-                    port,
-                    total.count,
-                    total.sum_ms / total.count,
-                    total.min_ms,
-                    total.min_at,
-                    total.max_ms,
-                    total.max_at,
-                    total.last_ms,
-                    total.last_at,
-                )
+            for key, buckets in unwritten.buckets.items():
+                for bucket in buckets.values():
+                    if key in totals:
+                        totals[key].merge(bucket)
+                    else:
+                        totals[key] = bucket.copy()
+        return [
+            Summary(
+                *key,
+                t.count,
+                t.sum_ms / t.count,
+                t.min_ms,
+                t.min_at,
+                t.max_ms,
+                t.max_at,
+                t.last_ms,
+                t.last_at,
             )
-        return rows
+            for key, t in sorted(totals.items())
+            if t.count
+        ]
+
+    def _stored_summary(self) -> _Stored:
+        assert self._engine is not None
+        generation, written = self._generation, self._written_seq
+        h = hours.c
+        chosen = (
+            select(participants.c.id)
+            .order_by(participants.c.last_seen.desc())
+            .limit(self.max_summary)
+            .scalar_subquery()
+        )
+        pid = h.participant_id
+        # SQLite: with a single min()/max() in a query, bare columns come from its row.
+        low = select(pid, func.sum(h.count), func.sum(h.sum_ms), func.min(h.min_ms), h.min_at)
+        high = select(pid, func.max(h.max_ms), h.max_at)
+        last = select(pid, func.max(h.last_at), h.last_ms)
+        totals: dict[Key, Bucket] = {}
+        with self._engine.connect() as connection:
+            names = {
+                row.id: (row.name, row.address, row.hub_port)
+                for row in connection.execute(
+                    select(
+                        participants.c.id,
+                        participants.c.name,
+                        participants.c.address,
+                        participants.c.hub_port,
+                    ).where(participants.c.id.in_(chosen))
+                )
+            }
+            by_id: dict[int, Bucket] = {}
+            for row in connection.execute(low.where(pid.in_(chosen)).group_by(pid)):
+                by_id[row[0]] = Bucket(int(row[1]), float(row[2]), row[3], row[4], 0, 0, 0, 0)
+            for high_row in connection.execute(high.where(pid.in_(chosen)).group_by(pid)):
+                if high_row[0] in by_id:
+                    by_id[high_row[0]].max_ms, by_id[high_row[0]].max_at = high_row[1:3]
+            for last_row in connection.execute(last.where(pid.in_(chosen)).group_by(pid)):
+                if last_row[0] in by_id:
+                    by_id[last_row[0]].last_at, by_id[last_row[0]].last_ms = last_row[1:3]
+        for participant, bucket in by_id.items():
+            if participant in names and bucket.count:
+                totals[names[participant]] = bucket
+        return _Stored(generation, written, totals)
 
     async def history(
-        self, participant: str | None = None, since: float | None = None
+        self,
+        participant: str | None = None,
+        since: float | None = None,
+        *,
+        points: int = MAX_POINTS,
     ) -> list[MinuteRow]:
-        """Per-minute rows, oldest first; ``participant`` matches a name or an address."""
-        rows: list[MinuteRow] = []
-        for (name, address, port), buckets in (await self._everything()).items():
-            if participant is not None and participant not in (name, address):
-                continue
-            for minute, b in buckets.items():
-                if since is not None and minute + 60 <= since:
-                    continue
-                rows.append(
-                    MinuteRow(
-                        name, address, port, minute, b.count, b.min_ms, b.sum_ms / b.count, b.max_ms
-                    )
+        """Series per participant, oldest first, at most ``points`` buckets each over
+        the span asked for (minutes while they fit, wider buckets beyond);
+        ``participant`` matches a name or an address."""
+        now = self._clock()
+        low = now - self.retention
+        if since is not None:
+            low = max(low, since)
+        low_minute = int(low // 60 * 60)
+
+        def keep(key: Key) -> bool:
+            return participant is None or participant in (key[0], key[1])
+
+        unwritten = self._unwritten(keep)
+        first_unwritten = min(
+            (m for u in unwritten for b in u.buckets.values() for m in b if m >= low_minute),
+            default=None,
+        )
+        return await self._run(
+            self._history,
+            participant,
+            low_minute,
+            since is None,
+            now,
+            max(1, min(points, MAX_POINTS)),
+            unwritten,
+            first_unwritten,
+        )
+
+    def _history(
+        self,
+        participant: str | None,
+        low_minute: int,
+        from_first: bool,
+        now: float,
+        points: int,
+        unwritten: list[_Unwritten],
+        first_unwritten: int | None,
+    ) -> list[MinuteRow]:
+        assert self._engine is not None
+        p = participants.c
+        who = select(p.id, p.name, p.address, p.hub_port)
+        if participant is not None:
+            who = who.where(or_(p.name == participant, p.address == participant))
+        who = who.order_by(p.name, p.address, p.hub_port).limit(self.max_series)
+        with self._engine.connect() as connection:
+            written = self._written_seq
+            names: dict[int, Key] = {
+                row.id: (row.name, row.address, row.hub_port) for row in connection.execute(who)
+            }
+            start = low_minute
+            if from_first:  # no span asked for: as much as there is
+                firsts = [
+                    connection.execute(
+                        select(func.min(minutes.c.minute)).where(
+                            minutes.c.participant_id == pid, minutes.c.minute >= low_minute
+                        )
+                    ).scalar()
+                    for pid in names
+                ]
+                known = [f for f in (*firsts, first_unwritten) if f is not None]
+                start = int(min(known)) if known else low_minute
+            step = choose_step(max(60.0, now - start), points)
+            rolled = step % HOUR == 0
+            table, period = (hours, hours.c.hour) if rolled else (minutes, minutes.c.minute)
+            floor = start // HOUR * HOUR if rolled else start
+            bucket = (period // step * step).label("bucket")
+            c = table.c
+            query = (
+                select(
+                    c.participant_id,
+                    bucket,
+                    func.sum(c.count),
+                    func.sum(c.sum_ms),
+                    func.min(c.min_ms),
+                    func.max(c.max_ms),
                 )
-        rows.sort(key=lambda r: (r.minute, r.name, r.hub_port))
+                .where(c.participant_id.in_(list(names)), period >= floor)
+                .group_by(c.participant_id, bucket)
+            )
+            series: dict[tuple[Key, int], list[float]] = {}
+            for row in connection.execute(query) if names else ():
+                series[(names[row[0]], int(row[1]))] = [row[2], row[3], row[4], row[5]]
+        allowed = set(names.values())
+        for u in unwritten:
+            if u.seq <= written:
+                continue
+            for key, buckets in u.buckets.items():
+                if key not in allowed and len(allowed) >= self.max_series:
+                    continue
+                allowed.add(key)
+                for minute, b in buckets.items():
+                    if minute < start:
+                        continue
+                    found = series.get((key, minute // step * step))
+                    if found is None:
+                        series[(key, minute // step * step)] = [
+                            b.count,
+                            b.sum_ms,
+                            b.min_ms,
+                            b.max_ms,
+                        ]
+                    else:
+                        found[0] += b.count
+                        found[1] += b.sum_ms
+                        found[2] = min(found[2], b.min_ms)
+                        found[3] = max(found[3], b.max_ms)
+        rows = [
+            MinuteRow(*key, at, int(v[0]), v[2], v[1] / v[0], v[3], step)
+            for (key, at), v in series.items()
+            if v[0]
+        ]
+        rows.sort(key=lambda r: (r.minute, r.name, r.hub_port, r.address))
         return rows
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._engine is not None:
-            try:
-                await self.flush()
-            finally:
-                await self._engine.dispose()
-                self._engine = None
+
+def _copy(buckets: dict[int, Bucket]) -> dict[int, Bucket]:
+    return {minute: bucket.copy() for minute, bucket in buckets.items()}
 
 
-def _fields(bucket: Bucket) -> tuple[Any, ...]:
-    return (
-        bucket.count,
-        bucket.sum_ms,
-        bucket.min_ms,
-        bucket.min_at,
-        bucket.max_ms,
-        bucket.max_at,
-        bucket.last_ms,
-        bucket.last_at,
+def _values(b: Bucket) -> dict[str, Any]:
+    return {name: getattr(b, name) for name in BUCKET_COLUMNS}
+
+
+def _participant_id(
+    connection: Connection, name: str, address: str, hub_port: int, buckets: Iterable[Bucket]
+) -> int:
+    listed = list(buckets)
+    seen = max(b.last_at for b in listed)
+    first = min(min(b.min_at, b.max_at) for b in listed)
+    upsert = sqlite_insert(participants).values(
+        name=name, address=address, hub_port=hub_port, first_seen=first, last_seen=seen
     )
+    connection.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["name", "address", "hub_port"],
+            set_={"last_seen": func.max(participants.c.last_seen, seen)},
+        )
+    )
+    return int(
+        connection.execute(
+            select(participants.c.id).where(
+                participants.c.name == name,
+                participants.c.address == address,
+                participants.c.hub_port == hub_port,
+            )
+        ).scalar_one()
+    )
+
+
+@functools.cache
+def _merge_upsert(table: Table, period: str) -> Any:
+    """INSERT, or merge into the stored bucket: the SQL twin of ``Bucket.merge``."""
+    row = sqlite_insert(table)
+    new = row.excluded
+    c = table.c
+    return row.on_conflict_do_update(
+        index_elements=["participant_id", period],
+        set_={
+            "count": c.count + new.count,
+            "sum_ms": c.sum_ms + new.sum_ms,
+            "min_at": case((new.min_ms < c.min_ms, new.min_at), else_=c.min_at),
+            "min_ms": case((new.min_ms < c.min_ms, new.min_ms), else_=c.min_ms),
+            "max_at": case((new.max_ms > c.max_ms, new.max_at), else_=c.max_at),
+            "max_ms": case((new.max_ms > c.max_ms, new.max_ms), else_=c.max_ms),
+            "last_ms": case((new.last_at >= c.last_at, new.last_ms), else_=c.last_ms),
+            "last_at": case((new.last_at >= c.last_at, new.last_at), else_=c.last_at),
+        },
+    )
+
+
+def _rollup_matches(connection: Connection) -> bool:
+    """Whether the hourly roll-up holds exactly the samples of the minutes (one pass
+    over each table, at start only)."""
+    in_minutes = connection.execute(
+        select(func.count(), func.total(minutes.c.count), func.total(minutes.c.sum_ms))
+    ).one()
+    in_hours = connection.execute(
+        select(func.total(hours.c.count), func.total(hours.c.sum_ms))
+    ).one()
+    if in_minutes[1] != in_hours[0]:
+        return False
+    return math.isclose(in_minutes[2], in_hours[1], rel_tol=1e-9, abs_tol=1e-6)
+
+
+_REBUILD = """
+INSERT INTO latency_hours
+    (participant_id, hour, count, sum_ms, min_ms, min_at, max_ms, max_at, last_ms, last_at)
+SELECT participant_id, minute / 3600 * 3600, sum(count), sum(sum_ms), min(min_ms), min_at,
+       0, 0, 0, 0
+FROM latency_minutes WHERE minute >= :low AND minute < :high
+GROUP BY participant_id, minute / 3600 * 3600
+"""
+# SQLite: the bare columns (min_at, max_at, last_ms) come from the row holding the
+# single min()/max() of their query; the UPDATEs read a 60-row primary-key range each.
+_REBUILD_HIGH = """
+UPDATE latency_hours SET (max_ms, max_at) = (
+    SELECT max(m.max_ms), m.max_at FROM latency_minutes AS m
+    WHERE m.participant_id = latency_hours.participant_id
+      AND m.minute >= latency_hours.hour AND m.minute < latency_hours.hour + 3600)
+WHERE hour >= :low AND hour < :high
+"""
+_REBUILD_LAST = """
+UPDATE latency_hours SET (last_at, last_ms) = (
+    SELECT max(m.last_at), m.last_ms FROM latency_minutes AS m
+    WHERE m.participant_id = latency_hours.participant_id
+      AND m.minute >= latency_hours.hour AND m.minute < latency_hours.hour + 3600)
+WHERE hour >= :low AND hour < :high
+"""
+
+
+def _rebuild_hours(connection: Connection, low: int = -(2**62), high: int = 2**62) -> None:
+    """Recompute the hourly rows in [low, high) (whole hours) from the minutes."""
+    bounds = {"low": low, "high": high}
+    connection.execute(delete(hours).where(hours.c.hour >= low, hours.c.hour < high))
+    for statement in (_REBUILD, _REBUILD_HIGH, _REBUILD_LAST):
+        connection.execute(text(statement), bounds)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from midihub.config import EndpointSpec
-from midihub.rtp import Host, Timing
+from midihub.rtp import Host, Limits, Timing
 
 
 class Endpoint:
@@ -20,6 +20,7 @@ class Endpoint:
         timing: Timing,
         rng: random.Random,
         max_sessions: int,
+        limits: Limits | None = None,
     ) -> None:
         self.spec = spec
         self.messages_in = 0  # MIDI messages received from participants here
@@ -28,7 +29,11 @@ class Endpoint:
         self.panics = 0
         # Peers list us under this name: say which group and direction it is.
         self.host = Host(
-            f"{hub_name} {spec.label}", rng=rng, timing=timing, max_sessions=max_sessions
+            f"{hub_name} {spec.label}",
+            rng=rng,
+            timing=timing,
+            max_sessions=max_sessions,
+            limits=limits,
         )
 
     @property

@@ -110,12 +110,20 @@ class Hub:
             endpoint.host.timing.ck_interval = timing.ck_interval
             endpoint.host.timing.journal = timing.journal
             endpoint.host.max_sessions = config.max_participants
+            endpoint.host.limits = config.limits.spec()
         added: list[Endpoint] = []
         removed_ports = {e.port for e in removed}
         for port, spec in wanted.items():
             if port not in self.endpoints or port in removed_ports:
                 added.append(
-                    Endpoint(spec, config.name, timing, self._rng, config.max_participants)
+                    Endpoint(
+                        spec,
+                        config.name,
+                        timing,
+                        self._rng,
+                        config.max_participants,
+                        config.limits.spec(),
+                    )
                 )
         for endpoint in removed:
             del self.endpoints[endpoint.port]
@@ -293,17 +301,15 @@ class Hub:
         return targets
 
     def participant(self, participant_id: str) -> tuple[Endpoint, Session] | None:
-        """Find a connected participant by the id the API shows (``port-ssrc``)."""
-        port_text, _, ssrc_text = participant_id.partition("-")
-        try:
-            endpoint = self.endpoints.get(int(port_text))
-            ssrc = int(ssrc_text, 16)
-        except ValueError:
+        """Find a connected participant by the id the API shows (``port-id``)."""
+        port_text, _, public_id = participant_id.partition("-")
+        if not port_text.isdigit() or len(port_text) > 5:
             return None
+        endpoint = self.endpoints.get(int(port_text))
         if endpoint is None:
             return None
         for session in endpoint.host.established:
-            if session.peer_ssrc == ssrc:
+            if session.public_id == public_id:
                 return endpoint, session
         return None
 
@@ -372,8 +378,9 @@ class Hub:
 
 
 def participant_id(endpoint: Endpoint, session: Session) -> str:
-    """Stable for the life of a session: the hub port and the peer's SSRC."""
-    return f"{endpoint.port}-{session.peer_ssrc:08x}"
+    """Stable for the life of a session: the hub port and an id the hub drew at random
+    (never the SSRC: knowing it would let anyone speak for the participant)."""
+    return f"{endpoint.port}-{session.public_id}"
 
 
 def display_address(addr: Address) -> str:

@@ -11,7 +11,8 @@ from midihub.rtp.events import (
     PeerJoined,
     PeerLeft,
 )
-from midihub.rtp.host import Counters, Host
+from midihub.rtp.host import Host
+from midihub.rtp.limits import Counters, Drop, Limits
 from midihub.rtp.session import Address, Datagram, PortKind, Role, Session, State, Timing
 
 __all__ = [
@@ -19,9 +20,11 @@ __all__ = [
     "Command",
     "Counters",
     "Datagram",
+    "Drop",
     "Event",
     "Host",
     "LatencyMeasured",
+    "Limits",
     "LocalProtocolError",
     "MidiReceived",
     "PacketsLost",

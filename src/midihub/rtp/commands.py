@@ -149,14 +149,30 @@ def _read_sysex(data: bytes, pos: int, end: int, delta: int, commands: list[Comm
 class SysexAssembler:
     """Joins SysEx segments that span packets back into complete messages.
 
-    A lost or cancelled segment drops the whole SysEx, as RFC 6295 requires.
+    A lost or cancelled segment drops the whole SysEx, as RFC 6295 requires. One
+    longer than ``max_size`` is dropped whole as soon as it outgrows the cap, so an
+    endless SysEx costs at most ``max_size`` bytes of memory and nothing is forwarded
+    half.
     """
 
-    __slots__ = ("_parts", "dropped")
+    __slots__ = ("_parts", "_skipping", "dropped", "max_size", "too_long")
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: int = 65536) -> None:
+        self.max_size = max_size
         self._parts: bytearray | None = None
-        self.dropped = 0
+        self._skipping = False  # inside a SysEx we gave up on: ignore it to its end
+        self.dropped = 0  # lost or cancelled
+        self.too_long = 0
+
+    @property
+    def open(self) -> bool:
+        """A SysEx has started and not yet ended (being assembled or skipped)."""
+        return self._parts is not None or self._skipping
+
+    @property
+    def skipping(self) -> bool:
+        """Inside a SysEx we gave up on: its remaining segments are ignored."""
+        return self._skipping
 
     def push(self, segment: Message) -> Message | None:
         """Take a SysEx command or segment; return a complete SysEx when one finishes."""
@@ -166,13 +182,25 @@ class SysexAssembler:
             return None
         if first == SYSEX_START:
             self._drop()  # a new SysEx while one is open: the old one is lost
+            if len(segment) > self.max_size:
+                self.too_long += 1
+                self._skipping = last != SYSEX_END
+                return None
             if last == SYSEX_END:
                 return segment
             self._parts = bytearray(segment[:-1])
             return None
         # A continuation (F7…): useless without its beginning.
         if self._parts is None:
-            self.dropped += 1
+            if self._skipping:
+                self._skipping = last != SYSEX_END
+            else:
+                self.dropped += 1
+            return None
+        if len(self._parts) + len(segment) > self.max_size:
+            self.too_long += 1
+            self._parts = None
+            self._skipping = last != SYSEX_END
             return None
         self._parts += segment[1:-1]
         if last == SYSEX_END:
@@ -180,6 +208,11 @@ class SysexAssembler:
             self._parts = None
             return whole
         return None
+
+    def abort(self) -> None:
+        """Give up on the open SysEx (or the one this segment starts) to its end."""
+        self._parts = None
+        self._skipping = True
 
     def packet_lost(self) -> None:
         """A sequence gap: a segment may be missing, so the open SysEx is unusable."""
@@ -189,6 +222,7 @@ class SysexAssembler:
         if self._parts is not None:
             self.dropped += 1
             self._parts = None
+        self._skipping = False
 
 
 def encode_delta(delta: int) -> bytes:

@@ -3,37 +3,25 @@
 ``Host`` demultiplexes datagrams to sessions by SSRC (invitation token for
 initiator replies), creates responder sessions for new invitations, and keeps the
 counters an admin needs. Sans-IO like ``Session``: datagrams go into an outbox.
+
+A session is bound to the addresses it came from: once known, its SSRC is honoured
+only from its own control or data address, and BY or a data-port IN also need its
+initiator token. Invitations that never complete are limited per port and per
+source IP and expire on their own (docs/security.md).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from midihub.rtp import packets
 from midihub.rtp.commands import Command, decode_payload
 from midihub.rtp.errors import ProtocolError
-from midihub.rtp.events import Event, PeerJoined, PeerLeft
+from midihub.rtp.events import Event, PeerLeft
+from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter
 from midihub.rtp.packets import Clock, Feedback, Invitation
 from midihub.rtp.session import Address, Datagram, PortKind, Role, Session, State, Timing
-
-
-@dataclass(slots=True)
-class Counters:
-    """Per-host packet accounting. ``malformed`` counts datagrams dropped as unreadable."""
-
-    received: int = 0
-    malformed: int = 0
-    stray: int = 0  # well-formed but for no session we know (late BY, unknown SSRC)
-    rejected: int = 0  # invitations answered with NO
-    sent: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-
-    def drop_malformed(self, error: ProtocolError) -> None:
-        self.malformed += 1
-        key = str(error).split(":", 1)[0][:60]
-        self.reasons[key] = self.reasons.get(key, 0) + 1
 
 
 class Host:
@@ -48,28 +36,38 @@ class Host:
         timing: Timing | None = None,
         accept: bool = True,
         max_sessions: int = 64,
+        limits: Limits | None = None,
     ) -> None:
         self.name = name
         self.timing = timing or Timing()
         self.accept = accept
         self.max_sessions = max_sessions
+        self.limits = limits or Limits()
         self.counters = Counters()
         self._rng = rng
         self._outbox: list[Datagram] = []
         self._by_peer: dict[int, Session] = {}  # peer SSRC → session (once known)
         self._by_token: dict[int, Session] = {}  # our initiations awaiting OK
         self._local_ssrcs: set[int] = set()
+        self._public_ids: set[str] = set()
+        self._replies = SourceLimiter(self.limits.reject_rate, self.limits.reject_burst)
 
     # -- queries ---------------------------------------------------------------
 
     @property
     def sessions(self) -> list[Session]:
-        """Every live session, established or not, initiated here or not."""
+        """Every live session, joined or not, initiated here or not."""
         return [*self._by_peer.values(), *self._by_token.values()]
 
     @property
     def established(self) -> list[Session]:
-        return [s for s in self._by_peer.values() if s.state is State.ESTABLISHED]
+        """The participants: handshake done and address proven by a clock sync."""
+        return [s for s in self._by_peer.values() if s.joined]
+
+    @property
+    def pending(self) -> int:
+        """Half-open sessions: invited (either way) but not yet participants."""
+        return sum(1 for s in self.sessions if s.pending)
 
     def datagrams_to_send(self) -> list[Datagram]:
         out = self._outbox.copy()  # sessions hold this very list: empty it in place
@@ -85,40 +83,70 @@ class Host:
 
     def receive(self, data: bytes, kind: PortKind, addr: Address, now: float) -> list[Event]:
         """One datagram from ``addr`` on our ``kind`` port. Never raises on bad bytes:
-        they are counted in ``counters.malformed`` and dropped."""
+        they are counted (``counters.malformed`` and a drop reason) and dropped."""
         self.counters.received += 1
+        if packets.is_session_packet(data):
+            try:
+                packet = packets.decode_session_packet(data)
+            except ProtocolError as error:
+                bad_version = str(error).startswith("unsupported AppleMIDI protocol version")
+                return self._malformed(Drop.BAD_VERSION if bad_version else Drop.MALFORMED_SESSION)
+            return self._on_session_packet(packet, kind, addr, now, len(data))
+        if kind is not PortKind.DATA:
+            return self._malformed(Drop.RTP_ON_CONTROL)
         try:
-            if packets.is_session_packet(data):
-                return self._on_session_packet(packets.decode_session_packet(data), kind, addr, now)
-            if kind is not PortKind.DATA:
-                raise ProtocolError("RTP data on the control port")
             header, start, end = packets.decode_rtp_header(data)
             commands, journal_at = decode_payload(data, start, end)
-            session = self._by_peer.get(header.ssrc)
-            if session is None or session.state is not State.ESTABLISHED:
-                self.counters.stray += 1
-                return []
-            journal = None if journal_at is None else (data, journal_at, end)
-            return session.on_rtp(header, commands, now, journal)
-        except ProtocolError as error:
-            self.counters.drop_malformed(error)
-            return []
+        except ProtocolError:
+            return self._malformed(Drop.MALFORMED_RTP)
+        session = self._by_peer.get(header.ssrc)
+        if session is None:
+            return self._dropped(Drop.UNKNOWN_SESSION)
+        if addr != session.data_addr:
+            return self._dropped(Drop.WRONG_ADDRESS)
+        if not session.joined:
+            return self._dropped(Drop.NOT_JOINED)
+        session.heard(len(data), now)
+        journal = None if journal_at is None else (data, journal_at, end)
+        return session.on_rtp(header, commands, now, journal)
+
+    def _malformed(self, reason: Drop) -> list[Event]:
+        self.counters.malformed += 1
+        return self._dropped(reason)
+
+    def _dropped(self, reason: Drop) -> list[Event]:
+        self.counters.drop(reason)
+        return []
+
+    def _bound(self, packet_ssrc: int, kind: PortKind, addr: Address) -> Session | None:
+        """The session with this SSRC if ``addr`` is its own address for ``kind``."""
+        session = self._by_peer.get(packet_ssrc)
+        if session is None:
+            self.counters.drop(Drop.UNKNOWN_SESSION)
+            return None
+        own = session.control_addr if kind is PortKind.CONTROL else session.data_addr
+        if addr != own:
+            self.counters.drop(Drop.WRONG_ADDRESS)
+            return None
+        return session
 
     def _on_session_packet(
-        self, packet: packets.SessionPacket, kind: PortKind, addr: Address, now: float
+        self, packet: packets.SessionPacket, kind: PortKind, addr: Address, now: float, size: int
     ) -> list[Event]:
         if isinstance(packet, Clock):
-            session = self._by_peer.get(packet.ssrc)
-            if session is None or session.state is not State.ESTABLISHED:
-                self.counters.stray += 1
-                return []
-            return session.on_clock(packet, kind, addr, now)
-        if isinstance(packet, Feedback):
-            session = self._by_peer.get(packet.ssrc)
+            session = self._bound(packet.ssrc, kind, addr)
             if session is None:
-                self.counters.stray += 1
                 return []
-            session.last_heard = now
+            if session.state is not State.ESTABLISHED:
+                return self._dropped(Drop.NOT_JOINED)
+            return session.on_clock(packet, kind, addr, now, size)
+        if isinstance(packet, Feedback):
+            session = self._bound(packet.ssrc, kind, addr)
+            if session is None:
+                return []
+            if not session.joined:
+                return self._dropped(Drop.NOT_JOINED)
+            session.heard(size, now)
             session.feedback_sequence = packet.sequence
             if session.journal is not None:
                 session.journal.on_feedback(packet.sequence)
@@ -127,53 +155,66 @@ class Host:
             return []
         command = packet.command
         if command == packets.INVITATION:
-            return self._on_invitation(packet, kind, addr, now)
-        if command == packets.ACCEPT:
-            pending = self._by_token.get(packet.token)
-            if pending is None:
-                self.counters.stray += 1
-                return []
-            if not pending.on_accept(packet, kind, addr, now):
-                return []
-            del self._by_token[packet.token]
-            self._by_peer[pending.peer_ssrc] = pending
-            return [PeerJoined(pending)]
-        if command == packets.REJECT:
-            pending = self._by_token.pop(packet.token, None)
-            if pending is None:
-                self.counters.stray += 1
-                return []
-            return [self._ended(pending, "rejected", bye=False)]
+            return self._on_invitation(packet, kind, addr, now, size)
+        if command in (packets.ACCEPT, packets.REJECT):
+            return self._on_answer(packet, kind, addr, now)
         # BY: the peer ends the session (it may send one per port; the second is stray).
-        session = self._by_peer.pop(packet.ssrc, None)
+        session = self._by_peer.get(packet.ssrc)
         if session is None:
-            session = self._by_token.pop(packet.token, None)
-        if session is None:
-            self.counters.stray += 1
+            pending = self._by_token.get(packet.token)
+            if pending is None or addr[0] != pending.control_addr[0]:
+                return self._dropped(Drop.UNKNOWN_SESSION)
+            session = pending
+        elif addr not in (session.control_addr, session.data_addr):
+            return self._dropped(Drop.WRONG_ADDRESS)
+        if packet.token != session.token:
+            return self._dropped(Drop.WRONG_TOKEN)
+        self._forget(session)
+        return self._ended(session, "bye", bye=False)
+
+    def _on_answer(
+        self, packet: Invitation, kind: PortKind, addr: Address, now: float
+    ) -> list[Event]:
+        """OK or NO to one of our invitations: only from the host we invited."""
+        pending = self._by_token.get(packet.token)
+        if pending is None:
+            return self._dropped(Drop.UNKNOWN_SESSION)
+        expected = pending.control_addr
+        if kind is PortKind.DATA:
+            expected = (expected[0], expected[1] + 1, *expected[2:])
+        if addr != expected:
+            return self._dropped(Drop.WRONG_ADDRESS)
+        if packet.command == packets.REJECT:
+            del self._by_token[packet.token]
+            return self._ended(pending, "rejected", bye=False)
+        if not pending.on_accept(packet, kind, addr, now):
             return []
-        return [self._ended(session, "bye", bye=False)]
+        del self._by_token[packet.token]
+        if self._by_peer.get(pending.peer_ssrc) not in (None, pending):
+            self._forget(pending)  # the remote reused a live SSRC of this port
+            return self._ended(pending, "rejected", bye=True)
+        self._by_peer[pending.peer_ssrc] = pending
+        return []
 
     def _on_invitation(
-        self, packet: Invitation, kind: PortKind, addr: Address, now: float
+        self, packet: Invitation, kind: PortKind, addr: Address, now: float, size: int
     ) -> list[Event]:
         session = self._by_peer.get(packet.ssrc)
         if session is not None:
-            if session.role is Role.INITIATOR or (
-                kind is PortKind.CONTROL and session.token != packet.token
-            ):
-                # Same SSRC, new token: the peer restarted. End the old session first.
-                events: list[Event] = [
-                    self._ended(self._by_peer.pop(packet.ssrc), "bye", bye=False)
-                ]
-                return events + self._on_invitation(packet, kind, addr, now)
-            joined = session.on_invitation(packet, kind, addr, now)
-            return [PeerJoined(session)] if joined else []
-        if kind is PortKind.DATA or not self.accept or len(self._by_peer) >= self.max_sessions:
-            # A data-port IN must follow a control-port one; otherwise we don't know it.
-            self.counters.rejected += 1
-            reply = Invitation(packets.REJECT, packet.token, 0, self.name)
-            self._outbox.append((kind, packets.encode_invitation(reply), addr))
-            return []
+            return self._on_repeat_invitation(session, packet, kind, addr, now, size)
+        if kind is PortKind.DATA:  # a data-port IN must follow a control-port one
+            return self._refuse(packet, kind, addr, now, Drop.DATA_IN_FIRST)
+        if not self.accept:
+            return self._refuse(packet, kind, addr, now, Drop.CLOSED)
+        source = addr[0]
+        from_source = [s for s in self.sessions if s.control_addr[0] == source]
+        if len(from_source) >= self.limits.sessions_per_source:
+            return self._refuse(packet, kind, addr, now, Drop.SOURCE_FULL)
+        if sum(1 for s in from_source if s.pending) >= self.limits.pending_per_source:
+            return self._refuse(packet, kind, addr, now, Drop.PENDING_FULL)
+        if len(self.established) >= self.max_sessions:
+            return self._refuse(packet, kind, addr, now, Drop.PORT_FULL)
+        events = self._make_room(now)
         session = Session(
             role=Role.RESPONDER,
             local_ssrc=self._new_ssrc(),
@@ -183,11 +224,67 @@ class Host:
             now=now,
             timing=self.timing,
             outbox=self._outbox,
+            limits=self.limits,
+            counters=self.counters,
+            public_id=self._new_public_id(),
+            clock_offset=self._rng.getrandbits(32),
         )
         session.peer_ssrc = packet.ssrc
         self._by_peer[packet.ssrc] = session
-        session.on_invitation(packet, kind, addr, now)
+        session.on_invitation(packet, kind, addr, now, size)
+        return events
+
+    def _on_repeat_invitation(
+        self,
+        session: Session,
+        packet: Invitation,
+        kind: PortKind,
+        addr: Address,
+        now: float,
+        size: int,
+    ) -> list[Event]:
+        """An IN for an SSRC we know: the data-port half of the handshake, or a
+        retransmission. Anything else (another token, another address) is refused and
+        never replaces or redirects the live session."""
+        if session.role is Role.INITIATOR or packet.token != session.token:
+            drop = Drop.SSRC_IN_USE if kind is PortKind.CONTROL else Drop.WRONG_TOKEN
+            return self._refuse(packet, kind, addr, now, drop)
+        if kind is PortKind.CONTROL:
+            if addr != session.control_addr:
+                return self._refuse(packet, kind, addr, now, Drop.SSRC_IN_USE)
+        elif session.data_addr is not None:
+            if addr != session.data_addr:
+                return self._refuse(packet, kind, addr, now, Drop.SSRC_IN_USE)
+        elif addr[0] != session.control_addr[0]:
+            return self._refuse(packet, kind, addr, now, Drop.WRONG_ADDRESS)
+        session.on_invitation(packet, kind, addr, now, size)
         return []
+
+    def _refuse(
+        self, packet: Invitation, kind: PortKind, addr: Address, now: float, reason: Drop
+    ) -> list[Event]:
+        """NO, rate-limited per source IP; never longer than the IN (no name)."""
+        self.counters.drop(reason)
+        if not self._replies.allow(addr[0], now):
+            self.counters.drop(Drop.REPLY_LIMITED)
+            return []
+        reply = Invitation(packets.REJECT, packet.token, 0, None)
+        self._outbox.append((kind, packets.encode_invitation(reply), addr))
+        return []
+
+    def _make_room(self, now: float) -> list[Event]:
+        """At the half-open limit an unfinished invitation makes way, the one that got
+        least far (no data-port IN yet) and oldest first: a flood of spoofed INs then
+        cannot keep out a real player, who answers at once."""
+        waiting = [s for s in self._by_peer.values() if s.pending and s.role is Role.RESPONDER]
+        events: list[Event] = []
+        while len(waiting) >= self.limits.max_pending:
+            victim = min(waiting, key=lambda s: (s.data_addr is not None, s.created))
+            waiting.remove(victim)
+            self._forget(victim)
+            self.counters.drop(Drop.PENDING_EVICTED)
+            events += self._ended(victim, "evicted", bye=False)
+        return events
 
     # -- output ----------------------------------------------------------------
 
@@ -206,6 +303,10 @@ class Host:
             now=now,
             timing=self.timing,
             outbox=self._outbox,
+            limits=self.limits,
+            counters=self.counters,
+            public_id=self._new_public_id(),
+            clock_offset=self._rng.getrandbits(32),
         )
         self._by_token[token] = session
         session.tick(now)
@@ -230,8 +331,10 @@ class Host:
                 continue
             reason = session.tick(now)
             if reason is not None:
+                if reason == "handshake-timeout":
+                    self.counters.drop(Drop.HANDSHAKE_TIMEOUT)
                 self._forget(session)
-                events.append(self._ended(session, reason, bye=reason == "timeout"))
+                events += self._ended(session, reason, bye=reason == "timeout")
         return events
 
     def disconnect(self, session: Session, reason: str = "closed") -> list[Event]:
@@ -239,7 +342,7 @@ class Host:
         if session.state is State.CLOSED:
             return []
         self._forget(session)
-        return [self._ended(session, reason, bye=True)]
+        return self._ended(session, reason, bye=True)
 
     def close(self, reason: str = "closed") -> list[Event]:
         """End every session with BY (shutdown, port removed)."""
@@ -254,12 +357,25 @@ class Host:
         if self._by_token.get(session.token) is session:
             del self._by_token[session.token]
 
-    def _ended(self, session: Session, reason: str, *, bye: bool) -> PeerLeft:
+    def _ended(self, session: Session, reason: str, *, bye: bool) -> list[Event]:
+        """Close ``session``; PeerLeft unless it was a stranger's invitation that never
+        became a participant (nothing to release, nothing worth a log line)."""
         if bye:
             session.send_bye()
         session.state = State.CLOSED
         self._local_ssrcs.discard(session.local_ssrc)
-        return PeerLeft(session, reason)
+        self._public_ids.discard(session.public_id)
+        if session.joined_at is None and session.role is Role.RESPONDER:
+            return []
+        return [PeerLeft(session, reason)]
+
+    def _new_public_id(self) -> str:
+        """An id for the API: random, so it says nothing about SSRC, token or order."""
+        while True:
+            public_id = f"{self._rng.getrandbits(32):08x}"
+            if public_id not in self._public_ids:
+                self._public_ids.add(public_id)
+                return public_id
 
     def _new_ssrc(self) -> int:
         while True:

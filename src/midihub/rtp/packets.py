@@ -18,10 +18,14 @@ RTP_VERSION_BITS: Final = 0x80  # V=2, P=0, X=0, CC=0
 PAYLOAD_TYPE: Final = 0x61  # dynamic type 97, what AppleMIDI peers use
 
 _INVITE = struct.Struct("!2s2sIII")  # signature, command, version, token, ssrc
+INVITATION_HEAD: Final = _INVITE.size
 _CLOCK = struct.Struct("!2s2sIB3xQQQ")
 _FEEDBACK = struct.Struct("!2s2sIH2x")
 _BITRATE = struct.Struct("!2s2sII")
 _RTP_HEADER = struct.Struct("!BBHII")
+
+MAX_NAME_BYTES: Final = 64
+"""Longest session name kept (UTF-8 bytes); longer ones are cut on a character boundary."""
 
 INVITATION: Final = b"IN"
 ACCEPT: Final = b"OK"
@@ -131,10 +135,21 @@ def _decode_invitation(command: bytes, data: bytes) -> Invitation:
     name: str | None = None
     rest = data[_INVITE.size :]
     if rest and command != BYE:
-        raw = rest.split(b"\x00", 1)[0]
         # Names are UTF-8 by convention; a peer sending Latin-1 still gets in.
-        name = raw.decode("utf-8", errors="replace")
+        name = clean_name(
+            rest[: MAX_NAME_BYTES * 4].split(b"\x00", 1)[0].decode("utf-8", "replace")
+        )
     return Invitation(command, token, ssrc, name, version)
+
+
+def clean_name(text: str, limit: int = MAX_NAME_BYTES) -> str:
+    """A session name safe for logs, the database, the API and terminals: control and
+    bidirectional-override characters removed, at most ``limit`` bytes of UTF-8."""
+    kept = "".join(c for c in text if c.isprintable() or c == " ").strip()
+    data = kept.encode("utf-8")
+    if len(data) <= limit:
+        return kept
+    return data[:limit].decode("utf-8", "ignore").rstrip()
 
 
 @dataclass(frozen=True, slots=True)

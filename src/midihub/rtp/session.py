@@ -3,6 +3,11 @@
 Sans-IO: no sockets, no clock. Every method takes ``now`` (seconds, any monotonic
 origin) and appends the datagrams it wants sent to the outbox it was given; the
 caller (``Host``) drains it. See docs/protocol.md for the packet flows.
+
+A session joins (``PeerJoined``) only once the peer has proved it receives at its
+address: it completed a clock-sync exchange echoing a timestamp we chose. Until then
+it gets no MIDI, and what we send it never exceeds what it sent us, so a spoofed
+invitation cannot turn the hub into a reflector (docs/security.md).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any, Final
 from midihub.rtp import packets
 from midihub.rtp.commands import FLAG_J, Command, SysexAssembler
 from midihub.rtp.errors import ProtocolError
-from midihub.rtp.events import Event, LatencyMeasured, MidiReceived, PacketsLost
+from midihub.rtp.events import Event, LatencyMeasured, MidiReceived, PacketsLost, PeerJoined
+from midihub.rtp.limits import Counters, Drop, Limits, TokenBucket
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
 from midihub.rtp.recovery import Journal, JournalSender, decode_journal
 
@@ -42,6 +48,9 @@ CK_ANSWER_WAIT: Final = 5.0
 GUARD_FIRST: Final = 0.05
 GUARD_COUNT: Final = 4
 EMPTY_LIST_WITH_JOURNAL: Final = bytes((FLAG_J,))
+CLOCK_SIZE: Final = 36
+TIMESTAMP_MASK: Final = 0xFFFF_FFFF  # some peers echo only the low 32 bits of a CK stamp
+ECHOES_KEPT: Final = 4  # our recent CK1 stamps a CK2 may echo
 
 
 class Role(enum.Enum):
@@ -80,6 +89,10 @@ class Session:
         now: float,
         timing: Timing,
         outbox: list[Datagram],
+        limits: Limits | None = None,
+        counters: Counters | None = None,
+        public_id: str = "",
+        clock_offset: int = 0,
     ) -> None:
         self.role = role
         self.local_ssrc = local_ssrc
@@ -90,8 +103,16 @@ class Session:
         self.control_addr = control_addr
         self.data_addr: Address | None = None
         self.state = State.INVITING_CONTROL if role is Role.INITIATOR else State.HALF_OPEN
+        self.public_id = public_id  # what the API shows; the SSRC and token stay private
         self.created = now
-        self.joined_at: float | None = None
+        self.joined_at: float | None = None  # when the peer first proved its address
+        self.proven_at: float | None = None  # its latest completed clock sync
+        self.routable = False  # proven recently enough to be sent MIDI
+        self._pending_since = now  # for the handshake timeout (initiator: from establish)
+        self._credit = 0  # bytes we may still send before the peer proves its address
+        self._echoes: list[int] = []  # our CK1 stamps (ts2) a CK2 may echo
+        self._limits = limits or Limits()
+        self._counters = counters or Counters()
         self.last_heard = now
         self.rtt: float | None = None
         self.packets_received = 0
@@ -100,9 +121,13 @@ class Session:
         self._timing = timing
         self._outbox = outbox
         self._origin = now  # this session's own time base for CK and RTP timestamps
+        self._clock_offset = clock_offset  # random: our CK stamps are not guessable
         self._seq_out = (local_ssrc ^ token) & 0xFFFF
         self._seq_expected: int | None = None
-        self._sysex = SysexAssembler()
+        self._sysex = SysexAssembler(self._limits.max_sysex)
+        self._sysex_budget = TokenBucket(
+            self._limits.sysex_rate, max(self._limits.max_sysex, 1), now
+        )
         self._invite_attempts = 0
         self._next_invite = now
         self._ck_pending: int | None = None  # ts1 of our unanswered CK0
@@ -126,26 +151,42 @@ class Session:
     def established(self) -> bool:
         return self.state is State.ESTABLISHED
 
+    @property
+    def joined(self) -> bool:
+        """Handshake done and address proven: a participant (it may since have gone stale)."""
+        return self.joined_at is not None and self.state is State.ESTABLISHED
+
+    @property
+    def pending(self) -> bool:
+        """Invited but not (yet) a participant: what half-open limits count."""
+        return self.joined_at is None and self.state is not State.CLOSED
+
     def timestamp(self, now: float) -> int:
         """``now`` on this session's clock, in 100 µs units."""
-        return int((now - self._origin) * CLOCK_RATE)
+        return int((now - self._origin) * CLOCK_RATE) + self._clock_offset
+
+    def heard(self, size: int, now: float) -> None:
+        """A datagram from the peer's own address: it lives, and until it has proved
+        that address, it earns the right to as many bytes in reply."""
+        self.last_heard = now
+        if self.joined_at is None:
+            self._credit += size
 
     # -- session packets -------------------------------------------------------
 
-    def on_invitation(self, packet: Invitation, kind: PortKind, addr: Address, now: float) -> bool:
-        """Responder side of IN. Returns True when this IN completed the handshake."""
-        self.last_heard = now
-        if packet.name is not None:
+    def on_invitation(
+        self, packet: Invitation, kind: PortKind, addr: Address, now: float, size: int
+    ) -> None:
+        """Responder side of IN (the host checked address and token). The OK is never
+        longer than the IN it answers: our name is cut to fit."""
+        self.heard(size, now)
+        if packet.name is not None and not self.peer_name:
             self.peer_name = packet.name
-        self._reply(packets.ACCEPT, packet.token, kind, addr)
-        if kind is PortKind.CONTROL:
-            self.control_addr = addr
-            return False
-        self.data_addr = addr
-        if self.state is State.HALF_OPEN:
-            self._establish(now)
-            return True
-        return False
+        self._reply(packets.ACCEPT, packet.token, kind, addr, size)
+        if kind is PortKind.DATA:
+            self.data_addr = addr
+            if self.state is State.HALF_OPEN:
+                self._establish(now)
 
     def on_accept(self, packet: Invitation, kind: PortKind, addr: Address, now: float) -> bool:
         """Initiator side of OK. Returns True when this OK completed the handshake."""
@@ -164,24 +205,42 @@ class Session:
             return True
         return False
 
-    def on_clock(self, packet: Clock, kind: PortKind, addr: Address, now: float) -> list[Event]:
-        self.last_heard = now
+    def on_clock(
+        self, packet: Clock, kind: PortKind, addr: Address, now: float, size: int = CLOCK_SIZE
+    ) -> list[Event]:
+        """A CK from the peer's address. An exchange that echoes a stamp we chose
+        (ts1 of our CK0, or ts2 of our CK1) proves the peer receives at its address."""
+        self.heard(size, now)
         ts1, ts2, _ = packet.timestamps
         local = self.timestamp(now)
-        if packet.count == 0:  # the peer measures: answer at once
+        if packet.count == 0:  # the peer measures: answer at once (as long as its CK0)
             self._send(kind, packets.encode_clock(self.local_ssrc, 1, (ts1, local, 0)), addr)
+            self._echoes = [*self._echoes[1 - ECHOES_KEPT :], local & TIMESTAMP_MASK]
             return []
         if packet.count == 1:  # the answer to our CK0
-            if self._ck_pending is None or ts1 != self._ck_pending:
+            pending = self._ck_pending
+            if pending is None or ts1 & TIMESTAMP_MASK != pending & TIMESTAMP_MASK:
+                self._counters.drop(Drop.CLOCK_UNMATCHED)
                 return []
             self._send(kind, packets.encode_clock(self.local_ssrc, 2, (ts1, ts2, local)), addr)
             self._ck_pending = None
-            return [self._synced(local - ts1, now)]
+            return self._synced(local - pending, now)
         # CK2 ends the peer's exchange. Never start a CK0 here: two peers that
         # both did would ping-pong forever.
-        return [self._synced(local - ts2, now)]
+        echoed = ts2 & TIMESTAMP_MASK
+        if echoed not in self._echoes:
+            self._counters.drop(Drop.CLOCK_UNMATCHED)
+            return []
+        self._echoes.remove(echoed)
+        return self._synced((local & TIMESTAMP_MASK) - echoed, now)
 
-    def _synced(self, ticks: int, now: float) -> LatencyMeasured:
+    def _synced(self, ticks: int, now: float) -> list[Event]:
+        events: list[Event] = []
+        if self.joined_at is None and self.state is State.ESTABLISHED:
+            self.joined_at = now
+            events.append(PeerJoined(self))
+        self.proven_at = now
+        self.routable = self.state is State.ESTABLISHED
         self.rtt = max(ticks, 0) / CLOCK_RATE
         self._ck_done += 1
         self._last_sync = now
@@ -189,7 +248,8 @@ class Session:
         # peer started) the next one is a full interval away.
         burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
         self._next_ck = now + (CK_BURST_INTERVAL if burst else self._timing.ck_interval)
-        return LatencyMeasured(self, self.rtt)
+        events.append(LatencyMeasured(self, self.rtt))
+        return events
 
     # -- data ------------------------------------------------------------------
 
@@ -202,7 +262,6 @@ class Session:
     ) -> list[Event]:
         """One decoded data packet: sequence accounting, SysEx reassembly, and after a
         loss the packet's recovery journal (``data``, start, end), decoded only then."""
-        self.last_heard = now
         events: list[Event] = []
         expected = self._seq_expected
         repair: Journal | None = None
@@ -221,25 +280,38 @@ class Session:
                         self.journals_unreadable += 1  # the commands are still good
         self._seq_expected = (header.sequence + 1) & 0xFFFF
         self.packets_received += 1
-        assembled = self._assemble(commands)
+        assembled = self._assemble(commands, now)
         if assembled or repair is not None:
             events.append(MidiReceived(self, assembled, repair))
         return events
 
-    def _assemble(self, commands: list[Command]) -> list[Command]:
+    def _assemble(self, commands: list[Command], now: float) -> list[Command]:
         for _, message in commands:
             if message[0] in (0xF0, 0xF7):
                 break
         else:
             return commands  # the common case: no SysEx in the packet
         out: list[Command] = []
+        sysex = self._sysex
         for delta, message in commands:
-            if message[0] in (0xF0, 0xF7):
-                whole = self._sysex.push(message)
-                if whole is not None:
-                    out.append((delta, whole))
-            else:
+            if message[0] not in (0xF0, 0xF7):
                 out.append((delta, message))
+                continue
+            starts = message[0] == 0xF0
+            if sysex.skipping and not starts:
+                sysex.push(message)  # the rest of a SysEx we gave up on
+                continue
+            if not self._sysex_budget.take(len(message), now):
+                self._counters.drop(Drop.SYSEX_RATE)
+                if not (starts and message[-1] == 0xF7):
+                    sysex.abort()  # the rest of this SysEx goes with it
+                continue
+            too_long = sysex.too_long
+            whole = sysex.push(message)
+            if sysex.too_long != too_long:
+                self._counters.drop(Drop.SYSEX_TOO_LONG)
+            if whole is not None:
+                out.append((delta, whole))
         return out
 
     def send_lists(
@@ -247,7 +319,7 @@ class Session:
     ) -> None:
         """Send already-encoded MIDI command sections (J = 0), one RTP packet each,
         adding this receiver's recovery journal; ``commands`` are what they carry."""
-        if self.state is not State.ESTABLISHED or self.data_addr is None:
+        if not self.routable or self.data_addr is None:
             return
         timestamp = self.timestamp(now)
         journal = self.journal
@@ -269,7 +341,9 @@ class Session:
     def _send_guard(self, now: float) -> None:
         journal = self.journal
         self._guard_at = None
-        if journal is None or self.data_addr is None or journal.checkpoint == journal.last_seq:
+        if journal is None or not self.routable or self.data_addr is None:
+            return
+        if journal.checkpoint == journal.last_seq:
             return  # acknowledged by RS: nothing left to repair
         extra = journal.journal()
         if extra is None:
@@ -288,28 +362,53 @@ class Session:
     # -- timers ----------------------------------------------------------------
 
     def tick(self, now: float) -> str | None:
-        """Retries, clock sync and the silence timeout. Returns a reason to end, or None."""
+        """Retries, clock sync and the timeouts. Returns a reason to end, or None."""
         if self.state in (State.INVITING_CONTROL, State.INVITING_DATA):
             if now >= self._next_invite:
                 if self._invite_attempts >= INVITE_ATTEMPTS:
                     return "no-answer"
                 self._send_invitation(now)
             return None
-        if now - self.last_heard > self._timing.timeout:
-            return "timeout"
+        if self.proven_at is None:
+            if now - self._pending_since > self._limits.handshake_timeout:
+                return "handshake-timeout"
+        else:
+            unproven_for = now - self.proven_at
+            if now - self.last_heard > self._timing.timeout or unproven_for > max(
+                self._timing.timeout, self._stale_after
+            ):
+                return "timeout"
+            if unproven_for > self._stale_after:
+                self.routable = False  # it stopped answering clock syncs: no more MIDI
         if self.state is State.ESTABLISHED:
             if self._ck_pending is not None and now - self._ck_sent_at > CK_ANSWER_WAIT:
                 self._ck_pending = None  # lost; the schedule below sends another
             if self._ck_pending is None and now >= self._next_ck:
-                self._start_clock_sync(now)
+                if self._may_send(CLOCK_SIZE):
+                    self.sync_clock(now)
+                else:  # it has not earned a CK0 from us: let it start the exchange
+                    self._next_ck = now + CK_BURST_INTERVAL
             if self._guard_at is not None and now >= self._guard_at:
                 self._send_guard(now)
         return None
 
+    @property
+    def _stale_after(self) -> float:
+        return self._limits.proof_intervals * self._timing.ck_interval
+
     def next_timer(self) -> float:
         if self.state in (State.INVITING_CONTROL, State.INVITING_DATA):
             return self._next_invite
-        deadline = self.last_heard + self._timing.timeout
+        if self.proven_at is None:
+            deadline = self._pending_since + self._limits.handshake_timeout
+        else:
+            stale = self._stale_after
+            deadline = min(
+                self.last_heard + self._timing.timeout,
+                self.proven_at + max(self._timing.timeout, stale),
+            )
+            if self.routable:
+                deadline = min(deadline, self.proven_at + stale)
         if self.state is State.ESTABLISHED:
             if self._guard_at is not None:
                 deadline = min(deadline, self._guard_at)
@@ -318,7 +417,8 @@ class Session:
             return min(deadline, self._next_ck)
         return deadline
 
-    def _start_clock_sync(self, now: float) -> None:
+    def sync_clock(self, now: float) -> None:
+        """Start a CK exchange now (CK0; the answer measures RTT and proves the peer)."""
         if self.data_addr is None:
             return
         ts1 = self.timestamp(now)
@@ -332,13 +432,13 @@ class Session:
 
     def _establish(self, now: float) -> None:
         self.state = State.ESTABLISHED
-        self.joined_at = now
         self._last_sync = now
         if self.role is Role.INITIATOR:
-            self._start_clock_sync(now)  # the initiator starts clock sync straight away
+            self._pending_since = now
+            self.sync_clock(now)  # the initiator starts clock sync straight away
         else:
-            # Most initiators start CK themselves; step in only if one never does.
-            self._next_ck = now + self._timing.ck_interval
+            # Initiators start CK themselves; step in (credit allowing) if one doesn't soon.
+            self._next_ck = now + CK_BURST_INTERVAL
 
     # -- sending helpers -------------------------------------------------------
 
@@ -355,20 +455,38 @@ class Session:
                 _data_port_of(self.control_addr),
             )
 
-    def _reply(self, command: bytes, token: int, kind: PortKind, addr: Address) -> None:
-        reply = Invitation(command, token, self.local_ssrc, self.local_name)
+    def _reply(self, command: bytes, token: int, kind: PortKind, addr: Address, size: int) -> None:
+        reply = Invitation(command, token, self.local_ssrc, fit_name(self.local_name, size))
         self._send(kind, packets.encode_invitation(reply), addr)
 
     def send_bye(self) -> None:
-        """BY on both ports: some peers listen for it on one, some on the other."""
+        """BY on both ports: some peers listen for it on one, some on the other. Never
+        to an address that did not prove itself (it may be a spoofing victim)."""
+        if self.role is Role.RESPONDER and self.proven_at is None:
+            self.state = State.CLOSED
+            return
         bye = packets.encode_invitation(Invitation(packets.BYE, self.token, self.local_ssrc))
         self._send(PortKind.CONTROL, bye, self.control_addr)
         if self.data_addr is not None:
             self._send(PortKind.DATA, bye, self.data_addr)
         self.state = State.CLOSED
 
+    def _may_send(self, size: int) -> bool:
+        return self.role is Role.INITIATOR or self.proven_at is not None or self._credit >= size
+
     def _send(self, kind: PortKind, data: bytes, addr: Address) -> None:
+        if self.proven_at is None and self.role is Role.RESPONDER:
+            self._credit -= len(data)
         self._outbox.append((kind, data, addr))
+
+
+def fit_name(name: str, size: int) -> str | None:
+    """Our name cut so that an OK/NO is no longer than the ``size``-byte IN it answers."""
+    room = size - packets.INVITATION_HEAD - 1  # the name is NUL-terminated
+    if room <= 0:
+        return None
+    data = name.encode("utf-8")
+    return name if len(data) <= room else data[:room].decode("utf-8", "ignore")
 
 
 def _data_port_of(control: Address) -> Address:

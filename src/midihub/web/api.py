@@ -7,10 +7,13 @@ keeps on its monotonic clock are converted to wall-clock UTC here.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import math
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -22,12 +25,16 @@ from midihub import __version__
 from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Session
+from midihub.web.events import LiveEvents
+from midihub.web.guard import MAX_BODY, Guard, Handler, error, json_object
 from midihub.web.metrics import CONTENT_TYPE, Metrics
 from midihub.web.monitor import Monitor
 
 STATIC = Path(__file__).parent / "static"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STREAMS = frozenset({"/api/monitor", "/api/events"})  # EventSource: ?token= allowed
+PORT_TEXT = re.compile(r"[0-9]{1,5}")
+MAX_POINTS = 500  # per series in one history answer
+OFF_LOOP_ROWS = 200  # answers this long are serialised on a worker thread
 
 
 class HistoryStore(Protocol):
@@ -36,7 +43,7 @@ class HistoryStore(Protocol):
     async def summary(self) -> list[Any]: ...
 
     async def history(
-        self, participant: str | None = None, since: float | None = None
+        self, participant: str | None = None, since: float | None = None, *, points: int = ...
     ) -> list[Any]: ...
 
 
@@ -63,6 +70,10 @@ class Api:
         hub_time: Callable[[], float],
         wall_time: Callable[[], float] = time.time,
         reload: Callable[[], str | None] | None = None,
+        hosts: Iterable[str] = (),
+        bind: str = "127.0.0.1",
+        monitor_viewers: int = 64,
+        monitor_viewers_per_ip: int = 8,
     ) -> None:
         self._reload = reload  # returns None when done, else why it was refused
         self.hub = hub
@@ -72,8 +83,10 @@ class Api:
         self._hub_time = hub_time
         self._wall_time = wall_time
         self.started = wall_time()
-        self.monitor = Monitor(hub)
-        self.metrics = Metrics(hub)
+        self.guard = Guard(hosts, bind)
+        self.monitor = Monitor(hub, limit=monitor_viewers, per_ip=monitor_viewers_per_ip)
+        self.metrics = Metrics(hub, web=self.guard.counters, monitor=self.monitor)
+        self.events = LiveEvents(hub, self._live_document)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -85,6 +98,7 @@ class Api:
             web.post("/api/reload", self.reload),
             web.get("/api/openapi.json", self.openapi),
             web.get("/api/monitor", self.monitor_stream),
+            web.get("/api/events", self.events_stream),
             web.get("/metrics", self.prometheus),
             web.get("/", self.index),
             web.static("/static", STATIC, append_version=False),
@@ -92,21 +106,30 @@ class Api:
 
     def close(self) -> None:
         self.monitor.close()
+        self.events.close()
+        self.metrics.close()
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(client_max_size=MAX_BODY)
+        self.guard.install(app)
+        app.middlewares.append(self._auth)
         app.add_routes(self.routes())
         return app
 
     # -- access ------------------------------------------------------------------
 
-    def authorised(self, request: web.Request) -> bool:
-        # EventSource cannot send headers: read-only streams may carry ?token=.
-        given = request.headers.get("X-Midihub-Token", "") or request.query.get("token", "")
+    def authorised(self, request: web.Request, *, query: bool = False) -> bool:
+        """The token from a header; from ``?token=`` only when ``query`` (EventSource
+        cannot send headers, so the read-only monitor stream may carry it in the URL)."""
+        given = request.headers.get("X-Midihub-Token", "")
         bearer = request.headers.get("Authorization", "")
-        if bearer.lower().startswith("bearer "):
+        if bearer[:7].lower() == "bearer ":
             given = bearer[7:].strip()
-        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+        if not given and query:
+            given = request.query.get("token", "")
+        return bool(given) and hmac.compare_digest(
+            given.encode(errors="replace"), self.token.encode()
+        )
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -116,9 +139,16 @@ class Api:
             or request.path in ("/", "/api/health", "/api/openapi.json")
             or request.path.startswith("/static/")
         )
-        if (control or not open_read) and not self.authorised(request):
-            what = "control actions" if control else "this hub's pages"
-            return error(401, f"{what} need the hub's token (Authorization: Bearer TOKEN)")
+        if control or not open_read:
+            query = not control and request.path in STREAMS
+            if not self.authorised(request, query=query):
+                self.guard.counters.refused_token += 1
+                what = "control actions" if control else "this hub's pages"
+                return error(
+                    401,
+                    f"{what} need the hub's token in a header "
+                    "(Authorization: Bearer TOKEN or X-Midihub-Token)",
+                )
         return await handler(request)
 
     # -- helpers -----------------------------------------------------------------
@@ -154,6 +184,9 @@ class Api:
         )
 
     async def participants(self, request: web.Request) -> web.Response:
+        return web.json_response(self.participants_document())
+
+    def participants_document(self) -> dict[str, Any]:
         ports = []
         for port, endpoint in sorted(self.hub.endpoints.items()):
             spec = endpoint.spec
@@ -165,14 +198,19 @@ class Api:
                     "owner": spec.owner,
                     "role": spec.role,
                     "kind": "room" if spec.role == "room" else "group",
+                    "halfOpen": endpoint.host.pending,
                     "participants": [
                         self._person(endpoint, session) for session in endpoint.host.established
                     ],
                 }
             )
-        return web.json_response({"ports": ports})
+        return {"ports": ports}
 
     async def latency(self, request: web.Request) -> web.Response:
+        return await json_off_loop(await self.latency_rows())
+
+    async def latency_rows(self) -> list[dict[str, Any]]:
+        """Live rows for those connected, then the cached stored summary for the rest."""
         rows: list[dict[str, Any]] = []
         live: set[tuple[str, str, int]] = set()
         for _, endpoint in sorted(self.hub.endpoints.items()):
@@ -185,7 +223,16 @@ class Api:
                 key = (past.name, past.address, past.hub_port)
                 if key not in live:
                     rows.append(self._stored_row(past))
-        return web.json_response(rows)
+        return rows
+
+    async def _live_document(self, kind: str) -> Any:
+        if kind == "participants":
+            return self.participants_document()
+        return await self.latency_rows()
+
+    async def events_stream(self, request: web.Request) -> web.StreamResponse:
+        """Read-only SSE: participants and latency pushed as they change."""
+        return await self.events.stream(request)
 
     def _live_row(self, endpoint: Endpoint, session: Session) -> dict[str, Any]:
         stats = self.hub.stats.get(session)
@@ -264,6 +311,8 @@ class Api:
 
     async def history(self, request: web.Request) -> web.Response:
         participant = request.query.get("participant") or None
+        if participant is not None and len(participant) > 256:
+            return error(400, "participant: at most 256 characters")
         since_text = request.query.get("since")
         since: float | None = None
         if since_text:
@@ -271,32 +320,21 @@ class Api:
                 since = parse_time(since_text, self._wall_time())
             except ValueError as exc:
                 return error(400, str(exc))
+        points_text = request.query.get("points", str(MAX_POINTS))
+        if not points_text.isdigit() or not 1 <= int(points_text) <= MAX_POINTS:
+            return error(400, f"points={points_text!r}: a whole number from 1 to {MAX_POINTS}")
         if self.store is None:
             return web.json_response([])
-        rows = await self.store.history(participant, since)
-        return web.json_response(
-            [
-                {
-                    "name": r.name,
-                    "address": r.address,
-                    "port": r.hub_port,
-                    "minute": iso(r.minute),
-                    "minLatency": round(r.min_ms, 1),
-                    "avgLatency": round(r.avg_ms, 1),
-                    "maxLatency": round(r.max_ms, 1),
-                    "count": r.count,
-                }
-                for r in rows
-            ]
-        )
+        rows = await self.store.history(participant, since, points=int(points_text))
+        # Thousands of rows: turned into JSON on a worker thread, not on the packet loop.
+        body = await asyncio.to_thread(_history_json, rows)
+        return web.Response(body=body, content_type="application/json")
 
     async def panic(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return error(400, "the body must be JSON: {port, range, channels?, participant?}")
-        if not isinstance(body, dict):
-            return error(400, "the body must be a JSON object: {port, range}")
+            body = await json_object(request)
+        except ValueError as exc:
+            return error(400, f"{exc}; expected {{port, range, channels?, participant?}}")
         try:
             port, note_range, channels, session = self._panic_request(body)
         except ValueError as exc:
@@ -322,19 +360,24 @@ class Api:
         session: Session | None = None
         port = body.get("port")
         if participant is not None:
-            found = self.hub.participant(str(participant))
+            if not isinstance(participant, str) or len(participant) > 256:
+                raise ValueError("participant must be an id from /api/participants")
+            found = self.hub.participant(participant)
             if found is None:
-                raise ValueError(f"no participant {participant!r} is connected")
+                raise ValueError(f"no participant {shorten(participant)} is connected")
             endpoint, session = found
             if port is not None and port != endpoint.port:
-                raise ValueError(f"participant {participant!r} is on port {endpoint.port}")
+                raise ValueError(f"participant {shorten(participant)} is on port {endpoint.port}")
             port = endpoint.port
-        if isinstance(port, str) and port.isdigit():
-            port = int(port)
+        if isinstance(port, str):
+            port = parse_port(port)
         if not isinstance(port, int) or isinstance(port, bool) or port not in self.hub.endpoints:
             valid = ", ".join(str(p) for p in ports)
-            raise ValueError(f"unknown port {port!r}; valid ports: {valid}")
-        note_range = NoteRange.parse(str(body.get("range", "All")))
+            raise ValueError(f"unknown port {shorten(port)}; valid ports: {valid}")
+        raw_range = body.get("range", "All")
+        if not isinstance(raw_range, str) or len(raw_range) > 16:
+            raise ValueError("range must be one of Low, Mid, High, All")
+        note_range = NoteRange.parse(raw_range)
         raw_channels = body.get("channels")
         if raw_channels is None:
             channels = list(range(16))
@@ -349,16 +392,20 @@ class Api:
 
     async def monitor_stream(self, request: web.Request) -> web.StreamResponse:
         text = request.query.get("port", "")
-        port = int(text) if text.isdigit() else None
+        port = parse_port(text)
         if port is None or port not in self.hub.endpoints:
             valid = ", ".join(str(p) for p in sorted(self.hub.endpoints))
-            return error(400, f"unknown port {text!r}; valid ports: {valid}")
+            return error(400, f"unknown port {shorten(text)}; valid ports: {valid}")
         return await self.monitor.stream(request, port)
 
     async def index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def reload(self, request: web.Request) -> web.Response:
+        try:
+            await json_object(request)
+        except ValueError as exc:
+            return error(400, f"{exc}; send {{}}")
         if self._reload is None:
             return error(400, "this hub has no configuration file to reload")
         refused = self._reload()
@@ -380,23 +427,74 @@ def openapi_document() -> dict[str, Any]:
 def parse_time(text: str, now: float) -> float:
     """``since`` as epoch seconds, an ISO 8601 time, or a span back from now (``1h``)."""
     text = text.strip()
+    problem = ValueError(
+        f"since={shorten(text)}: use epoch seconds, an ISO time, or a span like 90m, 1h, 7d"
+    )
+    if len(text) > 64 or not text.isascii():
+        raise problem
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value: float
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return now - float(text[:-1]) * units[text[-1]]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"since={text!r}: use epoch seconds, an ISO time, or a span like 90m, 1h, 7d"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        value = now - float(text[:-1]) * units[text[-1]]
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text)
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=UTC)
+                value = parsed.timestamp()
+            except (ValueError, OverflowError, OSError):
+                raise problem from None
+    if not math.isfinite(value):
+        raise problem
+    return value
 
 
-def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def parse_port(text: str) -> int | None:
+    """A port number from ASCII digits (no signs, no other scripts' digits), else None."""
+    return int(text) if PORT_TEXT.fullmatch(text) else None
+
+
+def shorten(value: object, limit: int = 40) -> str:
+    """``repr`` of something a stranger sent, cut short for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _history_json(rows: list[Any]) -> bytes:
+    return _json_array(
+        [
+            {
+                "name": r.name,
+                "address": r.address,
+                "port": r.hub_port,
+                "minute": iso(r.minute),
+                "minLatency": round(r.min_ms, 1),
+                "avgLatency": round(r.avg_ms, 1),
+                "maxLatency": round(r.max_ms, 1),
+                "count": r.count,
+                "step": getattr(r, "step", 60),
+            }
+            for r in rows
+        ]
+    )
+
+
+def _json_array(items: list[Any], chunk: int = OFF_LOOP_ROWS) -> bytes:
+    """``json.dumps`` in slices: the C encoder holds the GIL for a whole call, so one
+    call over thousands of rows would stall the packet loop even from another thread."""
+    parts = [
+        json.dumps(items[i : i + chunk], separators=(",", ":"))[1:-1]
+        for i in range(0, len(items), chunk)
+    ]
+    return ("[" + ",".join(parts) + "]").encode()
+
+
+async def json_off_loop(document: list[Any]) -> web.Response:
+    """A JSON answer, serialised on a worker thread when it is long."""
+    if len(document) <= OFF_LOOP_ROWS:
+        return web.json_response(document)
+    body = await asyncio.to_thread(_json_array, document)
+    return web.Response(body=body, content_type="application/json")

@@ -1,13 +1,22 @@
 """Live feed of what arrives on a hub port, for the dashboard's monitor and
-``midihub monitor``: Server-Sent Events, batched so a flood of clock bytes costs
-one push per interval, with bounded queues so a slow viewer never slows the hub."""
+``midihub monitor``: Server-Sent Events.
+
+What arrives is gathered per port for ``BATCH_INTERVAL``, serialised ONCE, and the
+same bytes are handed to every viewer of the port. A viewer whose connection is not
+draining (a slow or unread client) is skipped for that batch and the skip is counted,
+so it costs one buffer-size check, never a serialisation or a wait; a viewer that reads
+nothing for ``STALL_TIMEOUT`` is disconnected. Viewers are capped in all and per client
+address, and the hub's packet path only appends to a bounded list."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +29,18 @@ from midihub.rtp import Event, MidiReceived, PeerJoined, PeerLeft
 
 BATCH_INTERVAL = 0.05
 KEEPALIVE = 15.0
-QUEUE_LIMIT = 2048
+STALL_TIMEOUT = 30.0
+"""A viewer whose connection took nothing for this long is disconnected."""
+PENDING_LIMIT = 1024
+"""Events gathered per port between two batches; beyond it they are counted, not shown."""
+WRITE_LOW_WATER = 16 * 1024
+"""A viewer with more than this still unsent is skipped (its batch dropped)."""
+YIELD_EVERY = 16
+"""Viewers written between two returns to the event loop, so packets never wait long."""
+SYSEX_SHOWN = 16
+"""Bytes of a SysEx message shown in the stream; its length is always given."""
+
+PARTICIPANTS: dict[str, Any] = {"type": "participants"}
 
 
 def held_snapshot(hub: Hub, port: int) -> list[dict[str, Any]]:
@@ -55,22 +75,104 @@ def _merge(into: dict[str, Any], held: ChannelState) -> None:
 
 
 def message_json(message: bytes) -> dict[str, Any]:
-    return {"bytes": list(message), "kind": m.kind(message), "text": m.describe(message)}
+    """One MIDI message for the stream; a SysEx as its length and first bytes only."""
+    if message[0] == m.SYSEX_START:
+        return {
+            "bytes": list(message[:SYSEX_SHOWN]),
+            "length": len(message),
+            "kind": "sysex",
+            "text": m.describe(message),  # "sysex (65536 bytes)": the length, no content
+        }
+    return {
+        "bytes": list(message),
+        "length": len(message),
+        "kind": m.kind(message),
+        "text": m.describe(message),
+    }
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    payload = json.dumps(data, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+def client_key(remote: str | None) -> str:
+    """Whom a viewer counts against: its IPv4 address, or its IPv6 /64 (one host
+    usually holds a whole /64)."""
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or "?"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+@dataclass
+class MonitorCounters:
+    refused_total: int = 0  # the global viewer cap was reached
+    refused_per_ip: int = 0  # the per-address viewer cap was reached
+    batches_dropped: int = 0  # batches a viewer missed because it was not reading
+    events_dropped: int = 0  # events not shown because a batch was full
+    stalled: int = 0  # viewers disconnected for reading nothing
+
+
+@dataclass(eq=False)
+class Viewer:
+    request: web.Request
+    response: web.StreamResponse
+    key: str
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    last_ready: float = field(default_factory=time.monotonic)
+
+    def ready(self) -> bool:
+        """Can take a write without waiting: connected, and the last ones went out."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            self.closed.set()
+            return False
+        if self.request.protocol.writing_paused:
+            return False
+        if transport.get_write_buffer_size() > WRITE_LOW_WATER:
+            return False
+        self.last_ready = time.monotonic()
+        return True
+
+    async def write(self, chunk: bytes) -> None:
+        try:
+            await self.response.write(chunk)
+        except (OSError, RuntimeError):  # the client went away meanwhile
+            self.closed.set()
 
 
 class Monitor:
     """Fans hub events out to the viewers of each port."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, *, limit: int = 64, per_ip: int = 8) -> None:
         self.hub = hub
-        self._viewers: dict[int, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
-        self.dropped = 0  # items a slow viewer missed
+        self.limit = limit
+        self.per_ip = per_ip
+        self.counters = MonitorCounters()
+        self._viewers: dict[int, set[Viewer]] = defaultdict(set)
+        self._per_key: dict[str, int] = {}
+        self._count = 0
+        self._pending: dict[int, list[dict[str, Any]]] = {}
+        self._scheduled: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         hub.listeners.append(self.on_event)
         hub.midi_listeners.append(self.on_event)
 
+    @property
+    def viewers(self) -> int:
+        return self._count
+
     def on_event(self, endpoint: Endpoint, event: Event) -> None:
-        viewers = self._viewers.get(endpoint.port)
-        if not viewers:
+        """On the hub's packet path: append to the port's batch, nothing more."""
+        port = endpoint.port
+        if not self._viewers.get(port):
             return
         item: dict[str, Any]
         if isinstance(event, MidiReceived):
@@ -84,25 +186,81 @@ class Monitor:
                 "messages": [message_json(msg) for _, msg in event.commands],
             }
         elif isinstance(event, PeerJoined | PeerLeft):
-            item = {"type": "participants"}
+            item = PARTICIPANTS
         else:
             return
-        for queue in viewers:
-            try:
-                queue.put_nowait(item)
-            except asyncio.QueueFull:
-                self.dropped += 1
+        pending = self._pending.setdefault(port, [])
+        if len(pending) >= PENDING_LIMIT:
+            self.counters.events_dropped += 1
+            return
+        pending.append(item)
+        self._schedule(port)
+
+    def _schedule(self, port: int) -> None:
+        if port in self._scheduled or self._closed:
+            return
+        self._scheduled.add(port)
+        asyncio.get_running_loop().call_later(BATCH_INTERVAL, self._start_delivery, port)
+
+    def _start_delivery(self, port: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(port))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, port: int) -> None:
+        try:
+            items = self._pending.pop(port, [])
+            viewers = list(self._viewers.get(port, ()))
+            if items and viewers:
+                chunk = self._encode(port, items)
+                for index, viewer in enumerate(viewers):
+                    if index and index % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # let packets through between viewers
+                    if viewer.closed.is_set():
+                        continue
+                    if viewer.ready():
+                        await viewer.write(chunk)
+                    else:
+                        self.counters.batches_dropped += 1
+        finally:
+            self._scheduled.discard(port)
+            if self._pending.get(port):
+                self._schedule(port)
+
+    def _encode(self, port: int, items: list[dict[str, Any]]) -> bytes:
+        """In arrival order: MIDI runs as one ``midi`` event each, a join or leave
+        between them as a ``participants`` event (so a monitor prints who joined
+        before what they played)."""
+        parts: list[bytes] = []
+        events: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            if item is not PARTICIPANTS:
+                events.append(item)
+            if (item is PARTICIPANTS or index == len(items) - 1) and events:
+                held = held_snapshot(self.hub, port)
+                parts.append(sse("midi", {"port": port, "events": events, "held": held}))
+                events = []
+            if item is PARTICIPANTS:
+                parts.append(
+                    sse(
+                        "participants",
+                        {
+                            "port": port,
+                            "participants": self.participants(port),
+                            "held": held_snapshot(self.hub, port),
+                        },
+                    )
+                )
+        return b"".join(parts)
 
     def close(self) -> None:
         """End every open stream (shutdown must not wait for viewers to leave)."""
+        self._closed = True
         for viewers in self._viewers.values():
-            for queue in viewers:
-                while True:
-                    try:
-                        queue.put_nowait({"type": "close"})
-                        break
-                    except asyncio.QueueFull:
-                        queue.get_nowait()
+            for viewer in viewers:
+                viewer.closed.set()
+        for task in list(self._tasks):
+            task.cancel()
 
     def participants(self, port: int) -> list[dict[str, Any]]:
         endpoint = self.hub.endpoints.get(port)
@@ -113,76 +271,80 @@ class Monitor:
             for s in endpoint.host.established
         ]
 
-    async def stream(self, request: web.Request, port: int) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
-        self._viewers[port].add(queue)
-        endpoint = self.hub.endpoints[port]
-        try:
-            await _send(
-                response,
-                "snapshot",
-                {
-                    "port": port,
-                    "label": endpoint.label,
-                    "participants": self.participants(port),
-                    "held": held_snapshot(self.hub, port),
-                },
-            )
-            while port in self.hub.endpoints:
-                try:
-                    first = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                except TimeoutError:
-                    await response.write(b": keepalive\n\n")
-                    continue
-                if first["type"] == "close":
-                    break
-                await asyncio.sleep(BATCH_INTERVAL)  # gather what else arrives meanwhile
-                batch = [first]
-                while not queue.empty():
-                    batch.append(queue.get_nowait())
-                await self._flush(response, port, batch)
-                if any(item["type"] == "close" for item in batch):
-                    break
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self._viewers[port].discard(queue)
-        return response
+    def _admit(self, key: str) -> web.Response | None:
+        """None when one more viewer from ``key`` fits, else the refusal."""
+        if self._count >= self.limit:
+            self.counters.refused_total += 1
+            return _refusal(503, "the hub has as many monitor viewers as it serves; try later")
+        if self._per_key.get(key, 0) >= self.per_ip:
+            self.counters.refused_per_ip += 1
+            return _refusal(429, "too many monitor streams from your address; close one")
+        self._count += 1
+        self._per_key[key] = self._per_key.get(key, 0) + 1
+        return None
 
-    async def _flush(
-        self, response: web.StreamResponse, port: int, batch: list[dict[str, Any]]
-    ) -> None:
-        """In arrival order: MIDI runs as one ``midi`` event each, a join or leave
-        between them as a ``participants`` event (so a monitor prints who joined
-        before what they played)."""
-        events: list[dict[str, Any]] = []
-        for index, item in enumerate(batch):
-            if item["type"] == "midi":
-                events.append(item)
-            if (item["type"] != "midi" or index == len(batch) - 1) and events:
-                held = held_snapshot(self.hub, port)
-                await _send(response, "midi", {"port": port, "events": events, "held": held})
-                events = []
-            if item["type"] == "participants":
-                await _send(
-                    response,
-                    "participants",
+    def _release(self, key: str) -> None:
+        self._count -= 1
+        left = self._per_key.get(key, 0) - 1
+        if left > 0:
+            self._per_key[key] = left
+        else:
+            self._per_key.pop(key, None)
+
+    async def stream(self, request: web.Request, port: int) -> web.StreamResponse:
+        key = client_key(request.remote)
+        refusal = self._admit(key)
+        if refusal is not None:
+            return refusal
+        viewer: Viewer | None = None
+        try:
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                }
+            )
+            await response.prepare(request)
+            viewer = Viewer(request, response, key)
+            endpoint = self.hub.endpoints[port]
+            await viewer.write(
+                sse(
+                    "snapshot",
                     {
                         "port": port,
+                        "label": endpoint.label,
                         "participants": self.participants(port),
                         "held": held_snapshot(self.hub, port),
                     },
                 )
+            )
+            self._viewers[port].add(viewer)
+            await self._watch(viewer, port)
+            return response
+        finally:
+            if viewer is not None:
+                self._viewers[port].discard(viewer)
+                if not self._viewers[port]:
+                    del self._viewers[port]
+                    self._pending.pop(port, None)
+            self._release(key)
+
+    async def _watch(self, viewer: Viewer, port: int) -> None:
+        """Until the stream ends: keepalives, and a stalled reader is cut off."""
+        while not self._closed and port in self.hub.endpoints and not viewer.closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(viewer.closed.wait(), KEEPALIVE)
+                break
+            if viewer.ready():
+                await viewer.write(b": keepalive\n\n")
+            elif time.monotonic() - viewer.last_ready > STALL_TIMEOUT:
+                self.counters.stalled += 1
+                transport = viewer.request.transport
+                if transport is not None:
+                    transport.abort()  # its unsent data would never drain
+                viewer.closed.set()
 
 
-async def _send(response: web.StreamResponse, event: str, data: dict[str, Any]) -> None:
-    payload = json.dumps(data, separators=(",", ":"))
-    await response.write(f"event: {event}\ndata: {payload}\n\n".encode())
+def _refusal(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

@@ -25,7 +25,10 @@ const duration = (s) => {
 // -- token and requests -------------------------------------------------------
 const tokenInput = $("#token");
 tokenInput.value = localStorage.getItem("midihub-token") || "";
-tokenInput.addEventListener("change", () => localStorage.setItem("midihub-token", tokenInput.value.trim()));
+tokenInput.addEventListener("change", () => {
+  localStorage.setItem("midihub-token", tokenInput.value.trim());
+  connectLive();
+});
 const token = () => tokenInput.value.trim();
 
 function setStatus(text) { $("#status").textContent = text; }
@@ -43,6 +46,7 @@ async function api(path, options = {}) {
 const pages = { overview: refreshOverview, latency: refreshLatency, stuck: refreshStuck, monitor: openMonitor };
 let current = "overview";
 let ports = [];
+let latencyRows = null;
 
 function show(page) {
   current = page;
@@ -66,13 +70,17 @@ async function loadPorts() {
 
 // -- overview -----------------------------------------------------------------
 async function refreshOverview() {
-  await loadPorts();
+  if (!live.connected) await loadPorts();
+  renderOverview();
+}
+
+function renderOverview() {
   const box = $("#overview");
   box.replaceChildren(...ports.map((port) => {
     const list = port.participants.length
       ? el("ul", {}, ...port.participants.map((p) => el("li", { class: "participant", "data-name": p.name, "data-id": p.id },
           el("span", {}, p.name || "(unnamed)", " ", el("span", { class: "addr" }, p.address)),
-          el("span", { class: "addr" }, duration(p.connectedFor)))))
+          el("span", { class: "addr since", "data-since": p.connectedSince || "" }, duration(p.connectedFor)))))
       : el("p", { class: "empty" }, "no one connected");
     return el("div", { class: "card port", "data-port": String(port.port) },
       el("h2", {}, port.label),
@@ -82,13 +90,19 @@ async function refreshOverview() {
 
 // -- latency ------------------------------------------------------------------
 async function refreshLatency() {
-  let rows;
-  try {
-    rows = await api("/api/latency");
-  } catch (error) {
-    setStatus(error.message);
-    return;
+  if (!live.connected || latencyRows === null) {
+    try {
+      latencyRows = await api("/api/latency");
+    } catch (error) {
+      setStatus(error.message);
+      return;
+    }
   }
+  renderLatency(latencyRows);
+  drawChart();
+}
+
+function renderLatency(rows) {
   const cell = (v, cls = "") => el("td", { class: cls }, v);
   $("#latency-table tbody").replaceChildren(...rows.map((r) => el("tr", { "data-name": r.name, class: r.connected ? "" : "offline" },
     cell(r.clientName || "(unnamed)"), cell(String(r.clientPort)), cell(when(r.timestamp)),
@@ -100,7 +114,7 @@ async function refreshLatency() {
   const chosen = select.value;
   select.replaceChildren(...names.map((n) => el("option", { value: n }, n || "(unnamed)")));
   if (names.includes(chosen)) select.value = chosen;
-  drawChart();
+  if (select.value !== chosen) drawChart();
 }
 $("#chart-participant").addEventListener("change", drawChart);
 $("#chart-span").addEventListener("change", drawChart);
@@ -130,7 +144,7 @@ async function drawChart() {
     return;
   }
   const t = rows.map((r) => Date.parse(r.minute));
-  const t0 = Math.min(...t), t1 = Math.max(...t) + 60000;
+  const t0 = Math.min(...t), t1 = Math.max(...t) + (rows[rows.length - 1].step || 60) * 1000;
   const top = Math.max(...rows.map((r) => r.maxLatency)) * 1.1 || 1;
   const x = (v) => L + ((v - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => H - B - (v / top) * (H - T - B);
@@ -165,7 +179,11 @@ async function panic(body, mark, message) {
 }
 
 async function refreshStuck() {
-  await loadPorts();
+  if (!live.connected) await loadPorts();
+  renderStuck();
+}
+
+function renderStuck() {
   $("#stuck").replaceChildren(...ports.map((port) => {
     const mark = el("span", { class: "mark", "data-port": String(port.port) });
     const message = el("div", { class: "message" });
@@ -272,6 +290,58 @@ function connectMonitor() {
   source.onopen = () => setStatus("");
 }
 
-// -- refresh loop -------------------------------------------------------------
-setInterval(() => { if (current === "overview") refreshOverview(); else if (current === "latency") refreshLatency(); }, 1000);
+// -- live updates -------------------------------------------------------------
+// The hub pushes participants and latency over one EventSource (/api/events) when
+// they change; the page polls only while that stream is down.
+const params = new URLSearchParams(location.search);
+const POLL_MS = Number(params.get("poll")) || 5000;
+const CHART_MS = 60000;
+const live = { connected: false, events: 0, polls: 0, source: null, timer: null };
+window.midihubLive = live;
+
+function who(list) { return JSON.stringify(list.map((p) => [p.port, p.participants.map((q) => q.id)])); }
+
+function connectLive() {
+  if (live.source) live.source.close();
+  const query = token() ? `?token=${encodeURIComponent(token())}` : "";
+  const source = new EventSource(`/api/events${query}`);
+  live.source = source;
+  source.addEventListener("participants", (e) => {
+    live.events++;
+    const before = who(ports);
+    ports = JSON.parse(e.data).ports;
+    if (current === "overview") renderOverview();
+    else if (current === "stuck" && who(ports) !== before) renderStuck();
+  });
+  source.addEventListener("latency", (e) => {
+    live.events++;
+    latencyRows = JSON.parse(e.data);
+    if (current === "latency") renderLatency(latencyRows);
+  });
+  source.onopen = () => { live.connected = true; stopPolling(); setStatus(""); };
+  source.onerror = () => {
+    live.connected = false;
+    if (source.readyState === EventSource.CLOSED && live.source === source) setTimeout(connectLive, POLL_MS);
+    startPolling();
+  };
+}
+
+function poll() {
+  live.polls++;
+  if (current === "overview") refreshOverview();
+  else if (current === "latency") refreshLatency();
+}
+function startPolling() { if (live.timer === null) live.timer = setInterval(poll, POLL_MS); }
+function stopPolling() { if (live.timer !== null) { clearInterval(live.timer); live.timer = null; } }
+
+// Connected-for times tick in the page; no request needed.
+setInterval(() => {
+  for (const span of document.querySelectorAll(".since[data-since]")) {
+    if (span.dataset.since) span.textContent = duration((Date.now() - Date.parse(span.dataset.since)) / 1000);
+  }
+}, 1000);
+// History points are a minute wide: the chart refreshes about as often.
+setInterval(() => { if (current === "latency") drawChart(); }, CHART_MS);
+
+connectLive();
 show((location.hash || "#overview").slice(1) in pages ? location.hash.slice(1) || "overview" : "overview");
