@@ -37,7 +37,8 @@ browser:
 tools:
 	command -v tmux >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y tmux; }
 
-# Benchmarks (not part of `make test`): writes bench/results.json and docs/benchmarks.md.
+# Benchmarks (not part of `make test`, ~5 min): writes bench/results.json and docs/benchmarks.md.
+# `make bench BENCH_ARGS=--quick`: a ~1.5 min smoke run, written under /tmp/midihub-bench-quick.
 # `make bench BENCH_ARGS=--quick` is a short smoke run (output under /tmp).
 bench: install
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
