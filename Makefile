@@ -39,7 +39,6 @@ tools:
 
 # Benchmarks (not part of `make test`, ~5 min): writes bench/results.json and docs/benchmarks.md.
 # `make bench BENCH_ARGS=--quick`: a ~1.5 min smoke run, written under /tmp/midihub-bench-quick.
-# `make bench BENCH_ARGS=--quick` is a short smoke run (output under /tmp).
 bench: install
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
