@@ -8,8 +8,8 @@ hub's own socket technique: the baseline) and asyncio's ``DatagramProtocol`` rel
 (``relay.py --kind protocol``, a second line). Runs alternate (the order rotates each
 round) for ``ROUNDS`` rounds and every figure is reported as the median with its spread.
 The "dashboards open" scenario runs the pair against a second hub serving a seeded 7-day
-history (``seed.py``) to dashboards and monitor viewers (``dashboards.py``), alternating
-with the same run without them. Then it profiles the hub with py-spy and writes
+history (``tests/history_seed.py``) to dashboards and monitor viewers (``dashboards.py``),
+alternating with the same run without them. Then it profiles the hub with py-spy and writes
 ``bench/results.json`` and ``docs/benchmarks.md``.
 
 ``--quick`` shortens every scenario for a smoke run and writes its output under /tmp.
@@ -38,8 +38,6 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 from common import LOCALHOST, free_port_block, free_tcp_port
-from seed import names as seeded_names
-from seed import seed
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -434,6 +432,21 @@ def loop_lag_from_metrics(before: dict[str, float], after: dict[str, float]) -> 
     return out
 
 
+def seeded_names(participants: int) -> list[str]:
+    """The participants ``tests/history_seed.py`` writes (``p00``, ``p01``, ...)."""
+    return [f"p{i:02d}" for i in range(participants)]
+
+
+def seed_history(path: Path, participants: int, days: int) -> int:
+    """The store tests' seeded week (``tests/history_seed.py``: the first release's schema,
+    one recursive-CTE INSERT into ``latency_minutes``); returns the rows written."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.history_seed import seed
+
+    return seed(path, days=days, participants=participants)
+
+
 def wait_idle(pid: int, limit: float, busy_pct: float = 15.0) -> float:
     """Wait (at most ``limit`` seconds) until process ``pid`` uses under ``busy_pct`` % of a
     core for two samples in a row; returns the seconds waited. After the viewers close, a
@@ -497,7 +510,7 @@ def run_dashboards(loop: str, params: dict[str, Any], profile: bool) -> dict[str
     workdir = Path(tempfile.mkdtemp(prefix=f"midihub-bench-dash-{loop}-"))
     database = workdir / "midihub.db"
     started = time.monotonic()
-    rows = seed(database, spec["participants"], spec["days"])
+    rows = seed_history(database, spec["participants"], spec["days"])
     seeded_s = time.monotonic() - started
     log(f"dashboards open on the {loop} loop: {rows} rows seeded in {seeded_s:.1f} s")
     out: dict[str, Any] = {"rows": rows, "seed_seconds": round(seeded_s, 2)}
@@ -1133,8 +1146,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"until p99 > {p['ceiling']['p99']:g} ms or anything is lost (a failed step while "
         "others used over 20 % of a core is run again, once per search); **memory** (once): "
         f"hub RSS with 0 and {p['memory']['count']} idle participants ({IDLE_ROOMS} rooms).",
-        f"- **Dashboards open:** a second hub starts on a database seeded (`bench/seed.py`, "
-        f"one recursive-CTE INSERT into the raw per-minute table as `store.py` had it) with "
+        f"- **Dashboards open:** a second hub starts on a database seeded "
+        "(`tests/history_seed.py`, the store tests' week: the first release's schema, one "
+        "recursive-CTE INSERT into the raw per-minute table, migrated by the hub on start) with "
         f"{d['days']} days x {d['participants']} participants of per-minute latency history "
         f"({d['days'] * 1440 * d['participants']:,} rows). The pair runs at {d['rate']} msg/s "
         f"for {d['duration']:g} s while {d['dashboards']} dashboards (`bench/dashboards.py`, "
