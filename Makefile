@@ -39,8 +39,8 @@ tools:
 	command -v tmux >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y tmux; }
 	command -v tshark >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y tshark; }
 
-# Benchmarks (not part of `make test`): writes bench/results.json and docs/benchmarks.md.
-# `make bench BENCH_ARGS=--quick` is a short smoke run (output under /tmp).
+# Benchmarks (not part of `make test`, ~5 min): writes bench/results.json and docs/benchmarks.md.
+# `make bench BENCH_ARGS=--quick`: a ~1.5 min smoke run, written under /tmp/midihub-bench-quick.
 bench: install
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

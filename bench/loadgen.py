@@ -31,7 +31,7 @@ import psutil  # type: ignore[import-untyped]
 from common import LOCALHOST, MAX_IDS, message, parse_id, percentile, udp_drops
 
 from midihub.rtp import Host, PortKind, Session, encode_section
-from midihub.rtp.packets import encode_rtp_header
+from midihub.rtp.packets import encode_clock, encode_rtp_header
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -41,6 +41,7 @@ RCVBUF = 8 * 1024 * 1024
 TICK = 0.1
 CONTENDED = 20.0  # % of a core used by other processes that makes a failed step worth a retry
 HERE = Path(__file__).resolve().parent
+PROBE_MARK = 1 << 62  # in the probe's CK0 timestamps: never one the Host's own sync uses
 
 Address = tuple[str, int]
 
@@ -135,11 +136,23 @@ class Step:
     max_send_lag_ms: float = 0.0
     target_drops: int = 0
     generator_drops: int = 0
+    probe_sent: int = 0
+    probe_rtts_ns: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         values = sorted(self.latencies_ns)
         ms = [v / 1e6 for v in values]
         achieved = self.sent / self.wall if self.wall else 0.0
+        probe: dict[str, Any] = {}
+        if self.probe_sent:
+            rtts = sorted(v / 1e6 for v in self.probe_rtts_ns)
+            probe = {
+                "probe_sent": self.probe_sent,
+                "probe_answered": len(rtts),
+                "probe_p50_ms": percentile(rtts, 0.50),
+                "probe_p99_ms": percentile(rtts, 0.99),
+                "probe_max_ms": rtts[-1] if rtts else float("nan"),
+            }
         return {
             "rate_per_sender": self.rate,
             "duration_s": self.duration,
@@ -160,7 +173,27 @@ class Step:
             "max_send_lag_ms": self.max_send_lag_ms,
             "target_socket_drops": self.target_drops,
             "generator_socket_drops": self.generator_drops,
+            **probe,
         }
+
+
+@dataclass
+class Probe:
+    """Loop lag seen from outside: an idle established session sends a CK0 every
+    ``interval``; the hub answers CK0 at once, in the same callback, so the time to its CK1
+    is how long the hub's loop took to get to the datagram (plus two loopback hops)."""
+
+    peer: Peer
+    dest: Address
+    ssrc: int
+    interval: float
+    counter: int = 0
+    pending: dict[int, int] = field(default_factory=dict)  # CK0 timestamp -> send ns
+
+    def packet(self) -> tuple[bytes, int]:
+        self.counter += 1
+        token = PROBE_MARK | self.counter
+        return encode_clock(self.ssrc, 0, (token, 0, 0)), token
 
 
 class Generator:
@@ -177,6 +210,8 @@ class Generator:
         self._flow_of: list[int] = []
         self._flows: list[Flow] = []
         self._step: Step | None = None
+        self.probe: Probe | None = None
+        self._probe_fd = -1
 
     # -- sockets and sessions --------------------------------------------------
 
@@ -239,6 +274,8 @@ class Generator:
             except (BlockingIOError, InterruptedError):
                 return
             if data[:2] == b"\xff\xff":  # session packet: CK, BY... the Host answers
+                if fd == self._probe_fd and self._probe_answer(data, ancillary):
+                    continue
                 peer.host.receive(data, kind, addr, time.monotonic())
                 peer.flush()
                 continue
@@ -259,6 +296,32 @@ class Generator:
                 arrived = time.time_ns()
             step.latencies_ns.append(arrived - self._send_ns[k])
             step.received += 1
+
+    def add_probe(self, port: int, interval: float) -> None:
+        """An idle participant on hub port ``port`` whose clock syncs time the hub's loop."""
+        peer = self.add_peer("bench-probe")
+        session = peer.connect(port, time.monotonic())
+        self.establish([session], 30.0)
+        self.probe = Probe(peer, (LOCALHOST, port + 1), session.local_ssrc, interval)
+        self._probe_fd = peer.data.fileno()
+
+    def _probe_answer(self, data: bytes, ancillary: list[Any]) -> bool:
+        """A CK1 answering one of the probe's CK0s: its round trip is recorded."""
+        probe = self.probe
+        if probe is None or len(data) < 20 or data[2:4] != b"CK" or data[8] != 1:
+            return False
+        token = int.from_bytes(data[12:20], "big")
+        sent = probe.pending.pop(token, None)
+        if sent is None:
+            return token & PROBE_MARK != 0  # a late answer to an earlier step's probe
+        if self._step is not None:
+            if ancillary:
+                seconds, nanos = TIMESPEC.unpack(ancillary[0][2])
+                arrived = seconds * 1_000_000_000 + nanos
+            else:
+                arrived = time.time_ns()
+            self._step.probe_rtts_ns.append(arrived - sent)
+        return True
 
     # -- measuring -------------------------------------------------------------
 
@@ -323,8 +386,21 @@ class Generator:
         i = 0
         max_lag = 0.0
         next_tick = start + TICK
+        probe = self.probe
+        probe_sock = probe.peer.data if probe else None
+        probe_every = probe.interval if probe else 3600.0
+        next_probe = 0.0
+        if probe:
+            probe.pending.clear()
         while i < n:
             now = clock() - t0
+            if probe is not None and probe_sock is not None and next_probe <= now:
+                next_probe += probe_every
+                data, token = probe.packet()
+                probe.pending[token] = time_ns()
+                with contextlib.suppress(BlockingIOError):
+                    probe_sock.sendto(data, probe.dest)
+                    step.probe_sent += 1
             if times[i] <= now:
                 lag = now - times[i]
                 if lag > max_lag:
@@ -340,8 +416,8 @@ class Generator:
                     i += 1
                 timeout = 0.0
             else:
-                timeout = times[i] - now
-            for fd, _ in poll(timeout):
+                timeout = min(times[i], next_probe) - now if probe else times[i] - now
+            for fd, _ in poll(max(timeout, 0.0)):
                 drain_fd(fd)
             if clock() >= next_tick:
                 next_tick += TICK
@@ -393,11 +469,17 @@ def _cpu(before: Any, after: Any) -> float:
 # -- scenarios -------------------------------------------------------------------
 
 
-class Relay:
-    """The baseline relay process, one socket per route."""
+RELAY_KINDS = {"baseline": "fast", "protocol": "protocol"}
+"""Targets that are relays, and their ``relay.py --kind``: the baseline is the fastest
+bare relay (the hub's own socket technique); ``protocol`` is asyncio's DatagramProtocol."""
 
-    def __init__(self, loop: str, routes: list[list[Address]]) -> None:
+
+class Relay:
+    """A baseline relay process, one socket per route."""
+
+    def __init__(self, loop: str, routes: list[list[Address]], target: str = "baseline") -> None:
         command = [sys.executable, str(HERE / "relay.py"), "--loop", loop]
+        command += ["--kind", RELAY_KINDS[target]]
         for route in routes:
             command += ["--route", ",".join(f"{h}:{p}" for h, p in route)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -423,11 +505,11 @@ def _setup_groups(
     """One sender and one receiver per group (hub), or per relay socket (baseline)."""
     relay: Relay | None = None
     target_pid = spec["hub_pid"]
-    if spec["target"] == "baseline":
+    if spec["target"] in RELAY_KINDS:
         # The relay's routes need the receivers' addresses: make them first.
         gen = Generator()
         receivers = [gen.add_peer(f"rx{i}") for i in range(len(groups))]
-        relay = Relay(spec["loop"], [[r.data_addr] for r in receivers])
+        relay = Relay(spec["loop"], [[r.data_addr] for r in receivers], spec["target"])
         gen.target = psutil.Process(relay.pid)
         senders = [gen.add_peer(f"tx{i}") for i in range(len(groups))]
         gen.set_receivers(receivers)
@@ -445,7 +527,7 @@ def _setup_groups(
     for (in_port, out_port), sender, receiver in zip(groups, senders, receivers, strict=True):
         sessions.append(receiver.connect(out_port, now))
         sessions.append(sender.connect(in_port, now))
-    gen.establish(sessions)
+    gen.establish(sessions, spec.get("join_timeout", 10.0))
     gen.set_receivers(receivers)
     flows = [
         Flow(
@@ -465,12 +547,13 @@ def _setup_room(
     spec: dict[str, Any], port: int, size: int
 ) -> tuple[Generator, list[Flow], set[int], Relay | None]:
     everyone = frozenset(range(size))
-    if spec["target"] == "baseline":
+    if spec["target"] in RELAY_KINDS:
         gen = Generator()
         members = [gen.add_peer(f"m{i}") for i in range(size)]
         relay = Relay(
             spec["loop"],
             [[m.data_addr for j, m in enumerate(members) if j != i] for i in range(size)],
+            spec["target"],
         )
         gen.target = psutil.Process(relay.pid)
         gen.set_receivers(members)
@@ -514,6 +597,8 @@ def scenario_steady(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         gen, flows, ports, relay = _setup_groups(spec, spec["groups"])
     try:
+        if spec.get("probe_port") and relay is None:
+            gen.add_probe(spec["probe_port"], spec.get("probe_interval", 0.002))
         gen.pump(spec.get("settle", 0.3))
         step = gen.run(_with_rate(flows, spec["rate"]), spec["duration"], ports)
         return {"senders": len(flows), **step.summary()}
@@ -620,8 +705,8 @@ def scenario_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
 
 def scenario_memory(spec: dict[str, Any]) -> dict[str, Any]:
     """Hub RSS with no participants, then with ``count`` idle ones connected."""
-    if spec["target"] == "baseline":
-        relay = Relay(spec["loop"], [[(LOCALHOST, 9)]])
+    if spec["target"] in RELAY_KINDS:
+        relay = Relay(spec["loop"], [[(LOCALHOST, 9)]], spec["target"])
         try:
             time.sleep(0.5)
             rss = psutil.Process(relay.pid).memory_info().rss
