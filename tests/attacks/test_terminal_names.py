@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 from rich.cells import cell_len
 from rich.console import Console
 
-from midihub.client import request
-from midihub.printable import NAME_WIDTH, printable
-from midihub.status import render_status
-from midihub.watch import MonitorError, View, message_text, render, resolve_port
+from midihub.cli.client import request
+from midihub.cli.monitor import MonitorError, View, message_text, render, resolve_port
+from midihub.cli.printable import NAME_WIDTH, printable
+from midihub.cli.status import render_status
 from tests.support import PyPeer, free_ports, serving, wait_for
-from tests.test_watch import MIDIHUB, STAMP, Tmux, tmux_session
+from tests.test_cli_monitor import MIDIHUB, STAMP, Tmux, tmux_session
 
 HOSTILE = [
     "[/x]",

@@ -6,7 +6,7 @@ MIDI driver. The view is pure functions of a ``View`` state, so it is tested
 without a terminal; the IO around it is small.
 
 Names, labels and message text come from the network: each is shown through
-:func:`~midihub.printable.printable` and as a ``Text``, never as markup, so a name
+:func:`~midihub.cli.printable.printable` and as a ``Text``, never as markup, so a name
 like ``[/x]`` or one holding escape sequences or newlines is displayed, on one line,
 and does nothing else.
 """
@@ -34,8 +34,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from midihub.cli.printable import MESSAGE_WIDTH, printable
 from midihub.midi.notes import note_name
-from midihub.printable import MESSAGE_WIDTH, printable
 
 HELD_STYLE = "bold black on bright_green"
 LOG_LINES = 200

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from midihub.client import HubRefused, HubUnreachable, find_token, request
+from midihub.cli.client import HubRefused, HubUnreachable, find_token, request
 
 _web = click.option(
     "--web", help="The hub's web address HOST:PORT (default $MIDIHUB_WEB or 127.0.0.1:8080)."

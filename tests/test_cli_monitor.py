@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from midihub.watch import HELD_STYLE, MonitorError, View, resolve_port
+from midihub.cli.monitor import HELD_STYLE, MonitorError, View, resolve_port
 from tests.support import PyPeer, free_ports, serving, wait_for
 
 MIDIHUB = str(Path(sys.executable).with_name("midihub"))

@@ -101,7 +101,7 @@ def _report(error: ConfigError) -> None:
 @contextlib.contextmanager
 def _talking_to_hub() -> Iterator[None]:
     """The hub not answering, or refusing, ends a CLI command with exit 1 and why."""
-    from midihub.client import HubRefused, HubUnreachable
+    from midihub.cli.client import HubRefused, HubUnreachable
 
     try:
         yield
@@ -115,7 +115,7 @@ def _talking_to_hub() -> Iterator[None]:
 
 def _inert(text: object) -> str:
     """What the hub (or anyone at its address) says, as text that only prints."""
-    from midihub.printable import MESSAGE_WIDTH, printable
+    from midihub.cli.printable import MESSAGE_WIDTH, printable
 
     return printable(text, MESSAGE_WIDTH)
 
@@ -134,8 +134,8 @@ _web_option = click.option(
 )
 def status(web: str | None, as_json: bool, token: str | None) -> None:
     """Who is connected to the running hub, with latency and loss."""
-    from midihub.client import find_token, request
-    from midihub.status import render_status
+    from midihub.cli.client import find_token, request
+    from midihub.cli.status import render_status
 
     secret = find_token(token)
     with _talking_to_hub():
@@ -172,7 +172,7 @@ def panic(
     token_file: str | None,
 ) -> None:
     """All notes off: NoteOff for a range of notes on every channel, on a hub port."""
-    from midihub.client import HubRefused, HubUnreachable, find_token, request
+    from midihub.cli.client import HubRefused, HubUnreachable, find_token, request
 
     if port is None and participant is None:
         raise click.UsageError("give --port (or --participant)")
@@ -210,8 +210,8 @@ def monitor(web: str | None, port: str, plain: bool, token: str | None) -> None:
     channel, pedals, bend and a log of other events. q or Ctrl-C quits."""
     from aiohttp import ClientError
 
-    from midihub.client import base_url, find_token, request
-    from midihub.watch import MonitorError, resolve_port, run
+    from midihub.cli.client import base_url, find_token, request
+    from midihub.cli.monitor import MonitorError, resolve_port, run
 
     secret = find_token(token)
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
@@ -222,13 +222,13 @@ def monitor(web: str | None, port: str, plain: bool, token: str | None) -> None:
         url = f"{base_url(web)}/api/monitor?port={number}"
         asyncio.run(run(url, headers, plain=plain, out=sys.stdout))
     except MonitorError as error:
-        click.echo(str(error), err=True)  # watch.py made its parts from the hub printable
+        click.echo(str(error), err=True)  # monitor.py made its parts from the hub printable
         sys.exit(error.code)
     except (TimeoutError, OSError, ClientError) as error:
         click.echo(f"lost the hub: {_inert(error or type(error).__name__)}", err=True)
         sys.exit(1)
 
 
-from midihub.record.cli import record  # noqa: E402 - the `record` command group
+from midihub.cli.record import record  # noqa: E402 - the `record` command group
 
 main.add_command(record)
