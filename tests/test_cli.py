@@ -20,23 +20,15 @@ from aiohttp import web
 
 from midihub.cli import client
 from tests.support import free_tcp_port
-from tests.test_cli_monitor import MIDIHUB
+from tests.test_cli_monitor import MIDIHUB, run_cli
+from tests.test_layers import ALLOWED
 
-# What `midihub serve` brings in; a client command must load none of it.
+# What `midihub serve` brings in (the app and what it imports, and their libraries); a
+# client command must load none of it.
 SERVER_MODULES = (
     "midihub.app",
-    "midihub.bonjour",
-    "midihub.config",
-    "midihub.hub",
-    "midihub.net",
-    "midihub.record",
-    "midihub.rtp",
-    "midihub.store",
-    "midihub.web",
-    "aiohttp",
-    "pydantic",
-    "sqlalchemy",
-    "zeroconf",
+    *sorted(ALLOWED["midihub.app"]),
+    *("aiohttp", "prometheus_client", "pydantic", "sqlalchemy", "zeroconf"),
 )
 RUN_AND_LIST_MODULES = """
 import json, sys
@@ -138,15 +130,6 @@ async def stranger(routes: dict[str, Handler]) -> AsyncIterator[str]:
         yield f"127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
-
-
-async def run_cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        MIDIHUB, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def one_line(err: str) -> str:

@@ -22,6 +22,16 @@ STAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} ")
 HIGHLIGHT = "\x1b[1m\x1b[30m\x1b[102m"  # HELD_STYLE as tmux re-encodes it
 
 
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    """``midihub ARGS`` to its end: exit status, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        MIDIHUB, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 class Tmux:
     def __init__(self, name: str) -> None:
         self.socket = name
