@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from midihub import __version__
+from midihub.cli.client import base_url, find_token, request
 from midihub.cli.errors import hub_errors, inert
 from midihub.cli.record import record
 
@@ -128,8 +129,7 @@ _web_option = click.option(
 @hub_errors()
 def status(web: str | None, as_json: bool, token: str | None) -> None:
     """Who is connected to the running hub, with latency and loss."""
-    from midihub.cli.client import find_token, request
-    from midihub.cli.status import render_status
+    from midihub.cli.status import render_status  # rich
 
     secret = find_token(token)
     ports = request(web, "/api/participants", token=secret)["ports"]
@@ -166,8 +166,6 @@ def panic(
     token_file: str | None,
 ) -> None:
     """All notes off: NoteOff for a range of notes on every channel, on a hub port."""
-    from midihub.cli.client import find_token, request
-
     if port is None and participant is None:
         raise click.UsageError("give --port (or --participant)")
     body: dict[str, object] = {"range": note_range.title()}
@@ -198,8 +196,7 @@ def monitor(web: str | None, port: str, plain: bool, token: str | None) -> None:
     channel, pedals, bend and a log of other events. q or Ctrl-C quits."""
     import asyncio
 
-    from midihub.cli.client import base_url, find_token, request
-    from midihub.cli.monitor import resolve_port, run
+    from midihub.cli.monitor import resolve_port, run  # aiohttp
 
     secret = find_token(token)
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
