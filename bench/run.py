@@ -659,7 +659,7 @@ def _frame_name(frame: str) -> str:
 
 def _hub_frame(name: str) -> bool:
     """Frames worth an inclusive figure: midihub's own, below the CLI and event loop."""
-    return name.startswith("midihub/") and not name.startswith(("midihub/cli.py", "midihub "))
+    return name.startswith("midihub/") and not name.startswith(("midihub/cli/", "midihub "))
 
 
 def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:

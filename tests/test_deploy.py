@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from midihub import config as config_module
-from midihub.cli import serve
+from midihub.cli.commands import serve
 from midihub.config import HubConfig, parse_listen
 from tests.support import PyPeer, free_port_pair, free_tcp_port, wait_for
 
@@ -306,7 +306,8 @@ def docker_context_files() -> list[str]:
 
 def test_dockerignore_sends_the_sources_and_nothing_else() -> None:
     files = docker_context_files()
-    for needed in ("pyproject.toml", "README.md", "src/midihub/__init__.py", "src/midihub/cli.py"):
+    sources = ("src/midihub/__init__.py", "src/midihub/cli/__init__.py")
+    for needed in ("pyproject.toml", "README.md", *sources):
         assert needed in files
     assert any(f.startswith("src/midihub/web/static/") for f in files)
     for unwanted in (".git/", ".venv/", "tests/", "deploy/", "node_modules/", "__pycache__"):

@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 from rich.cells import cell_len
 from rich.console import Console
 
-from midihub.client import request
-from midihub.printable import NAME_WIDTH, printable
-from midihub.status import render_status
-from midihub.watch import MonitorError, View, message_text, render, resolve_port
+from midihub.cli.client import request
+from midihub.cli.monitor import MonitorError, View, message_text, render, resolve_port
+from midihub.cli.printable import NAME_WIDTH, printable
+from midihub.cli.status import render_status
 from tests.support import PyPeer, free_ports, serving, wait_for
-from tests.test_watch import MIDIHUB, STAMP, Tmux, tmux_session
+from tests.test_cli_monitor import MIDIHUB, STAMP, Tmux, run_cli, tmux_session
 
 HOSTILE = [
     "[/x]",
@@ -366,15 +366,6 @@ def hostile_api(refuse: bool) -> web.Application:
     app.router.add_get("/api/latency", latency)
     app.router.add_get("/api/monitor", monitor)
     return app
-
-
-async def run_cli(*args: str) -> tuple[int, str, str]:
-    done = await asyncio.create_subprocess_exec(
-        MIDIHUB, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(done.communicate(), 30)
-    assert done.returncode is not None
-    return done.returncode, out.decode(), err.decode()
 
 
 async def test_text_from_a_hostile_api_is_shown_inert() -> None:

@@ -14,12 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from midihub.watch import HELD_STYLE, MonitorError, View, resolve_port
+from midihub.cli.monitor import HELD_STYLE, MonitorError, View, resolve_port
 from tests.support import PyPeer, free_ports, serving, wait_for
 
 MIDIHUB = str(Path(sys.executable).with_name("midihub"))
 STAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} ")
 HIGHLIGHT = "\x1b[1m\x1b[30m\x1b[102m"  # HELD_STYLE as tmux re-encodes it
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    """``midihub ARGS`` to its end: exit status, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        MIDIHUB, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 class Tmux:

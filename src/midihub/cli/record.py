@@ -3,31 +3,25 @@ a running hub through its API."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from midihub.client import HubRefused, HubUnreachable, find_token, request
+from midihub.cli.client import find_token, request
+from midihub.cli.errors import hub_errors
 
 _web = click.option(
     "--web", help="The hub's web address HOST:PORT (default $MIDIHUB_WEB or 127.0.0.1:8080)."
 )
 _token = click.option("--token", help="Control token (default $MIDIHUB_TOKEN or ./midihub.token).")
+# No such recording, or one in the wrong state for the request, is the caller's mistake.
+_errors = hub_errors(usage=(400, 404, 409))
 
 
 def _call(web: str | None, path: str, token: str | None = None, **options: Any) -> Any:
-    """One API request; the hub absent or refusing ends the command with exit 1 (2 for
-    a bad request) and the hub's reason."""
-    try:
-        return request(web, path, token=find_token(token), timeout=35.0, **options)
-    except HubUnreachable as error:
-        click.echo(str(error), err=True)
-        sys.exit(1)
-    except HubRefused as error:
-        click.echo(f"the hub refused: {error} (HTTP {error.status})", err=True)
-        sys.exit(2 if error.status in (400, 404, 409) else 1)
+    """One API request; the long timeout covers a stop writing its SMF."""
+    return request(web, path, token=find_token(token), timeout=35.0, **options)
 
 
 def _size(size: int) -> str:
@@ -59,6 +53,7 @@ def record() -> None:
 @_web
 @_token
 @click.argument("port", type=int)
+@_errors
 def start(web: str | None, token: str | None, port: int) -> None:
     """Start recording the room or group of hub PORT; prints the recording's id."""
     row = _call(web, "/api/recordings", token, body={"port": port})
@@ -69,6 +64,7 @@ def start(web: str | None, token: str | None, port: int) -> None:
 @_web
 @_token
 @click.argument("recording_id")
+@_errors
 def stop(web: str | None, token: str | None, recording_id: str) -> None:
     """Stop a recording; its SMF is written before this returns."""
     row = _call(web, f"/api/recordings/{recording_id}/stop", token, body={})
@@ -78,6 +74,7 @@ def stop(web: str | None, token: str | None, recording_id: str) -> None:
 @record.command("list")
 @_web
 @click.option("--token", help="Token, when the hub's pages are private.")
+@_errors
 def list_(web: str | None, token: str | None) -> None:
     """Recordings, newest first: id, port, start (UTC), duration, size, players."""
     rows = _call(web, "/api/recordings", token)["recordings"]
@@ -92,6 +89,7 @@ def list_(web: str | None, token: str | None) -> None:
 @click.option("--token", help="Token, when the hub's pages are private.")
 @click.argument("recording_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: ID.mid")
+@_errors
 def get(web: str | None, token: str | None, recording_id: str, output: str | None) -> None:
     """Download a recording's Standard MIDI File."""
     data = _call(web, f"/api/recordings/{recording_id}/file", token, raw=True)
@@ -105,6 +103,7 @@ def get(web: str | None, token: str | None, recording_id: str, output: str | Non
 @_token
 @click.argument("recording_id")
 @click.argument("port", type=int)
+@_errors
 def play(web: str | None, token: str | None, recording_id: str, port: int) -> None:
     """Replay a recording into hub PORT as a participant named after it."""
     row = _call(web, f"/api/recordings/{recording_id}/play", token, body={"port": port})
@@ -118,6 +117,7 @@ def play(web: str | None, token: str | None, recording_id: str, port: int) -> No
 @_web
 @_token
 @click.argument("replay_id")
+@_errors
 def stop_replay(web: str | None, token: str | None, replay_id: str) -> None:
     """Stop a replay; what it holds is released."""
     row = _call(web, f"/api/replays/{replay_id}/stop", token, body={})
@@ -128,6 +128,7 @@ def stop_replay(web: str | None, token: str | None, replay_id: str) -> None:
 @_web
 @_token
 @click.argument("recording_id")
+@_errors
 def delete(web: str | None, token: str | None, recording_id: str) -> None:
     """Delete a recording's file."""
     _call(web, f"/api/recordings/{recording_id}", token, method="DELETE")

@@ -1,20 +1,27 @@
-"""The ``midihub`` command."""
+"""The ``midihub`` command and its subcommands.
+
+Only ``serve`` and ``config check`` import the server side (the config, sockets, web
+app), inside their command; the client commands talk to a hub's API through
+``midihub.cli.client`` and end through ``midihub.cli.errors.hub_errors``. What only
+one command needs (asyncio, rich, aiohttp) is imported in that command, so
+``midihub panic`` starts in a fraction of the time ``serve`` takes to load.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 import sys
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 
 from midihub import __version__
-from midihub import config as config_module
-from midihub.config import ConfigError
-from midihub.net import BindError
+from midihub.cli.client import base_url, find_token, request
+from midihub.cli.errors import hub_errors, inert
+from midihub.cli.record import record
+
+if TYPE_CHECKING:
+    from midihub.config import ConfigError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,7 +50,13 @@ def serve(
     config_path: str | None, bind: str | None, web: str | None, db: str | None, log_level: str
 ) -> None:
     """Run the hub until Ctrl-C or SIGTERM; SIGHUP re-reads the configuration."""
+    import asyncio
+    import logging
+
+    from midihub import config as config_module
     from midihub.app import App, DatabaseError, install_fast_loop
+    from midihub.config import ConfigError
+    from midihub.net import BindError
     from midihub.web.server import WebError
 
     logging.basicConfig(
@@ -82,6 +95,9 @@ def config_group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def config_check(file: str) -> None:
     """Report every problem in FILE (exit 1), or summarise it (exit 0)."""
+    from midihub import config as config_module
+    from midihub.config import ConfigError
+
     try:
         config, _ = config_module.load(file)
     except ConfigError as error:
@@ -98,28 +114,6 @@ def _report(error: ConfigError) -> None:
         click.echo(f"  {problem}", err=True)
 
 
-@contextlib.contextmanager
-def _talking_to_hub() -> Iterator[None]:
-    """The hub not answering, or refusing, ends a CLI command with exit 1 and why."""
-    from midihub.client import HubRefused, HubUnreachable
-
-    try:
-        yield
-    except HubUnreachable as error:
-        click.echo(str(error), err=True)
-        sys.exit(1)
-    except HubRefused as error:
-        click.echo(f"the hub refused: {_inert(error)} (HTTP {error.status})", err=True)
-        sys.exit(1)
-
-
-def _inert(text: object) -> str:
-    """What the hub (or anyone at its address) says, as text that only prints."""
-    from midihub.printable import MESSAGE_WIDTH, printable
-
-    return printable(text, MESSAGE_WIDTH)
-
-
 _web_option = click.option(
     "--web", help="The hub's web address HOST:PORT (default $MIDIHUB_WEB or 127.0.0.1:8080)."
 )
@@ -132,15 +126,14 @@ _web_option = click.option(
     "--token",
     help="Token, when the hub's pages are private (default $MIDIHUB_TOKEN or ./midihub.token).",
 )
+@hub_errors()
 def status(web: str | None, as_json: bool, token: str | None) -> None:
     """Who is connected to the running hub, with latency and loss."""
-    from midihub.client import find_token, request
-    from midihub.status import render_status
+    from midihub.cli.status import render_status  # rich
 
     secret = find_token(token)
-    with _talking_to_hub():
-        ports = request(web, "/api/participants", token=secret)["ports"]
-        rows = request(web, "/api/latency", token=secret)
+    ports = request(web, "/api/participants", token=secret)["ports"]
+    rows = request(web, "/api/latency", token=secret)
     if as_json:
         click.echo(json.dumps({"ports": ports, "latency": rows}, indent=2))
         return
@@ -162,6 +155,7 @@ def status(web: str | None, as_json: bool, token: str | None) -> None:
 @click.option("--participant", help="Only this participant (an id from `midihub status --json`).")
 @click.option("--token", help="Control token (default $MIDIHUB_TOKEN or ./midihub.token).")
 @click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the token.")
+@hub_errors(refused="panic refused: {message}", usage=(400,))
 def panic(
     web: str | None,
     port: int | None,
@@ -172,8 +166,6 @@ def panic(
     token_file: str | None,
 ) -> None:
     """All notes off: NoteOff for a range of notes on every channel, on a hub port."""
-    from midihub.client import HubRefused, HubUnreachable, find_token, request
-
     if port is None and participant is None:
         raise click.UsageError("give --port (or --participant)")
     body: dict[str, object] = {"range": note_range.title()}
@@ -183,17 +175,10 @@ def panic(
         body["channels"] = sorted(set(channels))
     if participant:
         body["participant"] = participant
-    try:
-        result = request(web, "/api/panic", body=body, token=find_token(token, token_file))
-    except HubUnreachable as error:
-        click.echo(str(error), err=True)
-        sys.exit(1)
-    except HubRefused as error:
-        click.echo(f"panic refused: {_inert(error)}", err=True)
-        sys.exit(2 if error.status == 400 else 1)
+    result = request(web, "/api/panic", body=body, token=find_token(token, token_file))
     low, high = result["notes"]
     click.echo(
-        _inert(
+        inert(
             f"{result['range']} ({low}-{high}) notes off on port {result['port']}: "
             f"sent to {len(result['sentTo'])} participant(s)"
         )
@@ -205,30 +190,20 @@ def panic(
 @click.argument("port")
 @click.option("--plain", is_flag=True, help="One line per event, for piping; no screen.")
 @click.option("--token", help="Token, when the hub's pages are private (web.public = false).")
+@hub_errors()
 def monitor(web: str | None, port: str, plain: bool, token: str | None) -> None:
     """Watch what arrives on hub PORT (number, or group/room name): held notes per
     channel, pedals, bend and a log of other events. q or Ctrl-C quits."""
-    from aiohttp import ClientError
+    import asyncio
 
-    from midihub.client import base_url, find_token, request
-    from midihub.watch import MonitorError, resolve_port, run
+    from midihub.cli.monitor import resolve_port, run  # aiohttp
 
     secret = find_token(token)
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    try:
-        with _talking_to_hub():
-            ports = request(web, "/api/participants", token=secret)["ports"]
-        number = resolve_port(ports, port)
-        url = f"{base_url(web)}/api/monitor?port={number}"
-        asyncio.run(run(url, headers, plain=plain, out=sys.stdout))
-    except MonitorError as error:
-        click.echo(str(error), err=True)  # watch.py made its parts from the hub printable
-        sys.exit(error.code)
-    except (TimeoutError, OSError, ClientError) as error:
-        click.echo(f"lost the hub: {_inert(error or type(error).__name__)}", err=True)
-        sys.exit(1)
+    ports = request(web, "/api/participants", token=secret)["ports"]
+    number = resolve_port(ports, port)  # its error text is made printable there
+    url = f"{base_url(web)}/api/monitor?port={number}"
+    asyncio.run(run(url, headers, plain=plain, out=sys.stdout))
 
-
-from midihub.record.cli import record  # noqa: E402 - the `record` command group
 
 main.add_command(record)

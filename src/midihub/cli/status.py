@@ -1,7 +1,7 @@
 """``midihub status``: the API's answer as a table an admin reads at a glance.
 
 Every string from the API (names, addresses, labels) is shown through
-:func:`~midihub.printable.printable` as a ``Text``, never as markup: one line per
+:func:`~midihub.cli.printable.printable` as a ``Text``, never as markup: one line per
 participant whatever the name holds.
 """
 
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from midihub.printable import printable
+from midihub.cli.printable import printable
 
 
 def _duration(seconds: float | None) -> str:

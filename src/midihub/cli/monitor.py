@@ -6,7 +6,7 @@ MIDI driver. The view is pure functions of a ``View`` state, so it is tested
 without a terminal; the IO around it is small.
 
 Names, labels and message text come from the network: each is shown through
-:func:`~midihub.printable.printable` and as a ``Text``, never as markup, so a name
+:func:`~midihub.cli.printable.printable` and as a ``Text``, never as markup, so a name
 like ``[/x]`` or one holding escape sequences or newlines is displayed, on one line,
 and does nothing else.
 """
@@ -34,8 +34,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from midihub.cli.errors import CommandError
+from midihub.cli.printable import MESSAGE_WIDTH, printable
 from midihub.midi.notes import note_name
-from midihub.printable import MESSAGE_WIDTH, printable
 
 HELD_STYLE = "bold black on bright_green"
 LOG_LINES = 200
@@ -44,12 +45,8 @@ SYSEX_SHOWN = 16  # first bytes of a SysEx shown (a newer hub sends no more)
 TITLE_NAMES = 8  # participants named in the screen's title; the rest are counted
 
 
-class MonitorError(Exception):
+class MonitorError(CommandError):
     """The monitor cannot start or goes on no longer; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def resolve_port(ports: list[dict[str, Any]], wanted: str) -> int:
@@ -252,7 +249,16 @@ def keys(on_key: Callable[[str], None]) -> Any:
 
 
 async def run(url: str, headers: dict[str, str], *, plain: bool, out: TextIO) -> None:
-    """Until q, Ctrl-C or the end of the stream."""
+    """Until q, Ctrl-C or the end of the stream; a broken connection is a
+    :class:`MonitorError` (exit 1)."""
+    try:
+        await _watch(url, headers, plain=plain, out=out)
+    except (TimeoutError, OSError, aiohttp.ClientError) as error:
+        reason = printable(str(error) or type(error).__name__, MESSAGE_WIDTH)
+        raise MonitorError(f"lost the hub: {reason}", 1) from None
+
+
+async def _watch(url: str, headers: dict[str, str], *, plain: bool, out: TextIO) -> None:
     view = View()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

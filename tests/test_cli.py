@@ -1,0 +1,234 @@
+"""The client commands as a separate program: they load no server code, and a hub that
+is absent, refuses or answers nonsense ends them with one line and the right status.
+
+Each command runs as the installed ``midihub`` (a subprocess), against a stranger's
+HTTP server on 127.0.0.1 built per case, so stderr and the exit status are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from midihub.cli import client
+from tests.support import free_tcp_port
+from tests.test_cli_monitor import MIDIHUB, run_cli
+from tests.test_layers import ALLOWED
+
+# What `midihub serve` brings in (the app and what it imports, and their libraries); a
+# client command must load none of it.
+SERVER_MODULES = (
+    "midihub.app",
+    *sorted(ALLOWED["midihub.app"]),
+    *("aiohttp", "prometheus_client", "pydantic", "sqlalchemy", "zeroconf"),
+)
+RUN_AND_LIST_MODULES = """
+import json, sys
+sys.argv = ["midihub", *json.loads(sys.argv[1])]
+from midihub.cli import main
+try:
+    main()
+finally:
+    print("\\nMODULES " + json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded_by(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run ``midihub ARGS`` in a fresh interpreter; what it printed and the modules it loaded."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST_MODULES, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)},  # no MIDIHUB_TOKEN, no ./midihub.token
+    )
+    marker = done.stdout.rpartition("\nMODULES ")[2]
+    return done, set(json.loads(marker))
+
+
+def server_side(modules: set[str]) -> list[str]:
+    inside = tuple(name + "." for name in SERVER_MODULES)
+    return sorted(m for m in modules if m in SERVER_MODULES or m.startswith(inside))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["panic", "--port", "5040"],
+        ["status"],
+        ["status", "--json"],
+        ["record", "list"],
+        ["record", "stop", "x1"],
+        ["panic", "--help"],
+    ],
+)
+def test_client_commands_load_no_server_code(args: list[str], tmp_path: Path) -> None:
+    web = f"127.0.0.1:{free_tcp_port()}"  # nobody: the command goes all the way to the request
+    done, modules = loaded_by([*args, "--web", web], tmp_path)
+    if "--help" not in args:
+        assert done.returncode == 1 and "no hub answers" in done.stderr, done.stderr
+    assert "midihub.cli.client" in modules
+    assert server_side(modules) == []
+
+
+def test_monitor_loads_the_http_client_but_no_server_code(tmp_path: Path) -> None:
+    done, modules = loaded_by(
+        ["monitor", "5040", "--web", f"127.0.0.1:{free_tcp_port()}"], tmp_path
+    )
+    assert done.returncode == 1 and "no hub answers" in done.stderr, done.stderr
+    assert server_side(modules - {m for m in modules if m.split(".")[0] == "aiohttp"}) == []
+
+
+def test_config_check_is_seen_loading_the_config_code(tmp_path: Path) -> None:
+    """The check above can fail: a command that does load server code is caught by it."""
+    (tmp_path / "midihub.toml").write_text("[rooms]\nJam = 5004\n")
+    done, modules = loaded_by(["config", "check", "midihub.toml"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert {"midihub.config", "pydantic"} <= set(server_side(modules))
+
+
+def test_client_reads_the_token_file_the_server_writes() -> None:
+    from midihub.app import TOKEN_FILE
+
+    assert client.TOKEN_FILE == TOKEN_FILE
+
+
+# -- a stranger at the hub's address ------------------------------------------------
+
+Handler = Callable[[web.Request], web.StreamResponse]
+
+
+def answering(body: object = None, status: int = 200, text: str | None = None) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if text is not None:
+            return web.Response(text=text, status=status)
+        return web.json_response(body, status=status)
+
+    return handle
+
+
+@asynccontextmanager
+async def stranger(routes: dict[str, Handler]) -> AsyncIterator[str]:
+    """An HTTP server answering ``routes`` (any method); its HOST:PORT."""
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_route("*", path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def one_line(err: str) -> str:
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+PARTICIPANTS = {"ports": [{"port": 5004, "label": "Jam", "owner": "Jam", "role": "room"}]}
+SSE_NOT_JSON = "event: snapshot\ndata: {not json\n\n"
+
+CASES = [
+    # (routes, command, exit status, what stderr says)
+    ({"/api/participants": answering(text="<html>hi</html>")}, ["status"], 1, "is not JSON"),
+    (
+        {"/api/participants": answering({"ports": 5}), "/api/latency": answering([])},
+        ["status"],
+        1,
+        "not what this midihub expects (TypeError",
+    ),
+    ({"/api/panic": answering({})}, ["panic", "--port", "5004"], 1, "expects (KeyError: 'notes')"),
+    ({"/api/recordings": answering([])}, ["record", "list"], 1, "expects (TypeError"),
+    (
+        {
+            "/api/participants": answering(PARTICIPANTS),
+            "/api/monitor": answering(text=SSE_NOT_JSON),
+        },
+        ["monitor", "5004", "--plain"],
+        1,
+        "expects (JSONDecodeError",
+    ),
+    # Refusals: the hub's reason, and 2 where the command asked for something wrong.
+    (
+        {"/api/participants": answering({"error": "who?"}, 404)},
+        ["status"],
+        1,
+        "the hub refused: who? (HTTP 404)",
+    ),
+    (
+        {"/api/panic": answering({"error": "no port 1"}, 400)},
+        ["panic", "--port", "1"],
+        2,
+        "panic refused: no port 1",
+    ),
+    (
+        {"/api/panic": answering({"error": "bad token"}, 403)},
+        ["panic", "--port", "5004"],
+        1,
+        "panic refused: bad token",
+    ),
+    (
+        {"/api/recordings/x1/stop": answering({"error": "no recording\x1b[2J x1"}, 404)},
+        ["record", "stop", "x1"],
+        2,
+        "the hub refused: no recording\\x1b[2J x1 (HTTP 404)",
+    ),
+    (
+        {"/api/recordings/x1/stop": answering({"error": "down"}, 503)},
+        ["record", "stop", "x1"],
+        1,
+        "the hub refused: down (HTTP 503)",
+    ),
+    (
+        {"/api/participants": answering({"error": "private"}, 403)},
+        ["monitor", "5004"],
+        1,
+        "the hub refused: private (HTTP 403)",
+    ),
+]
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+@pytest.mark.parametrize(("routes", "command", "code", "said"), CASES)
+async def test_a_stranger_answering_ends_a_command_with_one_line(
+    routes: dict[str, Handler], command: list[str], code: int, said: str
+) -> None:
+    async with stranger(routes) as address:
+        status, out, err = await run_cli(*command, "--web", address)
+    assert (status, said in one_line(err)) == (code, True), (status, out, err)
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_something_not_speaking_http_is_a_bad_answer() -> None:
+    async def babble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(babble, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        status, _, err = await run_cli("status", "--web", f"127.0.0.1:{port}")
+    assert status == 1 and "is not HTTP (BadStatusLine)" in one_line(err), err
+
+
+def test_a_bad_address_is_one_line() -> None:
+    done = subprocess.run(
+        [MIDIHUB, "status", "--web", "127.0.0.1:abc"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1, done.stderr
+    assert "no hub answers at http://127.0.0.1:abc (nonnumeric port" in one_line(done.stderr)
