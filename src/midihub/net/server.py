@@ -16,7 +16,7 @@ from midihub.hub import Endpoint, Hub
 from midihub.hub.links import Link
 from midihub.hub.spec import HubSpec
 from midihub.net.udp import BindError, PortPair, address_family
-from midihub.rtp import Address, PortKind, Session
+from midihub.rtp import Address, PortKind
 
 log = logging.getLogger("midihub.net")
 
@@ -116,19 +116,6 @@ class HubServer:
                 problems.append(str(error))
                 self.hub.endpoints.pop(endpoint.port, None)
         return problems
-
-    def connect(self, port: int, host: str, remote_port: int) -> Session:
-        """Invite a remote RTP MIDI responder from hub port ``port``."""
-        addr = self._resolve(host, remote_port)
-        session = self.hub.connect(port, addr, self._loop.time())
-        self.flush()
-        return session
-
-    def _resolve(self, host: str, port: int) -> Address:
-        family = address_family(self.bind)
-        flags = socket.AI_V4MAPPED if family == socket.AF_INET6 else 0
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, flags)
-        return tuple(infos[0][4])
 
     def _tick(self) -> None:
         self._ticker = None
