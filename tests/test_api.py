@@ -92,7 +92,7 @@ async def test_latency_rows_conform_and_keep_the_legacy_names() -> None:
             assert a["clientName"] == "alice" and a["clientPort"] == port and a["connected"]
             assert a["messagesIn"] == 2 and by_name["bob"]["messagesOut"] == 2
             assert a["packetsReceived"] == 1 and a["lossPercent"] == 0.0
-            assert 0 <= a["minLatency"] <= a["averageLatency"] <= a["maxLatency"] < 50
+            assert 0 <= a["minLatency"] <= a["averageLatency"] <= a["maxLatency"] < 1000
             assert a["lastLatencyTime"] is not None and a["timestamp"] == a["lastLatencyTime"]
         finally:
             alice.close()
