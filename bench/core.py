@@ -35,7 +35,7 @@ class Wire:
 
     def __init__(self) -> None:
         self.now = 10.0
-        self.hub = Hub(c.parse(CONFIG), rng=random.Random(7))
+        self.hub = Hub(c.parse(CONFIG).spec(), rng=random.Random(7))
         self.peers: dict[str, Host] = {}
         self.addrs: dict[str, int] = {}
 

@@ -95,7 +95,7 @@ class RunningHub:
     """A hub on real sockets inside the test's event loop."""
 
     def __init__(self, config: HubConfig) -> None:
-        self.hub = Hub(config, rng=random.Random(1))
+        self.hub = Hub(config.spec(), rng=random.Random(1))
         self.events: list[tuple[int, Event]] = []
         self.hub.listeners.append(
             lambda endpoint, event: self.events.append((endpoint.port, event))

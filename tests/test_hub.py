@@ -23,7 +23,7 @@ class Net:
 
     def __init__(self, text: str = CONFIG) -> None:
         self.now = 10.0
-        self.hub = Hub(c.parse(text), rng=random.Random(7))
+        self.hub = Hub(c.parse(text).spec(), rng=random.Random(7))
         self.hub_events: list[tuple[int, Event]] = []
         self.hub.listeners.append(lambda e, ev: self.hub_events.append((e.port, ev)))
         self.peers: dict[str, Host] = {}
@@ -129,7 +129,7 @@ def test_reconfigure_keeps_unchanged_ports_and_says_bye_on_removed_ones() -> Non
     net.peer("bob", 5042)
     net.peer("jammer", 5060)
     change = net.hub.reconfigure(
-        c.parse("[groups]\nG = [5040, 5042]\n[rooms]\nNew = 5070\n"), net.now
+        c.parse("[groups]\nG = [5040, 5042]\n[rooms]\nNew = 5070\n").spec(), net.now
     )
     assert [e.port for e in change.removed] == [5060]
     assert [e.port for e in change.added] == [5070]
@@ -166,11 +166,11 @@ def held_then(net: Net, leave: str) -> list[bytes]:
         net.pump()
     elif leave == "timeout":
         net.peers.pop("alice")
-        net.now += net.hub.config.timeout + 1
+        net.now += net.hub.spec.timeout + 1
         net.hub.tick(net.now)
         net.pump()
     elif leave == "removed":
-        net.hub.reconfigure(c.parse("[groups]\nH = [5050, 5042]"), net.now)
+        net.hub.reconfigure(c.parse("[groups]\nH = [5050, 5042]").spec(), net.now)
         net.pump()
     else:
         net.hub.close(net.now)

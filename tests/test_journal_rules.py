@@ -40,7 +40,7 @@ def journal_of(data: bytes) -> Journal | None:
 
 
 def hub_net(text: str = f"[groups]\nG = [{IN}, {OUT}]", **config: object) -> MemNet:
-    net = MemNet(Hub(make_config(text, **config), rng=random.Random(1)))
+    net = MemNet(Hub(make_config(text, **config).spec(), rng=random.Random(1)))
     return net
 
 

@@ -168,7 +168,7 @@ async def test_reload_removing_a_link_says_bye_to_the_remote() -> None:
     ):
         await link_up(hub_a)
         assert len(hub_b.participants(pb)) == 1
-        hub_a.server.reconfigure(make_config(room(pa)))
+        hub_a.server.reconfigure(make_config(room(pa)).spec())
         await wait_for(lambda: not hub_b.participants(pb), 3, "B to see the link leave")
         assert hub_a.hub.links == {}
 

@@ -5,7 +5,6 @@ stuck, which shows the journal is what repairs."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Callable
 
@@ -61,13 +60,14 @@ async def play(leg: str, journal: bool, seed: int = 11) -> tuple[NoteState, int,
         try:
             await sender.connect(sender_port)
             await receiver.connect(receiver_port)
-            for i, packet in enumerate(performance(seed)):
-                sender.send(*packet)
-                if i % 20 == 0:
-                    await asyncio.sleep(0.002)
             rules = proxy.to_target if leg == "sender" else proxy.to_peer
-            await wait_for(lambda: rules.rtp_seen >= 1001, 10, "every packet to pass the proxy")
-            await asyncio.sleep(0.3)
+            packets = performance(seed)
+            for i, packet in enumerate(packets, 1):
+                sender.send(*packet)
+                if i % 20 == 0 or i == len(packets):  # paced by what got through, not by time
+                    await wait_for(lambda n=i: rules.rtp_seen >= n, 10, f"{i} packets through")
+            if journal:  # guard packets repair a lost last packet: wait for them to land
+                await wait_for(lambda: receiver.state.held() == {}, 10, "the receiver to settle")
             return receiver.state, rules.dropped, len(receiver.received)
         finally:
             sender.close()

@@ -154,7 +154,7 @@ class Outcome:
 
 def perform(scenario: Scenario, *, lossy: bool, journal: bool = True) -> Outcome:
     config = make_config(f"[groups]\nG = [{IN}, {OUT}]", journal=journal)
-    hub = Hub(config, rng=random.Random(1))
+    hub = Hub(config.spec(), rng=random.Random(1))
     plan = Plan(scenario.plans, scenario.first_of_burst)
     net = MemNet(hub, plan if lossy else lossless, seed=1)
     hub_quiet: set[tuple[int, int]] = set()

@@ -80,7 +80,7 @@ class App:
         self.bind_override = bind
         self.web_override = web
         self.db_override = db
-        self.hub = Hub(self.config)
+        self.hub = Hub(self.config.spec())
         self.hub.listeners.append(log_event)
         self.server: HubServer | None = None
         self.web: WebServer | None = None
@@ -314,7 +314,7 @@ class App:
         except ConfigError as error:
             log.error("reload refused, configuration unchanged: %s", error)
             return f"reload refused, configuration unchanged: {error}"
-        for problem in self.server.reconfigure(new):
+        for problem in self.server.reconfigure(new.spec()):
             log.error("reload: %s", problem)
         for section in ("web", "stats"):
             if getattr(new, section) != getattr(self.config, section):
@@ -323,7 +323,7 @@ class App:
                     section,
                 )
         self._reload_tls()
-        self.config = self.hub.config
+        self.config = new.model_copy(update={"bind": self.server.bind})
         if self.advertiser is not None:
             self._in_background(self._advertise())
         log.info(

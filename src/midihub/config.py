@@ -10,12 +10,12 @@ import ipaddress
 import json
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from midihub.hub.spec import EndpointSpec, HubSpec, LinkSpec
 from midihub.rtp.limits import Limits
 
 DEFAULT_GROUPS: dict[str, tuple[int, int]] = {"GroupOne": (5040, 5042), "GroupTwo": (5050, 5052)}
@@ -187,6 +187,10 @@ class LinkConfig(_Strict):
     def label(self) -> str:
         return self.name or self.remote
 
+    def spec(self) -> LinkSpec:
+        host, port = self.address
+        return LinkSpec(self.remote, host, port, self.port, self.name, self.journal)
+
 
 class MdnsConfig(_Strict):
     """Bonjour advertisement of every port as ``_apple-midi._udp``."""
@@ -292,23 +296,26 @@ class HubConfig(_Strict):
         """Every port pair the hub listens on, with its role."""
         specs: list[EndpointSpec] = []
         for name, group in self.groups.items():
-            specs.append(EndpointSpec(group.in_port, name, "in", group.journal))
-            specs.append(EndpointSpec(group.out_port, name, "out", group.journal))
+            specs.append(EndpointSpec(group.in_port, name, "in", group.journal, group.record))
+            specs.append(EndpointSpec(group.out_port, name, "out", group.journal, group.record))
         for name, room in self.rooms.items():
-            specs.append(EndpointSpec(room.port, name, "room", room.journal))
+            specs.append(EndpointSpec(room.port, name, "room", room.journal, room.record))
         return specs
 
-
-@dataclass(frozen=True, slots=True)
-class EndpointSpec:
-    port: int
-    owner: str  # the group or room name
-    role: Literal["in", "out", "room"]
-    journal: bool = True  # send recovery journals to this port's peers
-
-    @property
-    def label(self) -> str:
-        return self.owner if self.role == "room" else f"{self.owner} {self.role}"
+    def spec(self) -> HubSpec:
+        """What the hub and the socket layer take: plain frozen values."""
+        return HubSpec(
+            name=self.name,
+            bind=self.bind,
+            timeout=self.timeout,
+            ck_interval=self.ck_interval,
+            journal=self.journal,
+            journal_off=tuple(self.journal_off),
+            max_participants=self.max_participants,
+            limits=self.limits.spec(),
+            endpoints=tuple(self.endpoints()),
+            links=tuple(link.spec() for link in self.links),
+        )
 
 
 def parse(text: str, source: str = "<config>", bind: str | None = None) -> HubConfig:

@@ -35,7 +35,7 @@ def addr(source: int, kind: PortKind) -> tuple[str, int]:
 class HubReceivePath(RuleBasedStateMachine):
     @initialize(seed=st.integers(0, 2**32 - 1))
     def start(self, seed: int) -> None:
-        self.hub = Hub(make_config(f"[rooms]\nJam = {PORT}\n"), rng=random.Random(seed))
+        self.hub = Hub(make_config(f"[rooms]\nJam = {PORT}\n").spec(), rng=random.Random(seed))
         self.host = self.hub.endpoints[PORT].host
         self.now = 1000.0
         self.bytes_in: dict[tuple[str, int], int] = {}

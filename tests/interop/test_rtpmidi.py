@@ -101,7 +101,9 @@ async def test_hub_invites_an_npm_listener_and_midi_flows_both_ways(
         local = PyPeer("local")
         try:
             await local.connect(port)
-            session = hub.server.connect(port, "127.0.0.1", remote.port)
+            now = asyncio.get_running_loop().time()
+            session = hub.hub.connect(port, ("127.0.0.1", remote.port), now)
+            hub.server.flush()
             # rtpmidi answers our CK0 and, after our CK2, syncs its own clock: then it may send.
             await remote.wait_event("synced", timeout=15)
             assert session.established and session.peer_name == "remote"

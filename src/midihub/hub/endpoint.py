@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from midihub.config import EndpointSpec
 from midihub.hub.guest import Guest
+from midihub.hub.spec import EndpointSpec
 from midihub.rtp import Host, Limits, Peer, Timing
 
 

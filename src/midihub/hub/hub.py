@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from midihub.config import HubConfig
 from midihub.hub.endpoint import Endpoint
 from midihub.hub.guest import Guest
 from midihub.hub.links import Link, is_link_name, link_name
 from midihub.hub.notes import ALL_CHANNELS, NoteState, panic_commands
 from midihub.hub.router import Router
+from midihub.hub.spec import HubSpec
 from midihub.hub.stats import ParticipantStats
 from midihub.midi.notes import NoteRange
 from midihub.rtp import (
@@ -62,9 +62,9 @@ class Reconfigured:
 class Hub:
     """All endpoints of one configuration and the routes between them."""
 
-    def __init__(self, config: HubConfig, *, rng: random.Random | None = None) -> None:
+    def __init__(self, spec: HubSpec, *, rng: random.Random | None = None) -> None:
         self._rng = rng or random.SystemRandom()
-        self.config = config
+        self.spec = spec
         self.endpoints: dict[int, Endpoint] = {}
         self.listeners: list[Listener] = []  # session events: joins, leaves, latency, loss
         self.midi_listeners: list[Listener] = []  # MidiReceived: the hot path, kept apart
@@ -81,76 +81,76 @@ class Hub:
         # Sessions with another hub: ours (their Link) and theirs (None).
         self._hub_links: dict[Session, Link | None] = {}
         self.pending_deadline: float | None = None  # earliest timer of the last drain
-        self.reconfigure(config, 0.0)
+        self.reconfigure(spec, 0.0)
 
     @property
     def timing(self) -> Timing:
         return Timing(
-            timeout=self.config.timeout,
-            ck_interval=self.config.ck_interval,
-            journal=self.config.journal,
+            timeout=self.spec.timeout,
+            ck_interval=self.spec.ck_interval,
+            journal=self.spec.journal,
         )
 
     # -- configuration ---------------------------------------------------------
 
-    def reconfigure(self, config: HubConfig, now: float) -> Reconfigured:
+    def reconfigure(self, config: HubSpec, now: float) -> Reconfigured:
         """Apply a new configuration: unchanged ports keep their sessions; removed
         ports say BY to everyone on them."""
-        wanted = {spec.port: spec for spec in config.endpoints()}
+        wanted = {e.port: e for e in config.endpoints}
         removed: list[Endpoint] = []
         kept: list[Endpoint] = []
         for port, endpoint in list(self.endpoints.items()):
-            spec = wanted.get(port)
-            if spec is None or spec.role != endpoint.spec.role:
+            wish = wanted.get(port)
+            if wish is None or wish.role != endpoint.spec.role:
                 self._close_guests(endpoint, LeaveReason.REMOVED, now)
                 self._handle(endpoint, endpoint.host.close(LeaveReason.REMOVED), now)
                 self._dirty.add(endpoint)  # its BYs still go out on the next drain
                 removed.append(endpoint)
             else:
-                endpoint.spec = spec
+                endpoint.spec = wish
                 kept.append(endpoint)
-        self.config = config
+        self.spec = config
         timing = self.timing
         for endpoint in kept:
             endpoint.host.timing.timeout = timing.timeout
             endpoint.host.timing.ck_interval = timing.ck_interval
             endpoint.host.timing.journal = timing.journal
             endpoint.host.max_sessions = config.max_participants
-            endpoint.host.limits = config.limits.spec()
+            endpoint.host.limits = config.limits
             for session in endpoint.host.established:
                 self._apply_journal_policy(endpoint, session)
         added: list[Endpoint] = []
         removed_ports = {e.port for e in removed}
-        for port, spec in wanted.items():
+        for port, wish in wanted.items():
             if port not in self.endpoints or port in removed_ports:
                 added.append(
                     Endpoint(
-                        spec,
+                        wish,
                         config.name,
                         timing,
                         self._rng,
                         config.max_participants,
-                        config.limits.spec(),
+                        config.limits,
                     )
                 )
         for endpoint in removed:
             del self.endpoints[endpoint.port]
         for endpoint in added:
             self.endpoints[endpoint.port] = endpoint
-        self._router = Router(config.endpoints())
+        self._router = Router(config.endpoints)
         self._reconfigure_links(config, now)
         return Reconfigured(added, removed, kept)
 
-    def _reconfigure_links(self, config: HubConfig, now: float) -> None:
+    def _reconfigure_links(self, config: HubSpec, now: float) -> None:
         wanted = {(link.remote, link.port): link for link in config.links}
         for key, link in list(self.links.items()):
-            if key in wanted and wanted[key] == link.config:
+            if key in wanted and wanted[key] == link.spec:
                 continue
             del self.links[key]
             session = link.session
             if session is not None:
                 self._hub_links.pop(session, None)
-                endpoint = self.endpoints.get(link.config.port)
+                endpoint = self.endpoints.get(link.spec.port)
                 if endpoint is not None:
                     self._handle(
                         endpoint, endpoint.host.disconnect(session, LeaveReason.REMOVED), now
@@ -232,7 +232,7 @@ class Hub:
         endpoint = self.endpoints.get(port)
         if endpoint is None:
             return "no such port"
-        if len(endpoint.participants) >= self.config.max_participants:
+        if len(endpoint.participants) >= self.spec.max_participants:
             return "the port is full"
         taken = {peer.public_id for peer in endpoint.participants}
         while not guest.public_id or guest.public_id in taken:
@@ -276,11 +276,11 @@ class Hub:
     def journal_wanted(self, endpoint: Endpoint, session: Session) -> bool:
         """Journals are on unless turned off for the hub, this port, this link, or a
         session name matching a ``journal_off`` pattern (peers that misread them)."""
-        config = self.config
+        config = self.spec
         if not config.journal or not endpoint.spec.journal:
             return False
         link = self._hub_links.get(session)
-        if link is not None and not link.config.journal:
+        if link is not None and not link.spec.journal:
             return False
         name = session.peer_name.casefold()
         return not any(fnmatch.fnmatchcase(name, p.casefold()) for p in config.journal_off)
@@ -410,18 +410,18 @@ class Hub:
         due = [
             link
             for link in self.links.values()
-            if link.due(now) and link.config.port in self.endpoints
+            if link.due(now) and link.spec.port in self.endpoints
         ]
         for link in due:
             link.resolving = True
         return due
 
     def connect_link(self, link: Link, addr: Address, now: float) -> Session | None:
-        endpoint = self.endpoints.get(link.config.port)
+        endpoint = self.endpoints.get(link.spec.port)
         if endpoint is None or self.links.get(link.key) is not link:
             link.resolving = False  # removed by a reload meanwhile
             return None
-        session = endpoint.host.connect(addr, now, name=link_name(self.config.name, endpoint.label))
+        session = endpoint.host.connect(addr, now, name=link_name(self.spec.name, endpoint.label))
         link.session, link.resolving = session, False
         link.attempts += 1
         self._hub_links[session] = link

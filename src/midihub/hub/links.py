@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from midihub.config import LinkConfig
+from midihub.hub.spec import LinkSpec
 from midihub.rtp import Session
 
 LINK_MARK: Final = "(midihub link)"
@@ -36,16 +36,16 @@ class Link:
     __slots__ = (
         "attempts",
         "backoff",
-        "config",
         "last_error",
         "next_attempt",
         "resolving",
         "session",
+        "spec",
         "up_since",
     )
 
-    def __init__(self, config: LinkConfig) -> None:
-        self.config = config
+    def __init__(self, spec: LinkSpec) -> None:
+        self.spec = spec
         self.session: Session | None = None
         self.resolving = False  # the socket layer is looking up the address
         self.next_attempt = 0.0
@@ -56,7 +56,7 @@ class Link:
 
     @property
     def key(self) -> tuple[str, int]:
-        return self.config.remote, self.config.port
+        return self.spec.remote, self.spec.port
 
     @property
     def up(self) -> bool:
@@ -82,4 +82,4 @@ class Link:
 
     def __repr__(self) -> str:
         state = "up" if self.up else f"down ({self.last_error or 'not yet tried'})"
-        return f"<Link {self.config.remote} → :{self.config.port} {state}>"
+        return f"<Link {self.spec.remote} → :{self.spec.port} {state}>"

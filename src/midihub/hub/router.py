@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from midihub.config import EndpointSpec
+from midihub.hub.spec import EndpointSpec
 
 
 class Router:

@@ -5,17 +5,18 @@ sync, retries), so nothing waits for a fixed tick."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
 from collections.abc import Callable
 from typing import Final
 
-from midihub.config import HubConfig
 from midihub.hub import Endpoint, Hub
 from midihub.hub.links import Link
+from midihub.hub.spec import HubSpec
 from midihub.net.udp import BindError, PortPair, address_family
-from midihub.rtp import Address, PortKind, Session
+from midihub.rtp import Address, PortKind
 
 log = logging.getLogger("midihub.net")
 
@@ -29,7 +30,7 @@ class HubServer:
 
     def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.hub = hub
-        self.bind = hub.config.bind
+        self.bind = hub.spec.bind
         self._loop = loop or asyncio.get_running_loop()
         self._pairs: dict[int, PortPair] = {}
         self._ticker: asyncio.TimerHandle | None = None
@@ -94,14 +95,14 @@ class HubServer:
         self._ticker_at = when
         self._ticker = self._loop.call_at(when, self._tick)
 
-    def reconfigure(self, config: HubConfig) -> list[str]:
+    def reconfigure(self, config: HubSpec) -> list[str]:
         """Apply a new config; returns problems (ports that could not be opened)."""
         problems: list[str] = []
         if config.bind != self.bind:
             problems.append(
                 f"bind address change to {config.bind} needs a restart; kept {self.bind}"
             )
-        config = config.model_copy(update={"bind": self.bind})
+        config = dataclasses.replace(config, bind=self.bind)
         change = self.hub.reconfigure(config, self._loop.time())
         self.flush()  # BYs to the participants of removed ports, on their old sockets
         for endpoint in change.removed:
@@ -115,19 +116,6 @@ class HubServer:
                 problems.append(str(error))
                 self.hub.endpoints.pop(endpoint.port, None)
         return problems
-
-    def connect(self, port: int, host: str, remote_port: int) -> Session:
-        """Invite a remote RTP MIDI responder from hub port ``port``."""
-        addr = self._resolve(host, remote_port)
-        session = self.hub.connect(port, addr, self._loop.time())
-        self.flush()
-        return session
-
-    def _resolve(self, host: str, port: int) -> Address:
-        family = address_family(self.bind)
-        flags = socket.AI_V4MAPPED if family == socket.AF_INET6 else 0
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, flags)
-        return tuple(infos[0][4])
 
     def _tick(self) -> None:
         self._ticker = None
@@ -145,7 +133,7 @@ class HubServer:
 
     async def _connect_link(self, link: Link) -> None:
         """Look the remote up (without blocking the hub) and invite it."""
-        host, port = link.config.address
+        host, port = link.spec.address
         family = address_family(self.bind)
         flags = socket.AI_V4MAPPED if family == socket.AF_INET6 else 0
         try:
@@ -153,15 +141,15 @@ class HubServer:
                 host, port, family=family, type=socket.SOCK_DGRAM, flags=flags
             )
         except OSError as error:
-            log.warning("link %s: cannot resolve %s: %s", link.config.label, host, error)
+            log.warning("link %s: cannot resolve %s: %s", link.spec.label, host, error)
             self.hub.link_failed(link, self._loop.time(), "unresolved")
             return
         if link.attempts == 0 or link.attempts % 10 == 0:
             log.info(
                 "link %s: inviting %s from port %d",
-                link.config.label,
-                link.config.remote,
-                link.config.port,
+                link.spec.label,
+                link.spec.remote,
+                link.spec.port,
             )
         self.hub.connect_link(link, tuple(infos[0][4]), self._loop.time())
         self.flush()

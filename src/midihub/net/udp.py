@@ -72,9 +72,6 @@ class PortPair:
             sock.close()
         self._sockets.clear()
 
-    def local_address(self, kind: PortKind) -> Address:
-        return tuple(self._sockets[kind].getsockname())
-
     def sendto(self, kind: PortKind, data: bytes, addr: Address) -> None:
         try:
             self._sockets[kind].sendto(data, addr)

@@ -14,6 +14,7 @@ from typing import Any
 
 from midihub.config import HubConfig, RecordConfig
 from midihub.hub import Endpoint, Hub
+from midihub.hub.spec import HubSpec
 from midihub.record import files, smf
 from midihub.record.journal import Header
 from midihub.record.names import RECORDING_ID, display_name, file_part
@@ -59,7 +60,7 @@ class RecordingManager:
         self.replays: dict[str, Replay] = {}
         self._by_port: dict[int, Recording] = {}
         self._auto: dict[int, int] = {}  # port → the port its MIDI arrives on
-        self._seen_config: HubConfig | None = None
+        self._seen_spec: HubSpec | None = None
         self._replay_ids = itertools.count(1)
         self._writer: Writer | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -157,10 +158,10 @@ class RecordingManager:
         spec = endpoint.spec
         if spec.role == "room":
             return (port,), port, spec.owner
-        group = self.hub.config.groups.get(spec.owner)
+        group = self.hub.spec.group_ports(spec.owner)
         if group is None:
             return (port,), port, spec.owner
-        return (group.in_port, group.out_port), group.in_port, spec.owner
+        return group, group[0], spec.owner
 
     def start_recording(self, port: int, *, auto: bool = False) -> Recording:
         """Begin recording the room or group of ``port`` (cheap: no file work here)."""
@@ -299,7 +300,7 @@ class RecordingManager:
             messages = await asyncio.to_thread(smf.timed_messages, path)
         except (OSError, ValueError, EOFError) as error:
             raise RecordingError(500, f"cannot read {rid}: {error}") from None
-        host = loopback_for(self.hub.config.bind)
+        host = loopback_for(self.hub.spec.bind)
         participant = Participant(self.index[rid].header.name, host)
         replay = Replay(
             str(next(self._replay_ids)), rid, port, messages, participant, self._replay_ended
@@ -355,18 +356,15 @@ class RecordingManager:
 
     def _sync_config(self) -> None:
         """Follow reloads: auto ports, and recordings of ports that went away end."""
-        config = self.hub.config
-        if config is self._seen_config:
+        spec = self.hub.spec
+        if spec is self._seen_spec:
             return
-        self._seen_config = config
+        self._seen_spec = spec
         auto: dict[int, int] = {}
-        for room in config.rooms.values():
-            if room.record == "auto":
-                auto[room.port] = room.port
-        for group in config.groups.values():
-            if group.record == "auto":
-                auto[group.in_port] = group.in_port
-                auto[group.out_port] = group.in_port
+        for endpoint in spec.endpoints:
+            if endpoint.record == "auto":
+                group = spec.group_ports(endpoint.owner)
+                auto[endpoint.port] = endpoint.port if group is None else group[0]
         self._auto = auto
         for recording in list(self.active.values()):
             if recording.active and recording.midi_port not in self.hub.endpoints:

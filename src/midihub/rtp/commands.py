@@ -350,11 +350,3 @@ def _segment_sysex(
         opener = SYSEX_END
         lead = _DELTA_ZERO
         room = max_length - 3
-
-
-def encode_section_for(commands: Sequence[Command]) -> bytes:
-    """One command section for commands known to fit in one packet (tests, small sends)."""
-    lists = encode_lists(commands, MAX_LIST_LENGTH)
-    if len(lists) != 1:
-        raise ValueError("commands do not fit in one MIDI list")
-    return encode_section(lists[0])

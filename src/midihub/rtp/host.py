@@ -50,6 +50,7 @@ class Host:
         self._by_token: dict[int, Session] = {}  # our initiations awaiting OK
         self._local_ssrcs: set[int] = set()
         self._public_ids: set[str] = set()
+        self._established: list[Session] | None = None  # see ``established``
         self._replies = SourceLimiter(self.limits.reject_rate, self.limits.reject_burst)
 
     # -- queries ---------------------------------------------------------------
@@ -61,8 +62,12 @@ class Host:
 
     @property
     def established(self) -> list[Session]:
-        """The participants: handshake done and address proven by a clock sync."""
-        return [s for s in self._by_peer.values() if s.joined]
+        """The participants: handshake done and address proven by a clock sync. Kept
+        between joins and leaves: every forward asks for it."""
+        cached = self._established
+        if cached is None:
+            cached = self._established = [s for s in self._by_peer.values() if s.joined]
+        return cached
 
     @property
     def pending(self) -> int:
@@ -139,7 +144,11 @@ class Host:
                 return []
             if session.state is not State.ESTABLISHED:
                 return self._dropped(Drop.NOT_JOINED)
-            return session.on_clock(packet, kind, addr, now, size)
+            joined = session.joined_at
+            events = session.on_clock(packet, kind, addr, now, size)
+            if session.joined_at is not joined:
+                self._established = None  # a new participant
+            return events
         if isinstance(packet, Feedback):
             session = self._bound(packet.ssrc, kind, addr)
             if session is None:
@@ -348,6 +357,7 @@ class Host:
         return events
 
     def _forget(self, session: Session) -> None:
+        self._established = None
         if self._by_peer.get(session.peer_ssrc) is session:
             del self._by_peer[session.peer_ssrc]
         if self._by_token.get(session.token) is session:
@@ -356,6 +366,7 @@ class Host:
     def _ended(self, session: Session, reason: LeaveReason, *, bye: bool) -> list[Event]:
         """Close ``session``; PeerLeft unless it was a stranger's invitation that never
         became a participant (nothing to release, nothing worth a log line)."""
+        self._established = None
         if bye:
             session.send_bye()
         session.state = State.CLOSED

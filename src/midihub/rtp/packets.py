@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from midihub.rtp.errors import ProtocolError
 
@@ -152,8 +152,10 @@ def clean_name(text: str, limit: int = MAX_NAME_BYTES) -> str:
     return data[:limit].decode("utf-8", "ignore").rstrip()
 
 
-@dataclass(frozen=True, slots=True)
-class RtpHeader:
+class RtpHeader(NamedTuple):
+    """A tuple: one is made for every data packet read (a dataclass cost 4 % of the
+    pair benchmark's profile)."""
+
     marker: bool
     payload_type: int
     sequence: int

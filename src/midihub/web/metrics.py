@@ -123,7 +123,7 @@ class HubCollector(Collector):
             "midihub_link_up", "1 when the outbound link is joined.", labels=["remote", "port"]
         )
         for link in self.hub.links.values():
-            links.add_metric([link.config.remote, str(link.config.port)], int(link.up))
+            links.add_metric([link.spec.remote, str(link.spec.port)], int(link.up))
         yield links
 
 

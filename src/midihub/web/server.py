@@ -72,10 +72,9 @@ class WebServer:
                 error.errno, f"cannot open the web port {self.host}:{self.port}: {error.strerror}"
             ) from None
         if self.port == 0:  # tests ask for any free port
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.port = sockets[0].getsockname()[1]
+            addresses = self._runner.addresses
+            if addresses:
+                self.port = int(addresses[0][1])
 
     def reload_tls(self) -> None:
         """Read the certificate and key again into the live context: connections made

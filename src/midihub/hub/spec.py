@@ -1,0 +1,70 @@
+"""What the hub is asked to be: plain frozen values built from the configuration.
+
+The hub and the socket layer take these and know nothing of how they were written
+(TOML, the legacy JSON, pydantic validation: all in ``midihub.config``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from midihub.rtp import Limits
+
+Role = Literal["in", "out", "room"]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """One hub port pair: a room, or one side of a group."""
+
+    port: int
+    owner: str  # the group or room name
+    role: Role
+    journal: bool = True  # send recovery journals to this port's peers
+    record: Literal["off", "auto"] = "off"
+
+    @property
+    def label(self) -> str:
+        return self.owner if self.role == "room" else f"{self.owner} {self.role}"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """A remote RTP MIDI endpoint the hub invites to one of its ports."""
+
+    remote: str  # HOST:PORT as written, the link's key
+    host: str
+    remote_port: int
+    port: int  # the hub port it joins
+    name: str | None = None
+    journal: bool = True
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.remote_port
+
+    @property
+    def label(self) -> str:
+        return self.name or self.remote
+
+
+@dataclass(frozen=True, slots=True)
+class HubSpec:
+    name: str = "midihub"
+    bind: str = "0.0.0.0"
+    timeout: float = 30.0
+    ck_interval: float = 10.0
+    journal: bool = True
+    journal_off: tuple[str, ...] = ()
+    max_participants: int = 64
+    limits: Limits = field(default_factory=Limits)
+    endpoints: tuple[EndpointSpec, ...] = ()
+    links: tuple[LinkSpec, ...] = ()
+
+    def group_ports(self, owner: str) -> tuple[int, int] | None:
+        """A group's (in, out) ports; None for a room or an unknown name."""
+        ports = {e.role: e.port for e in self.endpoints if e.owner == owner}
+        if "in" in ports and "out" in ports:
+            return ports["in"], ports["out"]
+        return None
