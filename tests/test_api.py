@@ -121,9 +121,7 @@ async def test_rtt_through_a_40ms_each_way_proxy_peer_started_and_hub_started() 
             running.server.flush()
 
             def samples(name: str) -> int:
-                return sum(
-                    s.samples for sess, s in running.hub.stats.items() if sess.name == name
-                )
+                return sum(s.samples for sess, s in running.hub.stats.items() if sess.name == name)
 
             await wait_for(lambda: samples("caller") >= 2 and samples("listener") >= 2, 10)
             rows = {row["name"]: row for row in await get(url + "/api/latency")}
