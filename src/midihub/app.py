@@ -12,7 +12,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -405,11 +405,11 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
-def install_fast_loop() -> str:
-    """Use uvloop where installed; the standard loop otherwise (both are supported)."""
+def fast_loop() -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """uvloop where installed, the standard loop otherwise (both are supported): its
+    name and a factory for ``asyncio.Runner`` (no deprecated loop policies)."""
     try:
         import uvloop
     except ImportError:
-        return "asyncio"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return "uvloop"
+        return "asyncio", asyncio.new_event_loop
+    return "uvloop", uvloop.new_event_loop

@@ -54,7 +54,7 @@ def serve(
     import logging
 
     from midihub import config as config_module
-    from midihub.app import App, DatabaseError, install_fast_loop
+    from midihub.app import App, DatabaseError, fast_loop
     from midihub.config import ConfigError
     from midihub.net import BindError
     from midihub.web.server import WebError
@@ -71,7 +71,7 @@ def serve(
     except ValueError as error:
         click.echo(f"--web: {error}", err=True)
         sys.exit(2)
-    loop_name = install_fast_loop()
+    loop_name, new_loop = fast_loop()
     logging.getLogger("midihub").info(
         "midihub %s (%s event loop), config: %s",
         __version__,
@@ -80,7 +80,8 @@ def serve(
     )
     app = App(config, path, bind, web=web, db=db)
     try:
-        asyncio.run(app.run())
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runner.run(app.run())
     except (BindError, WebError, DatabaseError) as error:
         logging.getLogger("midihub").error("%s", error)
         sys.exit(1)
