@@ -128,19 +128,34 @@ class App:
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
-            await self.recordings.close()  # replays say BY, recordings become SMFs
-            self.server.close()
-            if self.api is not None:
-                self.api.close()
-            if self.web is not None:
-                await self.web.close()
-            await self.store.close()
-            for task in self._background:
-                task.cancel()
-            if self.advertiser is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.advertiser.close(), 3)
+            await self._shut_down()
             log.info("stopped")
+
+    async def _shut_down(self) -> None:
+        """Every step runs even when one before it fails (the exit stack unwinds in
+        reverse order of these pushes), so the history is always flushed and closed and
+        every background task is awaited."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self._stop_background)
+            if self.store is not None:
+                stack.push_async_callback(self.store.close)
+            if self.web is not None:
+                stack.push_async_callback(self.web.close)
+            if self.api is not None:
+                stack.callback(self.api.close)
+            if self.server is not None:
+                stack.callback(self.server.close)
+            if self.recordings is not None:
+                stack.push_async_callback(self.recordings.close)  # replays say BY first
+
+    async def _stop_background(self) -> None:
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        if self.advertiser is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.advertiser.close(), 3)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Database, then UDP ports, then the web: a hub that cannot keep its history
