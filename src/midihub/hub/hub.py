@@ -316,8 +316,6 @@ class Hub:
         sections: list[Section] | None = None
         hub_links = self._hub_links
         from_hub = sender in hub_links  # split horizon: never on to another hub
-        count = len(commands)
-        stats = self.stats
         for port in targets:
             endpoint = self.endpoints.get(port)
             if endpoint is None:
@@ -328,25 +326,37 @@ class Hub:
                 ]
             else:
                 receivers = [s for s in endpoint.host.established if s is not sender]
-            reached = len(receivers)
-            if receivers:
-                if sections is None:  # encoded once, whatever the number of receivers
-                    sections = encode_sections(commands, MAX_LIST_LENGTH)
-                endpoint.host.send(receivers, sections, now)
-                self._dirty.add(endpoint)
-                for receiver in receivers:
-                    known = stats.get(receiver)
-                    if known is not None:
-                        known.messages_out += count
-            for guest in endpoint.guests:
-                if guest is not sender:
-                    guest.deliver(commands, now)
-                    reached += 1
-                    known = stats.get(guest)
-                    if known is not None:
-                        known.messages_out += count
-            self.messages_forwarded += count * reached
-            endpoint.messages_out += count * reached
+            guests = [g for g in endpoint.guests if g is not sender]
+            sections = self._deliver(endpoint, receivers, guests, commands, sections, now)
+            self.messages_forwarded += len(commands) * (len(receivers) + len(guests))
+
+    def _deliver(
+        self,
+        endpoint: Endpoint,
+        sessions: list[Session],
+        guests: list[Guest],
+        commands: list[Command],
+        sections: list[Section] | None,
+        now: float,
+    ) -> list[Section] | None:
+        """``commands`` to these participants of ``endpoint``, counted. RTP sections are
+        encoded once, whatever the number of receivers (and ports: they are returned)."""
+        if sessions:
+            if sections is None:
+                sections = encode_sections(commands, MAX_LIST_LENGTH)
+            endpoint.host.send(sessions, sections, now)
+            self._dirty.add(endpoint)
+        for guest in guests:
+            guest.deliver(commands, now)
+        count = len(commands)
+        endpoint.messages_out += count * (len(sessions) + len(guests))
+        stats = self.stats
+        receivers: list[Peer] = [*sessions, *guests]
+        for peer in receivers:
+            known = stats.get(peer)
+            if known is not None:
+                known.messages_out += count
+        return sections
 
     def connect(self, port: int, addr: Address, now: float) -> Session:
         """Open an outbound session from hub port ``port`` to a remote responder."""
@@ -356,19 +366,9 @@ class Hub:
 
     def send(self, port: int, targets: list[Peer], commands: list[Command], now: float) -> None:
         """Send MIDI from the hub itself (panic, release) to participants on ``port``."""
-        endpoint = self.endpoints[port]
         sessions = [t for t in targets if isinstance(t, Session)]
-        if sessions:
-            endpoint.host.send(sessions, encode_sections(commands, MAX_LIST_LENGTH), now)
-            self._dirty.add(endpoint)
-        for target in targets:
-            if isinstance(target, Guest):
-                target.deliver(commands, now)
-        endpoint.messages_out += len(commands) * len(targets)
-        for target in targets:
-            known = self.stats.get(target)
-            if known is not None:
-                known.messages_out += len(commands)
+        guests = [t for t in targets if isinstance(t, Guest)]
+        self._deliver(self.endpoints[port], sessions, guests, commands, None, now)
 
     def panic(
         self,

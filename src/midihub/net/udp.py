@@ -39,7 +39,6 @@ class PortPair:
     ) -> None:
         self.port = port
         self.bind = bind
-        self.send_errors = 0
         self._loop = loop
         self._receiver = receiver
         self._family = address_family(bind)
@@ -72,7 +71,8 @@ class PortPair:
             sock.close()
         self._sockets.clear()
 
-    def sendto(self, kind: PortKind, data: bytes, addr: Address) -> None:
+    def sendto(self, kind: PortKind, data: bytes, addr: Address) -> bool:
+        """False when the datagram could not be sent (UDP drops it; the caller counts)."""
         try:
             self._sockets[kind].sendto(data, addr)
         except OSError as error:  # full buffer, unreachable host: UDP drops, we count
@@ -88,7 +88,8 @@ class PortPair:
                 errno.ENOBUFS,
             ):
                 raise
-            self.send_errors += 1
+            return False
+        return True
 
     def _readable(self, kind: PortKind, sock: socket.socket) -> None:
         batch: list[tuple[bytes, Address]] = []

@@ -66,7 +66,11 @@ class Counters:
 
     received: int = 0
     sent: int = 0
+    send_errors: int = 0  # datagrams the socket refused (full buffer, unreachable)
     malformed: int = 0
+    journals_unreadable: int = 0  # a journal we could not read (its commands still count)
+    journals_trimmed: int = 0  # journals cut to fit their packet (held notes kept first)
+    sequence_resyncs: int = 0  # a peer's sequence jumped and we followed (RFC 3550 A.1)
     drops: dict[Drop, int] = field(default_factory=dict)
 
     def drop(self, reason: Drop, count: int = 1) -> None:

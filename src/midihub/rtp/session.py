@@ -33,7 +33,6 @@ from midihub.rtp.limits import Counters, Drop, Limits, TokenBucket
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
 from midihub.rtp.recovery import (
     MAX_DATAGRAM,
-    MAX_JOURNAL,
     RTP_HEADER,
     Journal,
     JournalSender,
@@ -66,7 +65,7 @@ CK_ANSWER_WAIT: Final = 5.0
 GUARD_FIRST: Final = 0.05
 GUARD_MAX_INTERVAL: Final = 1.0
 GUARD_COUNT: Final = 16
-EMPTY_LIST_WITH_JOURNAL: Final = bytes((FLAG_J,))
+EMPTY_LIST: Final = b"\x00"  # a command section with no commands (guard packets)
 CLOCK_SIZE: Final = 36
 TIMESTAMP_MASK: Final = 0xFFFF_FFFF  # some peers echo only the low 32 bits of a CK stamp
 ECHOES_KEPT: Final = 4  # our recent CK1 stamps a CK2 may echo
@@ -142,7 +141,6 @@ class Session:
         self.rtt: float | None = None
         self.packets_received = 0
         self.packets_lost = 0
-        self.packets_sent = 0
         self._timing = timing
         self._outbox = outbox
         self._origin = now  # this session's own time base for CK and RTP timestamps
@@ -163,7 +161,6 @@ class Session:
         self._next_ck = now
         self.feedback_sequence: int | None = None  # last RS from the peer
         self.journal = JournalSender() if timing.journal else None
-        self.journals_unreadable = 0
         self._guard_at: float | None = None
         self._guards = 0
 
@@ -303,8 +300,11 @@ class Session:
         loss the packet's recovery journal (``data``, start, end), decoded only then."""
         events: list[Event] = []
         repair: Journal | None = None
-        first = self.sequence.expected is None
-        gap = self.sequence.accept(header.sequence)  # RFC 3550 A.1
+        sequence = self.sequence
+        first, resyncs = sequence.expected is None, sequence.resyncs
+        gap = sequence.accept(header.sequence)  # RFC 3550 A.1
+        if sequence.resyncs != resyncs:
+            self._counters.sequence_resyncs += 1
         if gap is None:  # a duplicate, a late packet, or a jump on probation
             return events
         if first and journal is not None:
@@ -317,7 +317,7 @@ class Session:
                 try:
                     repair = decode_journal(*journal)
                 except ProtocolError:
-                    self.journals_unreadable += 1  # the commands are still good
+                    self._counters.journals_unreadable += 1  # the commands are still good
         if self._rs_due is None:
             self._rs_due = now + RS_INTERVAL
         self.packets_received += 1
@@ -364,36 +364,50 @@ class Session:
         if not self.routable or self.data_addr is None:
             return
         timestamp = self.timestamp(now)
-        journal = self.journal
         for section in sections:
             data, carried = (section, ()) if isinstance(section, bytes) else section
-            header = packets.encode_rtp_header(self._seq_out, timestamp, self.local_ssrc)
-            if journal is not None:
-                extra = journal.journal(MAX_DATAGRAM - RTP_HEADER - len(data), now)
-                if extra:
-                    data = bytes((data[0] | FLAG_J,)) + data[1:] + extra
-                journal.record(self._seq_out, carried, now)
-            self._seq_out = (self._seq_out + 1) & 0xFFFF
-            self._outbox.append((PortKind.DATA, header + data, self.data_addr))
-            self.packets_sent += 1
-        if journal is not None:
+            self._send_packet(data, carried, timestamp, now)
+        if self.journal is not None:
             self._guard_at, self._guards = now + GUARD_FIRST, 0
+
+    def _send_packet(
+        self,
+        section: bytes,
+        carried: Sequence[Command],
+        timestamp: int,
+        now: float,
+        *,
+        journal_only: bool = False,
+    ) -> bool:
+        """One RTP packet: ``section`` (a command section carrying ``carried``) plus
+        this receiver's journal, trimmed to fit ``MAX_DATAGRAM``. ``journal_only``: a
+        guard packet, not sent (False) when there is no journal to carry."""
+        assert self.data_addr is not None
+        journal = self.journal
+        if journal is not None:
+            trimmed = journal.trimmed
+            extra = journal.journal(MAX_DATAGRAM - RTP_HEADER - len(section), now)
+            if journal.trimmed != trimmed:
+                self._counters.journals_trimmed += 1
+            if extra:
+                section = bytes((section[0] | FLAG_J,)) + section[1:] + extra
+            elif journal_only:
+                return False
+            journal.record(self._seq_out, carried, now)
+        elif journal_only:
+            return False
+        header = packets.encode_rtp_header(self._seq_out, timestamp, self.local_ssrc)
+        self._seq_out = (self._seq_out + 1) & 0xFFFF
+        self._outbox.append((PortKind.DATA, header + section, self.data_addr))
+        return True
 
     def _send_guard(self, now: float) -> None:
         journal = self.journal
         self._guard_at = None
         if journal is None or not self.routable or self.data_addr is None or journal.acknowledged:
             return  # acknowledged by RS: nothing left to repair
-        extra = journal.journal(MAX_JOURNAL, now)
-        if extra is None:
+        if not self._send_packet(EMPTY_LIST, (), self.timestamp(now), now, journal_only=True):
             return
-        header = packets.encode_rtp_header(self._seq_out, self.timestamp(now), self.local_ssrc)
-        journal.record(self._seq_out, (), now)
-        self._seq_out = (self._seq_out + 1) & 0xFFFF
-        self._outbox.append(
-            (PortKind.DATA, header + EMPTY_LIST_WITH_JOURNAL + extra, self.data_addr)
-        )
-        self.packets_sent += 1
         self._guards += 1
         if self._guards < GUARD_COUNT:
             self._guard_at = now + min(GUARD_FIRST * 2**self._guards, GUARD_MAX_INTERVAL)

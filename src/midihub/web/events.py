@@ -56,7 +56,6 @@ class LiveEvents:
         self._last_publish = -float("inf")
         self._publisher: asyncio.Task[None] | None = None
         self._closed = False
-        self.published = 0  # frames built (each shared by every viewer)
         self.refused = 0  # viewers turned away at the cap
         hub.listeners.append(self.on_event)
 
@@ -99,7 +98,6 @@ class LiveEvents:
         )
         for kind, data in zip(kinds, frames, strict=True):
             self._latest[kind] = (version, data)
-        self.published += len(frames)
 
     def close(self) -> None:
         """End every stream (shutdown must not wait for viewers to leave)."""

@@ -83,6 +83,16 @@ class HubCollector(Collector):
             "midi_messages_sent", "MIDI messages sent to participants (one per receiver)."
         )
         malformed = counter("malformed_packets", "Datagrams dropped as unreadable.")
+        send_errors = counter("send_errors", "Datagrams the socket could not send.")
+        unreadable = counter(
+            "journals_unreadable", "Recovery journals we could not read (commands still used)."
+        )
+        trimmed = counter(
+            "journals_trimmed", "Recovery journals cut to fit their packet (held notes first)."
+        )
+        resyncs = counter(
+            "sequence_resyncs", "Peers whose RTP sequence jumped and was followed (RFC 3550)."
+        )
         repairs = counter(
             "journal_repairs", "MIDI messages recreated from RFC 6295 recovery journals."
         )
@@ -106,6 +116,10 @@ class HubCollector(Collector):
             messages_in.add_metric(values, endpoint.messages_in)
             messages_out.add_metric(values, endpoint.messages_out)
             malformed.add_metric(values, counters.malformed)
+            send_errors.add_metric(values, counters.send_errors)
+            unreadable.add_metric(values, counters.journals_unreadable)
+            trimmed.add_metric(values, counters.journals_trimmed)
+            resyncs.add_metric(values, counters.sequence_resyncs)
             repairs.add_metric(values, endpoint.journal_repairs)
             panics.add_metric(values, endpoint.panics)
             pending.add_metric(values, endpoint.host.pending)
@@ -113,6 +127,7 @@ class HubCollector(Collector):
                 dropped.add_metric([*values, reason.value], counters.drops.get(reason, 0))
         yield from (participants, packets_in, packets_out, messages_in, messages_out)
         yield from (malformed, repairs, panics, pending, dropped)
+        yield from (send_errors, unreadable, trimmed, resyncs)
         released = CounterMetricFamily(
             "midihub_notes_released",
             "NoteOffs sent for participants that left holding notes.",
