@@ -4,5 +4,5 @@ playing recordings back into a port as a participant.
 The packet loop only appends to a bounded buffer (``recorder``); a writer thread
 turns it into an append-only journal and, at stop, an SMF (``journal``, ``smf``).
 ``manager.RecordingManager`` ties it to a running hub. (Nothing is imported here:
-the ``midihub record`` CLI commands stay light.)
+importing one module of the package loads only what that module needs.)
 """
