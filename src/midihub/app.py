@@ -240,6 +240,7 @@ class App:
             bind=host,
             monitor_viewers=settings.monitor_viewers,
             monitor_viewers_per_ip=settings.monitor_viewers_per_ip,
+            flush=self.server.flush if self.server is not None else None,
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward

@@ -340,7 +340,7 @@ class Hub:
                         known.messages_out += count
             for guest in endpoint.guests:
                 if guest is not sender:
-                    guest.deliver(commands, now)
+                    guest.deliver_from(sender, commands, now)
                     reached += 1
                     known = stats.get(guest)
                     if known is not None:
