@@ -56,7 +56,7 @@ function show(page) {
   location.hash = page;
   pages[page]();
 }
-for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => show(tab.dataset.page));
+for (const tab of document.querySelectorAll("button.tab")) tab.addEventListener("click", () => show(tab.dataset.page));
 
 async function loadPorts() {
   try {
