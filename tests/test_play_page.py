@@ -14,9 +14,9 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from midihub.midi.messages import note_off, note_on
-from tests.test_dashboard import browser  # noqa: F401  (the Chromium fixture)
 from tests.interop.npm_peer import NpmPeer
 from tests.support import PyPeer, free_ports, serving, wait_for
+from tests.test_dashboard import browser  # noqa: F401  (the Chromium fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "play.png"
@@ -211,7 +211,7 @@ async def test_web_midi_devices_play_and_hear_through_the_page(browser: Browser)
             # The device plays (clock ticks stay home); the room hears it in order.
             notes = [rng.randrange(21, 109) for _ in range(5)]
             for note in notes:
-                await page.evaluate(f"window.__fakeMidi.play([0xF8])")
+                await page.evaluate("window.__fakeMidi.play([0xF8])")
                 await page.evaluate(f"window.__fakeMidi.play([0x91, {note}, 77])")
                 await page.evaluate(f"window.__fakeMidi.play([0x81, {note}, 0])")
             wanted = [m for n in notes for m in (note_on(1, n, 77), note_off(1, n, 0))]
