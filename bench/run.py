@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import browser as browser_scenario
 import psutil  # type: ignore[import-untyped]
 from common import LOCALHOST, free_port_block, free_tcp_port
 
@@ -710,6 +711,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["", "Hub log warnings/errors:", ""]
             lines += [f"    {line}" for line in problems]
         lines.append("")
+    lines += browser_scenario.markdown(report.get("browser"))
     lines += ["## Hot spots", ""]
     for loop, results in report["loops"].items():
         profile = results.get("profile")
@@ -800,6 +802,8 @@ def main() -> None:
     for index, loop in enumerate(loops):
         profile = not args.no_profile and index == 0
         report["loops"][loop] = run_loop(loop, params, profile)
+    log("browser scenario (WebSocket participant)")
+    report["browser"] = browser_scenario.run(args.quick)
     report["background_cpu_pct_after"] = psutil.cpu_percent(interval=1.0)
     times_after = psutil.cpu_times()
     report["steal_pct"] = steal_percent(times_before, times_after)
