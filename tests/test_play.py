@@ -343,3 +343,32 @@ async def test_a_browser_that_stops_answering_pings_is_released() -> None:
             assert await metric(session, url, "midihub_browser_dropped", "timeout") == 1
         finally:
             alice.close()
+
+
+async def test_what_a_browser_plays_leaves_at_once_not_at_the_next_timer() -> None:
+    """The hub's timer is stopped and the RTP peer silent: only the WebSocket handler's
+    own flush can send the browser's notes (and the release when it leaves)."""
+    (port,) = free_ports(1)
+    async with serving(room(port)) as (running, url), client() as session:
+        alice = PyPeer("alice")
+        try:
+            await alice.connect(port)
+            server = running.server
+            assert server._ticker is not None
+            server._ticker.cancel()
+            server._rearm = lambda deadline: None  # type: ignore[method-assign]
+            alice._ticker.cancel()  # and alice sends nothing that would wake the hub
+            ws, _ = await hello(session, url, port, "quick")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for note in range(60, 70):
+                await ws.send_bytes(note_on(0, note, 90))
+            await wait_for(lambda: len(alice.received) == 10, 5, "ten notes with no timer")
+            elapsed = loop.time() - started
+            assert alice.received == [note_on(0, n, 90) for n in range(60, 70)]
+            await ws.close()
+            await wait_for(lambda: len(alice.received) == 20, 5, "the release with no timer")
+            assert set(alice.received[10:]) == {note_off(0, n) for n in range(60, 70)}
+            print(f"ten notes browser -> hub -> RTP peer in {elapsed * 1000:.1f} ms")
+        finally:
+            alice.close()
