@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -370,5 +371,70 @@ async def test_what_a_browser_plays_leaves_at_once_not_at_the_next_timer() -> No
             await wait_for(lambda: len(alice.received) == 20, 5, "the release with no timer")
             assert set(alice.received[10:]) == {note_off(0, n) for n in range(60, 70)}
             print(f"ten notes browser -> hub -> RTP peer in {elapsed * 1000:.1f} ms")
+        finally:
+            alice.close()
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked WebSocket frame as a browser sends it (mask key 0: payload unchanged)."""
+    length = len(payload)
+    header = bytes((0x80 | opcode,))
+    if length < 126:
+        header += bytes((0x80 | length,))
+    else:
+        header += bytes((0x80 | 126,)) + length.to_bytes(2, "big")
+    return header + b"\0\0\0\0" + payload
+
+
+async def test_a_browser_that_stops_reading_is_dropped_and_nobody_waits() -> None:
+    """A client with a tiny receive buffer that never reads: its queue overflows, it is
+    disconnected and its note released, while another browser hears everything."""
+    (port,) = free_ports(1)
+    config = room(port) + "[web]\nbrowser_queue = 8\n[limits]\nsysex_rate = 100000000\n"
+    async with serving(config) as (running, url), client() as session:
+        alice = PyPeer("alice")
+        try:
+            await alice.connect(port)
+            loop = asyncio.get_running_loop()
+            stalled = socket.socket()
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.setblocking(False)
+            host, web_port = url.removeprefix("http://").split(":")
+            await loop.sock_connect(stalled, (host, int(web_port)))
+            request = (
+                f"GET /api/play/ws HTTP/1.1\r\nHost: {host}:{web_port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\nOrigin: {url}\r\n\r\n"
+            )
+            await loop.sock_sendall(stalled, request.encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await loop.sock_recv(stalled, 1)
+            assert answer.startswith(b"HTTP/1.1 101")
+            hello_text = json.dumps({"type": "hello", "name": "stalled", "port": port})
+            await loop.sock_sendall(stalled, client_frame(1, hello_text.encode()))
+            await loop.sock_sendall(stalled, client_frame(2, note_on(0, 30, 99)))
+            await wait_for(lambda: alice.received == [note_on(0, 30, 99)], 5, "the held note")
+            ws, _ = await hello(session, url, port, "reader")
+            reader = Inbox(ws)
+
+            # 30 kB SysEx messages (25 datagrams each) until the kernel's buffers and
+            # the 8 queued frames of the stalled browser are full.
+            sysex = bytes([0xF0, *([0x55] * 30_000), 0xF7])
+            sent = 0
+            while note_off(0, 30) not in alice.received:
+                assert sent < 500, "the stalled browser was never dropped"
+                alice.send(sysex)
+                sent += 1
+                await asyncio.sleep(0.01)  # the reader's queue never fills
+            # The reader hears every SysEx and the stalled one's release; it was never held up.
+            await wait_for(lambda: len(reader.midi) == sent + 1, 10, f"{sent} SysEx + NoteOff")
+            assert reader.closed is None
+            assert sorted(reader.messages) == sorted([sysex] * sent + [note_off(0, 30)])
+            names = [p.name for p in running.hub.endpoints[port].participants]
+            assert sorted(names) == ["alice", "reader"]
+            assert await metric(session, url, "midihub_browser_dropped", "overflow") == 1
+            stalled.close()
+            await reader.close()
         finally:
             alice.close()
