@@ -170,6 +170,7 @@ class Api:
             "name": session.name,
             "address": display_address(session.address),
             "port": endpoint.port,
+            "transport": session.transport,
             "connectedSince": iso(self.to_wall(joined)),
             "connectedFor": round(self._hub_time() - joined, 1),
         }
