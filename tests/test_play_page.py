@@ -298,7 +298,7 @@ async def test_play_page_and_dashboard_load_without_console_errors(browser: Brow
             await dashboard.wait_for_load_state("networkidle")
             await expect(
                 dashboard.locator(f".card.port[data-port='{port}'] .participant[data-name='Max']")
-            ).to_be_visible()
+            ).to_contain_text("browser")
             assert errors.seen == [] and play_errors.seen == []
     finally:
         await context.close()
