@@ -17,7 +17,7 @@ import pytest
 
 from midihub.midi.messages import control_change, note_off, note_on
 from midihub.web.playwire import parse_frame
-from tests.support import PyPeer, free_ports, serving, wait_for
+from tests.support import PyPeer, free_ports, make_config, serving, wait_for
 
 
 def origin_of(url: str) -> str:
@@ -438,3 +438,16 @@ async def test_a_browser_that_stops_reading_is_dropped_and_nobody_waits() -> Non
             await reader.close()
         finally:
             alice.close()
+
+
+async def test_a_reload_that_closes_the_port_to_browsers_lets_them_go() -> None:
+    (port,) = free_ports(1)
+    async with serving(room(port, 'key = "first-key"')) as (running, url), client() as session:
+        ws, welcome = await hello(session, url, port, "guest", key="first-key")
+        assert welcome["type"] == "welcome"
+        inbox = Inbox(ws)
+        changed = make_config(room(port, 'key = "second-key"'))
+        running.server.reconfigure(changed)
+        await wait_for(lambda: inbox.closed is not None, 10, "the browser let go")
+        assert inbox.closed == 4410 and inbox.of("error")[-1]["reason"] == "gone"
+        assert running.hub.endpoints[port].participants == []

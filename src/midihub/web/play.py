@@ -494,6 +494,7 @@ class PlayApi:
             leave = {
                 Dropped.TIMEOUT: LeaveReason.TIMEOUT,
                 Dropped.OVERFLOW: LeaveReason.OVERFLOW,
+                Dropped.GONE: LeaveReason.REMOVED,
             }.get(reason, LeaveReason.LIMIT)
             self._depart(browser, leave)
         task = asyncio.get_running_loop().create_task(self._goodbye(browser, reason))
@@ -529,6 +530,11 @@ class PlayApi:
     async def _ping(self, browser: Browser) -> None:
         loop = asyncio.get_running_loop()
         while browser.ended is None:
+            endpoint = self.hub.endpoints.get(browser.port)
+            spec = endpoint.spec if endpoint is not None else None
+            if spec is None or not spec.browser or spec.key != browser.spec.key:
+                browser.end(Dropped.GONE)  # a reload closed the port to browsers
+                return
             if len(browser.pings) >= MISSED_PINGS:
                 browser.end(Dropped.TIMEOUT)
                 return
