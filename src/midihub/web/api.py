@@ -304,17 +304,18 @@ class Api:
                 return None
             return iso(self.to_wall(at) if convert else at)
 
+        last_time = when(last[1]) if last else None  # once: the clock offset moves
         return {
             "clientName": name,
             "clientPort": port,
-            "timestamp": when(last[1]) if last else None,
+            "timestamp": last_time,
             "averageLatency": ms(average),
             "minLatency": ms(low[0]) if low else None,
             "minLatencyTime": when(low[1]) if low else None,
             "maxLatency": ms(high[0]) if high else None,
             "maxLatencyTime": when(high[1]) if high else None,
             "lastLatency": ms(last[0]) if last else None,
-            "lastLatencyTime": when(last[1]) if last else None,
+            "lastLatencyTime": last_time,
         }
 
     async def history(self, request: web.Request) -> web.Response:
