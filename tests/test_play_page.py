@@ -74,7 +74,7 @@ async def join(page: Page, name: str, port: int) -> None:
     await expect(page.locator(f"#port option[value='{port}']")).to_have_count(1)
     await page.select_option("#port", str(port))
     await page.click("#join")
-    await page.wait_for_function("window.midihubPlay.connection === 'joined'")
+    await wait_hook(page, "p.connection === 'joined'")
     await page.locator("body").click(position={"x": 5, "y": 5})  # focus off the form
 
 
@@ -219,7 +219,7 @@ async def test_web_midi_devices_play_and_hear_through_the_page(browser: Browser)
             assert alice.received == wanted, seed
             # What the room plays goes out to the device.
             alice.send(note_on(3, 40, 99), note_off(3, 40))
-            await page.wait_for_function("window.__fakeMidi.output.sent.length === 2")
+            await page.wait_for_function("() => window.__fakeMidi.output.sent.length === 2")
             assert await page.evaluate("window.__fakeMidi.output.sent") == [
                 [0x93, 40, 99],
                 [0x83, 40, 0],
