@@ -36,6 +36,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import browser as browser_scenario
 import psutil  # type: ignore[import-untyped]
 from common import LOCALHOST, free_port_block, free_tcp_port
 
@@ -1237,6 +1238,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["", "Hub log warnings/errors:", ""]
             lines += [f"    {line}" for line in problems]
         lines.append("")
+    lines += browser_scenario.markdown(report.get("browser"))
     lines += ["## Hot spots", ""]
     for loop, results in report["loops"].items():
         profile = dict(results.get("profile") or {})
@@ -1344,6 +1346,8 @@ def main() -> None:
             profile=not args.no_profile and index == 0,
             dashboards=args.dashboards == "all" or (args.dashboards == "first" and index == 0),
         )
+    log("browser scenario (WebSocket participant)")
+    report["browser"] = browser_scenario.run(args.quick)
     report["background_cpu_pct_after"] = psutil.cpu_percent(interval=1.0)
     times_after = psutil.cpu_times()
     report["steal_pct"] = steal_percent(times_before, times_after)

@@ -120,9 +120,17 @@ class RunningHub:
 async def serving(
     text: str, public: bool = True, **overrides: Any
 ) -> AsyncIterator[tuple[RunningHub, str]]:
-    with RunningHub(make_config(text, **overrides)) as running:
+    config = make_config(text, **overrides)
+    with RunningHub(config) as running:
         loop = asyncio.get_running_loop()
-        api = Api(running.hub, token=TOKEN, public=public, hub_time=loop.time)
+        api = Api(
+            running.hub,
+            token=TOKEN,
+            public=public,
+            hub_time=loop.time,
+            flush=running.server.flush,
+            web_settings=config.web,
+        )
         running.server.on_forward = api.metrics.observe_forward
         web = WebServer(api.application(), "127.0.0.1", 0)
         await web.start()

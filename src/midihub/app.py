@@ -255,6 +255,8 @@ class App:
             bind=host,
             monitor_viewers=settings.monitor_viewers,
             monitor_viewers_per_ip=settings.monitor_viewers_per_ip,
+            flush=self.server.flush if self.server is not None else None,
+            web_settings=settings,
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward

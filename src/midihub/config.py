@@ -52,6 +52,10 @@ class GroupConfig(_Strict):
     out_port: int = Field(alias="out")
     record: RecordMode = Field(default="off", description="auto: record while anyone plays")
     journal: bool = Field(default=True, description="recovery journals to this group's peers")
+    browser: bool = Field(default=False, description="browsers may join from /play")
+    key: str | None = Field(
+        default=None, min_length=4, max_length=128, description="browsers need it (the link has it)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -71,6 +75,10 @@ class RoomConfig(_Strict):
     port: int
     record: RecordMode = Field(default="off", description="auto: record while anyone plays")
     journal: bool = Field(default=True, description="recovery journals to this room's peers")
+    browser: bool = Field(default=False, description="browsers may join from /play")
+    key: str | None = Field(
+        default=None, min_length=4, max_length=128, description="browsers need it (the link has it)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -126,6 +134,22 @@ class WebConfig(_Strict):
     monitor_viewers: int = Field(default=64, ge=1, le=4096, description="monitor streams, all")
     monitor_viewers_per_ip: int = Field(
         default=8, ge=1, le=4096, description="monitor streams per client IP (IPv6: per /64)"
+    )
+    max_browser_per_port: int = Field(
+        default=16, ge=1, le=1024, description="browser participants on one port"
+    )
+    browser_per_ip: int = Field(
+        default=8, ge=1, le=4096, description="browser connections per client IP (IPv6: per /64)"
+    )
+    browser_rate: float = Field(
+        default=200.0, gt=0, description="MIDI messages/s one browser may send (sustained)"
+    )
+    browser_burst: int = Field(default=400, ge=1, description="MIDI messages in a burst")
+    browser_max_frame: int = Field(
+        default=4096, ge=64, le=1 << 20, description="bytes of one WebSocket message"
+    )
+    browser_queue: int = Field(
+        default=256, ge=8, le=65536, description="frames a slow browser may have waiting"
     )
 
     @field_validator("listen")
@@ -296,10 +320,30 @@ class HubConfig(_Strict):
         """Every port pair the hub listens on, with its role."""
         specs: list[EndpointSpec] = []
         for name, group in self.groups.items():
-            specs.append(EndpointSpec(group.in_port, name, "in", group.journal, group.record))
-            specs.append(EndpointSpec(group.out_port, name, "out", group.journal, group.record))
+            for port, role in ((group.in_port, "in"), (group.out_port, "out")):
+                specs.append(
+                    EndpointSpec(
+                        port,
+                        name,
+                        role,  # type: ignore[arg-type]
+                        journal=group.journal,
+                        record=group.record,
+                        browser=group.browser,
+                        key=group.key,
+                    )
+                )
         for name, room in self.rooms.items():
-            specs.append(EndpointSpec(room.port, name, "room", room.journal, room.record))
+            specs.append(
+                EndpointSpec(
+                    room.port,
+                    name,
+                    "room",
+                    journal=room.journal,
+                    record=room.record,
+                    browser=room.browser,
+                    key=room.key,
+                )
+            )
         return specs
 
     def spec(self) -> HubSpec:

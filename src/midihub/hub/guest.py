@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from midihub.midi.held import NoteState
-from midihub.rtp import Command
+from midihub.rtp import Command, Peer
 
 
 class Guest(abc.ABC):
@@ -37,6 +37,11 @@ class Guest(abc.ABC):
     def deliver(self, commands: Sequence[Command], now: float) -> None:
         """MIDI for this participant. Must not block or raise: queue it, and if the
         participant cannot keep up, drop it (and ``close``) on the transport's side."""
+
+    def deliver_from(self, sender: Peer, commands: Sequence[Command], now: float) -> None:
+        """MIDI another participant played. A transport that shows who played what (a
+        browser lights keys per player) overrides this; the rest get ``deliver``."""
+        self.deliver(commands, now)
 
     @abc.abstractmethod
     def close(self, reason: str) -> None:

@@ -311,7 +311,7 @@ class Hub:
             else:
                 receivers = [s for s in endpoint.host.established if s is not sender]
             guests = [g for g in endpoint.guests if g is not sender]
-            sections = self._deliver(endpoint, receivers, guests, commands, sections, now)
+            sections = self._deliver(endpoint, receivers, guests, commands, sections, now, sender)
             self.messages_forwarded += len(commands) * (len(receivers) + len(guests))
 
     def _deliver(
@@ -322,16 +322,21 @@ class Hub:
         commands: list[Command],
         sections: list[Section] | None,
         now: float,
+        sender: Peer | None = None,
     ) -> list[Section] | None:
         """``commands`` to these participants of ``endpoint``, counted. RTP sections are
-        encoded once, whatever the number of receivers (and ports: they are returned)."""
+        encoded once, whatever the number of receivers (and ports: they are returned).
+        ``sender``: who played them (guests that show it are told); None: the hub."""
         if sessions:
             if sections is None:
                 sections = encode_sections(commands, MAX_LIST_LENGTH)
             endpoint.host.send(sessions, sections, now)
             self._dirty.add(endpoint)
         for guest in guests:
-            guest.deliver(commands, now)
+            if sender is None:
+                guest.deliver(commands, now)
+            else:
+                guest.deliver_from(sender, commands, now)
         count = len(commands)
         endpoint.messages_out += count * (len(sessions) + len(guests))
         stats = self.stats

@@ -23,6 +23,11 @@ class EndpointSpec:
     role: Role
     journal: bool = True  # send recovery journals to this port's peers
     record: Literal["off", "auto"] = "off"
+    browser: bool = False  # browsers may join it over WebSocket (/play)
+    key: str | None = None  # ... when they know this
+
+    def __repr__(self) -> str:  # never the key (logs, tracebacks)
+        return f"EndpointSpec({self.port}, {self.label!r}, browser={self.browser})"
 
     @property
     def label(self) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from midihub import __version__
+from midihub.config import WebConfig
 from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Peer
@@ -29,8 +30,13 @@ from midihub.web.events import LiveEvents
 from midihub.web.guard import MAX_BODY, Guard, Handler, error, json_object
 from midihub.web.metrics import CONTENT_TYPE, Metrics
 from midihub.web.monitor import Monitor
+from midihub.web.play import PlayApi
 
 STATIC = Path(__file__).parent / "static"
+OPEN_PATHS = frozenset(  # no token: the home page, and what musicians joining from a browser use
+    {"/", "/api/health", "/api/openapi.json", "/favicon.ico", "/play", "/api/play/ports"}
+    | {"/api/play/ws"}
+)
 STREAMS = frozenset({"/api/monitor", "/api/events"})  # EventSource: ?token= allowed
 PORT_TEXT = re.compile(r"[0-9]{1,5}")
 MAX_POINTS = 500  # per series in one history answer
@@ -74,6 +80,8 @@ class Api:
         bind: str = "127.0.0.1",
         monitor_viewers: int = 64,
         monitor_viewers_per_ip: int = 8,
+        flush: Callable[[], None] | None = None,
+        web_settings: WebConfig | None = None,
     ) -> None:
         self._reload = reload  # returns None when done, else why it was refused
         self.hub = hub
@@ -87,6 +95,9 @@ class Api:
         self.monitor = Monitor(hub, limit=monitor_viewers, per_ip=monitor_viewers_per_ip)
         self.metrics = Metrics(hub, web=self.guard.counters, monitor=self.monitor)
         self.events = LiveEvents(hub, self._live_document)
+        # Browser participants; ``flush`` sends at once what they play (HubServer.flush).
+        self.play = PlayApi(hub, flush=flush, settings=web_settings)
+        self.metrics.registry.register(self.play.collector())
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -101,6 +112,7 @@ class Api:
             web.get("/api/events", self.events_stream),
             web.get("/metrics", self.prometheus),
             web.get("/", self.index),
+            *self.play.routes(),
             web.static("/static", STATIC, append_version=False),
         ]
 
@@ -108,6 +120,7 @@ class Api:
         self.monitor.close()
         self.events.close()
         self.metrics.close()
+        self.play.close()
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -134,11 +147,7 @@ class Api:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         control = request.method not in ("GET", "HEAD", "OPTIONS")
-        open_read = (
-            self.public
-            or request.path in ("/", "/api/health", "/api/openapi.json")
-            or request.path.startswith("/static/")
-        )
+        open_read = self.public or request.path in OPEN_PATHS or request.path.startswith("/static/")
         if control or not open_read:
             query = not control and request.path in STREAMS
             if not self.authorised(request, query=query):
@@ -163,6 +172,7 @@ class Api:
             "name": session.name,
             "address": display_address(session.address),
             "port": endpoint.port,
+            "transport": session.transport,
             "connectedSince": iso(self.to_wall(joined)),
             "connectedFor": round(self._hub_time() - joined, 1),
         }
@@ -296,17 +306,18 @@ class Api:
                 return None
             return iso(self.to_wall(at) if convert else at)
 
+        last_time = when(last[1]) if last else None  # once: the clock offset moves
         return {
             "clientName": name,
             "clientPort": port,
-            "timestamp": when(last[1]) if last else None,
+            "timestamp": last_time,
             "averageLatency": ms(average),
             "minLatency": ms(low[0]) if low else None,
             "minLatencyTime": when(low[1]) if low else None,
             "maxLatency": ms(high[0]) if high else None,
             "maxLatencyTime": when(high[1]) if high else None,
             "lastLatency": ms(last[0]) if last else None,
-            "lastLatencyTime": when(last[1]) if last else None,
+            "lastLatencyTime": last_time,
         }
 
     async def history(self, request: web.Request) -> web.Response:

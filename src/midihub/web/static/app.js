@@ -56,7 +56,7 @@ function show(page) {
   location.hash = page;
   pages[page]();
 }
-for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => show(tab.dataset.page));
+for (const tab of document.querySelectorAll("button.tab")) tab.addEventListener("click", () => show(tab.dataset.page));
 
 async function loadPorts() {
   try {
@@ -79,7 +79,7 @@ function renderOverview() {
   box.replaceChildren(...ports.map((port) => {
     const list = port.participants.length
       ? el("ul", {}, ...port.participants.map((p) => el("li", { class: "participant", "data-name": p.name, "data-id": p.id },
-          el("span", {}, p.name || "(unnamed)", " ", el("span", { class: "addr" }, p.address)),
+          el("span", {}, p.name || "(unnamed)", " ", el("span", { class: "addr" }, p.transport && p.transport !== "rtp" ? `${p.address} · ${p.transport}` : p.address)),
           el("span", { class: "addr since", "data-since": p.connectedSince || "" }, duration(p.connectedFor)))))
       : el("p", { class: "empty" }, "no one connected");
     return el("div", { class: "card port", "data-port": String(port.port) },
