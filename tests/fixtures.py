@@ -6,18 +6,21 @@ their types for the tests' signatures:
   base URL of its web server;
 - ``make_peer(name, **fields)``: a ``PyPeer`` on its own sockets;
 - ``await npm_peers(*names)``: npm ``rtpmidi`` peers, one Node process each;
-- ``await start_proxy(target_port, to_target, to_peer)``: a delay/loss proxy.
+- ``await start_proxy(target_port, to_target, to_peer)``: a delay/loss proxy;
+- ``make_raw_pair(host="127.0.0.2", port=0)``: raw control/data sockets (an attacker's,
+  or a remote that never answers) that record every datagram they receive.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 
+from tests.attacks.udp import RawPair
 from tests.interop.npm_peer import NpmPeer
 from tests.proxy import PathRules, UdpProxy
 from tests.support import LOCALHOST, PyPeer, RunningHub, make_config, serving
@@ -27,10 +30,11 @@ Serve = Callable[..., Awaitable[tuple[RunningHub, str]]]
 MakePeer = Callable[..., PyPeer]
 NpmPeers = Callable[..., Awaitable[list[NpmPeer]]]
 StartProxy = Callable[..., Awaitable[UdpProxy]]
+MakeRawPair = Callable[..., RawPair]
 
 
 @pytest.fixture
-def start_hub() -> Iterator[StartHub]:
+async def start_hub() -> AsyncIterator[StartHub]:
     """``start_hub(config_text, **overrides)``: a started RunningHub, closed at teardown."""
     hubs: list[RunningHub] = []
 
@@ -102,3 +106,18 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
     yield start
     for proxy in proxies:
         proxy.close()
+
+
+@pytest.fixture
+async def make_raw_pair() -> AsyncIterator[MakeRawPair]:
+    """Raw sockets that record every datagram they receive."""
+    made: list[RawPair] = []
+
+    def make(host: str = "127.0.0.2", port: int = 0) -> RawPair:
+        pair = RawPair(host, port)
+        made.append(pair)
+        return pair
+
+    yield make
+    for pair in made:
+        pair.close()

@@ -19,9 +19,10 @@ from midihub.midi.notes import NoteRange
 from midihub.rtp import Address, PortKind
 from midihub.rtp.session import GUARD_FIRST
 from tests import tshark
+from tests.fixtures import MakePeer, StartHub
 from tests.interop.npm_peer import NpmPeer
-from tests.proxy import PathRules, UdpProxy, is_rtp
-from tests.support import LOCALHOST, PyPeer, RunningHub, free_ports, make_config, wait_for
+from tests.proxy import PathRules, is_rtp
+from tests.support import LOCALHOST, PyPeer, free_ports, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,25 +43,27 @@ def is_guard(data: bytes) -> bool:
     return data[12] == 0x40  # an empty command list with J = 1
 
 
-async def test_guard_packets_leave_within_10_ms_of_their_due_time() -> None:
+async def test_guard_packets_leave_within_10_ms_of_their_due_time(
+    start_hub: StartHub, make_peer: MakePeer
+) -> None:
     port_in, port_out = free_ports(2)
-    with RunningHub(make_config(f"[groups]\nG = [{port_in}, {port_out}]")):
-        sender, receiver = PyPeer("sender"), TimedPeer("receiver")
-        try:
-            await sender.connect(port_in)
-            await receiver.connect(port_out)
-            await asyncio.sleep(0.3)
-            sender.send(note_on(0, 60, 100))
-            await wait_for(lambda: sum(map(is_guard, (d for _, d in receiver.arrivals))) >= 3, 5)
-            forwarded = next(t for t, d in receiver.arrivals if not is_guard(d))
-            guards = [t for t, d in receiver.arrivals if is_guard(d)][:3]
-            # Due 50 ms after the burst, then 100 and 200 ms after each other.
-            due = [forwarded + GUARD_FIRST * (2 ** (k + 1) - 1) for k in range(3)]
-            errors = [round((g - d) * 1000, 1) for g, d in zip(guards, due, strict=True)]
-            assert all(abs(e) <= 10 for e in errors), f"guard timing errors (ms): {errors}"
-        finally:
-            sender.close()
-            receiver.close()
+    start_hub(f"[groups]\nG = [{port_in}, {port_out}]")
+    sender, receiver = make_peer("sender"), TimedPeer("receiver")
+    try:
+        await sender.connect(port_in)
+        await receiver.connect(port_out)
+        await asyncio.sleep(0.3)
+        sender.send(note_on(0, 60, 100))
+        await wait_for(lambda: sum(map(is_guard, (d for _, d in receiver.arrivals))) >= 3, 5)
+        forwarded = next(t for t, d in receiver.arrivals if not is_guard(d))
+        guards = [t for t, d in receiver.arrivals if is_guard(d)][:3]
+        # Due 50 ms after the burst, then 100 and 200 ms after each other.
+        due = [forwarded + GUARD_FIRST * (2 ** (k + 1) - 1) for k in range(3)]
+        errors = [round((g - d) * 1000, 1) for g, d in zip(guards, due, strict=True)]
+        assert all(abs(e) <= 10 for e in errors), f"guard timing errors (ms): {errors}"
+    finally:
+        sender.close()
+        receiver.close()
 
 
 def performance(seed: int) -> list[list[bytes]]:
@@ -87,49 +90,49 @@ async def test_npm_player_to_a_journal_reader_behind_loss_ends_with_nothing_on(
     tmp_path: Path,
 ) -> None:
     port_in, port_out = free_ports(2)
-    with RunningHub(make_config(f"[groups]\nG = [{port_in}, {port_out}]")) as running:
-        sent = spy_on(running.hub)
-        rng = random.Random(5)
-        drop_next = [False]
+    running = start_hub(f"[groups]\nG = [{port_in}, {port_out}]")
+    sent = spy_on(running.hub)
+    rng = random.Random(5)
+    drop_next = [False]
 
-        def drop(data: bytes, index: int) -> bool:
-            if not is_rtp(data):
-                return False
-            if drop_next[0]:
-                drop_next[0] = False
-                return True
-            return rng.random() < 0.1
+    def drop(data: bytes, index: int) -> bool:
+        if not is_rtp(data):
+            return False
+        if drop_next[0]:
+            drop_next[0] = False
+            return True
+        return rng.random() < 0.1
 
-        player = await NpmPeer.start("npm player")
-        receiver = PyPeer("reader")
-        proxy = await UdpProxy(port_out, PathRules(), PathRules(drop=drop)).start()
-        try:
-            await player.connect(port_in)
-            await receiver.connect(proxy.port)
-            await wait_for(lambda: len(running.participants(port_in)) == 1, 10, "the player")
-            played = performance(3)
-            for i, packet in enumerate(played):
-                player.send(*packet)
-                if i % 10 == 0:
-                    await asyncio.sleep(0.005)
-            total = sum(map(len, played))
-            await wait_for(lambda: running.hub.messages_forwarded >= total, 20, "the performance")
-            await asyncio.sleep(0.2)
-            drop_next[0] = True  # the panic's first packet is lost
-            running.hub.panic(port_out, NoteRange.ALL, asyncio.get_running_loop().time())
-            running.server.flush()
-            await wait_for(lambda: receiver.state.held() == {}, 10, "nothing held")
-            await asyncio.sleep(1.0)  # guards have passed: still nothing on
-            assert receiver.state.held() == {}
-            for channel in (0, 1):
-                state = receiver.state.channels[channel]
-                assert not state.notes and not state.sustain and not state.sostenuto
-                assert state.bend == PITCH_BEND_CENTRE
-            assert proxy.to_peer.dropped >= 10 and not drop_next[0]  # the panic's first too
-        finally:
-            await player.close()
-            receiver.close()
-            proxy.close()
+    player = await NpmPeer.start("npm player")
+    receiver = make_peer("reader")
+    proxy = await start_proxy(port_out, PathRules(), PathRules(drop=drop))
+    try:
+        await player.connect(port_in)
+        await receiver.connect(proxy.port)
+        await wait_for(lambda: len(running.participants(port_in)) == 1, 10, "the player")
+        played = performance(3)
+        for i, packet in enumerate(played):
+            player.send(*packet)
+            if i % 10 == 0:
+                await asyncio.sleep(0.005)
+        total = sum(map(len, played))
+        await wait_for(lambda: running.hub.messages_forwarded >= total, 20, "the performance")
+        await asyncio.sleep(0.2)
+        drop_next[0] = True  # the panic's first packet is lost
+        running.hub.panic(port_out, NoteRange.ALL, asyncio.get_running_loop().time())
+        running.server.flush()
+        await wait_for(lambda: receiver.state.held() == {}, 10, "nothing held")
+        await asyncio.sleep(1.0)  # guards have passed: still nothing on
+        assert receiver.state.held() == {}
+        for channel in (0, 1):
+            state = receiver.state.channels[channel]
+            assert not state.notes and not state.sustain and not state.sostenuto
+            assert state.bend == PITCH_BEND_CENTRE
+        assert proxy.to_peer.dropped >= 10 and not drop_next[0]  # the panic's first too
+    finally:
+        await player.close()
+        receiver.close()
+        proxy.close()
     datagrams = [(h, d, data) for h, d, data in sent if d[0] == LOCALHOST]
     counts = tshark.check(datagrams, tmp_path) if tshark.available() else {}
     print(counts)

@@ -12,8 +12,8 @@ import pytest
 
 from midihub.hub.notes import NoteState
 from midihub.rtp import Timing
-from tests.proxy import PathRules, UdpProxy, is_rtp
-from tests.support import PyPeer, RunningHub, free_ports, make_config, wait_for
+from tests.proxy import PathRules, is_rtp
+from tests.support import RunningHub, free_ports, make_config, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -49,13 +49,13 @@ async def play(leg: str, journal: bool, seed: int = 11) -> tuple[NoteState, int,
     config = make_config(f"[groups]\nG = [{port_in}, {port_out}]", journal=journal)
     with RunningHub(config):
         drop = drop_ten_percent(seed)
-        sender = PyPeer("sender", timing=Timing(journal=journal))
-        receiver = PyPeer("receiver")
+        sender = make_peer("sender", timing=Timing(journal=journal))
+        receiver = make_peer("receiver")
         if leg == "sender":
-            proxy = await UdpProxy(port_in, PathRules(drop=drop), PathRules()).start()
+            proxy = await start_proxy(port_in, PathRules(drop=drop), PathRules())
             sender_port, receiver_port = proxy.port, port_out
         else:
-            proxy = await UdpProxy(port_out, PathRules(), PathRules(drop=drop)).start()
+            proxy = await start_proxy(port_out, PathRules(), PathRules(drop=drop))
             sender_port, receiver_port = port_in, proxy.port
         try:
             await sender.connect(sender_port)
