@@ -4,7 +4,7 @@ their types for the tests' signatures:
 - ``start_hub(config_text, **overrides)``: a ``RunningHub`` on real sockets;
 - ``await serve_hub(config_text, public=True, **overrides)``: a running hub and the
   base URL of its web server;
-- ``make_peer(name, **fields)``: a ``PyPeer`` on its own sockets;
+- ``make_peer(name, cls=PyPeer, **fields)``: a ``PyPeer`` (or subclass) on its own sockets;
 - ``await npm_peers(*names)``: npm ``rtpmidi`` peers, one Node process each;
 - ``await start_proxy(target_port, to_target, to_peer)``: a delay/loss proxy;
 - ``make_raw_pair(host="127.0.0.2", port=0)``: raw control/data sockets (an attacker's,
@@ -65,8 +65,8 @@ async def make_peer() -> AsyncIterator[MakePeer]:
     """``make_peer(name, **fields)``: a PyPeer on its own sockets, closed at teardown."""
     made: list[PyPeer] = []
 
-    def make(name: str, **fields: Any) -> PyPeer:
-        peer = PyPeer(name, **fields)
+    def make(name: str, cls: type[PyPeer] = PyPeer, **fields: Any) -> PyPeer:
+        peer = cls(name, **fields)
         made.append(peer)
         return peer
 
