@@ -27,9 +27,8 @@ def scripted() -> list[bytes]:
             messages += [pitch_bend(channel, 2000 + i * 100), control_change(channel, 1, i)]
         if i % 25 == 0:
             messages.append(bytes([0xF0, 0x7D, i, 1, 2, 3, 0xF7]))
-    return [*messages, pitch_bend(0, PITCH_BEND_CENTRE), pitch_bend(1, PITCH_BEND_CENTRE)] + [
-        control_change(0, 64, 0)
-    ]
+    centre = [pitch_bend(channel, PITCH_BEND_CENTRE) for channel in (0, 1)]
+    return [*messages, *centre, control_change(0, 64, 0)]
 
 
 def random_packets(
