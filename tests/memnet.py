@@ -26,7 +26,7 @@ from midihub.rtp import (
     Timing,
     encode_sections,
 )
-from midihub.rtp.recovery import MAX_LIST_LENGTH, repair
+from midihub.rtp.recovery import MAX_LIST_LENGTH
 from tests.seeds import seeded
 
 HUB_HOST = "10.0.0.1"
@@ -74,15 +74,13 @@ class MemPeer:
 
     def deliver(self, data: bytes, kind: PortKind, src: Address, now: float) -> None:
         for event in self.host.receive(data, kind, src, now):
-            if isinstance(event, MidiReceived):
-                commands = event.commands
+            if isinstance(event, MidiReceived):  # repaired by the session after a loss
                 if event.journal is not None:
                     journal = event.journal
                     self.quiet.update((c.channel, n) for c in journal.channels for n, _ in c.quiet)
-                    commands = repair(journal, self.synth) + commands
-                self.synth.update(commands)
-                self.received += len(commands)
-                self.heard += [message for _, message in commands]
+                self.synth.update(event.commands)
+                self.received += len(event.commands)
+                self.heard += [message for _, message in event.commands]
 
 
 class MemNet:

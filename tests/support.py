@@ -28,7 +28,7 @@ from midihub.rtp import (
     Timing,
     encode_sections,
 )
-from midihub.rtp.recovery import MAX_LIST_LENGTH, repair
+from midihub.rtp.recovery import MAX_LIST_LENGTH
 from midihub.web import Api, WebServer
 from tests.ports import LOCALHOST as LOCALHOST
 from tests.ports import free_port_pair as free_port_pair
@@ -126,12 +126,9 @@ class PyPeer:
         for data, addr in batch:
             for event in self.host.receive(data, kind, addr, now):
                 self.events.append(event)
-                if isinstance(event, MidiReceived):
-                    commands = event.commands
-                    if event.journal is not None:  # a receiver that repairs from journals
-                        commands = repair(event.journal, self.state) + commands
-                    self.state.update(commands)
-                    self.received.extend(message for _, message in commands)
+                if isinstance(event, MidiReceived):  # repaired by the session after a loss
+                    self.state.update(event.commands)
+                    self.received.extend(message for _, message in event.commands)
         self.flush()
 
     def _tick(self) -> None:

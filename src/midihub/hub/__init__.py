@@ -3,7 +3,7 @@
 from midihub.hub.endpoint import Endpoint
 from midihub.hub.guest import Guest
 from midihub.hub.hub import Hub, Outgoing, Reconfigured, display_address, participant_id
-from midihub.hub.notes import NoteState, NoteTracker
+from midihub.hub.notes import NoteState
 from midihub.hub.router import Router
 
 __all__ = [
@@ -11,7 +11,6 @@ __all__ = [
     "Guest",
     "Hub",
     "NoteState",
-    "NoteTracker",
     "Outgoing",
     "Reconfigured",
     "Router",

@@ -12,6 +12,7 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
+from midihub.midi.held import NoteState
 from midihub.rtp import Command
 
 
@@ -30,6 +31,7 @@ class Guest(abc.ABC):
         self.rtt: float | None = None
         self.packets_received = 0
         self.packets_lost = 0
+        self.held = NoteState()  # kept by the hub from what it plays
 
     @abc.abstractmethod
     def deliver(self, commands: Sequence[Command], now: float) -> None:

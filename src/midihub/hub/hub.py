@@ -36,7 +36,7 @@ from midihub.rtp import (
     Timing,
     encode_sections,
 )
-from midihub.rtp.recovery import MAX_LIST_LENGTH, JournalSender, repair
+from midihub.rtp.recovery import MAX_LIST_LENGTH
 
 __all__ = ["MAX_LIST_LENGTH", "Hub", "Outgoing", "Reconfigured"]
 
@@ -73,7 +73,6 @@ class Hub:
         self.panics = 0
         self.journal_repairs = 0  # messages recreated from recovery journals
         self.stats: dict[Peer, ParticipantStats] = {}
-        self._held: dict[Peer, NoteState] = {}  # per source participant
         self._guest_ports: dict[Guest, int] = {}
         self._router = Router([])
         self._dirty: set[Endpoint] = set()  # endpoints whose outbox may hold datagrams
@@ -194,31 +193,19 @@ class Hub:
                     link = self._hub_links.pop(event.session)
                     if link is not None and link.session is event.session:
                         link.failed(now, event.reason)
-                state = self._held.pop(event.session, None)
-                if state is not None:
-                    self.release(endpoint, event.session, state, now)
+                self.release(endpoint, event.session, event.session.held, now)
                 self._emit(endpoint, event)
                 self.stats.pop(event.session, None)
                 continue
             self._emit(endpoint, event)
 
     def _midi(self, endpoint: Endpoint, event: MidiReceived, now: float) -> None:
-        """MIDI from a participant: repair from its journal after a loss, track what it
-        holds, forward it, show it to the monitor."""
-        state = self._held.get(event.session)
-        if state is None:
-            state = self._held[event.session] = NoteState()
+        """MIDI from a participant (its session already repaired it after a loss and
+        keeps what it holds): count it, forward it, show it to the monitor."""
         commands = event.commands
-        if event.journal is not None:  # packets were lost: repair first
-            repairs = repair(event.journal, state)
-            if repairs:
-                self.journal_repairs += len(repairs)
-                endpoint.journal_repairs += len(repairs)
-                commands = repairs + commands
-                event.commands = commands
-        if not commands:
-            return
-        state.update(commands)
+        if event.repaired:
+            self.journal_repairs += event.repaired
+            endpoint.journal_repairs += event.repaired
         self._stats(event.session).messages_in += len(commands)
         endpoint.messages_in += len(commands)
         self._forward(endpoint, event.session, commands, now)
@@ -249,6 +236,7 @@ class Hub:
         if port is None or not commands:
             return
         endpoint = self.endpoints[port]
+        guest.held.update(commands)
         self._midi(endpoint, MidiReceived(guest, commands), now)
 
     def measured(self, guest: Guest, rtt: float, now: float) -> None:
@@ -286,11 +274,7 @@ class Hub:
         return not any(fnmatch.fnmatchcase(name, p.casefold()) for p in config.journal_off)
 
     def _apply_journal_policy(self, endpoint: Endpoint, session: Session) -> None:
-        wanted = self.journal_wanted(endpoint, session)
-        if not wanted:
-            session.journal = None
-        elif session.journal is None:
-            session.journal = JournalSender()  # turned back on: covers from now
+        session.use_journal(self.journal_wanted(endpoint, session))
 
     def _stats(self, session: Peer) -> ParticipantStats:
         stats = self.stats.get(session)
@@ -306,8 +290,8 @@ class Hub:
             self.notes_released += sum(1 for _, msg in commands if msg[0] & 0xF0 == 0x80)
             self._forward(source, session, commands, now)
 
-    def held(self, session: Peer) -> NoteState | None:
-        return self._held.get(session)
+    def held(self, session: Peer) -> NoteState:
+        return session.held
 
     def _forward(self, source: Endpoint, sender: Peer, commands: list[Command], now: float) -> None:
         targets = self._router.targets(source.port)
@@ -453,9 +437,7 @@ class Hub:
         to everyone (shutdown)."""
         for endpoint in self.endpoints.values():
             for peer in endpoint.participants:
-                state = self._held.pop(peer, None)
-                if state is not None:
-                    self.release(endpoint, peer, state, now)
+                self.release(endpoint, peer, peer.held, now)
         for endpoint in self.endpoints.values():
             self._close_guests(endpoint, LeaveReason.SHUTDOWN, now)
             self._handle(endpoint, endpoint.host.close(LeaveReason.SHUTDOWN), now)

@@ -21,7 +21,7 @@ FLAG_B: Final = 0x80
 FLAG_J: Final = 0x40
 FLAG_Z: Final = 0x20
 FLAG_P: Final = 0x10
-MAX_LIST_LENGTH: Final = 0x0FFF
+LIST_LENGTH_LIMIT: Final = 0x0FFF  # the 12-bit LEN of a command section (RFC 6295 §3)
 SYSEX_CANCEL: Final = 0xF4
 
 MAX_DELTA: Final = 0x0FFFFFFF  # four 7-bit groups
@@ -245,8 +245,8 @@ def encode_section(body: bytes, journal: bool = False) -> bytes:
     flags = FLAG_Z | (FLAG_J if journal else 0)
     if length <= 0x0F:
         return bytes((flags | length,)) + body
-    if length > MAX_LIST_LENGTH:
-        raise ValueError(f"MIDI list of {length} bytes exceeds {MAX_LIST_LENGTH}")
+    if length > LIST_LENGTH_LIMIT:
+        raise ValueError(f"MIDI list of {length} bytes exceeds {LIST_LENGTH_LIMIT}")
     return bytes((FLAG_B | flags | (length >> 8), length & 0xFF)) + body
 
 

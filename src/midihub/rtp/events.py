@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from midihub.midi.held import NoteState
 from midihub.rtp.commands import Command
 from midihub.rtp.recovery import Journal
 
@@ -49,6 +50,10 @@ class Peer(Protocol):
     @property
     def packets_lost(self) -> int: ...
 
+    @property
+    def held(self) -> NoteState:
+        """What it holds down now (notes, pedals, bend): released when it goes."""
+
 
 class LeaveReason(enum.StrEnum):
     """Why a participant is gone (a ``str``: logs and the API show the value)."""
@@ -78,12 +83,13 @@ class PeerJoined(Event):
 
 @dataclass(slots=True)
 class MidiReceived(Event):
-    """Complete MIDI messages (SysEx reassembled) with their delta times, in order."""
+    """Complete MIDI messages (SysEx reassembled) with their delta times, in order:
+    after a loss, first those ``repaired`` from the packet's recovery journal (the
+    session already brought what the participant holds up to date)."""
 
     commands: list[Command]
-    # Set when packets were lost just before this one and it carried a recovery
-    # journal: the receiver repairs its state from it before playing ``commands``.
-    journal: Journal | None = None
+    repaired: int = 0  # how many of ``commands`` came from the journal
+    journal: Journal | None = None  # the journal read after a loss, for observers
 
 
 @dataclass(slots=True)

@@ -155,10 +155,7 @@ class Host:
                 return []
             if not session.joined:
                 return self._dropped(Drop.NOT_JOINED)
-            session.heard(size, now)
-            session.feedback_sequence = packet.sequence
-            if session.journal is not None:
-                session.journal.on_feedback(packet.sequence)
+            session.on_feedback(packet.sequence, size, now)
             return []
         if not isinstance(packet, Invitation):  # RL: noted, nothing to do for MIDI rates
             return []
@@ -369,7 +366,7 @@ class Host:
         self._established = None
         if bye:
             session.send_bye()
-        session.state = State.CLOSED
+        session.close()
         self._local_ssrcs.discard(session.local_ssrc)
         self._public_ids.discard(session.public_id)
         if session.joined_at is None and session.role is Role.RESPONDER:

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from midihub.midi.held import NoteState
 from midihub.rtp import packets
 from midihub.rtp.commands import FLAG_J, Command, Section, SysexAssembler
-from midihub.rtp.errors import ProtocolError
+from midihub.rtp.errors import LocalProtocolError, ProtocolError
 from midihub.rtp.events import (
     Event,
     LatencyMeasured,
@@ -38,6 +39,7 @@ from midihub.rtp.recovery import (
     JournalSender,
     decode_journal,
 )
+from midihub.rtp.recovery import repair as recovery_repair
 from midihub.rtp.sequence import SequenceTracker
 
 Address = tuple[Any, ...]
@@ -82,11 +84,25 @@ class Role(enum.Enum):
 
 
 class State(enum.Enum):
+    """Where a session is; the only moves are those in ``TRANSITIONS``."""
+
     INVITING_CONTROL = "inviting-control"  # initiator: IN sent to the control port
     INVITING_DATA = "inviting-data"  # initiator: IN sent to the data port
     HALF_OPEN = "half-open"  # responder: control IN accepted, data IN awaited
     ESTABLISHED = "established"
     CLOSED = "closed"
+
+
+TRANSITIONS: Final[dict[State, frozenset[State]]] = {
+    # initiator: IN on the control port, then on the data port, then up
+    State.INVITING_CONTROL: frozenset({State.INVITING_DATA, State.CLOSED}),
+    State.INVITING_DATA: frozenset({State.ESTABLISHED, State.CLOSED}),
+    # responder: the control-port IN accepted, the data-port IN completes it
+    State.HALF_OPEN: frozenset({State.ESTABLISHED, State.CLOSED}),
+    # joining (the clock-sync proof) happens within ESTABLISHED: see ``joined``
+    State.ESTABLISHED: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset({State.CLOSED}),
+}
 
 
 @dataclass(slots=True)
@@ -147,6 +163,7 @@ class Session:
         self._clock_offset = clock_offset  # random: our CK stamps are not guessable
         self._seq_out = _RANDOM.getrandbits(16) if initial_sequence is None else initial_sequence
         self.sequence = SequenceTracker()
+        self.held = NoteState()  # what the peer holds, by what it sent (and journals)
         self._rs_due: float | None = None
         self._sysex = SysexAssembler(self._limits.max_sysex)
         self._sysex_budget = TokenBucket(
@@ -228,7 +245,7 @@ class Session:
             self.peer_ssrc = packet.ssrc
             self.peer_name = packet.name or self.peer_name
             self.control_addr = addr
-            self.state = State.INVITING_DATA
+            self._move(State.INVITING_DATA)
             self._invite_attempts = 0
             self._send_invitation(now)
             return False
@@ -322,8 +339,14 @@ class Session:
             self._rs_due = now + RS_INTERVAL
         self.packets_received += 1
         assembled = self._assemble(commands, now)
-        if assembled or repair is not None:
-            events.append(MidiReceived(self, assembled, repair))
+        repaired = 0
+        if repair is not None:  # bring what we know it holds up to date first
+            fixes = recovery_repair(repair, self.held)
+            repaired = len(fixes)
+            assembled = fixes + assembled
+        if assembled:
+            self.held.update(assembled)
+            events.append(MidiReceived(self, assembled, repaired, repair))
         return events
 
     def _assemble(self, commands: list[Command], now: float) -> list[Command]:
@@ -496,7 +519,7 @@ class Session:
         )
 
     def _establish(self, now: float) -> None:
-        self.state = State.ESTABLISHED
+        self._move(State.ESTABLISHED)
         self._last_sync = now
         if self.role is Role.INITIATOR:
             self._pending_since = now
@@ -528,13 +551,39 @@ class Session:
         """BY on both ports: some peers listen for it on one, some on the other. Never
         to an address that did not prove itself (it may be a spoofing victim)."""
         if self.role is Role.RESPONDER and self.proven_at is None:
-            self.state = State.CLOSED
+            self.close()
             return
         bye = packets.encode_invitation(Invitation(packets.BYE, self.token, self.local_ssrc))
         self._send(PortKind.CONTROL, bye, self.control_addr)
         if self.data_addr is not None:
             self._send(PortKind.DATA, bye, self.data_addr)
-        self.state = State.CLOSED
+        self.close()
+
+    def close(self) -> None:
+        """Over: nothing more is sent or accepted (the host forgets the session)."""
+        self._move(State.CLOSED)
+        self.routable = False
+
+    def use_journal(self, wanted: bool) -> None:
+        """Journals on or off for this receiver (off: a peer that misreads them). Turned
+        back on, the journal covers what is sent from then on."""
+        if not wanted:
+            self.journal = None
+        elif self.journal is None:
+            self.journal = JournalSender()
+
+    def on_feedback(self, sequence: int, size: int, now: float) -> None:
+        """RS from the peer's own address: it has every packet up to ``sequence``, so
+        the journal's checkpoint moves on."""
+        self.heard(size, now)
+        self.feedback_sequence = sequence
+        if self.journal is not None:
+            self.journal.on_feedback(sequence)
+
+    def _move(self, state: State) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"{self!r}: no move from {self.state.value} to {state.value}")
+        self.state = state
 
     def _may_send(self, size: int) -> bool:
         return self.role is Role.INITIATOR or self.proven_at is not None or self._credit >= size
