@@ -21,14 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from midihub import config as c
 from midihub.hub import Hub
 from midihub.rtp import Host, PortKind, encode_sections
-from tests.memnet import MemNet
+from tests.memnet import GROUP_AND_ROOM, MemNet
 
-CONFIG = """
-[groups]
-G = [5040, 5042]
-[rooms]
-Jam = 5060
-"""
+CONFIG = GROUP_AND_ROOM
 
 
 class Wire(MemNet):

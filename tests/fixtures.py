@@ -14,9 +14,9 @@ their types for the tests' signatures:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -60,19 +60,38 @@ async def serve_hub() -> AsyncIterator[Serve]:
         yield serve
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+T = TypeVar("T", bound=Closable)
+
+
+@contextmanager
+def closing_all(make: Callable[..., T]) -> Iterator[Callable[..., T]]:
+    """``make``, remembering what it made; all of it closed on the way out."""
+    made: list[T] = []
+
+    def remembered(*args: Any, **kwargs: Any) -> T:
+        made.append(thing := make(*args, **kwargs))
+        return thing
+
+    try:
+        yield remembered
+    finally:
+        for thing in made:
+            thing.close()
+
+
+def _peer(name: str, cls: type[PyPeer] = PyPeer, **fields: Any) -> PyPeer:
+    return cls(name, **fields)
+
+
 @pytest.fixture
 async def make_peer() -> AsyncIterator[MakePeer]:
-    """``make_peer(name, **fields)``: a PyPeer on its own sockets, closed at teardown."""
-    made: list[PyPeer] = []
-
-    def make(name: str, cls: type[PyPeer] = PyPeer, **fields: Any) -> PyPeer:
-        peer = cls(name, **fields)
-        made.append(peer)
-        return peer
-
-    yield make
-    for peer in made:
-        peer.close()
+    """``make_peer(name, cls=PyPeer, **fields)``: a PyPeer on its own sockets."""
+    with closing_all(_peer) as make:
+        yield make
 
 
 @pytest.fixture
@@ -110,14 +129,7 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
 
 @pytest.fixture
 async def make_raw_pair() -> AsyncIterator[MakeRawPair]:
-    """Raw sockets that record every datagram they receive."""
-    made: list[RawPair] = []
-
-    def make(host: str = "127.0.0.2", port: int = 0) -> RawPair:
-        pair = RawPair(host, port)
-        made.append(pair)
-        return pair
-
-    yield make
-    for pair in made:
-        pair.close()
+    """``make_raw_pair(host="127.0.0.2", port=0)``: raw sockets that record every
+    datagram they receive."""
+    with closing_all(RawPair) as make:
+        yield make

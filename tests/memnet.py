@@ -30,6 +30,13 @@ from midihub.rtp.recovery import MAX_LIST_LENGTH
 from tests.seeds import seeded
 
 HUB_HOST = "10.0.0.1"
+GROUP_AND_ROOM = """
+[groups]
+G = [5040, 5042]
+[rooms]
+Jam = 5060
+"""
+"""A hub with one group and one room, for tests and bench/core.py."""
 LATENCY = 0.005  # one way, every datagram
 
 

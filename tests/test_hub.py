@@ -6,15 +6,10 @@ from midihub import config as c
 from midihub.hub import Hub
 from midihub.rtp import Host, PeerLeft
 from midihub.rtp.events import Event
-from tests.memnet import MemNet
+from tests.memnet import GROUP_AND_ROOM, MemNet
 from tests.seeds import seeded
 
-CONFIG = """
-[groups]
-G = [5040, 5042]
-[rooms]
-Jam = 5060
-"""
+CONFIG = GROUP_AND_ROOM
 
 
 class Net(MemNet):
