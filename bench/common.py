@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import socket
+import sys
+from pathlib import Path
 from typing import Final
 
-LOCALHOST: Final = "127.0.0.1"
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python bench/run.py`: the repo root is not on it
+    sys.path.insert(0, str(ROOT))
+
+from tests.ports import LOCALHOST as LOCALHOST  # noqa: E402  one free-port helper for both
+from tests.ports import free_port_block as free_port_block  # noqa: E402
+from tests.ports import free_tcp_port as free_tcp_port  # noqa: E402
+
 MAX_IDS: Final = 16 * 128 * 127 * 2
 """Distinct MIDI messages the generator can tell apart (NoteOn/NoteOff x channel x note x
 velocity): every message sent in one measurement step carries a unique one."""
@@ -56,38 +64,6 @@ def parse_id(data: bytes) -> int:
     if velocity == 0:
         return -1
     return message_id(status, data[pos + 1], velocity)
-
-
-def port_pair_free(port: int, host: str = LOCALHOST) -> bool:
-    try:
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-        ):
-            a.bind((host, port))
-            b.bind((host, port + 1))
-    except OSError:
-        return False
-    return True
-
-
-def free_port_block(count: int, start: int = 21000, stop: int = 60000) -> list[int]:
-    """``count`` even control ports P (with P + 1) that are free now, from one region."""
-    ports: list[int] = []
-    port = start
-    while len(ports) < count:
-        if port >= stop:
-            raise RuntimeError("not enough free UDP port pairs")
-        if port_pair_free(port):
-            ports.append(port)
-        port += 2
-    return ports
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOCALHOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def udp_drops(ports: set[int]) -> dict[int, int]:

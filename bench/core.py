@@ -15,50 +15,39 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.memnet
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from midihub import config as c
 from midihub.hub import Hub
 from midihub.rtp import Host, PortKind, encode_sections
+from tests.memnet import GROUP_AND_ROOM, MemNet
 
-CONFIG = """
-[groups]
-G = [5040, 5042]
-[rooms]
-Jam = 5060
-"""
+CONFIG = GROUP_AND_ROOM
 
 
-class Wire:
-    """A hub and peer Hosts joined in memory; peers' replies are processed only
-    during setup, so the measured loop is the hub's work alone."""
+class Wire(MemNet):
+    """The tests' in-memory network (tests/memnet.py), instant: peers join through it
+    during setup; the measured loop then feeds the hub directly, so it times the hub's
+    work alone."""
 
     def __init__(self) -> None:
-        self.now = 10.0
-        self.hub = Hub(c.parse(CONFIG).spec(), rng=random.Random(7))
-        self.peers: dict[str, Host] = {}
-        self.addrs: dict[str, int] = {}
+        super().__init__(Hub(c.parse(CONFIG).spec(), rng=random.Random(7)), latency=0.0)
+        self.run_for(10.0)
 
     def peer(self, name: str, port: int) -> Host:
-        host = Host(name, rng=random.Random(name))
-        self.peers[name] = host
-        self.addrs[name] = 7000 + 2 * len(self.addrs)
-        host.connect(("hub", port), self.now)
-        for _ in range(10):
-            for peer_name, peer in self.peers.items():
-                for kind, data, addr in peer.datagrams_to_send():
-                    base = self.addrs[peer_name]
-                    self.hub.receive(addr[1] - kind, kind, data, (peer_name, base + kind), self.now)
-            for out in self.hub.drain():
-                target = self.peers[str(out.addr[0])]
-                kind = PortKind(out.addr[1] - self.addrs[str(out.addr[0])])
-                target.receive(out.data, kind, ("hub", out.endpoint.port + out.kind), self.now)
-        assert host.established
-        return host
+        peer = self.add_peer(name, port)
+        self.run_for(0.0)
+        assert peer.host.established
+        return peer.host
+
+    def data_addr(self, name: str) -> tuple[str, int]:
+        host, port = self.peers[name].addr
+        return host, port + 1
 
     def packets(self, name: str, count: int) -> list[bytes]:
         """``count`` data packets from ``name``: NoteOn then NoteOff, one message each."""
-        host = self.peers[name]
+        host = self.peers[name].host
         out: list[bytes] = []
         for i in range(count):
             note = 36 + i % 48
@@ -87,10 +76,11 @@ def scenario(shape: str) -> tuple[Wire, list[tuple[int, str, bytes]]]:
 
 def run(shape: str) -> float:
     wire, feed = scenario(shape)
-    hub, addrs, now = wire.hub, wire.addrs, wire.now
+    hub, now = wire.hub, wire.now
+    addrs = {name: wire.data_addr(name) for name in wire.peers}
     start = time.perf_counter()
     for port, name, data in feed:
-        hub.receive(port, PortKind.DATA, data, (name, addrs[name] + 1), now)
+        hub.receive(port, PortKind.DATA, data, addrs[name], now)
         for _ in hub.drain():
             pass
     return len(feed) / (time.perf_counter() - start)

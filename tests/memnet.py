@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,8 +27,16 @@ from midihub.rtp import (
     encode_sections,
 )
 from midihub.rtp.recovery import MAX_LIST_LENGTH
+from tests.seeds import seeded
 
 HUB_HOST = "10.0.0.1"
+GROUP_AND_ROOM = """
+[groups]
+G = [5040, 5042]
+[rooms]
+Jam = 5060
+"""
+"""A hub with one group and one room, for tests and bench/core.py."""
 LATENCY = 0.005  # one way, every datagram
 
 
@@ -69,6 +76,7 @@ class MemPeer:
     synth: NoteState = field(default_factory=NoteState)
     alive: bool = True
     received: int = 0
+    heard: list[bytes] = field(default_factory=list)  # every message, repairs included
     quiet: set[tuple[int, int]] = field(default_factory=set)  # Y = 0 logs seen
 
     def deliver(self, data: bytes, kind: PortKind, src: Address, now: float) -> None:
@@ -79,12 +87,16 @@ class MemPeer:
                     self.quiet.update((c.channel, n) for c in journal.channels for n, _ in c.quiet)
                 self.synth.update(event.commands)
                 self.received += len(event.commands)
+                self.heard += [message for _, message in event.commands]
 
 
 class MemNet:
-    def __init__(self, hub: Hub, rule: Rule = lossless, *, seed: int = 0) -> None:
+    def __init__(
+        self, hub: Hub, rule: Rule = lossless, *, seed: int = 0, latency: float = LATENCY
+    ) -> None:
         self.hub = hub
         self.rule = rule
+        self.latency = latency
         self.now = 0.0
         self.peers: dict[str, MemPeer] = {}
         self.hub_sent: list[Wire] = []
@@ -96,7 +108,7 @@ class MemNet:
 
     def add_peer(self, name: str, hub_port: int, *, journal: bool = True) -> MemPeer:
         number = len(self.peers) + 2
-        rng = random.Random(f"{self._seed}-{name}")
+        rng = seeded(f"{self._seed}-{name}", "MemNet peer")
         peer = MemPeer(
             name,
             (f"10.0.1.{number}", 5004),
@@ -193,7 +205,9 @@ class MemNet:
             if wire.is_rtp:
                 positions[wire.dst] = position + 1
             for extra in self.rule(wire, position, counts.get(wire.dst, 1)):
-                heapq.heappush(self._queue, (self.now + LATENCY + extra, next(self._order), wire))
+                heapq.heappush(
+                    self._queue, (self.now + self.latency + extra, next(self._order), wire)
+                )
 
     def flush_hub(self) -> None:
         """Put everything the hub has to send on the wire (after calling into it)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ import aiohttp
 from midihub.record.manager import RecordingManager
 from midihub.web import Api, WebServer
 from midihub.web.recordings import RecordingsApi
+from tests.ports import free_tcp_port
 from tests.support import TOKEN, RunningHub, make_config
 from tests.test_serve import Served
 
@@ -62,12 +62,6 @@ async def recording_hub(text: str, directory: Path, **record: Any) -> AsyncItera
             await manager.close()
             api.close()
             await web.close()
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ServedHub(Recorded):

@@ -5,9 +5,6 @@ the npm peer in tests/interop is the independent one)."""
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
-import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,47 +30,15 @@ from midihub.rtp import (
 )
 from midihub.rtp.recovery import MAX_LIST_LENGTH
 from midihub.web import Api, WebServer
+from tests.ports import LOCALHOST as LOCALHOST
+from tests.ports import free_port_pair as free_port_pair
+from tests.ports import free_ports as free_ports
+from tests.ports import free_tcp_port as free_tcp_port
+from tests.seeds import seeded
 
-LOCALHOST = "127.0.0.1"
 TOKEN = "test-token-123"
-
-
-def free_port_pair(host: str = LOCALHOST) -> int:
-    """An even port P with P and P+1 both free for UDP on ``host``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(200):
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1] & ~1
-        if port < 1024 or port > 65530:
-            continue
-        try:
-            with (
-                socket.socket(family, socket.SOCK_DGRAM) as a,
-                socket.socket(family, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind((host, port))
-                b.bind((host, port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free UDP port pair")
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOCALHOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port_pair(host)
-        if all(abs(port - other) > 1 for other in ports):
-            ports.append(port)
-    return ports
+MARKER = bytes((0xBF, 119, 0))
+"""An end marker: CC 119 on channel 16, undefined in MIDI, so nothing holds or reacts to it."""
 
 
 def make_config(text: str, bind: str = LOCALHOST, **overrides: object) -> HubConfig:
@@ -95,7 +60,7 @@ class RunningHub:
     """A hub on real sockets inside the test's event loop."""
 
     def __init__(self, config: HubConfig) -> None:
-        self.hub = Hub(config.spec(), rng=random.Random(1))
+        self.hub = Hub(config.spec(), rng=seeded(1, "RunningHub"))
         self.events: list[tuple[int, Event]] = []
         self.hub.listeners.append(
             lambda endpoint, event: self.events.append((endpoint.port, event))
@@ -154,12 +119,11 @@ class PyPeer:
     pair: PortPair = field(init=False)
     session: Session | None = None
     state: NoteState = field(default_factory=NoteState)
+    rtp_sent: int = 0  # RTP datagrams sent (MIDI and guard packets)
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port_pair()
-        self.host = Host(
-            self.name, rng=random.Random(zlib.crc32(self.name.encode())), timing=self.timing
-        )
+        self.host = Host(self.name, rng=seeded(self.name, "PyPeer"), timing=self.timing)
         self._loop = asyncio.get_running_loop()
         self.pair = PortPair(self._loop, LOCALHOST, self.port, self._receive)
         self.pair.open()
@@ -182,6 +146,8 @@ class PyPeer:
 
     def flush(self) -> None:
         for kind, data, addr in self.host.datagrams_to_send():
+            if kind is PortKind.DATA and not data.startswith(b"\xff\xff"):
+                self.rtp_sent += 1
             self.pair.sendto(kind, data, addr)
 
     async def connect(self, port: int, timeout: float = 5.0) -> Session:
@@ -223,3 +189,18 @@ class PyPeer:
     def close(self) -> None:
         self._ticker.cancel()
         self.pair.close()
+
+
+async def marked(sender: PyPeer, *receivers: PyPeer, timeout: float = 5.0) -> None:
+    """The positive end of a "nothing else arrives" check: ``sender`` plays ``MARKER``,
+    and this returns once every receiver has it as the last thing it received (then
+    taken out of ``received``). The hub reads one socket in order and sends each
+    receiver's datagrams from one socket in order, so whatever it was to send them
+    before the marker has arrived: ``received`` can be checked as complete."""
+    sender.send(MARKER)
+    for peer in receivers:
+        await wait_for(lambda p=peer: MARKER in p.received, timeout, f"{peer.name}: the marker")
+    for peer in receivers:
+        assert peer.received[-1] == MARKER, f"{peer.name} heard more after the marker"
+        assert peer.received.count(MARKER) == 1, f"{peer.name} heard the marker twice"
+        peer.received.pop()

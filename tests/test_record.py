@@ -56,7 +56,12 @@ async def test_recording_keeps_players_apart_drops_clock_and_marks_events(tmp_pa
             await wait_for(lambda: len(bob.received) == 4 and len(alice.received) == 3)
             status, _ = await hub.call("POST", "/api/panic", {"port": port, "range": "Low"})
             assert status == 200
-            await asyncio.sleep(0.3)  # the panic marker is picked up within 0.1 s
+            endpoint = hub.running.hub.endpoints[port]
+            await wait_for(
+                lambda: all(r.panics[port] == endpoint.panics for r in hub.manager.active.values()),
+                5,
+                "the panic marker",  # picked up by the recording's housekeeping
+            )
             alice.send(note_off(0, 60))
             await wait_for(lambda: len(bob.received) == 5 + 43 * 16)
             bob.bye()
@@ -69,7 +74,7 @@ async def test_recording_keeps_players_apart_drops_clock_and_marks_events(tmp_pa
             status, done = await hub.call("POST", f"/api/recordings/{rec['id']}/stop")
             assert status == 200 and done["state"] == "done", done
             assert done["port"] == port and done["label"] == "Jam" and done["size"] > 0
-            assert done["duration"] >= 0.3
+            assert done["duration"] > 0
             path = hub.manager.path_of(rec["id"])
             assert path is not None and path.name.startswith("Jam_")
             assert tracks_of(path) == {
@@ -205,10 +210,10 @@ async def test_auto_mode_records_while_someone_plays_and_splits_after_silence(
         alice = PyPeer("alice")
         try:
             await alice.connect(port_in)
-            await asyncio.sleep(0.3)
             assert hub.manager.active == {}  # joined, silent: nothing recorded
+            endpoint = hub.running.hub.endpoints[port_in]
             alice.send(bytes([0xF8]))
-            await asyncio.sleep(0.3)
+            await wait_for(lambda: endpoint.messages_in == 1, 5, "the hub to read the clock")
             assert hub.manager.active == {}  # clock alone is not playing
             alice.send(note_on(0, 60, 100))
             await wait_for(lambda: len(hub.manager.active) == 1, 5, "an auto recording")

@@ -4,7 +4,6 @@ bounds, and repair under loss against a control without journals."""
 from __future__ import annotations
 
 import contextlib
-import random
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +22,8 @@ from midihub.rtp.recovery import (
     encode_journal,
     repair,
 )
+from tests.performances import random_packets
+from tests.seeds import seeded
 
 VECTOR = bytes.fromhex(
     "80610005000000 20aabbccdd 43803e40 200003 000808 01773ce402".replace(" ", "")
@@ -113,7 +114,7 @@ def test_malformed_journals_are_refused(data: bytes) -> None:
 
 
 def test_sender_stays_bounded_without_feedback_and_lists_what_is_held() -> None:
-    rng = random.Random(7)
+    rng = seeded(7, "journal sender")
     sender = JournalSender()
     truth = NoteState()
     for seq in range(10_000):
@@ -181,38 +182,17 @@ def test_repair_is_exact_and_never_applied_twice() -> None:
     assert repair(journal, state) == []
 
 
-def perform(seed: int, notes: int = 1000) -> list[list[bytes]]:
-    """A performance in packets: notes overlapping, pedal down and up, bends."""
-    rng = random.Random(seed)
-    held: list[tuple[int, int]] = []
-    packets_: list[list[bytes]] = []
-    for i in range(notes):
-        channel, note = rng.randrange(3), rng.randrange(30, 100)
-        packet = [bytes((0x90 | channel, note, rng.randrange(1, 128)))]
-        held.append((channel, note))
-        if len(held) > 6 or rng.random() < 0.4:
-            ch, n = held.pop(rng.randrange(len(held)))
-            packet.append(bytes((0x80 | ch, n, 0)))
-        if i % 17 == 0:
-            packet.append(bytes((0xB0 | channel, 64, 127 if i % 34 else 0)))
-        if i % 23 == 0:
-            packet.append(bytes((0xE0 | channel, 0, rng.randrange(128))))
-        packets_.append(packet)
-    packets_.append(
-        [bytes((0x80 | ch, n, 0)) for ch, n in held]
-        + [bytes((0xB0 | ch, 64, 0)) for ch in range(3)]
-        + [bytes((0xE0 | ch, 0, 64)) for ch in range(3)]
-    )
-    return packets_
-
-
 def replay(seed: int, use_journal: bool, loss: float = 0.1) -> NoteState:
     """Send through a lossy channel; the receiver repairs from journals when it can."""
-    rng = random.Random(seed)
+    rng = seeded(seed, "loss")
     sender = JournalSender()
     receiver = NoteState()
     lost = False
-    for seq, packet in enumerate(perform(seed)):
+    for seq, packet in enumerate(
+        random_packets(
+            seed, channels=3, keys=(30, 100), max_held=6, release=0.4, pedal_every=17, bend_every=23
+        )
+    ):
         data = sender.journal() if use_journal else None
         sender.record(seq, [(0, m) for m in packet])
         if rng.random() < loss:

@@ -20,28 +20,25 @@ from midihub.midi.messages import note_off, note_on
 from midihub.rtp import Drop, Host, PortKind
 from midihub.rtp import packets as p
 from tests.attacks.udp import RawPair, bye, invitation
-from tests.interop.npm_peer import NpmPeer
-from tests.support import PyPeer, RunningHub, free_ports, make_config, serving, wait_for
+from tests.fixtures import MakePeer, MakeRawPair, NpmPeers, Serve, StartHub
+from tests.support import PyPeer, RunningHub, free_ports, make_config, wait_for
 
 ROOM = "[rooms]\nJam = {port}\n"
 
 
 @pytest.fixture
-async def room() -> AsyncIterator[tuple[RunningHub, int, PyPeer, PyPeer, RawPair]]:
+async def room(
+    start_hub: StartHub, make_peer: MakePeer, make_raw_pair: MakeRawPair
+) -> AsyncIterator[tuple[RunningHub, int, PyPeer, PyPeer, RawPair]]:
     """A room with alice (the victim) and bob (who listens), and mallory's sockets."""
     (port,) = free_ports(1)
-    with RunningHub(make_config(ROOM.format(port=port))) as hub:
-        alice, bob = PyPeer("alice"), PyPeer("bob")
-        mallory = RawPair()
-        try:
-            await alice.connect(port)
-            await bob.connect(port)
-            await wait_for(lambda: len(hub.participants(port)) == 2, 5, "both to join")
-            yield hub, port, alice, bob, mallory
-        finally:
-            for peer in (alice, bob):
-                peer.close()
-            mallory.close()
+    hub = start_hub(ROOM.format(port=port))
+    alice, bob = make_peer("alice"), make_peer("bob")
+    mallory = make_raw_pair()
+    await alice.connect(port)
+    await bob.connect(port)
+    await wait_for(lambda: len(hub.participants(port)) == 2, 5, "both to join")
+    yield hub, port, alice, bob, mallory
 
 
 def drops(hub: RunningHub, port: int, reason: Drop) -> int:
@@ -82,30 +79,29 @@ async def test_rtp_ck_rs_with_a_victims_ssrc_from_elsewhere_are_ignored(room: tu
     assert checkpoint != 65000
 
 
-async def test_a_spoofed_ssrc_does_not_keep_a_dead_session_alive() -> None:
+async def test_a_spoofed_ssrc_does_not_keep_a_dead_session_alive(
+    make_peer: MakePeer, make_raw_pair: MakeRawPair
+) -> None:
     (port,) = free_ports(1)
     config = make_config(ROOM.format(port=port), timeout=1.0, ck_interval=0.5)
     with RunningHub(config) as hub:
-        alice, mallory = PyPeer("alice"), RawPair()
-        try:
-            await alice.connect(port)
-            await wait_for(lambda: len(hub.participants(port)) == 1)
-            ssrc = alice.session.local_ssrc
-            alice.close()  # alice's laptop dies: no BY
-            left = asyncio.get_running_loop().create_future()
+        alice, mallory = make_peer("alice"), make_raw_pair()
+        await alice.connect(port)
+        await wait_for(lambda: len(hub.participants(port)) == 1)
+        ssrc = alice.session.local_ssrc
+        alice.close()  # alice's laptop dies: no BY
+        left = asyncio.get_running_loop().create_future()
 
-            def watch(endpoint: object, event: object) -> None:
-                if getattr(event, "reason", None) == "timeout" and not left.done():
-                    left.set_result(True)
+        def watch(endpoint: object, event: object) -> None:
+            if getattr(event, "reason", None) == "timeout" and not left.done():
+                left.set_result(True)
 
-            hub.hub.listeners.append(watch)
-            while not left.done():  # mallory keeps "alice" busy from elsewhere
-                mallory.send(PortKind.DATA, p.encode_clock(ssrc, 0, (1, 0, 0)), port)
-                mallory.send(PortKind.CONTROL, p.encode_feedback(ssrc, 1), port)
-                await asyncio.wait([left], timeout=0.1)
-            assert hub.participants(port) == []
-        finally:
-            mallory.close()
+        hub.hub.listeners.append(watch)
+        while not left.done():  # mallory keeps "alice" busy from elsewhere
+            mallory.send(PortKind.DATA, p.encode_clock(ssrc, 0, (1, 0, 0)), port)
+            mallory.send(PortKind.CONTROL, p.encode_feedback(ssrc, 1), port)
+            await asyncio.wait([left], timeout=0.1)
+        assert hub.participants(port) == []
 
 
 async def test_data_in_with_a_live_ssrc_never_redirects_the_stream(room: tuple) -> None:
@@ -148,166 +144,156 @@ async def test_bye_with_a_victims_ssrc_does_not_kick(room: tuple) -> None:
 
 
 @pytest.mark.interop
-async def test_bye_cannot_kick_a_real_npm_peer() -> None:
+async def test_bye_cannot_kick_a_real_npm_peer(
+    start_hub: StartHub, make_peer: MakePeer, make_raw_pair: MakeRawPair, npm_peers: NpmPeers
+) -> None:
     (port,) = free_ports(1)
-    with RunningHub(make_config(ROOM.format(port=port))) as hub:
-        npm = await NpmPeer.start("npm-victim")
-        bob, mallory = PyPeer("bob"), RawPair()
-        try:
-            await npm.connect(port)
-            await bob.connect(port)
-            await wait_for(lambda: len(hub.participants(port)) == 2, 5)
-            victim = next(s for s in hub.participants(port) if s.peer_name == "npm-victim")
-            for kind in PortKind:
-                mallory.send(kind, bye(0, victim.peer_ssrc), port)
-            await wait_for(lambda: drops(hub, port, Drop.WRONG_ADDRESS) >= 2, 5)
-            bob.send(note_on(0, 60, 100), note_off(0, 60))
-            await npm.wait_midi(2)
-            assert npm.midi == [note_on(0, 60, 100), note_off(0, 60)]
-            assert victim in hub.participants(port)
-        finally:
-            await npm.close()
-            bob.close()
-            mallory.close()
+    hub = start_hub(ROOM.format(port=port))
+    (npm,) = await npm_peers("npm-victim")
+    bob, mallory = make_peer("bob"), make_raw_pair()
+    await npm.connect(port)
+    await bob.connect(port)
+    await wait_for(lambda: len(hub.participants(port)) == 2, 5)
+    victim = next(s for s in hub.participants(port) if s.peer_name == "npm-victim")
+    for kind in PortKind:
+        mallory.send(kind, bye(0, victim.peer_ssrc), port)
+    await wait_for(lambda: drops(hub, port, Drop.WRONG_ADDRESS) >= 2, 5)
+    bob.send(note_on(0, 60, 100), note_off(0, 60))
+    await npm.wait_midi(2)
+    assert npm.midi == [note_on(0, 60, 100), note_off(0, 60)]
+    assert victim in hub.participants(port)
 
 
-async def test_api_and_monitor_never_publish_ssrc_or_token() -> None:
+async def test_api_and_monitor_never_publish_ssrc_or_token(
+    serve_hub: Serve, make_peer: MakePeer
+) -> None:
     (port,) = free_ports(1)
-    async with serving(ROOM.format(port=port)) as (hub, url):
-        alice, bob = PyPeer("alice"), PyPeer("bob")
-        try:
-            await alice.connect(port)
-            await bob.connect(port)
-            await wait_for(lambda: len(hub.participants(port)) == 2, 5)
-            secrets = []
-            for peer in (alice, bob):
-                assert peer.session is not None
-                for value in (peer.session.local_ssrc, peer.session.token):
-                    secrets += [f"{value:08x}", f"{value:x}", str(value)]
-            async with aiohttp.ClientSession() as client:
-                texts = []
-                for path in ("/api/participants", "/api/latency", "/api/health"):
-                    async with client.get(url + path) as response:
-                        texts.append(await response.text())
-                async with client.get(f"{url}/api/monitor?port={port}") as stream:
-                    alice.send(note_on(0, 60, 100))
-                    seen = b""
-                    while b'"midi"' not in seen:
-                        seen += await asyncio.wait_for(stream.content.readany(), 5)
-                    texts.append(seen.decode())
-            ids = [
-                person["id"]
-                for entry in json.loads(texts[0])["ports"]
-                for person in entry["participants"]
-            ]
-            assert len(set(ids)) == 2
-            for text in texts:
-                for secret in secrets:
-                    assert secret not in text, (secret, text[:200])
-        finally:
-            alice.close()
-            bob.close()
+    hub, url = await serve_hub(ROOM.format(port=port))
+    alice, bob = make_peer("alice"), make_peer("bob")
+    await alice.connect(port)
+    await bob.connect(port)
+    await wait_for(lambda: len(hub.participants(port)) == 2, 5)
+    secrets = []
+    for peer in (alice, bob):
+        assert peer.session is not None
+        for value in (peer.session.local_ssrc, peer.session.token):
+            secrets += [f"{value:08x}", f"{value:x}", str(value)]
+    async with aiohttp.ClientSession() as client:
+        texts = []
+        for path in ("/api/participants", "/api/latency", "/api/health"):
+            async with client.get(url + path) as response:
+                texts.append(await response.text())
+        async with client.get(f"{url}/api/monitor?port={port}") as stream:
+            alice.send(note_on(0, 60, 100))
+            seen = b""
+            while b'"midi"' not in seen:
+                seen += await asyncio.wait_for(stream.content.readany(), 5)
+            texts.append(seen.decode())
+    ids = [
+        person["id"] for entry in json.loads(texts[0])["ports"] for person in entry["participants"]
+    ]
+    assert len(set(ids)) == 2
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, (secret, text[:200])
 
 
-async def spoof_invitations(port: int, hosts: list[str], stop: asyncio.Event) -> int:
+async def spoof_invitations(
+    port: int, hosts: list[str], stop: asyncio.Event, make_raw_pair: MakeRawPair
+) -> int:
     """64 INs every half second from ``hosts`` (no answer ever read), until ``stop``:
     six times the rate of the attack measured in issue 12 (64 every few seconds)."""
-    pairs = [RawPair(host) for host in hosts]
+    pairs = [make_raw_pair(host) for host in hosts]
     sent, ssrc = 0, 1
-    try:
-        while not stop.is_set():
-            for i in range(64):
-                pair = pairs[i % len(pairs)]
-                pair.send(PortKind.CONTROL, invitation(ssrc, ssrc), port)
-                if i % 2:  # half of them also "complete" the handshake on the data port
-                    pair.send(PortKind.DATA, invitation(ssrc, ssrc), port)
-                ssrc += 1
-                sent += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-    finally:
-        for pair in pairs:
-            pair.close()
+    while not stop.is_set():
+        for i in range(64):
+            pair = pairs[i % len(pairs)]
+            pair.send(PortKind.CONTROL, invitation(ssrc, ssrc), port)
+            if i % 2:  # half of them also "complete" the handshake on the data port
+                pair.send(PortKind.DATA, invitation(ssrc, ssrc), port)
+            ssrc += 1
+            sent += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
     return sent
 
 
 @pytest.mark.parametrize("sources", [1, 32])
-async def test_spoofed_invitations_cannot_lock_a_port(sources: int) -> None:
+async def test_spoofed_invitations_cannot_lock_a_port(
+    sources: int, serve_hub: Serve, make_peer: MakePeer, make_raw_pair: MakeRawPair
+) -> None:
     (port,) = free_ports(1)
-    async with serving(ROOM.format(port=port)) as (hub, url):
-        stop = asyncio.Event()
-        hosts = [f"127.0.1.{i + 2}" for i in range(sources)]
-        flood = asyncio.create_task(spoof_invitations(port, hosts, stop))
-        players: list[PyPeer] = []
-        try:
-            await wait_for(lambda: hub.hub.endpoints[port].host.pending > 0, 5, "the flood")
-            for name in ("alice", "bob", "carol"):
-                player = PyPeer(name)
-                players.append(player)
-                await player.connect(port, timeout=2.0)  # joins within 2 s, flood or not
-            await wait_for(lambda: len(hub.participants(port)) == 3, 2, "three players")
-            async with (
-                aiohttp.ClientSession() as client,
-                client.get(url + "/api/participants") as response,
-            ):
-                (entry,) = (await response.json())["ports"]
-            assert [p["name"] for p in entry["participants"]] == ["alice", "bob", "carol"]
-            assert 0 < entry["halfOpen"] <= 32
-            host = hub.hub.endpoints[port].host
-            assert host.pending <= host.limits.max_pending
-        finally:
-            stop.set()
-            sent = await flood
-            for player in players:
-                player.close()
-        assert sent >= 64
+    hub, url = await serve_hub(ROOM.format(port=port))
+    stop = asyncio.Event()
+    hosts = [f"127.0.1.{i + 2}" for i in range(sources)]
+    flood = asyncio.create_task(spoof_invitations(port, hosts, stop, make_raw_pair))
+    players: list[PyPeer] = []
+    try:
+        await wait_for(lambda: hub.hub.endpoints[port].host.pending > 0, 5, "the flood")
+        for name in ("alice", "bob", "carol"):
+            player = make_peer(name)
+            players.append(player)
+            await player.connect(port, timeout=2.0)  # joins within 2 s, flood or not
+        await wait_for(lambda: len(hub.participants(port)) == 3, 2, "three players")
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(url + "/api/participants") as response,
+        ):
+            (entry,) = (await response.json())["ports"]
+        assert [p["name"] for p in entry["participants"]] == ["alice", "bob", "carol"]
+        assert 0 < entry["halfOpen"] <= 32
+        host = hub.hub.endpoints[port].host
+        assert host.pending <= host.limits.max_pending
+    finally:
+        stop.set()
+        sent = await flood
+        for player in players:
+            player.close()
+    assert sent >= 64
 
 
-async def test_no_reflection_to_an_address_that_never_proved_itself() -> None:
+async def test_no_reflection_to_an_address_that_never_proved_itself(
+    make_peer: MakePeer, make_raw_pair: MakeRawPair
+) -> None:
     """IN on both ports 'from the victim', who never answers: the hub sends it no more
     bytes than it received from it, and the half-open session goes away by itself."""
     (port,) = free_ports(1)
     config = make_config(ROOM.format(port=port), limits=LimitsConfig(handshake_timeout=1.0))
     with RunningHub(config) as hub:
-        victim = RawPair("127.0.0.3")
-        alice, bob = PyPeer("alice"), PyPeer("bob")
-        try:
-            await alice.connect(port)
-            await bob.connect(port)
-            for name in (None, "v", "a much longer name than the hub's own one, to be sure"):
-                ssrc = 0x5000 + len(name or "")
-                victim.send(PortKind.CONTROL, invitation(ssrc, ssrc, name), port)
-                victim.send(PortKind.DATA, invitation(ssrc, ssrc, name), port)
-            await wait_for(lambda: hub.hub.endpoints[port].host.pending == 3, 5)
-            for key in range(40):  # the room plays on meanwhile
-                alice.send(note_on(0, key, 100), note_off(0, key))
-                await asyncio.sleep(0.01)
-            await wait_for(lambda: hub.hub.endpoints[port].host.pending == 0, 5, "expiry")
-            assert drops(hub, port, Drop.HANDSHAKE_TIMEOUT) == 3
-            assert victim.received_bytes <= victim.sent_bytes
-            assert all(p.is_session_packet(data) for _, data in victim.replies)  # no MIDI
-            assert len(hub.participants(port)) == 2
-        finally:
-            for peer in (alice, bob):
-                peer.close()
-            victim.close()
+        victim = make_raw_pair("127.0.0.3")
+        alice, bob = make_peer("alice"), make_peer("bob")
+        await alice.connect(port)
+        await bob.connect(port)
+        for name in (None, "v", "a much longer name than the hub's own one, to be sure"):
+            ssrc = 0x5000 + len(name or "")
+            victim.send(PortKind.CONTROL, invitation(ssrc, ssrc, name), port)
+            victim.send(PortKind.DATA, invitation(ssrc, ssrc, name), port)
+        await wait_for(lambda: hub.hub.endpoints[port].host.pending == 3, 5)
+        for key in range(40):  # the room plays on meanwhile
+            alice.send(note_on(0, key, 100), note_off(0, key))
+            await asyncio.sleep(0.01)
+        await wait_for(lambda: hub.hub.endpoints[port].host.pending == 0, 5, "expiry")
+        assert drops(hub, port, Drop.HANDSHAKE_TIMEOUT) == 3
+        assert victim.received_bytes <= victim.sent_bytes
+        assert all(p.is_session_packet(data) for _, data in victim.replies)  # no MIDI
+        assert len(hub.participants(port)) == 2
 
 
-async def test_refusals_are_rate_limited_per_source() -> None:
+async def test_refusals_are_rate_limited_per_source(
+    start_hub: StartHub, make_raw_pair: MakeRawPair
+) -> None:
     (port,) = free_ports(1)
-    with RunningHub(make_config(ROOM.format(port=port))) as hub:
-        mallory = RawPair()
-        try:
-            for token in range(200):  # data-port INs out of the blue: each one refused
-                mallory.send(PortKind.DATA, invitation(token, token), port)
-            await wait_for(lambda: drops(hub, port, Drop.DATA_IN_FIRST) == 200, 5)
-            limited = drops(hub, port, Drop.REPLY_LIMITED)
-            await asyncio.sleep(0)  # replies already sent are in the socket buffer
-            assert len(mallory.replies) == 200 - limited
-            assert len(mallory.replies) <= 8  # the burst, plus what the rate refills
-            assert mallory.received_bytes <= mallory.sent_bytes
-        finally:
-            mallory.close()
+    hub = start_hub(ROOM.format(port=port))
+    mallory = make_raw_pair()
+    for token in range(200):  # data-port INs out of the blue: each one refused
+        mallory.send(PortKind.DATA, invitation(token, token), port)
+    await wait_for(lambda: drops(hub, port, Drop.DATA_IN_FIRST) == 200, 5)
+    limited = drops(hub, port, Drop.REPLY_LIMITED)
+    # Every decision is made: the replies the hub sent all arrive, and no more.
+    await wait_for(lambda: len(mallory.replies) >= 200 - limited, 5, "the replies sent")
+    assert len(mallory.replies) == 200 - limited
+    assert len(mallory.replies) <= 8  # the burst, plus what the rate refills
+    assert mallory.received_bytes <= mallory.sent_bytes
 
 
 def rss_bytes() -> int:
@@ -315,60 +301,58 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def test_an_endless_sysex_costs_bounded_memory_and_never_stalls_the_loop() -> None:
+async def test_an_endless_sysex_costs_bounded_memory_and_never_stalls_the_loop(
+    start_hub: StartHub, make_peer: MakePeer
+) -> None:
     """50 MB of one SysEx that never ends (F0…F0, then F7…F0 forever), paced so the
     hub reads every packet: memory stays flat, nothing half is forwarded, and clock
     syncs from a bystander are answered promptly all along."""
     (port,) = free_ports(1)
-    with RunningHub(make_config(ROOM.format(port=port))) as hub:
-        mallory, bob, carol = PyPeer("mallory"), PyPeer("bob"), PyPeer("carol")
-        try:
-            for peer in (mallory, bob, carol):
-                await peer.connect(port)
-            await wait_for(lambda: len(hub.participants(port)) == 3, 5)
-            assert mallory.session is not None and carol.session is not None
-            host = hub.hub.endpoints[port].host
-            chunk = bytes(range(1, 128)) * 9  # 1,143 data bytes per segment
-            header_seq = 0
-            ssrc = mallory.session.local_ssrc
-            before = rss_bytes()
-            peak = before
-            fed = 0
-            rtts: list[float] = []
-            loop = asyncio.get_running_loop()
-            read_before, sent = host.counters.received, 0
-            while fed < 50_000_000:
-                for _ in range(64):
-                    first = header_seq == 0
-                    segment = (b"\xf0" if first else b"\xf7") + chunk + b"\xf0"
-                    body = bytes((0x80 | len(segment) >> 8, len(segment) & 0xFF)) + segment
-                    data = p.encode_rtp_header(header_seq, 0, ssrc) + body
-                    mallory.send_raw(PortKind.DATA, data, ("127.0.0.1", port + 1))
-                    header_seq = (header_seq + 1) & 0xFFFF
-                    fed += len(segment)
-                    sent += 1
-                target = read_before + sent  # paced: the hub has read every packet
-                await wait_for(lambda t=target: host.counters.received >= t, 5)
-                if header_seq % 2048 < 64:  # now and then: how fast is a CK answered?
-                    synced = len(carol.rtts())
-                    carol.session.sync_clock(loop.time())
-                    carol.flush()
-                    await wait_for(lambda s=synced: len(carol.rtts()) > s, 5, "a CK answer")
-                    rtts.append(carol.rtts()[-1])  # measured by CK timestamps (0.1 ms)
-                    peak = max(peak, rss_bytes())
+    hub = start_hub(ROOM.format(port=port))
+    mallory, bob, carol = make_peer("mallory"), make_peer("bob"), make_peer("carol")
+    for peer in (mallory, bob, carol):
+        await peer.connect(port)
+    await wait_for(lambda: len(hub.participants(port)) == 3, 5)
+    assert mallory.session is not None and carol.session is not None
+    host = hub.hub.endpoints[port].host
+    chunk = bytes(range(1, 128)) * 9  # 1,143 data bytes per segment
+    header_seq = 0
+    ssrc = mallory.session.local_ssrc
+    before = rss_bytes()
+    peak = before
+    fed = 0
+    rtts: list[float] = []
+    loop = asyncio.get_running_loop()
+    read_before, sent = host.counters.received, 0
+    while fed < 50_000_000:
+        for _ in range(64):
+            first = header_seq == 0
+            segment = (b"\xf0" if first else b"\xf7") + chunk + b"\xf0"
+            body = bytes((0x80 | len(segment) >> 8, len(segment) & 0xFF)) + segment
+            data = p.encode_rtp_header(header_seq, 0, ssrc) + body
+            mallory.send_raw(PortKind.DATA, data, ("127.0.0.1", port + 1))
+            header_seq = (header_seq + 1) & 0xFFFF
+            fed += len(segment)
+            sent += 1
+        target = read_before + sent  # paced: the hub has read every packet
+        await wait_for(lambda t=target: host.counters.received >= t, 5)
+        if header_seq % 2048 < 64:  # now and then: how fast is a CK answered?
+            synced = len(carol.rtts())
+            carol.session.sync_clock(loop.time())
+            carol.flush()
+            await wait_for(lambda s=synced: len(carol.rtts()) > s, 5, "a CK answer")
+            rtts.append(carol.rtts()[-1])  # measured by CK timestamps (0.1 ms)
             peak = max(peak, rss_bytes())
-            print(f"fed {fed} bytes of SysEx: RSS +{peak - before} bytes; CK answers {rtts}")
-            assert peak - before < 16_000_000, f"RSS grew {peak - before} bytes"
-            dropped = host.counters.drops
-            assert dropped.get(Drop.SYSEX_TOO_LONG, 0) + dropped.get(Drop.SYSEX_RATE, 0) >= 1
-            assert not any(m[0] == 0xF0 for m in bob.received + carol.received)
-            rtts.sort()
-            assert rtts[len(rtts) // 2] < 0.005, rtts  # median well under 5 ms
-            assert rtts[-1] < 0.25, rtts  # and never a stall (generous: a busy machine)
-            await still_works(port, bob, carol, 70)
-        finally:
-            for peer in (mallory, bob, carol):
-                peer.close()
+    peak = max(peak, rss_bytes())
+    print(f"fed {fed} bytes of SysEx: RSS +{peak - before} bytes; CK answers {rtts}")
+    assert peak - before < 16_000_000, f"RSS grew {peak - before} bytes"
+    dropped = host.counters.drops
+    assert dropped.get(Drop.SYSEX_TOO_LONG, 0) + dropped.get(Drop.SYSEX_RATE, 0) >= 1
+    assert not any(m[0] == 0xF0 for m in bob.received + carol.received)
+    rtts.sort()
+    assert rtts[len(rtts) // 2] < 0.005, rtts  # median well under 5 ms
+    assert rtts[-1] < 0.25, rtts  # and never a stall (generous: a busy machine)
+    await still_works(port, bob, carol, 70)
 
 
 def test_random_protocol_versions_never_grow_the_drop_counter_keys() -> None:
@@ -384,26 +368,28 @@ def test_random_protocol_versions_never_grow_the_drop_counter_keys() -> None:
     assert host.datagrams_to_send() == []  # and no reply to any of them
 
 
-async def test_huge_names_and_session_churn_stay_small_everywhere(tmp_path: Path) -> None:
+async def test_huge_names_and_session_churn_stay_small_everywhere(
+    tmp_path: Path, serve_hub: Serve, make_peer: MakePeer
+) -> None:
     """Players named with 20 KB (and control characters) come and go: every name is
     cut to 64 bytes before it reaches the log, the database or the API."""
     (port,) = free_ports(1)
     name = "\x1b]0;owned\x07" + "N" * 20_000 + "\nforged line"
-    async with serving(ROOM.format(port=port)) as (hub, url):
-        rows: list[tuple[str, str]] = []
-        hub.hub.listeners.append(
-            lambda endpoint, event: rows.append((type(event).__name__, event.session.peer_name))
-        )
-        for round_ in range(30):
-            peer = PyPeer(name + str(round_))
-            try:
-                await peer.connect(port)
-                peer.bye()
-            finally:
-                peer.close()
-        await wait_for(lambda: sum(kind == "PeerLeft" for kind, _ in rows) == 30, 5)
-        assert {len(peer_name.encode()) for _, peer_name in rows} <= {64}
-        assert all(peer_name.isprintable() for _, peer_name in rows)
-        async with aiohttp.ClientSession() as client, client.get(url + "/api/latency") as r:
-            text = await r.text()
-        assert "N" * 65 not in text and "\\u001b" not in text and "forged" not in text
+    hub, url = await serve_hub(ROOM.format(port=port))
+    rows: list[tuple[str, str]] = []
+    hub.hub.listeners.append(
+        lambda endpoint, event: rows.append((type(event).__name__, event.session.peer_name))
+    )
+    for round_ in range(30):
+        peer = make_peer(name + str(round_))
+        try:
+            await peer.connect(port)
+            peer.bye()
+        finally:
+            peer.close()
+    await wait_for(lambda: sum(kind == "PeerLeft" for kind, _ in rows) == 30, 5)
+    assert {len(peer_name.encode()) for _, peer_name in rows} <= {64}
+    assert all(peer_name.isprintable() for _, peer_name in rows)
+    async with aiohttp.ClientSession() as client, client.get(url + "/api/latency") as r:
+        text = await r.text()
+    assert "N" * 65 not in text and "\\u001b" not in text and "forged" not in text

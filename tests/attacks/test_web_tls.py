@@ -14,6 +14,7 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from tests.attacks.web_support import make_certificate, serial_of, spki_hash, web_hub
+from tests.ports import free_tcp_port
 from tests.support import free_ports, wait_for
 from tests.test_dashboard import CHROMIUM, FLAGS
 from tests.test_serve import Served
@@ -79,12 +80,6 @@ def served_serial(port: int) -> int:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return serial_of(der)
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_sighup_serves_a_renewed_certificate_and_says_web_changes_need_a_restart(

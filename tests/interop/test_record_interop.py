@@ -241,7 +241,13 @@ async def test_replay_into_a_room_keeps_order_and_timing_and_stop_releases(
         assert status == 200 and stopped["state"] == "stopped"
         await listener.wait_midi(before + 2)
         assert listener.midi[before + 1] == note_off(2, 70)
-        await asyncio.sleep(0.3)
+        # The end marker: a panic (low notes, channel 16) sent by the hub after the stop.
+        status, _ = await hub.call(
+            "POST", "/api/panic", {"port": port, "range": "Low", "channels": [16]}
+        )
+        assert status == 200
+        await listener.wait_midi(before + 2 + 43)
+        assert listener.midi[before + 2 :] == [note_off(15, key) for key in range(43)]
         assert note_on(2, 70, 100) not in listener.midi[before + 1 :]
         assert "held" not in await names()
     finally:

@@ -1,0 +1,66 @@
+"""Free local ports, for the tests and the benchmark (bench/common.py imports this
+module: it needs nothing but the standard library)."""
+
+from __future__ import annotations
+
+import socket
+
+LOCALHOST = "127.0.0.1"
+
+
+def port_pair_free(port: int, host: str = LOCALHOST) -> bool:
+    """Whether UDP ``port`` and ``port + 1`` can both be bound on ``host`` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with (
+            socket.socket(family, socket.SOCK_DGRAM) as a,
+            socket.socket(family, socket.SOCK_DGRAM) as b,
+        ):
+            a.bind((host, port))
+            b.bind((host, port + 1))
+    except OSError:
+        return False
+    return True
+
+
+def free_port_pair(host: str = LOCALHOST) -> int:
+    """An even port P with P and P+1 both free for UDP on ``host`` (the kernel picks)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(200):
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1] & ~1
+        if 1024 <= port <= 65530 and port_pair_free(port, host):
+            return port
+    raise RuntimeError("no free UDP port pair")
+
+
+def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
+    """``count`` free even port pairs, none adjacent to another."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port_pair(host)
+        if all(abs(port - other) > 1 for other in ports):
+            ports.append(port)
+    return ports
+
+
+def free_port_block(count: int, start: int = 21000, stop: int = 60000) -> list[int]:
+    """``count`` even control ports P (with P + 1) that are free now, from one region
+    (the benchmark wants its ports together, out of the kernel's ephemeral range)."""
+    ports: list[int] = []
+    port = start
+    while len(ports) < count:
+        if port >= stop:
+            raise RuntimeError("not enough free UDP port pairs")
+        if port_pair_free(port):
+            ports.append(port)
+        port += 2
+    return ports
+
+
+def free_tcp_port(host: str = LOCALHOST) -> int:
+    """A TCP port free on ``host`` now (for a web server started with it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
