@@ -234,7 +234,7 @@ class StatsConfig(_Strict):
 class LimitsConfig(_Strict):
     """What one stranger may cost each port (docs/security.md)."""
 
-    max_pending: int = Field(default=32, ge=1, le=1024, description="half-open sessions per port")
+    max_pending: int = Field(default=128, ge=1, le=1024, description="half-open sessions per port")
     pending_per_source: int = Field(default=4, ge=1, description="half-open sessions per IP")
     sessions_per_source: int = Field(default=16, ge=1, description="sessions per IP per port")
     handshake_timeout: float = Field(

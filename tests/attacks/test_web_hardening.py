@@ -5,6 +5,7 @@ JSON bodies, and bad input answered 400 with no traceback (never a 500)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -189,6 +190,9 @@ NASTY_GETS = [
     "/api/latency/history?since=%00",
     "/api/latency/history?since=9999-99-99",
     "/api/latency/history?participant=" + "x" * 5000,
+    "/api/latency/history?points=" + "9" * 5000,
+    "/api/latency/history?points=%C2%B2",
+    "/api/latency/history?points=0",
 ]
 NASTY_BODIES: list[bytes] = [
     b"[" * 50_000,
@@ -270,3 +274,31 @@ async def test_an_unexpected_error_is_a_generic_json_500(
         finally:
             api.close()
             await server.close()
+
+
+async def test_recording_actions_take_the_same_strict_json_and_ports(tmp_path: Path) -> None:
+    """The recordings API is a control API like panic: JSON bodies only, ports from
+    ASCII digits, nothing echoed at length, never a 500."""
+    from tests.record_support import recording_hub
+
+    (port,) = free_ports(1)
+    async with recording_hub(ROOM.format(port=port), tmp_path) as recorded:
+        auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        cases: list[tuple[str, bytes, dict[str, str]]] = [
+            ("/api/recordings", b'{"port": "' + b"9" * 5000 + b'"}', auth),
+            ("/api/recordings", '{"port": "²"}'.encode(), auth),
+            ("/api/recordings", b'{"port": 99999999999999999999}', auth),
+            ("/api/recordings", b'{"port": ' * 20_000, auth),
+            ("/api/recordings", b"[" * 50_000, auth),
+            ("/api/recordings", b'{"port": 5}', {**auth, "Content-Type": "text/plain"}),
+            ("/api/recordings/" + "x" * 5000 + "/stop", b"{}", auth),
+            ("/api/recordings/" + "x" * 5000 + "/play", b'{"port": 5}', auth),
+        ]
+        async with aiohttp.ClientSession() as client:
+            for path, body, headers in cases:
+                async with client.post(recorded.url + path, data=body, headers=headers) as r:
+                    text = await r.text()
+                    assert r.status in (400, 404, 413, 415), (path[:40], body[:30], r.status)
+                    assert "Traceback" not in text and len(text) < 1000, (path[:40], text[:200])
+            async with client.get(recorded.url + "/api/recordings") as r:
+                assert r.status == 200 and (await r.json()) is not None

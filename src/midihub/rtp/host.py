@@ -280,14 +280,15 @@ class Host:
         return []
 
     def _make_room(self, now: float) -> list[Event]:
-        """At the half-open limit an unfinished invitation makes way, the one that got
-        least far (no data-port IN yet) and oldest first: a flood of spoofed INs then
-        cannot keep out a real player, who answers at once."""
+        """At the half-open limit an unfinished invitation, drawn at random, makes way.
+        Not the oldest, nor the one that got least far: a spoofer can send both
+        halves of the handshake for free and at any rate, so either rule would always
+        pick the real player, whose next step is a round trip away. At random, each
+        flood invitation costs a real one only its share of the table."""
         waiting = [s for s in self._by_peer.values() if s.pending and s.role is Role.RESPONDER]
         events: list[Event] = []
         while len(waiting) >= self.limits.max_pending:
-            victim = min(waiting, key=lambda s: (s.data_addr is not None, s.created))
-            waiting.remove(victim)
+            victim = waiting.pop(self._rng.randrange(len(waiting)))
             self._forget(victim)
             self.counters.drop(Drop.PENDING_EVICTED)
             events += self._ended(victim, LeaveReason.EVICTED, bye=False)

@@ -49,7 +49,7 @@ class Drop(enum.StrEnum):
 class Limits:
     """Caps per port pair (``[limits]`` in the config)."""
 
-    max_pending: int = 32  # half-open sessions (invited or unproven) per port
+    max_pending: int = 128  # half-open sessions (invited or unproven) per port
     pending_per_source: int = 4  # of those, from one IP
     sessions_per_source: int = 16  # all sessions from one IP (a band behind one NAT)
     handshake_timeout: float = 5.0  # from the first IN to a proven address, not refreshed

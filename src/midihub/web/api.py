@@ -11,7 +11,6 @@ import asyncio
 import hmac
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -27,7 +26,16 @@ from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Peer
 from midihub.web.events import LiveEvents
-from midihub.web.guard import MAX_BODY, Guard, Handler, error, json_object
+from midihub.web.guard import (
+    MAX_BODY,
+    Guard,
+    Handler,
+    error,
+    json_object,
+    parse_number,
+    parse_port,
+    shorten,
+)
 from midihub.web.metrics import CONTENT_TYPE, Metrics
 from midihub.web.monitor import Monitor
 from midihub.web.play import PlayApi
@@ -38,7 +46,6 @@ OPEN_PATHS = frozenset(  # no token: the home page, and what musicians joining f
     | {"/api/play/ws"}
 )
 STREAMS = frozenset({"/api/monitor", "/api/events"})  # EventSource: ?token= allowed
-PORT_TEXT = re.compile(r"[0-9]{1,5}")
 MAX_POINTS = 500  # per series in one history answer
 OFF_LOOP_ROWS = 200  # answers this long are serialised on a worker thread
 
@@ -332,11 +339,14 @@ class Api:
             except ValueError as exc:
                 return error(400, str(exc))
         points_text = request.query.get("points", str(MAX_POINTS))
-        if not points_text.isdigit() or not 1 <= int(points_text) <= MAX_POINTS:
-            return error(400, f"points={points_text!r}: a whole number from 1 to {MAX_POINTS}")
+        points = parse_number(points_text, 3)
+        if points is None or not 1 <= points <= MAX_POINTS:
+            return error(
+                400, f"points={shorten(points_text)}: a whole number from 1 to {MAX_POINTS}"
+            )
         if self.store is None:
             return web.json_response([])
-        rows = await self.store.history(participant, since, points=int(points_text))
+        rows = await self.store.history(participant, since, points=points)
         # Thousands of rows: turned into JSON on a worker thread, not on the packet loop.
         body = await asyncio.to_thread(_history_json, rows)
         return web.Response(body=body, content_type="application/json")
@@ -459,17 +469,6 @@ def parse_time(text: str, now: float) -> float:
     if not math.isfinite(value):
         raise problem
     return value
-
-
-def parse_port(text: str) -> int | None:
-    """A port number from ASCII digits (no signs, no other scripts' digits), else None."""
-    return int(text) if PORT_TEXT.fullmatch(text) else None
-
-
-def shorten(value: object, limit: int = 40) -> str:
-    """``repr`` of something a stranger sent, cut short for an error message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _history_json(rows: list[Any]) -> bytes:

@@ -135,6 +135,25 @@ def loads(body: bytes) -> Any:
         raise ValueError(f"the body is not JSON ({problem.msg} at {problem.pos})") from None
 
 
+def parse_number(text: str, digits: int) -> int | None:
+    """A whole number of at most ``digits`` ASCII digits (no sign, no other scripts'
+    digits, nothing huge to convert), else None."""
+    if not 0 < len(text) <= digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+def parse_port(text: str) -> int | None:
+    """A port number from ASCII digits, else None."""
+    return parse_number(text, 5)
+
+
+def shorten(value: object, limit: int = 40) -> str:
+    """``repr`` of something a stranger sent, cut short for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The request's JSON object body; ValueError (a 400) or HTTPException otherwise."""
     if request.content_type != "application/json":

@@ -3,35 +3,42 @@ middleware: anything but GET needs the token."""
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 from aiohttp import web
 
 from midihub.record.manager import RecordingError, RecordingManager
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+from midihub.web.guard import error as _error
+from midihub.web.guard import json_object, parse_port, shorten
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    """The JSON object body, by the same strict rules as every control action."""
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RecordingError(400, 'the body must be JSON: {"port": N}') from None
-    if not isinstance(body, dict):
-        raise RecordingError(400, 'the body must be a JSON object: {"port": N}')
-    return body
+        return await json_object(request)
+    except ValueError as problem:
+        raise RecordingError(400, f'{problem}; send {{"port": N}}') from None
 
 
 def _port(body: dict[str, Any]) -> int:
     port = body.get("port")
-    if isinstance(port, str) and port.isdigit():
-        port = int(port)
-    if not isinstance(port, int) or isinstance(port, bool):
-        raise RecordingError(400, 'give the hub port: {"port": N}')
+    if isinstance(port, str):
+        port = parse_port(port)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise RecordingError(400, f'give the hub port: {{"port": N}}, not {shorten(port)}')
     return port
+
+
+ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what the hub itself names recordings and replays
+
+
+def _id(request: web.Request) -> str:
+    """The id in the path, or a 404 naming it short: a stranger's text is not a key."""
+    rid = request.match_info["id"]
+    if not ID.fullmatch(rid):
+        raise RecordingError(404, f"no recording {shorten(rid)}")
+    return rid
 
 
 class RecordingsApi:
@@ -54,7 +61,7 @@ class RecordingsApi:
         for row in self.manager.describe():
             if row["id"] == rid:
                 return row
-        raise RecordingError(404, f"no recording {rid!r}")
+        raise RecordingError(404, f"no recording {shorten(rid)}")
 
     async def list(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -73,16 +80,19 @@ class RecordingsApi:
 
     async def stop(self, request: web.Request) -> web.Response:
         try:
-            recording = await self.manager.stop_recording(request.match_info["id"])
+            recording = await self.manager.stop_recording(_id(request))
             return web.json_response(self._one(recording.id))
         except RecordingError as error:
             return _error(error.status, str(error))
 
     async def file(self, request: web.Request) -> web.StreamResponse:
-        rid = request.match_info["id"]
+        try:
+            rid = _id(request)
+        except RecordingError as error:
+            return _error(error.status, str(error))
         path = self.manager.path_of(rid)
         if path is None:
-            return _error(404, f"no recording {rid!r}")
+            return _error(404, f"no recording {shorten(rid)}")
         return web.FileResponse(
             path,
             headers={
@@ -92,8 +102,8 @@ class RecordingsApi:
         )
 
     async def delete(self, request: web.Request) -> web.Response:
-        rid = request.match_info["id"]
         try:
+            rid = _id(request)
             await self.manager.delete(rid)
         except RecordingError as error:
             return _error(error.status, str(error))
@@ -102,7 +112,7 @@ class RecordingsApi:
     async def play(self, request: web.Request) -> web.Response:
         try:
             port = _port(await _body(request))
-            replay = await self.manager.play(request.match_info["id"], port)
+            replay = await self.manager.play(_id(request), port)
             return web.json_response(self._replay(replay.id), status=201)
         except RecordingError as error:
             return _error(error.status, str(error))
@@ -118,7 +128,7 @@ class RecordingsApi:
 
     async def stop_replay(self, request: web.Request) -> web.Response:
         try:
-            replay = self.manager.stop_replay(request.match_info["id"])
+            replay = self.manager.stop_replay(_id(request))
             return web.json_response(self._replay(replay.id))
         except RecordingError as error:
             return _error(error.status, str(error))
