@@ -179,3 +179,28 @@ async def test_joins_are_pushed_to_the_open_page_without_polling(browser: Browse
         events = [r for r in requested if "/api/events" in r]
         assert len(events) == 1, events
         only_the_hub(requested, url)
+
+
+async def test_the_overview_shows_half_open_invitations(browser: Browser) -> None:
+    """An invitation that never finishes (the first half of a spoofed flood) is shown
+    as half-open on its port, next to the participants."""
+    import socket
+
+    from midihub.rtp import packets as p
+
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nJam = {port}\n") as (running, url):
+        page, _ = await open_page(browser, url)
+        card = page.locator(f".card.port[data-port='{port}']")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("127.0.0.2", 0))
+            invite = p.encode_invitation(p.Invitation(p.INVITATION, 7, 0x7777, "stranger"))
+            stranger.sendto(invite, ("127.0.0.1", port))
+            await wait_for(lambda: running.hub.endpoints[port].host.pending == 1)
+            alice = PyPeer("alice")  # a join pushes the port's state to the page
+            try:
+                await alice.connect(port)
+                await expect(card.locator(".half-open")).to_contain_text("1 half-open")
+                await expect(card.locator(".participant[data-name='alice']")).to_be_visible()
+            finally:
+                alice.close()

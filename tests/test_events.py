@@ -75,3 +75,34 @@ async def test_history_points_are_bounded() -> None:
                 assert "points" in (await response.json())["error"]
         async with client.get(url + "/api/latency/history?points=20") as response:
             assert response.status == 200 and await response.json() == []
+
+
+async def test_live_dashboards_are_capped_per_source_and_counted() -> None:
+    """One address (or IPv6 /64) cannot take every live slot: the ninth stream from it
+    is refused with 429, counted in /metrics, and a slot frees when a stream ends."""
+    (port,) = free_ports(1)
+    async with serving(f"[rooms]\nR = {port}") as (_, url), aiohttp.ClientSession() as client:
+        streams = []
+        try:
+            for _ in range(8):
+                response = await client.get(url + "/api/events")
+                assert response.status == 200
+                await response.content.readuntil(b"\n\n")  # the stream is live
+                streams.append(response)
+            async with client.get(url + "/api/events") as refused:
+                assert refused.status == 429
+                assert "per address" in (await refused.json())["error"]
+            async with client.get(url + "/metrics") as metrics:
+                text = await metrics.text()
+            assert 'midihub_dashboard_streams_refused_total{reason="per_ip"} 1.0' in text
+            assert "midihub_dashboard_streams 8.0" in text
+            streams.pop().close()
+            for _ in range(200):  # the hub notices the closed stream on its next write
+                async with client.get(url + "/api/events") as again:
+                    if again.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            assert again.status == 200
+        finally:
+            for response in streams:
+                response.close()

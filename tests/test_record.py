@@ -303,3 +303,34 @@ async def test_kill_9_mid_recording_recovers_everything_flushed(tmp_path: Path) 
         assert [bytes(e.bin()) for e in midi.tracks[1] if not e.is_meta] == flushed
     finally:
         await hub.served.stop()
+
+
+async def test_a_recording_stops_at_its_size_cap_and_midi_flows_on(tmp_path: Path) -> None:
+    """A stranger playing SysEx all night cannot fill the disk through one recording:
+    at ``max_recording_mb`` it stops (and is kept), while the room plays on."""
+    (port,) = free_ports(1)
+    async with recording_hub(
+        f"[rooms]\nJam = {port}", tmp_path, flush_interval=0.2, max_recording_mb=0.02
+    ) as hub:
+        alice, bob = PyPeer("alice"), PyPeer("bob")
+        try:
+            await alice.connect(port)
+            await bob.connect(port)
+            status, rec = await hub.call("POST", "/api/recordings", {"port": port})
+            assert status == 201
+            blob = bytes([0xF0, 0x7D, *([0x55] * 1000), 0xF7])
+            for i in range(60):  # about 120 KB of journal
+                alice.send(blob)
+                await wait_for(lambda n=i: len(bob.received) > n, 5, "the SysEx forwarded")
+                if rec["id"] not in hub.manager.active:
+                    break
+            await wait_for(lambda: rec["id"] not in hub.manager.active, 10, "the cap to bite")
+            status, listed = await hub.call("GET", "/api/recordings")
+            (row,) = [r for r in listed["recordings"] if r["id"] == rec["id"]]
+            assert row["state"] == "done"
+            before = len(bob.received)
+            alice.send(note_on(0, 60, 100))
+            await wait_for(lambda: len(bob.received) == before + 1)
+        finally:
+            alice.close()
+            bob.close()

@@ -266,6 +266,9 @@ class RecordConfig(_Strict):
     dir: str | None = Field(default=None, description="default: recordings/ beside the database")
     retention_days: float = Field(default=30.0, gt=0)
     max_total_mb: float = Field(default=2000.0, gt=0, description="oldest deleted beyond this")
+    max_recording_mb: float = Field(
+        default=200.0, gt=0, description="one recording stops at this size (a stranger's flood)"
+    )
     split_after: float = Field(default=5.0, gt=0, description="auto: minutes of silence")
     flush_interval: float = Field(default=1.0, gt=0, le=2.0, description="seconds")
     buffer_limit: int = Field(default=100_000, ge=100, description="messages awaiting disk")

@@ -338,7 +338,15 @@ class RecordingManager:
                 if not recording.active:
                     continue
                 self._mark_panics(recording, now)
-                if recording.auto and now - recording.last_sound > split:
+                if recording.size > self.settings.max_recording_mb * 1_000_000:
+                    log.warning(
+                        "recording %s: %.0f MB, the most one recording may hold "
+                        "([record] max_recording_mb): stopped",
+                        recording.id,
+                        self.settings.max_recording_mb,
+                    )
+                    self._background(self._stop(recording))
+                elif recording.auto and now - recording.last_sound > split:
                     log.info("recording %s: %.0f s of silence, split", recording.id, split)
                     self._background(self._stop(recording))
             if now - self._last_retention > RETENTION_EVERY:

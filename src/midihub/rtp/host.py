@@ -19,7 +19,7 @@ from midihub.rtp import packets
 from midihub.rtp.commands import Section, decode_payload
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LeaveReason, PeerLeft
-from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter
+from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter, source_key
 from midihub.rtp.packets import Clock, Feedback, Invitation
 from midihub.rtp.session import Address, Datagram, PortKind, Role, Session, State, Timing
 
@@ -212,8 +212,8 @@ class Host:
             return self._refuse(packet, kind, addr, now, Drop.DATA_IN_FIRST)
         if not self.accept:
             return self._refuse(packet, kind, addr, now, Drop.CLOSED)
-        source = addr[0]
-        from_source = [s for s in self.sessions if s.control_addr[0] == source]
+        source = source_key(addr[0])
+        from_source = [s for s in self.sessions if source_key(s.control_addr[0]) == source]
         if len(from_source) >= self.limits.sessions_per_source:
             return self._refuse(packet, kind, addr, now, Drop.SOURCE_FULL)
         if sum(1 for s in from_source if s.pending) >= self.limits.pending_per_source:
@@ -272,7 +272,7 @@ class Host:
     ) -> list[Event]:
         """NO, rate-limited per source IP; never longer than the IN (no name)."""
         self.counters.drop(reason)
-        if not self._replies.allow(addr[0], now):
+        if not self._replies.allow(source_key(addr[0]), now):
             self.counters.drop(Drop.REPLY_LIMITED)
             return []
         reply = Invitation(packets.REJECT, packet.token, 0, None)

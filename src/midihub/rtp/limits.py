@@ -10,6 +10,7 @@ a sender chooses ever becomes a counter key.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
@@ -75,6 +76,21 @@ class Counters:
 
     def drop(self, reason: Drop, count: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + count
+
+
+def source_key(host: object) -> str:
+    """Whom a per-source limit counts against: an IPv4 address, or an IPv6 /64 (one
+    host usually holds a whole /64, so per-address limits would not hold there)."""
+    text = str(host or "")
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text or "?"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class TokenBucket:

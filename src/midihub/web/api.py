@@ -25,7 +25,7 @@ from midihub.config import WebConfig
 from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Peer
-from midihub.web.events import LiveEvents
+from midihub.web.events import EventsCollector, LiveEvents
 from midihub.web.guard import (
     MAX_BODY,
     Guard,
@@ -102,6 +102,7 @@ class Api:
         self.monitor = Monitor(hub, limit=monitor_viewers, per_ip=monitor_viewers_per_ip)
         self.metrics = Metrics(hub, web=self.guard.counters, monitor=self.monitor)
         self.events = LiveEvents(hub, self._live_document)
+        self.metrics.registry.register(EventsCollector(self.events))
         # Browser participants; ``flush`` sends at once what they play (HubServer.flush).
         self.play = PlayApi(hub, flush=flush, settings=web_settings)
         self.metrics.registry.register(self.play.collector())

@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from midihub.hub import Endpoint, Hub
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft
+from midihub.rtp.limits import source_key
 
 INTERVAL = 0.5
 KEEPALIVE = 15.0
 MAX_VIEWERS = 256
+MAX_PER_SOURCE = 8  # live dashboards from one IPv4 address or IPv6 /64
 KINDS = ("participants", "latency")
 
 Builder = Callable[[str], Awaitable[Any]]
@@ -43,11 +47,14 @@ class LiveEvents:
         *,
         interval: float = INTERVAL,
         max_viewers: int = MAX_VIEWERS,
+        per_source: int = MAX_PER_SOURCE,
         keepalive: float = KEEPALIVE,
     ) -> None:
         self._build = build  # kind -> JSON-ready document
         self.interval = interval
         self.max_viewers = max_viewers
+        self.per_source = per_source
+        self._sources: dict[str, int] = {}
         self.keepalive = keepalive
         self._viewers: set[asyncio.Event] = set()
         self._latest: dict[str, tuple[int, bytes]] = {}
@@ -56,7 +63,8 @@ class LiveEvents:
         self._last_publish = -float("inf")
         self._publisher: asyncio.Task[None] | None = None
         self._closed = False
-        self.refused = 0  # viewers turned away at the cap
+        self.refused = 0  # viewers turned away at the global cap
+        self.refused_per_source = 0  # ... at one source's cap
         hub.listeners.append(self.on_event)
 
     @property
@@ -115,6 +123,23 @@ class LiveEvents:
                 status=503,
                 headers={"Retry-After": "10"},
             )
+        source = source_key(request.remote)
+        if self._sources.get(source, 0) >= self.per_source:
+            self.refused_per_source += 1
+            return web.json_response(
+                {"error": f"at most {self.per_source} live dashboards per address; poll instead"},
+                status=429,
+                headers={"Retry-After": "10"},
+            )
+        self._sources[source] = self._sources.get(source, 0) + 1
+        try:
+            return await self._serve(request)
+        finally:
+            left = self._sources.pop(source) - 1
+            if left:
+                self._sources[source] = left
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -141,8 +166,28 @@ class LiveEvents:
                     wake.clear()
                     continue
                 await response.write(b": keepalive\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the viewer went away
         finally:
             self._viewers.discard(wake)
         return response
+
+
+class EventsCollector(Collector):
+    """``/metrics`` for the dashboards' live feed: open streams and refusals."""
+
+    def __init__(self, events: LiveEvents) -> None:
+        self.events = events
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "midihub_dashboard_streams", "Open /api/events streams.", value=self.events.viewers
+        )
+        refused = CounterMetricFamily(
+            "midihub_dashboard_streams_refused",
+            "/api/events streams refused by the caps (all viewers, one source).",
+            labels=["reason"],
+        )
+        refused.add_metric(["total"], self.events.refused)
+        refused.add_metric(["per_ip"], self.events.refused_per_source)
+        yield refused

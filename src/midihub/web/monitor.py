@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import time
 from collections import defaultdict
@@ -26,6 +25,7 @@ from midihub.hub.notes import ChannelState
 from midihub.midi import messages as m
 from midihub.midi.notes import note_name
 from midihub.rtp import Event, MidiReceived, PeerJoined, PeerLeft
+from midihub.rtp.limits import source_key as client_key
 
 BATCH_INTERVAL = 0.05
 KEEPALIVE = 15.0
@@ -94,20 +94,6 @@ def message_json(message: bytes) -> dict[str, Any]:
 def sse(event: str, data: dict[str, Any]) -> bytes:
     payload = json.dumps(data, separators=(",", ":"))
     return f"event: {event}\ndata: {payload}\n\n".encode()
-
-
-def client_key(remote: str | None) -> str:
-    """Whom a viewer counts against: its IPv4 address, or its IPv6 /64 (one host
-    usually holds a whole /64)."""
-    try:
-        address = ipaddress.ip_address(remote or "")
-    except ValueError:
-        return remote or "?"
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 @dataclass

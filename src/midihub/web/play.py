@@ -32,9 +32,9 @@ from midihub.hub.spec import EndpointSpec
 from midihub.rtp import Command, LatencyMeasured, LeaveReason, Peer, PeerJoined, PeerLeft
 from midihub.rtp.events import Event
 from midihub.rtp.limits import TokenBucket
+from midihub.rtp.limits import source_key as client_key
 from midihub.rtp.packets import clean_name
 from midihub.web.guard import error
-from midihub.web.monitor import client_key
 from midihub.web.playwire import (
     HUB_SENDER,
     MAX_SENDER,

@@ -84,7 +84,9 @@ function renderOverview() {
       : el("p", { class: "empty" }, "no one connected");
     return el("div", { class: "card port", "data-port": String(port.port) },
       el("h2", {}, port.label),
-      el("div", { class: "sub" }, `${port.kind} · port ${port.port} (data ${port.dataPort})`), list);
+      el("div", { class: "sub" }, `${port.kind} · port ${port.port} (data ${port.dataPort})`,
+        port.halfOpen ? el("span", { class: "half-open", title: "invitations not yet proven by a clock sync" }, ` · ${port.halfOpen} half-open`) : ""),
+      list);
   }));
 }
 
