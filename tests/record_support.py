@@ -95,5 +95,11 @@ def write_config(tmp: Path, ports: str, **record: Any) -> tuple[Path, str]:
 
 async def serve(tmp: Path, config: Path, url: str) -> ServedHub:
     served = await Served.start("--config", str(config), cwd=tmp, own_web_port=False)
-    await served.has("dashboard and API on", 10)
+    try:
+        await served.has("dashboard and API on", 10)
+    except BaseException:  # never leave a hub running behind a failed test
+        if served.proc.returncode is None:
+            served.proc.kill()
+            await served.proc.wait()
+        raise
     return ServedHub(served, url, tmp / "recordings")
