@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 NODE_DIR := tests/interop/node
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install node browser tools lint check clean bench
+.PHONY: run test install node browser tools lint check clean bench fuzz
 
 run: install
 	$(BIN)/midihub serve
@@ -44,6 +44,11 @@ tools:
 bench: install
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# A long, new-every-run stateful fuzz of the receive path (make test runs 60 repeatable examples).
+fuzz: install
+	HYPOTHESIS_PROFILE=explore MIDIHUB_FUZZ_EXAMPLES=$${MIDIHUB_FUZZ_EXAMPLES:-3000} \
+		$(BIN)/pytest tests/attacks/test_fuzz_receive.py -q
 
 lint: install
 	$(BIN)/ruff check src tests

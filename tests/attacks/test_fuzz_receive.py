@@ -7,6 +7,7 @@ datagram fits in 1280 bytes of IP."""
 
 from __future__ import annotations
 
+import os
 import random
 import weakref
 
@@ -18,6 +19,7 @@ from midihub.hub import Hub
 from midihub.midi.messages import control_change, note_off, note_on
 from midihub.rtp import Drop, MidiReceived, PortKind, Session, encode_lists, encode_section
 from midihub.rtp import packets as p
+from midihub.rtp.limits import MAX_TRACKED_SOURCES, source_key
 from tests.support import make_config
 
 PORT = 5070
@@ -166,6 +168,16 @@ class HubReceivePath(RuleBasedStateMachine):
                 assert data is None or session.data_addr == data, "a stream was redirected"
             self.bindings[session] = (session.control_addr, session.data_addr)
         assert set(self.host.counters.drops) <= set(Drop)
+        # Per-source limits hold, and what any sender can make the hub keep is bounded:
+        # sessions, remembered reply budgets, a SysEx buffer per session.
+        per_source: dict[str, int] = {}
+        for session in sessions:
+            key = source_key(session.control_addr[0])
+            per_source[key] = per_source.get(key, 0) + 1
+        assert max(per_source.values(), default=0) <= limits.sessions_per_source
+        assert len(sessions) <= self.host.max_sessions + limits.max_pending
+        assert len(self.host._replies) <= MAX_TRACKED_SOURCES
+        assert all(s._sysex.buffered <= limits.max_sysex for s in sessions)
 
     @invariant()
     def no_reflection_to_unproven_addresses(self) -> None:
@@ -179,11 +191,12 @@ class HubReceivePath(RuleBasedStateMachine):
                 assert sent <= self.bytes_in.get(where, 0), (where, sent)
 
 
+# `make test`: 60 repeatable examples. `make fuzz`: MIDIHUB_FUZZ_EXAMPLES of them, new
+# each run (HYPOTHESIS_PROFILE=explore; a failure prints the blob that reproduces it).
 HubReceivePath.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("MIDIHUB_FUZZ_EXAMPLES", "60")),
     stateful_step_count=40,
     deadline=None,
-    derandomize=True,  # reproducible in CI; `make fuzz` runs it long and random
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_hub_receive_path = HubReceivePath.TestCase

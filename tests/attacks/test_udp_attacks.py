@@ -180,9 +180,14 @@ async def test_api_and_monitor_never_publish_ssrc_or_token(
             secrets += [f"{value:08x}", f"{value:x}", str(value)]
     async with aiohttp.ClientSession() as client:
         texts = []
-        for path in ("/api/participants", "/api/latency", "/api/health"):
+        for path in ("/api/participants", "/api/latency", "/api/health", "/metrics"):
             async with client.get(url + path) as response:
                 texts.append(await response.text())
+        async with client.get(url + "/api/events") as events:  # the dashboard's feed
+            seen = b""
+            while b"event: participants" not in seen:
+                seen += await asyncio.wait_for(events.content.readany(), 5)
+            texts.append(seen.decode())
         async with client.get(f"{url}/api/monitor?port={port}") as stream:
             alice.send(note_on(0, 60, 100))
             seen = b""

@@ -170,6 +170,11 @@ class SysexAssembler:
         return self._parts is not None or self._skipping
 
     @property
+    def buffered(self) -> int:
+        """Bytes held for the SysEx being assembled (at most ``max_size``)."""
+        return 0 if self._parts is None else len(self._parts)
+
+    @property
     def skipping(self) -> bool:
         """Inside a SysEx we gave up on: its remaining segments are ignored."""
         return self._skipping
