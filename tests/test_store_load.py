@@ -74,8 +74,20 @@ async def test_a_week_of_history_is_served_without_stalling_the_loop(tmp_path: P
         running = asyncio.create_task(app.run())
         try:
             # Opening migrates (index, hourly roll-up) on the store's thread.
-            await wait_for(lambda: app.web is not None, 60, "the web port")
+            # Until the app is ready, its one start-up collection (gc.collect over the
+            # whole test process, then gc.freeze) may still run: that is start-up.
+            await wait_for(lambda: app.ready, 60, "the hub to start")
             assert app.store is not None and app.store.rollup_rebuilds == 1
+            requests = (
+                ("summary", "/api/latency"),
+                ("week, everyone", "/api/latency/history?since=7d"),
+                ("week, one", "/api/latency/history?since=7d&participant=p07"),
+                ("day, one", "/api/latency/history?since=1d&participant=p42"),
+            )
+            # One round first: the first answers pay one-time costs (lazy imports,
+            # query compilation) that a served hub pays once, not per request.
+            for _, path in requests:
+                await asyncio.to_thread(fetch, url + path)
             startup_worst = heart.worst
             heart.worst, heart.beats = 0.0, 0
             answers: list[tuple[str, str, bytes]] = []
@@ -83,12 +95,7 @@ async def test_a_week_of_history_is_served_without_stalling_the_loop(tmp_path: P
             loop = asyncio.get_running_loop()
             until = loop.time() + 2.0
             while len(answers) < 20 or loop.time() < until:  # >= 5 rounds and >= 2 s
-                for name, path in (
-                    ("summary", "/api/latency"),
-                    ("week, everyone", "/api/latency/history?since=7d"),
-                    ("week, one", "/api/latency/history?since=7d&participant=p07"),
-                    ("day, one", "/api/latency/history?since=1d&participant=p42"),
-                ):
+                for name, path in requests:
                     took, body = await asyncio.to_thread(fetch, url + path)
                     timings.setdefault(name, []).append(took)
                     answers.append((name, path, body))

@@ -91,6 +91,7 @@ class App:
         self.recordings: RecordingManager | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
+        self.ready = False
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -123,6 +124,7 @@ class App:
         # default, paid once per system call the loop makes): 1 ms bounds that wait.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         assert self.server is not None and self.store is not None
+        self.ready = True  # started, and the start-up collection is behind us
         try:
             await self._stop.wait()
         finally:
