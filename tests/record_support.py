@@ -60,7 +60,7 @@ async def recording_hub(text: str, directory: Path, **record: Any) -> AsyncItera
             yield Recorded(running, manager, web.url.rstrip("/"))
         finally:
             await manager.close()
-            api.close()
+            await api.aclose()
             await web.close()
 
 

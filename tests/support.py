@@ -102,7 +102,7 @@ async def serving(
         try:
             yield running, web.url.rstrip("/")
         finally:
-            api.close()
+            await api.aclose()
             await web.close()
 
 

@@ -144,7 +144,7 @@ class App:
             if self.web is not None:
                 stack.push_async_callback(self.web.close)
             if self.api is not None:
-                stack.callback(self.api.close)
+                stack.push_async_callback(self.api.aclose)
             if self.server is not None:
                 stack.callback(self.server.close)
             if self.recordings is not None:

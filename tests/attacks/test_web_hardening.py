@@ -272,7 +272,7 @@ async def test_an_unexpected_error_is_a_generic_json_500(
             assert "secret internals" in caplog.text  # the admin still sees what broke
             assert api.guard.counters.internal_error == 1
         finally:
-            api.close()
+            await api.aclose()
             await server.close()
 
 

@@ -41,7 +41,7 @@ async def web_hub(
         try:
             yield running, api, web
         finally:
-            api.close()
+            await api.aclose()
             await web.close()
 
 

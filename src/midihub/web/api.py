@@ -124,9 +124,10 @@ class Api:
             web.static("/static", STATIC, append_version=False),
         ]
 
-    def close(self) -> None:
-        self.monitor.close()
-        self.events.close()
+    async def aclose(self) -> None:
+        """End the streams and wait for their tasks; stop the probes and listeners."""
+        await self.monitor.aclose()
+        await self.events.aclose()
         self.metrics.close()
         self.play.close()
 

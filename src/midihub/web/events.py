@@ -115,6 +115,13 @@ class LiveEvents:
         if self._publisher is not None:
             self._publisher.cancel()
 
+    async def aclose(self) -> None:
+        """``close``, then wait until the publisher it cancelled has ended."""
+        publisher = self._publisher
+        self.close()
+        if publisher is not None:
+            await asyncio.gather(publisher, return_exceptions=True)
+
     async def stream(self, request: web.Request) -> web.StreamResponse:
         if len(self._viewers) >= self.max_viewers:
             self.refused += 1

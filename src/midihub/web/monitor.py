@@ -248,6 +248,12 @@ class Monitor:
         for task in list(self._tasks):
             task.cancel()
 
+    async def aclose(self) -> None:
+        """``close``, then wait until every task it cancelled has ended."""
+        tasks = list(self._tasks)
+        self.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def participants(self, port: int) -> list[dict[str, Any]]:
         endpoint = self.hub.endpoints.get(port)
         if endpoint is None:
