@@ -213,7 +213,7 @@ class Host:
         if not self.accept:
             return self._refuse(packet, kind, addr, now, Drop.CLOSED)
         source = source_key(addr[0])
-        from_source = [s for s in self.sessions if source_key(s.control_addr[0]) == source]
+        from_source = [s for s in self.sessions if s.source == source]
         if len(from_source) >= self.limits.sessions_per_source:
             return self._refuse(packet, kind, addr, now, Drop.SOURCE_FULL)
         if sum(1 for s in from_source if s.pending) >= self.limits.pending_per_source:

@@ -93,6 +93,31 @@ def source_key(host: object) -> str:
     return str(address)
 
 
+class SourceCounts:
+    """How many of something (open streams, connections) each source holds now, for
+    per-source caps; a source holding none is forgotten, so the map stays as small as
+    what is open."""
+
+    __slots__ = ("_held", "total")
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+        self.total = 0
+
+    def of(self, source: str) -> int:
+        return self._held.get(source, 0)
+
+    def add(self, source: str) -> None:
+        self._held[source] = self._held.get(source, 0) + 1
+        self.total += 1
+
+    def remove(self, source: str) -> None:
+        left = self._held.pop(source, 0) - 1
+        if left > 0:
+            self._held[source] = left
+        self.total -= 1
+
+
 class TokenBucket:
     """``take(amount, now)`` succeeds while the average stays under ``rate`` per second."""
 

@@ -30,7 +30,7 @@ from midihub.rtp.events import (
     PacketsLost,
     PeerJoined,
 )
-from midihub.rtp.limits import Counters, Drop, Limits, TokenBucket
+from midihub.rtp.limits import Counters, Drop, Limits, TokenBucket, source_key
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
 from midihub.rtp.recovery import (
     MAX_DATAGRAM,
@@ -141,6 +141,7 @@ class Session:
         self.peer_ssrc = 0
         self.peer_name = ""
         self.control_addr = control_addr
+        self.source = source_key(control_addr[0])  # whom per-source limits count it against
         self.data_addr: Address | None = None
         self.state = State.INVITING_CONTROL if role is Role.INITIATOR else State.HALF_OPEN
         self.public_id = public_id  # what the API shows; the SSRC and token stay private

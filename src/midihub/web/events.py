@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from midihub.hub import Endpoint, Hub
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft
-from midihub.rtp.limits import source_key
+from midihub.rtp.limits import SourceCounts, source_key
 
 INTERVAL = 0.5
 KEEPALIVE = 15.0
@@ -54,7 +54,7 @@ class LiveEvents:
         self.interval = interval
         self.max_viewers = max_viewers
         self.per_source = per_source
-        self._sources: dict[str, int] = {}
+        self._sources = SourceCounts()
         self.keepalive = keepalive
         self._viewers: set[asyncio.Event] = set()
         self._latest: dict[str, tuple[int, bytes]] = {}
@@ -131,20 +131,18 @@ class LiveEvents:
                 headers={"Retry-After": "10"},
             )
         source = source_key(request.remote)
-        if self._sources.get(source, 0) >= self.per_source:
+        if self._sources.of(source) >= self.per_source:
             self.refused_per_source += 1
             return web.json_response(
                 {"error": f"at most {self.per_source} live dashboards per address; poll instead"},
                 status=429,
                 headers={"Retry-After": "10"},
             )
-        self._sources[source] = self._sources.get(source, 0) + 1
+        self._sources.add(source)
         try:
             return await self._serve(request)
         finally:
-            left = self._sources.pop(source) - 1
-            if left:
-                self._sources[source] = left
+            self._sources.remove(source)
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(

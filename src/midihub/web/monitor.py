@@ -25,6 +25,7 @@ from midihub.hub.notes import ChannelState
 from midihub.midi import messages as m
 from midihub.midi.notes import note_name
 from midihub.rtp import Event, MidiReceived, PeerJoined, PeerLeft
+from midihub.rtp.limits import SourceCounts
 from midihub.rtp.limits import source_key as client_key
 
 BATCH_INTERVAL = 0.05
@@ -142,8 +143,7 @@ class Monitor:
         self.per_ip = per_ip
         self.counters = MonitorCounters()
         self._viewers: dict[int, set[Viewer]] = defaultdict(set)
-        self._per_key: dict[str, int] = {}
-        self._count = 0
+        self._open = SourceCounts()
         self._pending: dict[int, list[dict[str, Any]]] = {}
         self._scheduled: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -153,7 +153,7 @@ class Monitor:
 
     @property
     def viewers(self) -> int:
-        return self._count
+        return self._open.total
 
     def on_event(self, endpoint: Endpoint, event: Event) -> None:
         """On the hub's packet path: append to the port's batch, nothing more."""
@@ -262,23 +262,17 @@ class Monitor:
 
     def _admit(self, key: str) -> web.Response | None:
         """None when one more viewer from ``key`` fits, else the refusal."""
-        if self._count >= self.limit:
+        if self._open.total >= self.limit:
             self.counters.refused_total += 1
             return _refusal(503, "the hub has as many monitor viewers as it serves; try later")
-        if self._per_key.get(key, 0) >= self.per_ip:
+        if self._open.of(key) >= self.per_ip:
             self.counters.refused_per_ip += 1
             return _refusal(429, "too many monitor streams from your address; close one")
-        self._count += 1
-        self._per_key[key] = self._per_key.get(key, 0) + 1
+        self._open.add(key)
         return None
 
     def _release(self, key: str) -> None:
-        self._count -= 1
-        left = self._per_key.get(key, 0) - 1
-        if left > 0:
-            self._per_key[key] = left
-        else:
-            self._per_key.pop(key, None)
+        self._open.remove(key)
 
     async def stream(self, request: web.Request, port: int) -> web.StreamResponse:
         key = client_key(request.remote)

@@ -31,7 +31,7 @@ from midihub.hub import Endpoint, Guest, Hub, participant_id
 from midihub.hub.spec import EndpointSpec
 from midihub.rtp import Command, LatencyMeasured, LeaveReason, Peer, PeerJoined, PeerLeft
 from midihub.rtp.events import Event
-from midihub.rtp.limits import TokenBucket
+from midihub.rtp.limits import SourceCounts, TokenBucket
 from midihub.rtp.limits import source_key as client_key
 from midihub.rtp.packets import clean_name
 from midihub.web.guard import error
@@ -247,7 +247,7 @@ class PlayApi:
         self.settings = settings or WebConfig()
         self.counters = PlayCounters()
         self.browsers: set[Browser] = set()
-        self._per_ip: dict[str, int] = {}
+        self._per_ip = SourceCounts()
         self._colors: dict[Peer, int] = {}
         self._update_scheduled = False
         self.ping_interval = PING_INTERVAL
@@ -341,13 +341,13 @@ class PlayApi:
         if not origin_allowed(request.headers.get("Origin"), request.scheme, request.host):
             return self.refuse(Refusal.ORIGIN, 403)
         key = client_key(request.remote)
-        if self._per_ip.get(key, 0) >= self.settings.browser_per_ip:
+        if self._per_ip.of(key) >= self.settings.browser_per_ip:
             return self.refuse(Refusal.PER_IP, 429)
         ws = web.WebSocketResponse(
             heartbeat=None, autoping=True, max_msg_size=self.settings.browser_max_frame
         )
         await ws.prepare(request)
-        self._per_ip[key] = self._per_ip.get(key, 0) + 1
+        self._per_ip.add(key)
         self.counters.connections += 1
         try:
             browser = await self._hello(ws, request)
@@ -355,11 +355,7 @@ class PlayApi:
                 await self._serve(browser)
         finally:
             self.counters.connections -= 1
-            left = self._per_ip[key] - 1
-            if left:
-                self._per_ip[key] = left
-            else:
-                del self._per_ip[key]
+            self._per_ip.remove(key)
         return ws
 
     async def _refuse_joining(self, ws: web.WebSocketResponse, reason: Refusal) -> None:

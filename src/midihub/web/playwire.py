@@ -26,7 +26,23 @@ HUB_SENDER: Final = 0
 MAX_SENDER: Final = 255
 
 
-class Refusal(enum.Enum):
+class _Reason(enum.Enum):
+    """A reason as (metric label, WebSocket close code or 0, message for the page)."""
+
+    @property
+    def label(self) -> str:
+        return str(self.value[0])
+
+    @property
+    def code(self) -> int:
+        return int(self.value[1])
+
+    @property
+    def message(self) -> str:
+        return str(self.value[2])
+
+
+class Refusal(_Reason):
     """Why a browser could not join: (metric label, WebSocket close code, message)."""
 
     ORIGIN = ("origin", 0, "this page's origin may not open a connection to this hub")
@@ -36,20 +52,8 @@ class Refusal(enum.Enum):
     KEY = ("key", 4403, "wrong or missing key for that port")
     FULL = ("full", 4409, "that port has no room for another browser")
 
-    @property
-    def label(self) -> str:
-        return self.value[0]
 
-    @property
-    def code(self) -> int:
-        return self.value[1]
-
-    @property
-    def message(self) -> str:
-        return self.value[2]
-
-
-class Dropped(enum.Enum):
+class Dropped(_Reason):
     """What a joined browser lost, or why it was disconnected."""
 
     MALFORMED = ("malformed", 0, "a message that is not complete MIDI was dropped")
@@ -60,18 +64,6 @@ class Dropped(enum.Enum):
     OVERFLOW = ("overflow", 4503, "disconnected: your browser did not keep up with the room")
     TIMEOUT = ("timeout", 4408, "disconnected: your browser stopped answering pings")
     GONE = ("gone", 4410, "the hub closed this port, or is stopping")
-
-    @property
-    def label(self) -> str:
-        return self.value[0]
-
-    @property
-    def code(self) -> int:
-        return self.value[1]
-
-    @property
-    def message(self) -> str:
-        return self.value[2]
 
 
 @dataclass
