@@ -93,7 +93,7 @@ class RtpPeer:
     async def _sync(self) -> None:
         assert self.session is not None
         synced = self.syncs()
-        self.session.sync_clock(self.loop.time())
+        self.host.sync_clock(self.session, self.loop.time())
         self.flush()
         await until(lambda: self.syncs() > synced)
 

@@ -147,7 +147,7 @@ class MemNet:
             if deadline is not None:
                 candidates.append(deadline)
             for peer in self.peers.values():
-                timer = peer.host.next_timer() if peer.alive else None
+                timer = peer.host.next_deadline() if peer.alive else None
                 if timer is not None:
                     candidates.append(timer)
             step = min(candidates, default=until)
@@ -174,7 +174,7 @@ class MemNet:
         self.flush_hub()
         for peer in self.peers.values():
             if peer.alive:
-                timer = peer.host.next_timer()
+                timer = peer.host.next_deadline()
                 if timer is not None and timer <= self.now:
                     peer.host.tick(self.now)
                 self._flush_peer(peer)

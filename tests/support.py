@@ -158,7 +158,7 @@ class PyPeer:
         self.flush()
         await wait_for(self.joined, timeout, f"{self.name} to join :{port}")
         synced = len(self.rtts())
-        session.sync_clock(self._loop.time())
+        self.host.sync_clock(session, self._loop.time())
         self.flush()
         await wait_for(lambda: len(self.rtts()) > synced, timeout, f"{self.name}'s second sync")
         return session

@@ -250,7 +250,7 @@ def test_rs_is_sent_about_once_a_second_while_the_peer_sends() -> None:
     (responder,) = pair.b.established
     rs_before = sum(1 for d in pair.sent["b"] if d[2:4] == b"RS")
     for _ in range(12):
-        pair.session.send_lists(midi(b"\x90\x3c\x40"), pair.now)
+        pair.a.send([pair.session], midi(b"\x90\x3c\x40"), pair.now)
         pair.pump()
         pair.advance(0.25)
     sent = sum(1 for d in pair.sent["b"] if d[2:4] == b"RS") - rs_before
@@ -277,11 +277,11 @@ def test_session_counts_a_jump_as_at_most_one_lost_packet() -> None:
     pair.advance(3)
     (responder,) = pair.b.established
     session = pair.session
-    session.send_lists(midi(b"\x90\x3c\x40"), pair.now)
+    pair.a.send([session], midi(b"\x90\x3c\x40"), pair.now)
     pair.pump()
     session._seq_out = (session._seq_out + 30_000) & 0xFFFF
     for _ in range(3):
-        session.send_lists(midi(b"\x80\x3c\x00"), pair.now)
+        pair.a.send([session], midi(b"\x80\x3c\x00"), pair.now)
         pair.pump()
     assert responder.packets_lost <= 1
     assert sum(e.count for e in pair.of("b", PacketsLost)) <= 1  # type: ignore[attr-defined]
@@ -320,8 +320,10 @@ def test_guard_packets_follow_a_burst_and_stop_at_rs() -> None:
     pair.connect()
     pair.advance(3)
     sent_before = len(pair.sent["a"])
-    pair.session.send_lists(
-        [s for s in encode_sections([(0, b"\x90\x3c\x40")], MAX_LIST_LENGTH)], pair.now
+    pair.a.send(
+        [pair.session],
+        [s for s in encode_sections([(0, b"\x90\x3c\x40")], MAX_LIST_LENGTH)],
+        pair.now,
     )
     pair.pump()
     pair.advance(GUARD_FIRST * 3.5, step=0.01)

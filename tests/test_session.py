@@ -95,7 +95,7 @@ def test_one_ssrc_per_session_for_ok_ck_and_rtp() -> None:
     pair.connect()
     pair.advance(2)
     (responder,) = pair.b.established
-    responder.send_lists(midi(b"\x90\x3c\x64"), pair.now)
+    pair.b.send([responder], midi(b"\x90\x3c\x64"), pair.now)
     pair.pump()
     ssrcs = set()
     for data in pair.sent["b"]:
@@ -122,7 +122,7 @@ def test_rtt_reflects_wire_delay() -> None:
     session = pair.session
     session._next_ck = pair.now  # due now
     session.tick(pair.now)
-    (ck0,) = [d for k, d, a in pair.a.datagrams_to_send()]
+    (ck0,) = [d for k, d, a in session.datagrams_to_send()]
     pair.now += 0.040
     pair.b.receive(ck0, PortKind.DATA, (A[0], A[1] + 1), pair.now)
     (ck1,) = [d for k, d, a in pair.b.datagrams_to_send()]
@@ -148,10 +148,10 @@ def test_midi_flows_both_ways_in_order() -> None:
     pair = Pair()
     pair.connect()
     notes = [bytes((0x90, n, 100)) for n in range(20)]
-    pair.session.send_lists(midi(*notes), pair.now)
+    pair.a.send([pair.session], midi(*notes), pair.now)
     pair.pump()
     (responder,) = pair.b.established
-    responder.send_lists(midi(b"\xb0\x40\x7f"), pair.now)
+    pair.b.send([responder], midi(b"\xb0\x40\x7f"), pair.now)
     pair.pump()
     received_b = [m for e in pair.of("b", MidiReceived) for _, m in e.commands]
     received_a = [m for e in pair.of("a", MidiReceived) for _, m in e.commands]
@@ -161,11 +161,11 @@ def test_midi_flows_both_ways_in_order() -> None:
 def test_sequence_gap_is_reported_and_late_packets_dropped() -> None:
     pair = Pair()
     pair.connect()
-    pair.session.send_lists(midi(b"\x90\x01\x01"), pair.now)
+    pair.a.send([pair.session], midi(b"\x90\x01\x01"), pair.now)
     pair.pump()
-    pair.session.send_lists(midi(b"\x90\x02\x01"), pair.now)
+    pair.a.send([pair.session], midi(b"\x90\x02\x01"), pair.now)
     late = pair.a.datagrams_to_send()  # held back
-    pair.session.send_lists(midi(b"\x90\x03\x01"), pair.now)
+    pair.a.send([pair.session], midi(b"\x90\x03\x01"), pair.now)
     pair.pump()
     assert [e.count for e in pair.of("b", PacketsLost)] == [1]
     for _, data, _ in late:
@@ -180,8 +180,10 @@ def test_sysex_across_packets_is_reassembled() -> None:
     pair = Pair()
     pair.connect()
     big = b"\xf0" + bytes(range(100)) * 30 + b"\xf7"
-    pair.session.send_lists(
-        [encode_section(b) for b in encode_lists([(0, big), (0, b"\x90\x3c\x40")], 1200)], pair.now
+    pair.a.send(
+        [pair.session],
+        [encode_section(b) for b in encode_lists([(0, big), (0, b"\x90\x3c\x40")], 1200)],
+        pair.now,
     )
     pair.pump()
     received = [m for e in pair.of("b", MidiReceived) for _, m in e.commands]

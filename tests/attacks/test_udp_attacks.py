@@ -343,7 +343,7 @@ async def test_an_endless_sysex_costs_bounded_memory_and_never_stalls_the_loop(
         await wait_for(lambda t=target: host.counters.received >= t, 5)
         if header_seq % 2048 < 64:  # now and then: how fast is a CK answered?
             synced = len(carol.rtts())
-            carol.session.sync_clock(loop.time())
+            carol.host.sync_clock(carol.session, loop.time())
             carol.flush()
             await wait_for(lambda s=synced: len(carol.rtts()) > s, 5, "a CK answer")
             rtts.append(carol.rtts()[-1])  # measured by CK timestamps (0.1 ms)

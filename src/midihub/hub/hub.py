@@ -433,7 +433,7 @@ class Hub:
         """When ``tick`` next has something to do: the earliest session timer (guard
         packets, RS, clock sync, retries, timeouts) or link retry; None: nothing."""
         hosts = [endpoint.host for endpoint in self.endpoints.values()]
-        times = [t for host in hosts if (t := host.next_timer()) is not None]
+        times = [t for host in hosts if (t := host.next_deadline()) is not None]
         times += [link.next_attempt for link in self.links.values() if link.session is None]
         return min(times, default=None)
 
@@ -457,7 +457,7 @@ class Hub:
         for endpoint in dirty:
             for kind, data, addr in endpoint.host.datagrams_to_send():
                 yield Outgoing(endpoint, kind, data, addr)
-            timer = endpoint.host.next_timer()
+            timer = endpoint.host.next_deadline()
             if timer is not None and (deadline is None or timer < deadline):
                 deadline = timer
         self.pending_deadline = deadline

@@ -126,7 +126,7 @@ class Participant:
             self._timer = None
         if not self._sockets:
             return
-        due = self.host.next_timer()
+        due = self.host.next_deadline()
         if due is not None:
             self._timer = self._loop.call_at(max(due, self._loop.time() + 0.001), self._tick)
 

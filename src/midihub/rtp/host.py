@@ -2,7 +2,9 @@
 
 ``Host`` demultiplexes datagrams to sessions by SSRC (invitation token for
 initiator replies), creates responder sessions for new invitations, and keeps the
-counters an admin needs. Sans-IO like ``Session``: datagrams go into an outbox.
+counters an admin needs. Sans-IO like ``Session``: each session keeps its own
+outbox, and ``datagrams_to_send()`` collects from those it touched since the last
+call (plus the table's own NO replies).
 
 A session is bound to the addresses it came from: once known, its SSRC is honoured
 only from its own control or data address, and BY or a data-port IN also need its
@@ -45,7 +47,8 @@ class Host:
         self.limits = limits or Limits()
         self.counters = Counters()
         self._rng = rng
-        self._outbox: list[Datagram] = []
+        self._outbox: list[Datagram] = []  # NO replies: no session behind them
+        self._touched: list[Session] = []  # sessions that may have datagrams waiting
         self._by_peer: dict[int, Session] = {}  # peer SSRC → session (once known)
         self._by_token: dict[int, Session] = {}  # our initiations awaiting OK
         self._local_ssrcs: set[int] = set()
@@ -75,14 +78,17 @@ class Host:
         return sum(1 for s in self.sessions if s.pending)
 
     def datagrams_to_send(self) -> list[Datagram]:
-        out = self._outbox.copy()  # sessions hold this very list: empty it in place
-        self._outbox.clear()
+        out, self._outbox = self._outbox, []
+        touched, self._touched = self._touched, []
+        for session in touched:
+            if session._outbox:
+                out += session.datagrams_to_send()
         self.counters.sent += len(out)
         return out
 
-    def next_timer(self) -> float | None:
-        timers = [s.next_timer() for s in self.sessions]
-        return min(timers) if timers else None
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has something to do (None: no sessions)."""
+        return min((s.next_deadline() for s in self.sessions), default=None)
 
     # -- input -----------------------------------------------------------------
 
@@ -145,6 +151,7 @@ class Host:
             if session.state is not State.ESTABLISHED:
                 return self._dropped(Drop.NOT_JOINED)
             joined = session.joined_at
+            self._touched.append(session)
             events = session.on_clock(packet, kind, addr, now, size)
             if session.joined_at is not joined:
                 self._established = None  # a new participant
@@ -193,6 +200,7 @@ class Host:
         if packet.command == packets.REJECT:
             del self._by_token[packet.token]
             return self._ended(pending, LeaveReason.REJECTED, bye=False)
+        self._touched.append(pending)
         if not pending.on_accept(packet, kind, addr, now):
             return []
         del self._by_token[packet.token]
@@ -229,7 +237,6 @@ class Host:
             control_addr=addr,
             now=now,
             timing=self.timing,
-            outbox=self._outbox,
             limits=self.limits,
             counters=self.counters,
             public_id=self._new_public_id(),
@@ -238,6 +245,7 @@ class Host:
         )
         session.peer_ssrc = packet.ssrc
         self._by_peer[packet.ssrc] = session
+        self._touched.append(session)
         session.on_invitation(packet, kind, addr, now, size)
         return events
 
@@ -264,6 +272,7 @@ class Host:
                 return self._refuse(packet, kind, addr, now, Drop.SSRC_IN_USE)
         elif addr[0] != session.control_addr[0]:
             return self._refuse(packet, kind, addr, now, Drop.WRONG_ADDRESS)
+        self._touched.append(session)
         session.on_invitation(packet, kind, addr, now, size)
         return []
 
@@ -310,7 +319,6 @@ class Host:
             control_addr=control_addr,
             now=now,
             timing=self.timing,
-            outbox=self._outbox,
             limits=self.limits,
             counters=self.counters,
             public_id=self._new_public_id(),
@@ -318,20 +326,29 @@ class Host:
             initial_sequence=self._rng.getrandbits(16),
         )
         self._by_token[token] = session
+        self._touched.append(session)
         session.tick(now)
         return session
 
     def send(self, sessions: Iterable[Session], sections: Sequence[Section], now: float) -> None:
         """Send encoded command sections (see ``commands.encode_sections``) to sessions;
         what each carries feeds each session's recovery journal."""
+        touched = self._touched
         for session in sessions:
             session.send_lists(sections, now)
+            touched.append(session)
+
+    def sync_clock(self, session: Session, now: float) -> None:
+        """Start a clock-sync exchange with ``session`` now, not at its next turn."""
+        self._touched.append(session)
+        session.sync_clock(now)
 
     def tick(self, now: float) -> list[Event]:
         events: list[Event] = []
         for session in self.sessions:
-            if now < session.next_timer():
+            if now < session.next_deadline():
                 continue
+            self._touched.append(session)
             reason = session.tick(now)
             if reason is not None:
                 if reason is LeaveReason.HANDSHAKE_TIMEOUT:
@@ -366,6 +383,7 @@ class Host:
         became a participant (nothing to release, nothing worth a log line)."""
         self._established = None
         if bye:
+            self._touched.append(session)  # its BYs leave after it is forgotten
             session.send_bye()
         session.close()
         self._local_ssrcs.discard(session.local_ssrc)

@@ -1,8 +1,9 @@
 """The AppleMIDI session state machine for one remote peer, in either role.
 
 Sans-IO: no sockets, no clock. Every method takes ``now`` (seconds, any monotonic
-origin) and appends the datagrams it wants sent to the outbox it was given; the
-caller (``Host``) drains it. See docs/protocol.md for the packet flows.
+origin); the datagrams it wants sent wait in its own outbox until
+``datagrams_to_send()``, and ``next_deadline()`` says when to call ``tick`` next (the
+shape of aioquic's connection). See docs/protocol.md for the packet flows.
 
 A session joins (``PeerJoined``) only once the peer has proved it receives at its
 address: it completed a clock-sync exchange echoing a timestamp we chose. Until then
@@ -127,7 +128,6 @@ class Session:
         control_addr: Address,
         now: float,
         timing: Timing,
-        outbox: list[Datagram],
         limits: Limits | None = None,
         counters: Counters | None = None,
         public_id: str = "",
@@ -159,7 +159,7 @@ class Session:
         self.packets_received = 0
         self.packets_lost = 0
         self._timing = timing
-        self._outbox = outbox
+        self._outbox: list[Datagram] = []
         self._origin = now  # this session's own time base for CK and RTP timestamps
         self._clock_offset = clock_offset  # random: our CK stamps are not guessable
         self._seq_out = _RANDOM.getrandbits(16) if initial_sequence is None else initial_sequence
@@ -211,6 +211,11 @@ class Session:
     def pending(self) -> bool:
         """Invited but not (yet) a participant: what half-open limits count."""
         return self.joined_at is None and self.state is not State.CLOSED
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        """What this session wants sent, in order; each datagram is handed out once."""
+        out, self._outbox = self._outbox, []
+        return out
 
     def timestamp(self, now: float) -> int:
         """``now`` on this session's clock, in 100 µs units."""
@@ -483,7 +488,7 @@ class Session:
     def _stale_after(self) -> float:
         return self._limits.proof_intervals * self._timing.ck_interval
 
-    def next_timer(self) -> float:
+    def next_deadline(self) -> float:
         if self.state in (State.INVITING_CONTROL, State.INVITING_DATA):
             return self._next_invite
         if self.proven_at is None:
