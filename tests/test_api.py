@@ -80,7 +80,12 @@ async def test_latency_rows_conform_and_keep_the_legacy_names(
     await bob.connect(port)
     alice.send(bytes((0x90, 60, 100)), bytes((0x80, 60, 0)))
     await wait_for(lambda: len(bob.received) == 2)
-    await wait_for(lambda: all(s.samples for s in running.hub.stats.values()))
+
+    def measured() -> bool:
+        stats = [s for e in running.hub.endpoints.values() for s in e.stats.values()]
+        return len(stats) == 2 and all(s.samples for s in stats)
+
+    await wait_for(measured)
     rows = await get(url + "/api/latency")
     conforms("/api/latency", rows)
     by_name = {row["name"]: row for row in rows}
@@ -113,7 +118,13 @@ async def test_rtt_through_a_40ms_each_way_proxy_peer_started_and_hub_started(
     running.server.flush()
 
     def samples(name: str) -> int:
-        return sum(s.samples for sess, s in running.hub.stats.items() if sess.name == name)
+        endpoints = running.hub.endpoints.values()
+        return sum(
+            e.stats[p.public_id].samples
+            for e in endpoints
+            for p in e.participants
+            if p.name == name and p.public_id in e.stats
+        )
 
     await wait_for(lambda: samples("caller") >= 2 and samples("listener") >= 2, 10)
     rows = {row["name"]: row for row in await get(url + "/api/latency")}

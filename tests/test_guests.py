@@ -44,7 +44,7 @@ async def test_a_guest_plays_hears_leaves_and_is_listed_like_anyone(
     await bob.connect(port)
     await wait_for(lambda: len(running.participants(port)) == 2)
     assert hub.admit(port, guest, 1.0) is None
-    assert any(isinstance(e, PeerJoined) and e.session is guest for _, e in running.events)
+    assert any(isinstance(e, PeerJoined) and e.who == guest.who for _, e in running.events)
     assert guest.public_id and hub.participant(f"{port}-{guest.public_id}") == (
         hub.endpoints[port],
         guest,
@@ -77,7 +77,7 @@ async def test_a_guest_plays_hears_leaves_and_is_listed_like_anyone(
     await wait_for(lambda: len(alice.received) >= 2)
     assert note_off(0, 60) in alice.received
     assert control_change(0, 64, 0) in alice.received
-    assert any(isinstance(e, PeerLeft) and e.session is guest for _, e in running.events)
+    assert any(isinstance(e, PeerLeft) and e.who == guest.who for _, e in running.events)
     assert guest not in hub.endpoints[port].participants
 
 

@@ -155,7 +155,8 @@ async def test_hub_keeps_latency_history_across_a_restart(tmp_path: Path) -> Non
     try:
         await wait_for(lambda: app.web is not None, 5, "the web port")
         await peer.connect(port)
-        await wait_for(lambda: any(s.samples >= 2 for s in app.hub.stats.values()), 10)
+        endpoints = app.hub.endpoints.values()
+        await wait_for(lambda: any(s.samples >= 2 for e in endpoints for s in e.stats.values()), 10)
         (live,) = await latency()
         assert live["connected"] is True and live["name"] == "pianist"
         samples = live["samples"]

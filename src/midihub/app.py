@@ -22,7 +22,7 @@ from midihub.config import ConfigError, HubConfig, is_loopback, parse_listen
 from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
-from midihub.rtp import Event, LatencyMeasured, PacketsLost, Peer, PeerJoined, PeerLeft
+from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Who
 from midihub.store import LatencyStore
 from midihub.web import Api, WebServer
 from midihub.web.recordings import RecordingsApi
@@ -39,28 +39,26 @@ class DatabaseError(Exception):
     """The latency database cannot be opened; one line naming the path."""
 
 
-def _who(session: Peer) -> str:
-    addr = session.address
+def _who(who: Who) -> str:
+    addr = who.address
     host = addr[0].removeprefix("::ffff:") if isinstance(addr[0], str) else addr[0]
-    return f"{session.name or '(unnamed)'!r} from {host}:{addr[1]}"
+    return f"{who.name or '(unnamed)'!r} from {host}:{addr[1]}"
 
 
 def log_event(endpoint: Endpoint, event: Event) -> None:
     """The admin's view of the hub: every join and leave, with name and address."""
     where = f"{endpoint.label} :{endpoint.port}"
     if isinstance(event, PeerJoined):
-        log.info("%s: %s joined", where, _who(event.session))
+        log.info("%s: %s joined", where, _who(event.who))
     elif isinstance(event, PeerLeft):
-        if event.session.joined_at is None and event.reason in ("rejected", "no-answer"):
-            log.warning(
-                "%s: invitation to %s failed (%s)", where, _who(event.session), event.reason
-            )
+        if not event.joined:
+            log.warning("%s: invitation to %s failed (%s)", where, _who(event.who), event.reason)
         else:
-            log.info("%s: %s left (%s)", where, _who(event.session), event.reason)
+            log.info("%s: %s left (%s)", where, _who(event.who), event.reason)
     elif isinstance(event, LatencyMeasured):
-        log.debug("%s: %s rtt %.1f ms", where, _who(event.session), event.rtt * 1000)
+        log.debug("%s: %s rtt %.1f ms", where, _who(event.who), event.rtt * 1000)
     elif isinstance(event, PacketsLost):
-        log.debug("%s: %s lost %d packet(s)", where, _who(event.session), event.count)
+        log.debug("%s: %s lost %d packet(s)", where, _who(event.who), event.count)
 
 
 class App:
@@ -231,10 +229,10 @@ class App:
 
     def _record_latency(self, endpoint: Endpoint, event: Event) -> None:
         if isinstance(event, LatencyMeasured) and self.store is not None:
-            session = event.session
+            who = event.who
             self.store.record(
-                session.name,
-                display_address(session.address),
+                who.name,
+                display_address(who.address),
                 endpoint.port,
                 event.rtt * 1000,
                 time.time(),

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from midihub.hub import Hub
+from midihub.hub import Endpoint, Hub
 from midihub.midi.messages import control_change, note_off, note_on
 from midihub.rtp import Drop, MidiReceived, PortKind, Session, encode_lists, encode_section
 from midihub.rtp import packets as p
@@ -50,10 +50,11 @@ class HubReceivePath(RuleBasedStateMachine):
         self.violations: list[str] = []
         self.hub.midi_listeners.append(self._midi)
 
-    def _midi(self, endpoint: object, event: object) -> None:
+    def _midi(self, endpoint: Endpoint, event: object) -> None:
         assert isinstance(event, MidiReceived)
-        if self.current != event.session.data_addr:
-            self.violations.append(f"MIDI from {self.current} for {event.session!r}")
+        session = endpoint.host.find(event.who.public_id)
+        if session is None or self.current != session.data_addr:
+            self.violations.append(f"MIDI from {self.current} for {session!r}")
 
     def send(self, source: int, kind: PortKind, data: bytes) -> None:
         where = addr(source, kind)

@@ -383,7 +383,7 @@ async def test_huge_names_and_session_churn_stay_small_everywhere(
     hub, url = await serve_hub(ROOM.format(port=port))
     rows: list[tuple[str, str]] = []
     hub.hub.listeners.append(
-        lambda endpoint, event: rows.append((type(event).__name__, event.session.peer_name))
+        lambda endpoint, event: rows.append((type(event).__name__, event.who.name))
     )
     for round_ in range(30):
         peer = make_peer(name + str(round_))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 
 from midihub.hub.guest import Guest
+from midihub.hub.links import Link
 from midihub.hub.spec import EndpointSpec
+from midihub.hub.stats import ParticipantStats
 from midihub.rtp import Host, Limits, Peer, Timing
 
 
@@ -15,11 +17,13 @@ class Endpoint:
     __slots__ = (
         "guests",
         "host",
+        "hub_links",
         "journal_repairs",
         "messages_in",
         "messages_out",
         "panics",
         "spec",
+        "stats",
     )
 
     def __init__(
@@ -37,6 +41,9 @@ class Endpoint:
         self.journal_repairs = 0
         self.panics = 0
         self.guests: list[Guest] = []  # participants that are not RTP sessions
+        self.stats: dict[str, ParticipantStats] = {}  # by public id, while connected
+        # Sessions here with another hub, by public id: ours (their Link), theirs (None).
+        self.hub_links: dict[str, Link | None] = {}
         # Peers list us under this name: say which group and direction it is.
         self.host = Host(
             f"{hub_name} {spec.label}",
@@ -50,6 +57,12 @@ class Endpoint:
     def participants(self) -> list[Peer]:
         """Everyone here: joined RTP sessions, then guests (browsers, replays)."""
         return [*self.host.established, *self.guests]
+
+    def stats_of(self, public_id: str) -> ParticipantStats:
+        stats = self.stats.get(public_id)
+        if stats is None:
+            stats = self.stats[public_id] = ParticipantStats()
+        return stats
 
     @property
     def port(self) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from midihub.midi.held import NoteState
-from midihub.rtp import Command, Peer
+from midihub.rtp import Command, Who
 
 
 class Guest(abc.ABC):
@@ -32,15 +32,17 @@ class Guest(abc.ABC):
         self.packets_received = 0
         self.packets_lost = 0
         self.held = NoteState()  # kept by the hub from what it plays
+        self.who = Who("", name, address, self.transport)  # with its id once admitted
 
     @abc.abstractmethod
     def deliver(self, commands: Sequence[Command], now: float) -> None:
         """MIDI for this participant. Must not block or raise: queue it, and if the
         participant cannot keep up, drop it (and ``close``) on the transport's side."""
 
-    def deliver_from(self, sender: Peer, commands: Sequence[Command], now: float) -> None:
-        """MIDI another participant played. A transport that shows who played what (a
-        browser lights keys per player) overrides this; the rest get ``deliver``."""
+    def deliver_from(self, sender: str, commands: Sequence[Command], now: float) -> None:
+        """MIDI the participant with API id ``sender`` played. A transport that shows
+        who played what (a browser lights keys per player) overrides this; the rest
+        get ``deliver``."""
         self.deliver(commands, now)
 
     @abc.abstractmethod

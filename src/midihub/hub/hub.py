@@ -18,7 +18,6 @@ from midihub.hub.links import Link, is_link_name, link_name
 from midihub.hub.notes import ALL_CHANNELS, NoteState, panic_commands
 from midihub.hub.router import Router
 from midihub.hub.spec import HubSpec
-from midihub.hub.stats import ParticipantStats
 from midihub.midi.notes import NoteRange
 from midihub.rtp import (
     Address,
@@ -34,6 +33,7 @@ from midihub.rtp import (
     Section,
     Session,
     Timing,
+    Who,
     encode_sections,
 )
 from midihub.rtp.recovery import MAX_LIST_LENGTH
@@ -72,13 +72,10 @@ class Hub:
         self.notes_released = 0
         self.panics = 0
         self.journal_repairs = 0  # messages recreated from recovery journals
-        self.stats: dict[Peer, ParticipantStats] = {}
         self._guest_ports: dict[Guest, int] = {}
         self._router = Router([])
         self._dirty: set[Endpoint] = set()  # endpoints whose outbox may hold datagrams
         self.links: dict[tuple[str, int], Link] = {}
-        # Sessions with another hub: ours (their Link) and theirs (None).
-        self._hub_links: dict[Session, Link | None] = {}
         self.pending_deadline: float | None = None  # earliest timer of the last drain
         self.reconfigure(spec, 0.0)
 
@@ -148,9 +145,9 @@ class Hub:
             del self.links[key]
             session = link.session
             if session is not None:
-                self._hub_links.pop(session, None)
                 endpoint = self.endpoints.get(link.spec.port)
                 if endpoint is not None:
+                    endpoint.hub_links.pop(session.public_id, None)
                     self._handle(
                         endpoint, endpoint.host.disconnect(session, LeaveReason.REMOVED), now
                     )
@@ -171,33 +168,40 @@ class Hub:
             self._handle(endpoint, events, now)
 
     def _handle(self, endpoint: Endpoint, events: list[Event], now: float) -> None:
+        """The switchboard: every event of ``endpoint``'s participants, in order."""
         for event in events:
             if isinstance(event, MidiReceived):
                 self._midi(endpoint, event, now)
                 continue
+            who = event.who
             if isinstance(event, LatencyMeasured):
-                self._stats(event.session).add_rtt(event.rtt, now)
+                endpoint.stats_of(who.public_id).add_rtt(event.rtt, now)
             elif isinstance(event, PeerJoined):
-                self._stats(event.session)
-                session = event.session
-                if isinstance(session, Session):
-                    if session in self._hub_links:
-                        link = self._hub_links[session]
-                        if link is not None:
-                            link.joined(now)
-                    elif is_link_name(session.peer_name):
-                        self._hub_links[session] = None
-                    self._apply_journal_policy(endpoint, session)
+                endpoint.stats_of(who.public_id)
+                session = endpoint.host.find(who.public_id)
+                if session is not None:
+                    self._joined_session(endpoint, session, now)
             elif isinstance(event, PeerLeft):
-                if isinstance(event.session, Session) and event.session in self._hub_links:
-                    link = self._hub_links.pop(event.session)
-                    if link is not None and link.session is event.session:
-                        link.failed(now, event.reason)
-                self.release(endpoint, event.session, event.session.held, now)
+                link = endpoint.hub_links.pop(who.public_id, None)
+                current = None if link is None else link.session
+                if link is not None and current is not None and current.public_id == who.public_id:
+                    link.failed(now, event.reason)
+                self._release(endpoint, who.public_id, list(event.release), now)
                 self._emit(endpoint, event)
-                self.stats.pop(event.session, None)
+                endpoint.stats.pop(who.public_id, None)
                 continue
             self._emit(endpoint, event)
+
+    def _joined_session(self, endpoint: Endpoint, session: Session, now: float) -> None:
+        """A new RTP participant: ours or another hub's link, and its journal policy."""
+        links = endpoint.hub_links
+        if session.public_id in links:
+            link = links[session.public_id]
+            if link is not None:
+                link.joined(now)
+        elif is_link_name(session.peer_name):
+            links[session.public_id] = None
+        self._apply_journal_policy(endpoint, session)
 
     def _midi(self, endpoint: Endpoint, event: MidiReceived, now: float) -> None:
         """MIDI from a participant (its session already repaired it after a loss and
@@ -206,9 +210,9 @@ class Hub:
         if event.repaired:
             self.journal_repairs += event.repaired
             endpoint.journal_repairs += event.repaired
-        self._stats(event.session).messages_in += len(commands)
+        endpoint.stats_of(event.who.public_id).messages_in += len(commands)
         endpoint.messages_in += len(commands)
-        self._forward(endpoint, event.session, commands, now)
+        self._forward(endpoint, event.who.public_id, commands, now)
         for listener in self.midi_listeners:
             listener(endpoint, event)
 
@@ -225,9 +229,10 @@ class Hub:
         while not guest.public_id or guest.public_id in taken:
             guest.public_id = f"{self._rng.getrandbits(32):08x}"
         guest.joined_at = now
+        guest.who = Who(guest.public_id, guest.name, guest.address, guest.transport)
         endpoint.guests.append(guest)
         self._guest_ports[guest] = port
-        self._handle(endpoint, [PeerJoined(guest)], now)
+        self._handle(endpoint, [PeerJoined(guest.who)], now)
         return None
 
     def play(self, guest: Guest, commands: list[Command], now: float) -> None:
@@ -237,7 +242,7 @@ class Hub:
             return
         endpoint = self.endpoints[port]
         guest.held.update(commands)
-        self._midi(endpoint, MidiReceived(guest, commands), now)
+        self._midi(endpoint, MidiReceived(guest.who, commands), now)
 
     def measured(self, guest: Guest, rtt: float, now: float) -> None:
         """A round-trip time the guest's transport measured (WebSocket ping)."""
@@ -245,7 +250,7 @@ class Hub:
         if port is None:
             return
         guest.rtt = rtt
-        self._handle(self.endpoints[port], [LatencyMeasured(guest, rtt)], now)
+        self._handle(self.endpoints[port], [LatencyMeasured(guest.who, rtt)], now)
 
     def depart(self, guest: Guest, reason: LeaveReason, now: float) -> None:
         """The guest is gone (its transport closed): release what it held."""
@@ -254,7 +259,8 @@ class Hub:
             return
         endpoint = self.endpoints[port]
         endpoint.guests.remove(guest)
-        self._handle(endpoint, [PeerLeft(guest, reason)], now)
+        release = tuple(guest.held.release())
+        self._handle(endpoint, [PeerLeft(guest.who, reason, True, release)], now)
 
     def _close_guests(self, endpoint: Endpoint, reason: LeaveReason, now: float) -> None:
         for guest in list(endpoint.guests):
@@ -267,7 +273,7 @@ class Hub:
         config = self.spec
         if not config.journal or not endpoint.spec.journal:
             return False
-        link = self._hub_links.get(session)
+        link = endpoint.hub_links.get(session.public_id)
         if link is not None and not link.spec.journal:
             return False
         name = session.peer_name.casefold()
@@ -276,41 +282,44 @@ class Hub:
     def _apply_journal_policy(self, endpoint: Endpoint, session: Session) -> None:
         session.use_journal(self.journal_wanted(endpoint, session))
 
-    def _stats(self, session: Peer) -> ParticipantStats:
-        stats = self.stats.get(session)
-        if stats is None:
-            stats = self.stats[session] = ParticipantStats()
-        return stats
-
-    def release(self, source: Endpoint, session: Peer, state: NoteState, now: float) -> None:
-        """Send everyone ``session`` was feeding the NoteOffs, pedal-ups and bend
-        centre for what it still held (it left, timed out or was removed)."""
-        commands = state.release()
+    def _release(
+        self, source: Endpoint, sender_id: str, commands: list[Command], now: float
+    ) -> None:
+        """Send everyone the participant ``sender_id`` was feeding the NoteOffs,
+        pedal-ups and bend centre for what it still held (it left, timed out or was
+        removed)."""
         if commands:
             self.notes_released += sum(1 for _, msg in commands if msg[0] & 0xF0 == 0x80)
-            self._forward(source, session, commands, now)
+            self._forward(source, sender_id, commands, now)
 
     def held(self, session: Peer) -> NoteState:
         return session.held
 
-    def _forward(self, source: Endpoint, sender: Peer, commands: list[Command], now: float) -> None:
+    def _forward(
+        self, source: Endpoint, sender_id: str, commands: list[Command], now: float
+    ) -> None:
+        """``commands`` from participant ``sender_id`` of ``source`` to everyone its
+        routes reach, never back to itself, and never from one hub on to another."""
         targets = self._router.targets(source.port)
         if not targets:
             return
         sections: list[Section] | None = None
-        hub_links = self._hub_links
-        from_hub = sender in hub_links  # split horizon: never on to another hub
+        from_hub = sender_id in source.hub_links  # split horizon: never on to another hub
+        sender: str | None = None  # as the API names it, for guests that show who played
         for port in targets:
             endpoint = self.endpoints.get(port)
             if endpoint is None:
                 continue
-            if from_hub:
-                receivers = [
-                    s for s in endpoint.host.established if s is not sender and s not in hub_links
-                ]
-            else:
-                receivers = [s for s in endpoint.host.established if s is not sender]
-            guests = [g for g in endpoint.guests if g is not sender]
+            receivers = endpoint.host.established
+            guests = endpoint.guests
+            if endpoint is source:
+                receivers = [s for s in receivers if s.public_id != sender_id]
+                guests = [g for g in guests if g.public_id != sender_id]
+            if from_hub and endpoint.hub_links:
+                links = endpoint.hub_links
+                receivers = [s for s in receivers if s.public_id not in links]
+            if guests and sender is None:
+                sender = f"{source.port}-{sender_id}"
             sections = self._deliver(endpoint, receivers, guests, commands, sections, now, sender)
             self.messages_forwarded += len(commands) * (len(receivers) + len(guests))
 
@@ -322,11 +331,12 @@ class Hub:
         commands: list[Command],
         sections: list[Section] | None,
         now: float,
-        sender: Peer | None = None,
+        sender: str | None = None,
     ) -> list[Section] | None:
         """``commands`` to these participants of ``endpoint``, counted. RTP sections are
         encoded once, whatever the number of receivers (and ports: they are returned).
-        ``sender``: who played them (guests that show it are told); None: the hub."""
+        ``sender``: the participant id of who played them (guests that show it are
+        told); None: the hub itself."""
         if sessions:
             if sections is None:
                 sections = encode_sections(commands, MAX_LIST_LENGTH)
@@ -339,10 +349,13 @@ class Hub:
                 guest.deliver_from(sender, commands, now)
         count = len(commands)
         endpoint.messages_out += count * (len(sessions) + len(guests))
-        stats = self.stats
-        receivers: list[Peer] = [*sessions, *guests]
-        for peer in receivers:
-            known = stats.get(peer)
+        stats = endpoint.stats
+        for peer in sessions:
+            known = stats.get(peer.public_id)
+            if known is not None:
+                known.messages_out += count
+        for guest in guests:
+            known = stats.get(guest.public_id)
             if known is not None:
                 known.messages_out += count
         return sections
@@ -413,7 +426,7 @@ class Hub:
         session = endpoint.host.connect(addr, now, name=link_name(self.spec.name, endpoint.label))
         link.session, link.resolving = session, False
         link.attempts += 1
-        self._hub_links[session] = link
+        endpoint.hub_links[session.public_id] = link
         self._dirty.add(endpoint)
         return session
 
@@ -442,7 +455,7 @@ class Hub:
         to everyone (shutdown)."""
         for endpoint in self.endpoints.values():
             for peer in endpoint.participants:
-                self.release(endpoint, peer, peer.held, now)
+                self._release(endpoint, peer.public_id, peer.held.release(), now)
         for endpoint in self.endpoints.values():
             self._close_guests(endpoint, LeaveReason.SHUTDOWN, now)
             self._handle(endpoint, endpoint.host.close(LeaveReason.SHUTDOWN), now)
@@ -467,7 +480,7 @@ class Hub:
             listener(endpoint, event)
 
 
-def participant_id(endpoint: Endpoint, participant: Peer) -> str:
+def participant_id(endpoint: Endpoint, participant: Peer | Who) -> str:
     """Stable for the life of a participant: the hub port and an id the hub drew at
     random (never the SSRC: knowing it would let anyone speak for the participant)."""
     return f"{endpoint.port}-{participant.public_id}"

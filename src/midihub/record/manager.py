@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from midihub.config import HubConfig, RecordConfig
-from midihub.hub import Endpoint, Hub
+from midihub.hub import Endpoint, Hub, participant_id
 from midihub.hub.spec import HubSpec
 from midihub.record import files, smf
 from midihub.record.journal import Header
@@ -134,17 +134,19 @@ class RecordingManager:
             except RecordingError:
                 return
         if recording.midi_port == port and isinstance(event, MidiReceived):
-            recording.midi(event.session, event.commands, time.monotonic())
+            who = event.who
+            player = participant_id(endpoint, who)
+            recording.midi(player, who.name, event.commands, time.monotonic())
 
     def _on_event(self, endpoint: Endpoint, event: Event) -> None:
         recording = self._by_port.get(endpoint.port)
         if recording is None:
             return
         if isinstance(event, PeerJoined):
-            name = display_name(event.session.name)
+            name = display_name(event.who.name)
             recording.marker(f"joined: {name}", time.monotonic())
-        elif isinstance(event, PeerLeft) and event.session.joined_at is not None:
-            name = display_name(event.session.name)
+        elif isinstance(event, PeerLeft) and event.joined:
+            name = display_name(event.who.name)
             recording.marker(f"left: {name} ({event.reason})", time.monotonic())
 
     # -- recordings ----------------------------------------------------------------

@@ -104,9 +104,10 @@ class Participant:
 
     def _handle(self, events: list[Event]) -> None:
         for event in events:
-            if event.session is not self.session:
+            session = self.session
+            if session is None or event.who.public_id != session.public_id:
                 continue
-            if event.session.established and not self._joined.done():
+            if session.established and not self._joined.done():
                 self._joined.set_result(None)
             if isinstance(event, PeerLeft):
                 self.left = event.reason

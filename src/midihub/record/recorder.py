@@ -13,7 +13,7 @@ from typing import Final
 
 from midihub.record.journal import Header
 from midihub.record.names import display_name
-from midihub.rtp import Command, Peer
+from midihub.rtp import Command
 
 # Kinds of buffered items: (monotonic time, kind, a, b)
 MIDI: Final = 0  # a = track number, b = list of messages
@@ -75,7 +75,7 @@ class Recording:
         self.max_tracks = max_tracks
         self.auto = auto
         self.queue: deque[Item] = deque()
-        self.tracks: dict[Peer, int] = {}
+        self.tracks: dict[str, int] = {}  # by participant id (port-id)
         self.players: list[str] = []
         self.messages = 0  # accepted into the buffer
         self.dropped = 0  # refused: buffer full (the disk is too slow) or too many players
@@ -96,13 +96,14 @@ class Recording:
     def active(self) -> bool:
         return self.state == "recording"
 
-    def midi(self, session: Peer, commands: list[Command], now: float) -> None:
+    def midi(self, player: str, name: str, commands: list[Command], now: float) -> None:
+        """MIDI that participant ``player`` (its API id) called ``name`` played."""
         messages = kept(commands)
         if not messages:
             return
-        track = self.tracks.get(session)
+        track = self.tracks.get(player)
         if track is None:
-            track = self._new_player(session, now)
+            track = self._new_player(player, name, now)
             if track is None:
                 self.dropped += len(messages)
                 return
@@ -113,12 +114,12 @@ class Recording:
         self.messages += len(messages)
         self.last_sound = now
 
-    def _new_player(self, session: Peer, now: float) -> int | None:
+    def _new_player(self, player: str, name: str, now: float) -> int | None:
         if len(self.tracks) >= self.max_tracks:
             return None
         track = len(self.tracks)
-        name = display_name(session.name)
-        self.tracks[session] = track
+        name = display_name(name)
+        self.tracks[player] = track
         self.players.append(name)
         self.queue.append((now, PLAYER, track, name))
         return track

@@ -12,6 +12,7 @@ from midihub.rtp.events import (
     Peer,
     PeerJoined,
     PeerLeft,
+    Who,
 )
 from midihub.rtp.host import Host
 from midihub.rtp.limits import Counters, Drop, Limits
@@ -41,6 +42,7 @@ __all__ = [
     "Session",
     "State",
     "Timing",
+    "Who",
     "encode_lists",
     "encode_section",
     "encode_sections",

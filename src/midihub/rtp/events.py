@@ -1,8 +1,10 @@
-"""What the sans-IO protocol reports to its caller. One dataclass per happening.
+"""What the sans-IO protocol reports to its caller. One frozen dataclass per happening.
 
-An event names *who* by the public face of a participant (``Peer``), never by
-protocol internals: an RTP session has that face, and so does anything else the hub
-routes MIDI between (a browser, a replay), so every listener works for all of them.
+Events are plain values: who (a ``Who``: ids, name, address), numbers, messages.
+They never hand out a live session, so a listener (log, API, monitor, metrics,
+recorder) cannot reach into protocol state, and it may keep an event as long as it
+likes. To ask about a participant now, listeners go through the hub's queries
+(``Endpoint.participants``), which answer with the ``Peer`` face below.
 """
 
 from __future__ import annotations
@@ -16,8 +18,22 @@ from midihub.rtp.commands import Command
 from midihub.rtp.recovery import Journal
 
 
+@dataclass(frozen=True, slots=True)
+class Who:
+    """A participant as events name it: a snapshot taken when it joined."""
+
+    public_id: str  # random, drawn by the hub; unique on its port (never the SSRC)
+    name: str  # as it introduced itself, cleaned (no control characters)
+    address: tuple[Any, ...]  # (host, port, ...) as the socket layer gives it
+    transport: str  # rtp, browser, replay...
+
+
 class Peer(Protocol):
-    """What a listener (log, API, monitor, metrics, recorder) may know of a participant."""
+    """What the hub's queries (API, monitor, panic) may know of a participant now."""
+
+    @property
+    def who(self) -> Who:
+        """Its identity, as its events carry it."""
 
     @property
     def public_id(self) -> str:
@@ -71,17 +87,17 @@ class LeaveReason(enum.StrEnum):
     LIMIT = "limit"  # it broke a limit (message rate, frame size)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Event:
-    session: Peer
+    who: Who
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PeerJoined(Event):
-    """Both handshakes are done: the session can carry MIDI."""
+    """Both handshakes are done and its address is proven: it can carry MIDI."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class MidiReceived(Event):
     """Complete MIDI messages (SysEx reassembled) with their delta times, in order:
     after a loss, first those ``repaired`` from the packet's recovery journal (the
@@ -92,22 +108,26 @@ class MidiReceived(Event):
     journal: Journal | None = None  # the journal read after a loss, for observers
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class LatencyMeasured(Event):
     """A CK exchange finished; ``rtt`` in seconds (0.1 ms resolution, the CK clock's)."""
 
     rtt: float
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PacketsLost(Event):
     """A gap in the peer's RTP sequence numbers: ``count`` packets never arrived."""
 
     count: int
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PeerLeft(Event):
-    """The participant is gone, for ``reason``."""
+    """The participant is gone, for ``reason``. ``joined``: it had been a participant
+    (False: an invitation of ours that failed). ``release``: the NoteOffs, pedal-ups
+    and bend centre for what it still held, for the hub to send its listeners."""
 
     reason: LeaveReason
+    joined: bool = True
+    release: tuple[Command, ...] = ()

@@ -52,7 +52,7 @@ class Host:
         self._by_peer: dict[int, Session] = {}  # peer SSRC → session (once known)
         self._by_token: dict[int, Session] = {}  # our initiations awaiting OK
         self._local_ssrcs: set[int] = set()
-        self._public_ids: set[str] = set()
+        self._by_public_id: dict[str, Session] = {}
         self._established: list[Session] | None = None  # see ``established``
         self._replies = SourceLimiter(self.limits.reject_rate, self.limits.reject_burst)
 
@@ -76,6 +76,10 @@ class Host:
     def pending(self) -> int:
         """Half-open sessions: invited (either way) but not yet participants."""
         return sum(1 for s in self.sessions if s.pending)
+
+    def find(self, public_id: str) -> Session | None:
+        """The live session an event or the API names by its public id."""
+        return self._by_public_id.get(public_id)
 
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._outbox = self._outbox, []
@@ -245,6 +249,7 @@ class Host:
         )
         session.peer_ssrc = packet.ssrc
         self._by_peer[packet.ssrc] = session
+        self._by_public_id[session.public_id] = session
         self._touched.append(session)
         session.on_invitation(packet, kind, addr, now, size)
         return events
@@ -326,6 +331,7 @@ class Host:
             initial_sequence=self._rng.getrandbits(16),
         )
         self._by_token[token] = session
+        self._by_public_id[session.public_id] = session
         self._touched.append(session)
         session.tick(now)
         return session
@@ -387,17 +393,17 @@ class Host:
             session.send_bye()
         session.close()
         self._local_ssrcs.discard(session.local_ssrc)
-        self._public_ids.discard(session.public_id)
-        if session.joined_at is None and session.role is Role.RESPONDER:
+        self._by_public_id.pop(session.public_id, None)
+        joined = session.joined_at is not None
+        if not joined and session.role is Role.RESPONDER:
             return []
-        return [PeerLeft(session, reason)]
+        return [PeerLeft(session.who, reason, joined, tuple(session.held.release()))]
 
     def _new_public_id(self) -> str:
         """An id for the API: random, so it says nothing about SSRC, token or order."""
         while True:
             public_id = f"{self._rng.getrandbits(32):08x}"
-            if public_id not in self._public_ids:
-                self._public_ids.add(public_id)
+            if public_id not in self._by_public_id:
                 return public_id
 
     def _new_ssrc(self) -> int:

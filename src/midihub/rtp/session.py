@@ -30,6 +30,7 @@ from midihub.rtp.events import (
     MidiReceived,
     PacketsLost,
     PeerJoined,
+    Who,
 )
 from midihub.rtp.limits import Counters, Drop, Limits, TokenBucket, source_key
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
@@ -181,6 +182,7 @@ class Session:
         self.journal = JournalSender() if timing.journal else None
         self._guard_at: float | None = None
         self._guards = 0
+        self._who: Who | None = None  # fixed when it joins (its name and address are known)
 
     def __repr__(self) -> str:
         return (
@@ -197,6 +199,15 @@ class Session:
     @property
     def address(self) -> Address:
         return self.control_addr
+
+    @property
+    def who(self) -> Who:
+        who = self._who
+        if who is None:
+            who = Who(self.public_id, self.peer_name, self.control_addr, self.transport)
+            if self.joined_at is not None:
+                self._who = who
+        return who
 
     @property
     def established(self) -> bool:
@@ -297,7 +308,7 @@ class Session:
         events: list[Event] = []
         if self.joined_at is None and self.state is State.ESTABLISHED:
             self.joined_at = now
-            events.append(PeerJoined(self))
+            events.append(PeerJoined(self.who))
         self.proven_at = now
         self.routable = self.state is State.ESTABLISHED
         self.rtt = ticks / CLOCK_RATE
@@ -307,7 +318,7 @@ class Session:
         # peer started) the next one is a full interval away.
         burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
         self._next_ck = now + (CK_BURST_INTERVAL if burst else self._timing.ck_interval)
-        events.append(LatencyMeasured(self, self.rtt))
+        events.append(LatencyMeasured(self.who, self.rtt))
         return events
 
     # -- data ------------------------------------------------------------------
@@ -335,7 +346,7 @@ class Session:
         if gap:
             self.packets_lost += gap
             self._sysex.packet_lost()
-            events.append(PacketsLost(self, gap))
+            events.append(PacketsLost(self.who, gap))
             if journal is not None:
                 try:
                     repair = decode_journal(*journal)
@@ -352,7 +363,7 @@ class Session:
             assembled = fixes + assembled
         if assembled:
             self.held.update(assembled)
-            events.append(MidiReceived(self, assembled, repaired, repair))
+            events.append(MidiReceived(self.who, assembled, repaired, repair))
         return events
 
     def _assemble(self, commands: list[Command], now: float) -> list[Command]:

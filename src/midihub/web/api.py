@@ -254,7 +254,7 @@ class Api:
         return await self.events.stream(request)
 
     def _live_row(self, endpoint: Endpoint, session: Peer) -> dict[str, Any]:
-        stats = self.hub.stats.get(session)
+        stats = endpoint.stats.get(session.public_id)
         row = self._person(endpoint, session)
         received, lost = session.packets_received, session.packets_lost
         row |= {

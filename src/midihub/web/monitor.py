@@ -166,8 +166,8 @@ class Monitor:
                 "type": "midi",
                 "at": time.time(),
                 "from": {
-                    "id": participant_id(endpoint, event.session),
-                    "name": event.session.name,
+                    "id": participant_id(endpoint, event.who),
+                    "name": event.who.name,
                 },
                 "messages": [message_json(msg) for _, msg in event.commands],
             }

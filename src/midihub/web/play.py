@@ -114,7 +114,7 @@ class Browser(Guest):
         self.limit = settings.browser_queue
         self.outbox: deque[bytes | str] = deque()
         self.wake = asyncio.Event()
-        self.index: dict[Peer, int] = {}  # who is who in this connection's frames
+        self.index: dict[str, int] = {}  # participant id -> its number in our frames
         self._next_index = 1
         self.pings: dict[int, float] = {}  # unanswered: ping number -> hub time sent
         self._ping_number = 0
@@ -129,7 +129,7 @@ class Browser(Guest):
     def deliver(self, commands: Sequence[Command], now: float) -> None:
         self._queue_midi(HUB_SENDER, commands)
 
-    def deliver_from(self, sender: Peer, commands: Sequence[Command], now: float) -> None:
+    def deliver_from(self, sender: str, commands: Sequence[Command], now: float) -> None:
         index = self.index.get(sender)
         if index is None:  # played before its join reached this page: introduce it first
             self.send_participants()
@@ -167,7 +167,7 @@ class Browser(Guest):
 
     # -- the participant list ------------------------------------------------------
 
-    def _index_for(self, peer: Peer) -> int:
+    def _index_for(self, peer: str) -> int:
         index = self.index.get(peer)
         if index is not None:
             return index
@@ -188,7 +188,7 @@ class Browser(Guest):
             endpoint = hub.endpoints.get(port)
             if endpoint is not None:
                 seen += [(endpoint, peer) for peer in endpoint.participants]
-        present = {peer for _, peer in seen}
+        present = {participant_id(endpoint, peer) for endpoint, peer in seen}
         for gone in [peer for peer in self.index if peer not in present]:
             del self.index[gone]
         rows = []
@@ -196,12 +196,13 @@ class Browser(Guest):
         for endpoint, peer in seen:
             rtt = None if peer.rtt is None else round(peer.rtt * 1000, 1)
             self.rtts_sent[peer] = None if rtt is None else round(rtt)
+            key = participant_id(endpoint, peer)
             rows.append(
                 {
-                    "id": participant_id(endpoint, peer),
-                    "index": self._index_for(peer),
+                    "id": key,
+                    "index": self._index_for(key),
                     "name": peer.name,
-                    "color": self.play.color(peer),
+                    "color": self.play.color(key),
                     "rtt": rtt,
                     "transport": peer.transport,
                     "port": endpoint.port,
@@ -248,7 +249,7 @@ class PlayApi:
         self.counters = PlayCounters()
         self.browsers: set[Browser] = set()
         self._per_ip = SourceCounts()
-        self._colors: dict[Peer, int] = {}
+        self._colors: dict[str, int] = {}  # by participant id
         self._update_scheduled = False
         self.ping_interval = PING_INTERVAL
         self._closing: set[asyncio.Task[None]] = set()
@@ -303,7 +304,8 @@ class PlayApi:
         ]
         return [port, *sources]
 
-    def color(self, peer: Peer) -> str:
+    def color(self, peer: str) -> str:
+        """The colour participant ``peer`` (its id) plays in, on every page alike."""
         index = self._colors.get(peer)
         if index is None:
             used = [0] * len(PALETTE)
@@ -320,7 +322,7 @@ class PlayApi:
                 if endpoint.port in self.view(browser.port):
                     browser.dirty = True
             if isinstance(event, PeerLeft):
-                self._colors.pop(event.session, None)
+                self._colors.pop(participant_id(endpoint, event.who), None)
             if not self._update_scheduled:
                 self._update_scheduled = True
                 asyncio.get_running_loop().call_soon(self._send_updates)
@@ -415,7 +417,7 @@ class PlayApi:
         self.counters.joined += 1
         spec = endpoint.spec
         me: dict[str, Any] = {"id": participant_id(endpoint, browser), "name": name}
-        me |= {"index": browser._index_for(browser), "color": self.color(browser)}
+        me |= {"index": browser._index_for(me["id"]), "color": self.color(me["id"])}
         welcome = {
             "type": "welcome",
             "id": me["id"],
