@@ -32,12 +32,12 @@ from common import LOCALHOST, free_port_block, free_tcp_port, message, message_i
 from midihub.net import PortPair
 from midihub.rtp import (
     Address,
-    Host,
     LatencyMeasured,
     MidiReceived,
     PeerJoined,
     PortKind,
     Session,
+    SessionTable,
     encode_sections,
 )
 from midihub.rtp.recovery import MAX_LIST_LENGTH
@@ -49,11 +49,11 @@ GRACE = 0.5  # seconds after the last send before a message counts as lost
 
 
 class RtpPeer:
-    """An RTP MIDI participant (``midihub.rtp.Host``, initiator) on real UDP sockets."""
+    """An RTP MIDI participant (``midihub.rtp.SessionTable``, initiator) on real UDP sockets."""
 
     def __init__(self, name: str, port: int, arrived: dict[int, float]) -> None:
         self.loop = asyncio.get_running_loop()
-        self.host = Host(name, rng=random.Random(name))
+        self.table = SessionTable(name, rng=random.Random(name))
         self.arrived = arrived
         self.events: list[Any] = []
         self.session: Session | None = None
@@ -64,7 +64,7 @@ class RtpPeer:
     def _receive(self, kind: PortKind, batch: list[tuple[bytes, Address]]) -> None:
         now = self.loop.time()
         for data, addr in batch:
-            for event in self.host.receive(data, kind, addr, now):
+            for event in self.table.receive(data, kind, addr, now):
                 if isinstance(event, MidiReceived):
                     stamp = time.perf_counter()
                     for _, msg in event.commands:
@@ -75,16 +75,16 @@ class RtpPeer:
         self.flush()
 
     def _tick(self) -> None:
-        self.events.extend(self.host.tick(self.loop.time()))
+        self.events.extend(self.table.tick(self.loop.time()))
         self.flush()
         self._ticker = self.loop.call_later(0.05, self._tick)
 
     def flush(self) -> None:
-        for kind, data, addr in self.host.datagrams_to_send():
+        for kind, data, addr in self.table.datagrams_to_send():
             self.pair.sendto(kind, data, addr)
 
     async def join(self, port: int) -> None:
-        self.session = self.host.connect((LOCALHOST, port), self.loop.time())
+        self.session = self.table.connect((LOCALHOST, port), self.loop.time())
         self.flush()
         await until(lambda: any(isinstance(e, PeerJoined) for e in self.events))
         for _ in range(2):  # proven address: the hub forwards what we send
@@ -93,7 +93,7 @@ class RtpPeer:
     async def _sync(self) -> None:
         assert self.session is not None
         synced = self.syncs()
-        self.host.sync_clock(self.session, self.loop.time())
+        self.table.sync_clock(self.session, self.loop.time())
         self.flush()
         await until(lambda: self.syncs() > synced)
 
@@ -102,12 +102,12 @@ class RtpPeer:
 
     def send(self, data: bytes) -> None:
         assert self.session is not None
-        self.host.send([self.session], encode_sections([(0, data)], MAX_LIST_LENGTH), 0.0)
+        self.table.send([self.session], encode_sections([(0, data)], MAX_LIST_LENGTH), 0.0)
         self.flush()
 
     def close(self) -> None:
         self._ticker.cancel()
-        self.host.close()
+        self.table.close()
         self.flush()
         self.pair.close()
 

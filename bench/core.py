@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from midihub import config as c
 from midihub.hub import Hub
-from midihub.rtp import Host, PortKind, encode_sections
+from midihub.rtp import PortKind, SessionTable, encode_sections
 from tests.memnet import GROUP_AND_ROOM, MemNet
 
 CONFIG = GROUP_AND_ROOM
@@ -35,11 +35,11 @@ class Wire(MemNet):
         super().__init__(Hub(c.parse(CONFIG).spec(), rng=random.Random(7)), latency=0.0)
         self.run_for(10.0)
 
-    def peer(self, name: str, port: int) -> Host:
+    def peer(self, name: str, port: int) -> SessionTable:
         peer = self.add_peer(name, port)
         self.run_for(0.0)
-        assert peer.host.established
-        return peer.host
+        assert peer.table.established
+        return peer.table
 
     def data_addr(self, name: str) -> tuple[str, int]:
         host, port = self.peers[name].addr
@@ -47,7 +47,7 @@ class Wire(MemNet):
 
     def packets(self, name: str, count: int) -> list[bytes]:
         """``count`` data packets from ``name``: NoteOn then NoteOff, one message each."""
-        host = self.peers[name].host
+        host = self.peers[name].table
         out: list[bytes] = []
         for i in range(count):
             note = 36 + i % 48

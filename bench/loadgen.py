@@ -6,7 +6,7 @@ process, so send and receive times come from the same clock: the send time is re
 before ``sendto`` and the receive time is the kernel's arrival timestamp (SO_TIMESTAMPNS),
 so the generator's own scheduling does not add to the latency it reports.
 
-Sessions are real: each participant is a ``midihub.rtp.Host`` that invites the hub (IN/OK on
+Sessions are real: each participant is a ``midihub.rtp.SessionTable`` that invites the hub (IN/OK on
 the control port, then the data port) and keeps answering clock sync; only the MIDI data
 packets bypass it (pre-built with the session's SSRC and consecutive sequence numbers).
 """
@@ -30,7 +30,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 from common import LOCALHOST, MAX_IDS, message, parse_id, percentile, udp_drops
 
-from midihub.rtp import Host, PortKind, Session, encode_section
+from midihub.rtp import PortKind, Session, SessionTable, encode_section
 from midihub.rtp.packets import encode_clock, encode_rtp_header
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -41,7 +41,7 @@ RCVBUF = 8 * 1024 * 1024
 TICK = 0.1
 CONTENDED = 20.0  # % of a core used by other processes that makes a failed step worth a retry
 HERE = Path(__file__).resolve().parent
-PROBE_MARK = 1 << 62  # in the probe's CK0 timestamps: never one the Host's own sync uses
+PROBE_MARK = 1 << 62  # in the probe's CK0 timestamps: never one the SessionTable's own sync uses
 
 Address = tuple[str, int]
 
@@ -71,13 +71,13 @@ def udp_socket() -> socket.socket:
 
 
 class Peer:
-    """One participant: a control and a data socket and a sans-IO Host (initiator)."""
+    """One participant: a control and a data socket and a sans-IO SessionTable (initiator)."""
 
     def __init__(self, name: str, seed: int) -> None:
         self.name = name
         self.control = udp_socket()
         self.data = udp_socket()
-        self.host = Host(name, rng=random.Random(seed))
+        self.table = SessionTable(name, rng=random.Random(seed))
         self.sessions: list[Session] = []
 
     @property
@@ -89,18 +89,18 @@ class Peer:
         return self.control if kind is PortKind.CONTROL else self.data
 
     def connect(self, port: int, now: float) -> Session:
-        session = self.host.connect((LOCALHOST, port), now)
+        session = self.table.connect((LOCALHOST, port), now)
         self.sessions.append(session)
         self.flush()
         return session
 
     def flush(self) -> None:
-        for kind, data, addr in self.host.datagrams_to_send():
+        for kind, data, addr in self.table.datagrams_to_send():
             with contextlib.suppress(BlockingIOError):
                 self.socket_for(kind).sendto(data, addr)
 
     def close(self) -> None:
-        self.host.close("bench done")
+        self.table.close("bench done")
         self.flush()
         self.control.close()
         self.data.close()
@@ -261,7 +261,7 @@ class Generator:
             return
         self._next_tick = now + TICK
         for peer in self.peers:
-            peer.host.tick(now)
+            peer.table.tick(now)
             peer.flush()
 
     def _drain(self, fd: int) -> None:
@@ -273,10 +273,10 @@ class Generator:
                 data, ancillary, _, addr = sock.recvmsg(2048, ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 return
-            if data[:2] == b"\xff\xff":  # session packet: CK, BY... the Host answers
+            if data[:2] == b"\xff\xff":  # session packet: CK, BY... the SessionTable answers
                 if fd == self._probe_fd and self._probe_answer(data, ancillary):
                     continue
-                peer.host.receive(data, kind, addr, time.monotonic())
+                peer.table.receive(data, kind, addr, time.monotonic())
                 peer.flush()
                 continue
             if step is None or rx < 0:

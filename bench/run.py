@@ -1129,9 +1129,10 @@ def markdown(report: dict[str, Any]) -> str:
         "ceiling only, and memory, dashboards open and the profiles run on the first "
         "(`bench/run.py --loop asyncio` alone runs everything on the standard loop).",
         "- The **load generator** (`bench/loadgen.py`, a separate process) opens real RTP MIDI "
-        "sessions with `midihub.rtp.Host` (IN/OK on the control port, then the data port; it "
-        "keeps answering clock sync), then sends pre-encoded RTP MIDI packets (the session's "
-        "SSRC, consecutive sequence numbers, one NoteOn or NoteOff each, Z = 1) on a fixed "
+        "sessions with `midihub.rtp.SessionTable` (IN/OK on the control port, then the data "
+        "port; it keeps answering clock sync), then sends pre-encoded RTP MIDI packets "
+        "(the session's SSRC, consecutive sequence numbers, one NoteOn or NoteOff each, Z = 1) "
+        "on a fixed "
         "schedule. Every message in a run is unique (channel, note, velocity), so the "
         "receiving sockets, in the same process, match it to its send time. Send time: "
         "read just before `sendto`; receive time: the kernel's arrival timestamp "

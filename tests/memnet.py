@@ -1,4 +1,4 @@
-"""An in-memory network for sans-IO tests: a ``Hub`` and RTP MIDI peers (``Host``s in
+"""An in-memory network for sans-IO tests: a ``Hub`` and RTP MIDI peers (``SessionTable``s in
 the initiator role) exchange datagrams through a simulated clock, and a rule per
 datagram decides whether it is dropped, duplicated or delayed (reordered).
 
@@ -19,11 +19,11 @@ from midihub.hub import Hub
 from midihub.hub.notes import NoteState
 from midihub.rtp import (
     Address,
-    Host,
     MidiReceived,
     PortKind,
     Session,
-    Timing,
+    SessionSettings,
+    SessionTable,
     encode_sections,
 )
 from midihub.rtp.recovery import MAX_LIST_LENGTH
@@ -66,12 +66,12 @@ def lossless(wire: Wire, position: int, count: int) -> list[float]:
 
 @dataclass
 class MemPeer:
-    """A participant: a sans-IO ``Host`` and the synth state it plays (journal
+    """A participant: a sans-IO ``SessionTable`` and the synth state it plays (journal
     repairs applied, as a receiver that reads journals would)."""
 
     name: str
     addr: tuple[str, int]  # control port; data is +1
-    host: Host
+    table: SessionTable
     session: Session | None = None
     synth: NoteState = field(default_factory=NoteState)
     alive: bool = True
@@ -80,7 +80,7 @@ class MemPeer:
     quiet: set[tuple[int, int]] = field(default_factory=set)  # Y = 0 logs seen
 
     def deliver(self, data: bytes, kind: PortKind, src: Address, now: float) -> None:
-        for event in self.host.receive(data, kind, src, now):
+        for event in self.table.receive(data, kind, src, now):
             if isinstance(event, MidiReceived):  # repaired by the session after a loss
                 if event.journal is not None:
                     journal = event.journal
@@ -112,10 +112,10 @@ class MemNet:
         peer = MemPeer(
             name,
             (f"10.0.1.{number}", 5004),
-            Host(name, rng=rng, timing=Timing(journal=journal)),
+            SessionTable(name, rng=rng, settings=SessionSettings(journal=journal)),
         )
         self.peers[name] = peer
-        peer.session = peer.host.connect((HUB_HOST, hub_port), self.now)
+        peer.session = peer.table.connect((HUB_HOST, hub_port), self.now)
         self._flush_peer(peer)
         return peer
 
@@ -123,11 +123,11 @@ class MemNet:
         """The peer plays ``messages`` now (one or more packets)."""
         assert peer.session is not None and peer.alive
         commands = [(0, m) for m in messages]
-        peer.host.send([peer.session], encode_sections(commands, MAX_LIST_LENGTH), self.now)
+        peer.table.send([peer.session], encode_sections(commands, MAX_LIST_LENGTH), self.now)
         self._flush_peer(peer)
 
     def leave(self, peer: MemPeer) -> None:
-        peer.host.close()
+        peer.table.close()
         self._flush_peer(peer)
         peer.alive = False
 
@@ -147,7 +147,7 @@ class MemNet:
             if deadline is not None:
                 candidates.append(deadline)
             for peer in self.peers.values():
-                timer = peer.host.next_deadline() if peer.alive else None
+                timer = peer.table.next_deadline() if peer.alive else None
                 if timer is not None:
                     candidates.append(timer)
             step = min(candidates, default=until)
@@ -174,9 +174,9 @@ class MemNet:
         self.flush_hub()
         for peer in self.peers.values():
             if peer.alive:
-                timer = peer.host.next_deadline()
+                timer = peer.table.next_deadline()
                 if timer is not None and timer <= self.now:
-                    peer.host.tick(self.now)
+                    peer.table.tick(self.now)
                 self._flush_peer(peer)
 
     # -- wires -----------------------------------------------------------------
@@ -221,7 +221,7 @@ class MemNet:
     def _flush_peer(self, peer: MemPeer) -> None:
         wires = [
             Wire((peer.addr[0], peer.addr[1] + kind), addr, data, False)
-            for kind, data, addr in peer.host.datagrams_to_send()
+            for kind, data, addr in peer.table.datagrams_to_send()
         ]
         if peer.alive:
             self._put(wires)

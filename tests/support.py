@@ -1,5 +1,5 @@
 """Shared test helpers: free ports, a hub running in-process, and a Python RTP MIDI
-peer over real UDP sockets on 127.0.0.1 (our own sans-IO Host in the initiator role;
+peer over real UDP sockets on 127.0.0.1 (our own sans-IO SessionTable in the initiator role;
 the npm peer in tests/interop is the independent one)."""
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from midihub.net import HubServer, PortPair
 from midihub.rtp import (
     Address,
     Event,
-    Host,
     LatencyMeasured,
     MidiReceived,
     PeerJoined,
     PeerLeft,
     PortKind,
     Session,
-    Timing,
+    SessionSettings,
+    SessionTable,
     encode_sections,
 )
 from midihub.rtp.recovery import MAX_LIST_LENGTH
@@ -75,10 +75,10 @@ class RunningHub:
         self.server.close()
 
     def participants(self, port: int) -> list[Session]:
-        return self.hub.endpoints[port].host.established
+        return self.hub.endpoints[port].table.established
 
     def malformed(self) -> int:
-        return sum(e.host.counters.malformed for e in self.hub.endpoints.values())
+        return sum(e.table.counters.malformed for e in self.hub.endpoints.values())
 
 
 @asynccontextmanager
@@ -112,10 +112,10 @@ class PyPeer:
 
     name: str
     port: int = 0
-    timing: Timing = field(default_factory=Timing)
+    settings: SessionSettings = field(default_factory=SessionSettings)
     received: list[bytes] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    host: Host = field(init=False)
+    table: SessionTable = field(init=False)
     pair: PortPair = field(init=False)
     session: Session | None = None
     state: NoteState = field(default_factory=NoteState)
@@ -123,7 +123,9 @@ class PyPeer:
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port_pair()
-        self.host = Host(self.name, rng=seeded(self.name, "PyPeer"), timing=self.timing)
+        self.table = SessionTable(
+            self.name, rng=seeded(self.name, "PyPeer"), settings=self.settings
+        )
         self._loop = asyncio.get_running_loop()
         self.pair = PortPair(self._loop, LOCALHOST, self.port, self._receive)
         self.pair.open()
@@ -132,7 +134,7 @@ class PyPeer:
     def _receive(self, kind: PortKind, batch: list[tuple[bytes, Address]]) -> None:
         now = self._loop.time()
         for data, addr in batch:
-            for event in self.host.receive(data, kind, addr, now):
+            for event in self.table.receive(data, kind, addr, now):
                 self.events.append(event)
                 if isinstance(event, MidiReceived):  # repaired by the session after a loss
                     self.state.update(event.commands)
@@ -140,12 +142,12 @@ class PyPeer:
         self.flush()
 
     def _tick(self) -> None:
-        self.events.extend(self.host.tick(self._loop.time()))
+        self.events.extend(self.table.tick(self._loop.time()))
         self.flush()
         self._ticker = self._loop.call_later(0.05, self._tick)
 
     def flush(self) -> None:
-        for kind, data, addr in self.host.datagrams_to_send():
+        for kind, data, addr in self.table.datagrams_to_send():
             if kind is PortKind.DATA and not data.startswith(b"\xff\xff"):
                 self.rtp_sent += 1
             self.pair.sendto(kind, data, addr)
@@ -154,11 +156,11 @@ class PyPeer:
         """Join the hub on ``port``. Returns once the hub counts us as a participant: our
         first clock sync proved our address, and a second one, answered after the hub
         read the first one's end (same socket, in order), says the hub has seen it."""
-        session = self.session = self.host.connect((LOCALHOST, port), self._loop.time())
+        session = self.session = self.table.connect((LOCALHOST, port), self._loop.time())
         self.flush()
         await wait_for(self.joined, timeout, f"{self.name} to join :{port}")
         synced = len(self.rtts())
-        self.host.sync_clock(session, self._loop.time())
+        self.table.sync_clock(session, self._loop.time())
         self.flush()
         await wait_for(lambda: len(self.rtts()) > synced, timeout, f"{self.name}'s second sync")
         return session
@@ -167,7 +169,7 @@ class PyPeer:
         assert self.session is not None
         commands = [(0, m) for m in messages]
         sections = encode_sections(commands, MAX_LIST_LENGTH)
-        self.host.send([self.session], sections, self._loop.time())
+        self.table.send([self.session], sections, self._loop.time())
         self.flush()
 
     def send_raw(self, kind: PortKind, data: bytes, addr: Address) -> None:
@@ -183,7 +185,7 @@ class PyPeer:
         return [e.rtt for e in self.events if isinstance(e, LatencyMeasured)]
 
     def bye(self) -> None:
-        self.host.close()
+        self.table.close()
         self.flush()
 
     def close(self) -> None:

@@ -196,7 +196,7 @@ async def test_the_overview_shows_half_open_invitations(browser: Browser) -> Non
             stranger.bind(("127.0.0.2", 0))
             invite = p.encode_invitation(p.Invitation(p.INVITATION, 7, 0x7777, "stranger"))
             stranger.sendto(invite, ("127.0.0.1", port))
-            await wait_for(lambda: running.hub.endpoints[port].host.pending == 1)
+            await wait_for(lambda: running.hub.endpoints[port].table.pending == 1)
             alice = PyPeer("alice")  # a join pushes the port's state to the page
             try:
                 await alice.connect(port)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from midihub import config as c
 from midihub.hub import Hub
-from midihub.rtp import Host, PeerLeft
+from midihub.rtp import PeerLeft, SessionTable
 from midihub.rtp.events import Event
 from tests.memnet import GROUP_AND_ROOM, MemNet
 from tests.seeds import seeded
@@ -21,11 +21,11 @@ class Net(MemNet):
         self.hub_events: list[tuple[int, Event]] = []
         self.hub.listeners.append(lambda e, ev: self.hub_events.append((e.port, ev)))
 
-    def peer(self, name: str, port: int) -> Host:
+    def peer(self, name: str, port: int) -> SessionTable:
         peer = self.add_peer(name, port)
         self.settle()
-        assert peer.host.established, f"{name} did not join :{port}"
-        return peer.host
+        assert peer.table.established, f"{name} did not join :{port}"
+        return peer.table
 
     def settle(self) -> None:
         """Everything the hub has to send, and all in flight, delivered (no time passes)."""
@@ -89,7 +89,7 @@ def test_each_receiver_gets_its_own_sequence_and_ssrc() -> None:
     for host in (bob, carol):
         (session,) = host.established
         assert session.packets_received == 2 and session.packets_lost == 0
-    ssrcs = {s.local_ssrc for s in net.hub.endpoints[5042].host.established}
+    ssrcs = {s.local_ssrc for s in net.hub.endpoints[5042].table.established}
     assert len(ssrcs) == 2
 
 
@@ -105,7 +105,7 @@ def test_reconfigure_keeps_unchanged_ports_and_says_bye_on_removed_ones() -> Non
     assert [e.port for e in change.added] == [5070]
     assert sorted(e.port for e in change.kept) == [5040, 5042]
     net.settle()
-    (jammer_session,) = net.peers["jammer"].host.sessions or [None]
+    (jammer_session,) = net.peers["jammer"].table.sessions or [None]
     assert jammer_session is None  # the BY reached it
     assert [(p, e.reason) for p, e in net.hub_events if isinstance(e, PeerLeft)] == [
         (5060, "removed")
@@ -120,7 +120,7 @@ def test_hub_close_says_bye_to_everyone() -> None:
         net.peer(name, port)
     net.hub.close(net.now)
     net.settle()
-    assert all(peer.host.sessions == [] for peer in net.peers.values())
+    assert all(peer.table.sessions == [] for peer in net.peers.values())
 
 
 def held_then(net: Net, leave: str) -> list[bytes]:
@@ -163,6 +163,6 @@ def test_held_notes_are_never_cut_while_the_player_is_connected() -> None:
     net.play("alice", NOTE)
     net.run_for(600)  # ten minutes of holding, clock syncs keep the session alive
     assert net.received["bob"] == [NOTE]
-    (alice,) = net.hub.endpoints[5040].host.established
+    (alice,) = net.hub.endpoints[5040].table.established
     state = net.hub.held(alice)
     assert state is not None and state.held()[0].notes == {0x3C: 0x64}

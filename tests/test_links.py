@@ -10,7 +10,7 @@ import pytest
 from midihub import config as config_module
 from midihub.config import ConfigError
 from midihub.hub.links import BACKOFF_MAX, Link
-from midihub.rtp import PortKind, Timing
+from midihub.rtp import PortKind, SessionSettings
 from midihub.rtp import packets as p
 from tests.fixtures import MakePeer, MakeRawPair, StartHub
 from tests.support import (
@@ -205,7 +205,7 @@ async def test_unreachable_remote_backs_off_and_the_hub_keeps_serving(
     await wait_for(lambda: len(invitations()) >= 2, 10, "the link's invitation, retried")
     assert not link.up and link.attempts == 1  # one session, retrying its IN
     assert len({invite.token for invite in invitations()}) == 1
-    assert hub_a.hub.endpoints[pa].host.counters.malformed == 0
+    assert hub_a.hub.endpoints[pa].table.counters.malformed == 0
 
 
 def test_back_off_doubles_to_a_ceiling_and_resets_on_join() -> None:
@@ -240,4 +240,4 @@ def test_bad_links_are_named(links: str, problem: str) -> None:
 
 
 def test_timing_default_is_unchanged() -> None:
-    assert Timing().timeout == 30.0
+    assert SessionSettings().timeout == 30.0

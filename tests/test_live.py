@@ -161,7 +161,7 @@ async def test_fuzz_live_hub_drops_and_counts_every_malformed_datagram(
     assert hub.malformed() == 10_000
     await wait_for(lambda: len(bob.received) == 200, 5, "all notes")
     assert bob.received == notes
-    (bob_session,) = bob.host.established
+    (bob_session,) = bob.table.established
     assert bob_session.packets_lost == 0
     assert {s.peer_name for s in hub.participants(port_in)} == {"alice"}
     assert {s.peer_name for s in hub.participants(port_out)} == {"bob"}
@@ -183,7 +183,7 @@ async def test_truncated_garbage_never_reaches_a_session(
     # On the control port RTP is malformed. On the data port, up to a bare
     # 12-byte header: malformed; longer: an empty MIDI list from SSRC 0,
     # well-formed but for no session (stray). Nothing reached b either way.
-    counters = hub.hub.endpoints[port].host.counters
+    counters = hub.hub.endpoints[port].table.counters
     expected = (40, 0) if kind is PortKind.CONTROL else (11, 29)
     stray = lambda: counters.drops.get(Drop.UNKNOWN_SESSION, 0)  # noqa: E731
     await wait_for(lambda: counters.malformed + stray() == 40)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from midihub.hub.notes import NoteState
-from midihub.rtp import Timing
+from midihub.rtp import SessionSettings
 from tests.fixtures import MakePeer, StartHub, StartProxy
 from tests.performances import random_packets
 from tests.proxy import PathRules, is_rtp
@@ -36,7 +36,7 @@ def play(start_hub: StartHub, make_peer: MakePeer, start_proxy: StartProxy) -> P
         port_in, port_out = free_ports(2)
         start_hub(f"[groups]\nG = [{port_in}, {port_out}]", journal=journal)
         drop = drop_ten_percent(seed)
-        sender = make_peer("sender", timing=Timing(journal=journal))
+        sender = make_peer("sender", settings=SessionSettings(journal=journal))
         receiver = make_peer("receiver")
         if leg == "sender":
             proxy = await start_proxy(port_in, PathRules(drop=drop), PathRules())

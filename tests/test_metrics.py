@@ -70,7 +70,7 @@ async def test_counters_move_exactly_with_a_scripted_exchange(
             if port == p_out and isinstance(event, LatencyMeasured)
         )
 
-    counters = running.hub.endpoints[p_in].host.counters
+    counters = running.hub.endpoints[p_in].table.counters
     # Clock syncs go on meanwhile: bound those figures by before and after.
     received_before, rtts_before = counters.received, rtts()
     _, _, after = await scrape(url)

@@ -7,15 +7,15 @@ import random
 
 from midihub.rtp import (
     Drop,
-    Host,
     LatencyMeasured,
     MidiReceived,
     PacketsLost,
     PeerJoined,
     PeerLeft,
     PortKind,
+    SessionSettings,
+    SessionTable,
     State,
-    Timing,
     encode_lists,
     encode_section,
 )
@@ -29,10 +29,14 @@ B = ("10.0.0.2", 5040)  # the responder's control address
 class Pair:
     """Initiator ``a`` and responder ``b`` joined by a lossless, instant wire."""
 
-    def __init__(self, timing: Timing | None = None, seed: int = 1) -> None:
+    def __init__(self, settings: SessionSettings | None = None, seed: int = 1) -> None:
         self.now = 100.0
-        self.a = Host("alice", rng=random.Random(seed), timing=timing or Timing())
-        self.b = Host("hub", rng=random.Random(seed + 1), timing=timing or Timing())
+        self.a = SessionTable(
+            "alice", rng=random.Random(seed), settings=settings or SessionSettings()
+        )
+        self.b = SessionTable(
+            "hub", rng=random.Random(seed + 1), settings=settings or SessionSettings()
+        )
         self.events: dict[str, list[Event]] = {"a": [], "b": []}
         self.sent: dict[str, list[bytes]] = {"a": [], "b": []}
         self.drop_next_from: set[str] = set()
@@ -204,9 +208,9 @@ def test_bye_ends_the_session_on_both_sides() -> None:
 
 
 def test_silent_peer_times_out_with_bye() -> None:
-    pair = Pair(Timing(timeout=30, ck_interval=10))
+    pair = Pair(SessionSettings(timeout=30, ck_interval=10))
     pair.connect()
-    pair.a = Host("mute", rng=random.Random(3))  # the initiator vanishes without a word
+    pair.a = SessionTable("mute", rng=random.Random(3))  # the initiator vanishes without a word
     pair.advance(29)
     assert pair.of("b", PeerLeft) == []
     pair.advance(3)
@@ -215,7 +219,7 @@ def test_silent_peer_times_out_with_bye() -> None:
 
 
 def test_peer_that_keeps_syncing_never_times_out() -> None:
-    pair = Pair(Timing(timeout=30, ck_interval=10))
+    pair = Pair(SessionSettings(timeout=30, ck_interval=10))
     pair.connect()
     pair.advance(120)
     assert pair.of("a", PeerLeft) == [] and pair.of("b", PeerLeft) == []
@@ -223,9 +227,9 @@ def test_peer_that_keeps_syncing_never_times_out() -> None:
 
 
 def test_responder_starts_clock_sync_for_a_peer_that_never_does() -> None:
-    pair = Pair(Timing(timeout=30, ck_interval=10))
+    pair = Pair(SessionSettings(timeout=30, ck_interval=10))
     pair.connect()
-    pair.a.timing.ck_interval = 10_000  # the initiator stops syncing after its burst
+    pair.a.settings.ck_interval = 10_000  # the initiator stops syncing after its burst
     pair.session._next_ck = pair.now + 10_000
     pair.advance(25)
     responder_ck0 = [d for d in pair.sent["b"] if d[2:4] == b"CK" and d[8] == 0]
@@ -263,7 +267,7 @@ def test_rejected_when_full() -> None:
 
 
 def test_data_invitation_without_control_invitation_is_rejected() -> None:
-    host = Host("hub", rng=random.Random(1))
+    host = SessionTable("hub", rng=random.Random(1))
     invite = p.encode_invitation(p.Invitation(p.INVITATION, 5, 6, "x"))
     host.receive(invite, PortKind.DATA, A, 1.0)
     ((kind, data, addr),) = host.datagrams_to_send()
@@ -271,14 +275,14 @@ def test_data_invitation_without_control_invitation_is_rejected() -> None:
 
 
 def test_malformed_packets_are_counted_not_raised() -> None:
-    host = Host("hub", rng=random.Random(1))
+    host = SessionTable("hub", rng=random.Random(1))
     for data in (b"", b"\xff\xffXX", b"\x80", b"\x80\x61\x00\x01" + bytes(8) + b"\x0f"):
         assert host.receive(data, PortKind.DATA, A, 1.0) == []
     assert host.counters.malformed == 4
 
 
 def test_rtp_from_an_unknown_ssrc_is_stray_not_malformed() -> None:
-    host = Host("hub", rng=random.Random(1))
+    host = SessionTable("hub", rng=random.Random(1))
     packet = p.encode_rtp_header(1, 0, 1234) + encode_section(b"\x00\x90\x3c\x40")
     host.receive(packet, PortKind.DATA, A, 1.0)
     assert host.counters.drops == {Drop.UNKNOWN_SESSION: 1} and host.counters.malformed == 0
@@ -287,7 +291,7 @@ def test_rtp_from_an_unknown_ssrc_is_stray_not_malformed() -> None:
 def test_reinvitation_with_a_live_ssrc_is_refused_until_the_old_session_ends() -> None:
     """A new token for a live SSRC (a restart, or someone else) never replaces the
     live session; once the old one times out, the same IN gets a fresh session."""
-    pair = Pair(Timing(timeout=5.0, ck_interval=1.0))
+    pair = Pair(SessionSettings(timeout=5.0, ck_interval=1.0))
     pair.connect()
     old = pair.b.established[0]
     ssrc = pair.session.local_ssrc

@@ -216,7 +216,7 @@ class App:
         try:
             if start:
                 await advertiser.start()
-            await advertiser.sync({port: e.host.name for port, e in self.hub.endpoints.items()})
+            await advertiser.sync({port: e.table.name for port, e in self.hub.endpoints.items()})
         except Exception as error:  # best effort by design
             log.warning("Bonjour advertisement failed: %s", error)
             return

@@ -38,7 +38,7 @@ class HubReceivePath(RuleBasedStateMachine):
     @initialize(seed=st.integers(0, 2**32 - 1))
     def start(self, seed: int) -> None:
         self.hub = Hub(make_config(f"[rooms]\nJam = {PORT}\n").spec(), rng=random.Random(seed))
-        self.host = self.hub.endpoints[PORT].host
+        self.table = self.hub.endpoints[PORT].table
         self.now = 1000.0
         self.bytes_in: dict[tuple[str, int], int] = {}
         self.bytes_out: dict[tuple[str, int], int] = {}
@@ -52,7 +52,7 @@ class HubReceivePath(RuleBasedStateMachine):
 
     def _midi(self, endpoint: Endpoint, event: object) -> None:
         assert isinstance(event, MidiReceived)
-        session = endpoint.host.find(event.who.public_id)
+        session = endpoint.table.find(event.who.public_id)
         if session is None or self.current != session.data_addr:
             self.violations.append(f"MIDI from {self.current} for {session!r}")
 
@@ -157,10 +157,10 @@ class HubReceivePath(RuleBasedStateMachine):
         if not hasattr(self, "hub"):
             return
         assert self.violations == []
-        sessions = self.host.sessions
-        limits = self.host.limits
-        assert self.host.pending <= limits.max_pending
-        assert len(self.host.established) <= self.host.max_sessions
+        sessions = self.table.sessions
+        limits = self.table.limits
+        assert self.table.pending <= limits.max_pending
+        assert len(self.table.established) <= self.table.max_sessions
         for session in sessions:
             known = self.bindings.get(session)
             if known is not None:
@@ -168,7 +168,7 @@ class HubReceivePath(RuleBasedStateMachine):
                 assert session.control_addr == control, "a session moved"
                 assert data is None or session.data_addr == data, "a stream was redirected"
             self.bindings[session] = (session.control_addr, session.data_addr)
-        assert set(self.host.counters.drops) <= set(Drop)
+        assert set(self.table.counters.drops) <= set(Drop)
         # Per-source limits hold, and what any sender can make the hub keep is bounded:
         # sessions, remembered reply budgets, a SysEx buffer per session.
         per_source: dict[str, int] = {}
@@ -176,16 +176,16 @@ class HubReceivePath(RuleBasedStateMachine):
             key = source_key(session.control_addr[0])
             per_source[key] = per_source.get(key, 0) + 1
         assert max(per_source.values(), default=0) <= limits.sessions_per_source
-        assert len(sessions) <= self.host.max_sessions + limits.max_pending
-        assert len(self.host._replies) <= MAX_TRACKED_SOURCES
+        assert len(sessions) <= self.table.max_sessions + limits.max_pending
+        assert len(self.table._replies) <= MAX_TRACKED_SOURCES
         assert all(s._sysex.buffered <= limits.max_sysex for s in sessions)
 
     @invariant()
     def no_reflection_to_unproven_addresses(self) -> None:
         if not hasattr(self, "hub"):
             return
-        proven = {s.data_addr for s in self.host.established} | {
-            s.control_addr for s in self.host.established
+        proven = {s.data_addr for s in self.table.established} | {
+            s.control_addr for s in self.table.established
         }
         for where, sent in self.bytes_out.items():
             if where not in proven:

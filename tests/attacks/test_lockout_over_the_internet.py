@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from midihub.rtp import Host, PeerJoined, PortKind
+from midihub.rtp import PeerJoined, PortKind, SessionTable
 from midihub.rtp import packets as p
 
 HUB = ("10.0.0.1", 5004)
@@ -21,8 +21,8 @@ PLAYER = ("192.0.2.7", 6000)
 
 def time_to_join(flood_per_second: float, one_way: float, seed: int) -> float | None:
     """Seconds from the player's first IN to the hub counting it in (None: never, in 8 s)."""
-    hub = Host("hub", rng=random.Random(seed))
-    player = Host("player", rng=random.Random(seed + 1), accept=False)
+    hub = SessionTable("hub", rng=random.Random(seed))
+    player = SessionTable("player", rng=random.Random(seed + 1), accept=False)
     queue: list[tuple[float, int, str, bytes, PortKind, tuple[str, int]]] = []
     order = itertools.count()
 

@@ -17,7 +17,7 @@ import pytest
 
 from midihub.config import LimitsConfig
 from midihub.midi.messages import note_off, note_on
-from midihub.rtp import Drop, Host, PortKind
+from midihub.rtp import Drop, PortKind, SessionTable
 from midihub.rtp import packets as p
 from tests.attacks.udp import RawPair, bye, invitation
 from tests.fixtures import MakePeer, MakeRawPair, NpmPeers, Serve, StartHub
@@ -42,7 +42,7 @@ async def room(
 
 
 def drops(hub: RunningHub, port: int, reason: Drop) -> int:
-    return hub.hub.endpoints[port].host.counters.drops.get(reason, 0)
+    return hub.hub.endpoints[port].table.counters.drops.get(reason, 0)
 
 
 async def still_works(port: int, alice: PyPeer, bob: PyPeer, key: int) -> None:
@@ -234,7 +234,7 @@ async def test_spoofed_invitations_cannot_lock_a_port(
     flood = asyncio.create_task(spoof_invitations(port, hosts, stop, make_raw_pair))
     players: list[PyPeer] = []
     try:
-        await wait_for(lambda: hub.hub.endpoints[port].host.pending > 0, 5, "the flood")
+        await wait_for(lambda: hub.hub.endpoints[port].table.pending > 0, 5, "the flood")
         for name in ("alice", "bob", "carol"):
             player = make_peer(name)
             players.append(player)
@@ -247,7 +247,7 @@ async def test_spoofed_invitations_cannot_lock_a_port(
             (entry,) = (await response.json())["ports"]
         assert [p["name"] for p in entry["participants"]] == ["alice", "bob", "carol"]
         assert 0 < entry["halfOpen"] <= 128
-        host = hub.hub.endpoints[port].host
+        host = hub.hub.endpoints[port].table
         assert host.pending <= host.limits.max_pending
     finally:
         stop.set()
@@ -273,11 +273,11 @@ async def test_no_reflection_to_an_address_that_never_proved_itself(
             ssrc = 0x5000 + len(name or "")
             victim.send(PortKind.CONTROL, invitation(ssrc, ssrc, name), port)
             victim.send(PortKind.DATA, invitation(ssrc, ssrc, name), port)
-        await wait_for(lambda: hub.hub.endpoints[port].host.pending == 3, 5)
+        await wait_for(lambda: hub.hub.endpoints[port].table.pending == 3, 5)
         for key in range(40):  # the room plays on meanwhile
             alice.send(note_on(0, key, 100), note_off(0, key))
             await asyncio.sleep(0.01)
-        await wait_for(lambda: hub.hub.endpoints[port].host.pending == 0, 5, "expiry")
+        await wait_for(lambda: hub.hub.endpoints[port].table.pending == 0, 5, "expiry")
         assert drops(hub, port, Drop.HANDSHAKE_TIMEOUT) == 3
         assert victim.received_bytes <= victim.sent_bytes
         assert all(p.is_session_packet(data) for _, data in victim.replies)  # no MIDI
@@ -319,7 +319,7 @@ async def test_an_endless_sysex_costs_bounded_memory_and_never_stalls_the_loop(
         await peer.connect(port)
     await wait_for(lambda: len(hub.participants(port)) == 3, 5)
     assert mallory.session is not None and carol.session is not None
-    host = hub.hub.endpoints[port].host
+    host = hub.hub.endpoints[port].table
     chunk = bytes(range(1, 128)) * 9  # 1,143 data bytes per segment
     header_seq = 0
     ssrc = mallory.session.local_ssrc
@@ -343,7 +343,7 @@ async def test_an_endless_sysex_costs_bounded_memory_and_never_stalls_the_loop(
         await wait_for(lambda t=target: host.counters.received >= t, 5)
         if header_seq % 2048 < 64:  # now and then: how fast is a CK answered?
             synced = len(carol.rtts())
-            carol.host.sync_clock(carol.session, loop.time())
+            carol.table.sync_clock(carol.session, loop.time())
             carol.flush()
             await wait_for(lambda s=synced: len(carol.rtts()) > s, 5, "a CK answer")
             rtts.append(carol.rtts()[-1])  # measured by CK timestamps (0.1 ms)
@@ -363,7 +363,7 @@ async def test_an_endless_sysex_costs_bounded_memory_and_never_stalls_the_loop(
 def test_random_protocol_versions_never_grow_the_drop_counter_keys() -> None:
     """100,000 INs with random versions: one counter, not 100,000 keys."""
     rng = random.Random(12)
-    host = Host("hub", rng=random.Random(1))
+    host = SessionTable("hub", rng=random.Random(1))
     for i in range(100_000):
         version = rng.getrandbits(32) | 1  # never 2
         data = bytearray(invitation(i, i))

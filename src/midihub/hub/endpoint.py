@@ -8,15 +8,14 @@ from midihub.hub.guest import Guest
 from midihub.hub.links import Link
 from midihub.hub.spec import EndpointSpec
 from midihub.hub.stats import ParticipantStats
-from midihub.rtp import Host, Limits, Peer, Timing
+from midihub.rtp import Limits, Peer, SessionSettings, SessionTable
 
 
 class Endpoint:
-    """One hub port (control P, data P+1) as configured, with its sans-IO ``Host``."""
+    """One hub port (control P, data P+1) as configured, with its sans-IO ``SessionTable``."""
 
     __slots__ = (
         "guests",
-        "host",
         "hub_links",
         "journal_repairs",
         "messages_in",
@@ -24,13 +23,14 @@ class Endpoint:
         "panics",
         "spec",
         "stats",
+        "table",
     )
 
     def __init__(
         self,
         spec: EndpointSpec,
         hub_name: str,
-        timing: Timing,
+        settings: SessionSettings,
         rng: random.Random,
         max_sessions: int,
         limits: Limits | None = None,
@@ -45,10 +45,10 @@ class Endpoint:
         # Sessions here with another hub, by public id: ours (their Link), theirs (None).
         self.hub_links: dict[str, Link | None] = {}
         # Peers list us under this name: say which group and direction it is.
-        self.host = Host(
+        self.table = SessionTable(
             f"{hub_name} {spec.label}",
             rng=rng,
-            timing=timing,
+            settings=settings,
             max_sessions=max_sessions,
             limits=limits,
         )
@@ -56,7 +56,7 @@ class Endpoint:
     @property
     def participants(self) -> list[Peer]:
         """Everyone here: joined RTP sessions, then guests (browsers, replays)."""
-        return [*self.host.established, *self.guests]
+        return [*self.table.established, *self.guests]
 
     def stats_of(self, public_id: str) -> ParticipantStats:
         stats = self.stats.get(public_id)

@@ -1,6 +1,6 @@
 """Participants that are not RTP sessions: a browser over WebSocket, a replay.
 
-The hub routes between ``Peer``s. RTP sessions live in each port's ``Host`` and get
+The hub routes between ``Peer``s. RTP sessions live in each port's ``SessionTable`` and get
 MIDI as encoded RTP sections; a ``Guest`` gets the plain commands through
 ``deliver`` and is told to go with ``close``. Note tracking, stats, panic, the API,
 the monitor and metrics treat both alike (``Endpoint.participants``).

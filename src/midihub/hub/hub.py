@@ -32,7 +32,7 @@ from midihub.rtp import (
     PortKind,
     Section,
     Session,
-    Timing,
+    SessionSettings,
     Who,
     encode_sections,
 )
@@ -80,8 +80,8 @@ class Hub:
         self.reconfigure(spec, 0.0)
 
     @property
-    def timing(self) -> Timing:
-        return Timing(
+    def session_settings(self) -> SessionSettings:
+        return SessionSettings(
             timeout=self.spec.timeout,
             ck_interval=self.spec.ck_interval,
             journal=self.spec.journal,
@@ -99,21 +99,21 @@ class Hub:
             wish = wanted.get(port)
             if wish is None or wish.role != endpoint.spec.role:
                 self._close_guests(endpoint, LeaveReason.REMOVED, now)
-                self._handle(endpoint, endpoint.host.close(LeaveReason.REMOVED), now)
+                self._handle(endpoint, endpoint.table.close(LeaveReason.REMOVED), now)
                 self._dirty.add(endpoint)  # its BYs still go out on the next drain
                 removed.append(endpoint)
             else:
                 endpoint.spec = wish
                 kept.append(endpoint)
         self.spec = config
-        timing = self.timing
+        settings = self.session_settings
         for endpoint in kept:
-            endpoint.host.timing.timeout = timing.timeout
-            endpoint.host.timing.ck_interval = timing.ck_interval
-            endpoint.host.timing.journal = timing.journal
-            endpoint.host.max_sessions = config.max_participants
-            endpoint.host.limits = config.limits
-            for session in endpoint.host.established:
+            endpoint.table.settings.timeout = settings.timeout
+            endpoint.table.settings.ck_interval = settings.ck_interval
+            endpoint.table.settings.journal = settings.journal
+            endpoint.table.max_sessions = config.max_participants
+            endpoint.table.limits = config.limits
+            for session in endpoint.table.established:
                 self._apply_journal_policy(endpoint, session)
         added: list[Endpoint] = []
         removed_ports = {e.port for e in removed}
@@ -123,7 +123,7 @@ class Hub:
                     Endpoint(
                         wish,
                         config.name,
-                        timing,
+                        settings,
                         self._rng,
                         config.max_participants,
                         config.limits,
@@ -149,7 +149,7 @@ class Hub:
                 if endpoint is not None:
                     endpoint.hub_links.pop(session.public_id, None)
                     self._handle(
-                        endpoint, endpoint.host.disconnect(session, LeaveReason.REMOVED), now
+                        endpoint, endpoint.table.disconnect(session, LeaveReason.REMOVED), now
                     )
                     self._dirty.add(endpoint)
         for key, spec in wanted.items():
@@ -163,7 +163,7 @@ class Hub:
         if endpoint is None:  # a datagram read just before its port was removed
             return
         self._dirty.add(endpoint)
-        events = endpoint.host.receive(data, kind, addr, now)
+        events = endpoint.table.receive(data, kind, addr, now)
         if events:
             self._handle(endpoint, events, now)
 
@@ -178,7 +178,7 @@ class Hub:
                 endpoint.stats_of(who.public_id).add_rtt(event.rtt, now)
             elif isinstance(event, PeerJoined):
                 endpoint.stats_of(who.public_id)
-                session = endpoint.host.find(who.public_id)
+                session = endpoint.table.find(who.public_id)
                 if session is not None:
                     self._joined_session(endpoint, session, now)
             elif isinstance(event, PeerLeft):
@@ -310,7 +310,7 @@ class Hub:
             endpoint = self.endpoints.get(port)
             if endpoint is None:
                 continue
-            receivers = endpoint.host.established
+            receivers = endpoint.table.established
             guests = endpoint.guests
             if endpoint is source:
                 receivers = [s for s in receivers if s.public_id != sender_id]
@@ -340,7 +340,7 @@ class Hub:
         if sessions:
             if sections is None:
                 sections = encode_sections(commands, MAX_LIST_LENGTH)
-            endpoint.host.send(sessions, sections, now)
+            endpoint.table.send(sessions, sections, now)
             self._dirty.add(endpoint)
         for guest in guests:
             if sender is None:
@@ -364,7 +364,7 @@ class Hub:
         """Open an outbound session from hub port ``port`` to a remote responder."""
         endpoint = self.endpoints[port]
         self._dirty.add(endpoint)
-        return endpoint.host.connect(addr, now)
+        return endpoint.table.connect(addr, now)
 
     def send(self, port: int, targets: list[Peer], commands: list[Command], now: float) -> None:
         """Send MIDI from the hub itself (panic, release) to participants on ``port``."""
@@ -423,7 +423,7 @@ class Hub:
         if endpoint is None or self.links.get(link.key) is not link:
             link.resolving = False  # removed by a reload meanwhile
             return None
-        session = endpoint.host.connect(addr, now, name=link_name(self.spec.name, endpoint.label))
+        session = endpoint.table.connect(addr, now, name=link_name(self.spec.name, endpoint.label))
         link.session, link.resolving = session, False
         link.attempts += 1
         endpoint.hub_links[session.public_id] = link
@@ -437,7 +437,7 @@ class Hub:
 
     def tick(self, now: float) -> None:
         for endpoint in self.endpoints.values():
-            events = endpoint.host.tick(now)
+            events = endpoint.table.tick(now)
             if events:
                 self._handle(endpoint, events, now)
             self._dirty.add(endpoint)  # retries and clock syncs may be due
@@ -445,8 +445,8 @@ class Hub:
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do: the earliest session timer (guard
         packets, RS, clock sync, retries, timeouts) or link retry; None: nothing."""
-        hosts = [endpoint.host for endpoint in self.endpoints.values()]
-        times = [t for host in hosts if (t := host.next_deadline()) is not None]
+        tables = [endpoint.table for endpoint in self.endpoints.values()]
+        times = [t for table in tables if (t := table.next_deadline()) is not None]
         times += [link.next_attempt for link in self.links.values() if link.session is None]
         return min(times, default=None)
 
@@ -458,7 +458,7 @@ class Hub:
                 self._release(endpoint, peer.public_id, peer.held.release(), now)
         for endpoint in self.endpoints.values():
             self._close_guests(endpoint, LeaveReason.SHUTDOWN, now)
-            self._handle(endpoint, endpoint.host.close(LeaveReason.SHUTDOWN), now)
+            self._handle(endpoint, endpoint.table.close(LeaveReason.SHUTDOWN), now)
             self._dirty.add(endpoint)
 
     # -- output ----------------------------------------------------------------
@@ -468,9 +468,9 @@ class Hub:
         dirty, self._dirty = self._dirty, set()
         deadline: float | None = None
         for endpoint in dirty:
-            for kind, data, addr in endpoint.host.datagrams_to_send():
+            for kind, data, addr in endpoint.table.datagrams_to_send():
                 yield Outgoing(endpoint, kind, data, addr)
-            timer = endpoint.host.next_deadline()
+            timer = endpoint.table.next_deadline()
             if timer is not None and (deadline is None or timer < deadline):
                 deadline = timer
         self.pending_deadline = deadline

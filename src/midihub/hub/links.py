@@ -2,7 +2,7 @@
 
 Sans-IO like the rest of the hub: a ``Link`` only decides *when* to try again
 (exponential back-off, reset by a successful join); the socket layer resolves the
-address and the ``Host`` does the invitation.
+address and the ``SessionTable`` does the invitation.
 
 Hub-to-hub links never loop: a link introduces itself with a name ending in
 ``LINK_MARK``, so the remote hub knows the session is a hub too, and MIDI that

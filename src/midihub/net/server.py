@@ -77,7 +77,7 @@ class HubServer:
         for out in hub.drain():
             pair = pairs.get(out.endpoint.port)
             if pair is not None and not pair.sendto(out.kind, out.data, out.addr):
-                out.endpoint.host.counters.send_errors += 1
+                out.endpoint.table.counters.send_errors += 1
         if pairs:
             self._rearm(hub.pending_deadline)
 

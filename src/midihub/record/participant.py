@@ -1,4 +1,4 @@
-"""A minimal RTP MIDI participant living in the hub's process: the sans-IO ``Host`` in
+"""A minimal RTP MIDI participant living in the hub's process: the sans-IO ``SessionTable`` in
 the initiator role on two loopback UDP sockets. It joins a hub port like any other
 musician (so routing, note tracking and release apply to it unchanged), answers and
 starts clock syncs on the session's own timers, and can send MIDI."""
@@ -14,12 +14,12 @@ from midihub.rtp import (
     Address,
     Command,
     Event,
-    Host,
     LeaveReason,
     PeerLeft,
     PortKind,
     Session,
-    Timing,
+    SessionSettings,
+    SessionTable,
     encode_sections,
 )
 from midihub.rtp.recovery import MAX_LIST_LENGTH
@@ -41,7 +41,9 @@ class Participant:
 
     def __init__(self, name: str, host: str, *, rng: random.Random | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        self.host = Host(name, rng=rng or random.SystemRandom(), timing=Timing(), accept=False)
+        self.table = SessionTable(
+            name, rng=rng or random.SystemRandom(), settings=SessionSettings(), accept=False
+        )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sockets: list[socket.socket] = []
         for kind in PortKind:
@@ -58,7 +60,7 @@ class Participant:
     async def connect(self, addr: Address, timeout: float = 5.0) -> Session:
         """Invite the hub port at ``addr`` (its control port); raises TimeoutError or
         ConnectionError (refused) when it cannot join."""
-        self.session = self.host.connect(addr, self._loop.time())
+        self.session = self.table.connect(addr, self._loop.time())
         self._flush()
         self._arm()
         await asyncio.wait_for(asyncio.shield(self._joined), timeout)
@@ -69,12 +71,12 @@ class Participant:
         if session is None or not session.established:
             return
         sections = encode_sections(commands, MAX_LIST_LENGTH)
-        self.host.send([session], sections, self._loop.time())
+        self.table.send([session], sections, self._loop.time())
         self._flush()
 
     def close(self) -> None:
         """BY on both ports, then the sockets go."""
-        self._handle(self.host.close(LeaveReason.CLOSED))
+        self._handle(self.table.close(LeaveReason.CLOSED))
         self._flush()
         if self._timer is not None:
             self._timer.cancel()
@@ -98,7 +100,7 @@ class Participant:
                 break
             except OSError:
                 continue
-            self._handle(self.host.receive(data, kind, addr, now))
+            self._handle(self.table.receive(data, kind, addr, now))
         self._flush()
         self._arm()
 
@@ -116,7 +118,7 @@ class Participant:
 
     def _tick(self) -> None:
         self._timer = None
-        self._handle(self.host.tick(self._loop.time()))
+        self._handle(self.table.tick(self._loop.time()))
         self._flush()
         self._arm()
 
@@ -127,12 +129,12 @@ class Participant:
             self._timer = None
         if not self._sockets:
             return
-        due = self.host.next_deadline()
+        due = self.table.next_deadline()
         if due is not None:
             self._timer = self._loop.call_at(max(due, self._loop.time() + 0.001), self._tick)
 
     def _flush(self) -> None:
-        for kind, data, addr in self.host.datagrams_to_send():
+        for kind, data, addr in self.table.datagrams_to_send():
             if not self._sockets:
                 return
             with contextlib.suppress(OSError):  # UDP: a refused or full send is a loss

@@ -14,9 +14,9 @@ from midihub.rtp.events import (
     PeerLeft,
     Who,
 )
-from midihub.rtp.host import Host
 from midihub.rtp.limits import Counters, Drop, Limits
-from midihub.rtp.session import Address, Datagram, PortKind, Role, Session, State, Timing
+from midihub.rtp.session import Address, Datagram, PortKind, Role, Session, SessionSettings, State
+from midihub.rtp.table import SessionTable
 
 __all__ = [
     "Address",
@@ -25,7 +25,6 @@ __all__ = [
     "Datagram",
     "Drop",
     "Event",
-    "Host",
     "LatencyMeasured",
     "LeaveReason",
     "Limits",
@@ -40,8 +39,9 @@ __all__ = [
     "Role",
     "Section",
     "Session",
+    "SessionSettings",
+    "SessionTable",
     "State",
-    "Timing",
     "Who",
     "encode_lists",
     "encode_section",

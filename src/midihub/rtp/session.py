@@ -108,8 +108,8 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
 
 
 @dataclass(slots=True)
-class Timing:
-    """Per-session knobs, shared by all sessions of a host."""
+class SessionSettings:
+    """Per-session knobs, shared by all sessions of a table: timers and journals."""
 
     timeout: float = 30.0
     ck_interval: float = 10.0
@@ -117,7 +117,7 @@ class Timing:
 
 
 class Session:
-    """One peer. Created by ``Host`` (responder) or ``Host.connect`` (initiator)."""
+    """One peer. Created by ``SessionTable`` (responder) or ``SessionTable.connect`` (initiator)."""
 
     def __init__(
         self,
@@ -128,7 +128,7 @@ class Session:
         token: int,
         control_addr: Address,
         now: float,
-        timing: Timing,
+        settings: SessionSettings,
         limits: Limits | None = None,
         counters: Counters | None = None,
         public_id: str = "",
@@ -159,7 +159,7 @@ class Session:
         self.rtt: float | None = None
         self.packets_received = 0
         self.packets_lost = 0
-        self._timing = timing
+        self._settings = settings
         self._outbox: list[Datagram] = []
         self._origin = now  # this session's own time base for CK and RTP timestamps
         self._clock_offset = clock_offset  # random: our CK stamps are not guessable
@@ -179,7 +179,7 @@ class Session:
         self._last_sync = now
         self._next_ck = now
         self.feedback_sequence: int | None = None  # last RS from the peer
-        self.journal = JournalSender() if timing.journal else None
+        self.journal = JournalSender() if settings.journal else None
         self._guard_at: float | None = None
         self._guards = 0
         self._who: Who | None = None  # fixed when it joins (its name and address are known)
@@ -244,7 +244,7 @@ class Session:
     def on_invitation(
         self, packet: Invitation, kind: PortKind, addr: Address, now: float, size: int
     ) -> None:
-        """Responder side of IN (the host checked address and token). The OK is never
+        """Responder side of IN (the table checked address and token). The OK is never
         longer than the IN it answers: our name is cut to fit."""
         self.heard(size, now)
         if packet.name is not None and not self.peer_name:
@@ -317,7 +317,7 @@ class Session:
         # The initiator's opening burst keeps its pace; after it (and for any exchange the
         # peer started) the next one is a full interval away.
         burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
-        self._next_ck = now + (CK_BURST_INTERVAL if burst else self._timing.ck_interval)
+        self._next_ck = now + (CK_BURST_INTERVAL if burst else self._settings.ck_interval)
         events.append(LatencyMeasured(self.who, self.rtt))
         return events
 
@@ -475,8 +475,8 @@ class Session:
             if now >= self._pending_since + self._limits.handshake_timeout:
                 return LeaveReason.HANDSHAKE_TIMEOUT
         else:
-            if now >= self.last_heard + self._timing.timeout or now >= self.proven_at + max(
-                self._timing.timeout, self._stale_after
+            if now >= self.last_heard + self._settings.timeout or now >= self.proven_at + max(
+                self._settings.timeout, self._stale_after
             ):
                 return LeaveReason.TIMEOUT
             if now >= self.proven_at + self._stale_after:
@@ -497,7 +497,7 @@ class Session:
 
     @property
     def _stale_after(self) -> float:
-        return self._limits.proof_intervals * self._timing.ck_interval
+        return self._limits.proof_intervals * self._settings.ck_interval
 
     def next_deadline(self) -> float:
         if self.state in (State.INVITING_CONTROL, State.INVITING_DATA):
@@ -507,8 +507,8 @@ class Session:
         else:
             stale = self._stale_after
             deadline = min(
-                self.last_heard + self._timing.timeout,
-                self.proven_at + max(self._timing.timeout, stale),
+                self.last_heard + self._settings.timeout,
+                self.proven_at + max(self._settings.timeout, stale),
             )
             if self.routable:
                 deadline = min(deadline, self.proven_at + stale)
@@ -530,7 +530,7 @@ class Session:
         self._ck_pending = ts1
         self._ck_sent_at = now
         burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
-        self._next_ck = now + (CK_BURST_INTERVAL if burst else self._timing.ck_interval)
+        self._next_ck = now + (CK_BURST_INTERVAL if burst else self._settings.ck_interval)
         self._send(
             PortKind.DATA, packets.encode_clock(self.local_ssrc, 0, (ts1, 0, 0)), self.data_addr
         )
@@ -577,7 +577,7 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        """Over: nothing more is sent or accepted (the host forgets the session)."""
+        """Over: nothing more is sent or accepted (the table forgets the session)."""
         self._move(State.CLOSED)
         self.routable = False
 

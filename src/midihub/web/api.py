@@ -217,7 +217,7 @@ class Api:
                     "owner": spec.owner,
                     "role": spec.role,
                     "kind": "room" if spec.role == "room" else "group",
-                    "halfOpen": endpoint.host.pending,
+                    "halfOpen": endpoint.table.pending,
                     "participants": [
                         self._person(endpoint, session) for session in endpoint.participants
                     ],

@@ -109,7 +109,7 @@ class HubCollector(Collector):
         )
         for port, endpoint in sorted(self.hub.endpoints.items()):
             values = [str(port), endpoint.label]
-            counters = endpoint.host.counters
+            counters = endpoint.table.counters
             participants.add_metric(values, len(endpoint.participants))
             packets_in.add_metric(values, counters.received)
             packets_out.add_metric(values, counters.sent)
@@ -122,7 +122,7 @@ class HubCollector(Collector):
             resyncs.add_metric(values, counters.sequence_resyncs)
             repairs.add_metric(values, endpoint.journal_repairs)
             panics.add_metric(values, endpoint.panics)
-            pending.add_metric(values, endpoint.host.pending)
+            pending.add_metric(values, endpoint.table.pending)
             for reason in Drop:
                 dropped.add_metric([*values, reason.value], counters.drops.get(reason, 0))
         yield from (participants, packets_in, packets_out, messages_in, messages_out)

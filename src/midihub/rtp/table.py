@@ -1,6 +1,6 @@
 """One local port pair (control P, data P+1) and every session on it.
 
-``Host`` demultiplexes datagrams to sessions by SSRC (invitation token for
+``SessionTable`` demultiplexes datagrams to sessions by SSRC (invitation token for
 initiator replies), creates responder sessions for new invitations, and keeps the
 counters an admin needs. Sans-IO like ``Session``: each session keeps its own
 outbox, and ``datagrams_to_send()`` collects from those it touched since the last
@@ -23,10 +23,10 @@ from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LeaveReason, PeerLeft
 from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter, source_key
 from midihub.rtp.packets import Clock, Feedback, Invitation
-from midihub.rtp.session import Address, Datagram, PortKind, Role, Session, State, Timing
+from midihub.rtp.session import Address, Datagram, PortKind, Role, Session, SessionSettings, State
 
 
-class Host:
+class SessionTable:
     """Sessions on one port pair. ``receive``/``tick``/``connect``/``close`` return
     events; the datagrams they cause wait in ``datagrams_to_send()``."""
 
@@ -35,13 +35,13 @@ class Host:
         name: str,
         *,
         rng: random.Random,
-        timing: Timing | None = None,
+        settings: SessionSettings | None = None,
         accept: bool = True,
         max_sessions: int = 64,
         limits: Limits | None = None,
     ) -> None:
         self.name = name
-        self.timing = timing or Timing()
+        self.settings = settings or SessionSettings()
         self.accept = accept
         self.max_sessions = max_sessions
         self.limits = limits or Limits()
@@ -192,7 +192,7 @@ class Host:
     def _on_answer(
         self, packet: Invitation, kind: PortKind, addr: Address, now: float
     ) -> list[Event]:
-        """OK or NO to one of our invitations: only from the host we invited."""
+        """OK or NO to one of our invitations: only from the remote we invited."""
         pending = self._by_token.get(packet.token)
         if pending is None:
             return self._dropped(Drop.UNKNOWN_SESSION)
@@ -240,7 +240,7 @@ class Host:
             token=packet.token,
             control_addr=addr,
             now=now,
-            timing=self.timing,
+            settings=self.settings,
             limits=self.limits,
             counters=self.counters,
             public_id=self._new_public_id(),
@@ -312,7 +312,7 @@ class Host:
 
     def connect(self, control_addr: Address, now: float, *, name: str | None = None) -> Session:
         """Invite a remote responder (initiator role); PeerJoined or PeerLeft follows.
-        ``name``: the session name to introduce ourselves with (default: the host's)."""
+        ``name``: the session name to introduce ourselves with (default: the table's)."""
         token = self._rng.getrandbits(32)
         while token in self._by_token:
             token = self._rng.getrandbits(32)
@@ -323,7 +323,7 @@ class Host:
             token=token,
             control_addr=control_addr,
             now=now,
-            timing=self.timing,
+            settings=self.settings,
             limits=self.limits,
             counters=self.counters,
             public_id=self._new_public_id(),
