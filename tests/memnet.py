@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from midihub.hub import Hub
-from midihub.hub.notes import NoteState
+from midihub.midi.held import NoteState
 from midihub.rtp import (
     Address,
     MidiReceived,

@@ -13,7 +13,7 @@ from typing import Any
 from midihub import config as config_module
 from midihub.config import HubConfig
 from midihub.hub import Hub
-from midihub.hub.notes import NoteState
+from midihub.midi.held import NoteState
 from midihub.net import HubServer, PortPair
 from midihub.rtp import (
     Address,

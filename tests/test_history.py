@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midihub.app import App
-from midihub.store import Bucket, LatencyStore
+from midihub.history import Bucket, LatencyStore
 from tests.support import PyPeer, free_ports, make_config, wait_for
 
 T0 = 1_700_000_040.0  # a whole minute

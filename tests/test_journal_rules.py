@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midihub.hub import Hub
-from midihub.hub.notes import ChannelState, NoteState
+from midihub.midi.held import NoteState
 from midihub.midi.notes import NoteRange
+from midihub.midi.state import ChannelState
 from midihub.rtp import Drop, LatencyMeasured, PacketsLost, PortKind, encode_sections
 from midihub.rtp import packets as p
 from midihub.rtp.commands import decode_payload

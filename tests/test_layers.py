@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "midihub.config": {"midihub.hub", "midihub.rtp"},  # it builds the hub's specs
     "midihub.hub": {"midihub.midi", "midihub.rtp"},
     "midihub.net": {"midihub.hub", "midihub.rtp"},
-    "midihub.store": set(),
+    "midihub.history": set(),
     "midihub.bonjour": set(),
     "midihub.record": {"midihub.config", "midihub.hub", "midihub.midi", "midihub.rtp"},
     "midihub.web": {
@@ -51,7 +51,7 @@ ALLOWED: dict[str, set[str]] = {
         "midihub.net",
         "midihub.record",
         "midihub.rtp",
-        "midihub.store",
+        "midihub.history",
         "midihub.web",
     },
     "midihub.__main__": {"midihub.cli"},

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from midihub.hub.notes import NoteState
+from midihub.midi.held import NoteState
 from midihub.rtp import SessionSettings
 from tests.fixtures import MakePeer, StartHub, StartProxy
 from tests.performances import random_packets

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from midihub.hub import Hub
-from midihub.hub.notes import NoteState
+from midihub.midi.held import NoteState
 from midihub.midi.notes import NoteRange
 from midihub.midi.state import ChannelState
 from midihub.rtp import MidiReceived

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midihub.hub.notes import NoteState
+from midihub.midi.held import NoteState
 from midihub.rtp import ProtocolError
 from midihub.rtp import packets as p
 from midihub.rtp.commands import decode_payload

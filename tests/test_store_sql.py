@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midihub.store import MAX_POINTS, LatencyStore, choose_step
+from midihub.history import MAX_POINTS, LatencyStore, choose_step
 from tests.history_seed import seed
 
 T0 = 1_700_002_800.0  # a whole hour

@@ -19,11 +19,11 @@ from typing import Any
 from midihub import config as config_module
 from midihub.bonjour import Advertiser, advertise_addresses
 from midihub.config import ConfigError, HubConfig, is_loopback, parse_listen
+from midihub.history import LatencyStore
 from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Who
-from midihub.store import LatencyStore
 from midihub.web import Api, WebServer
 from midihub.web.recordings import RecordingsApi
 from midihub.web.server import WebError

@@ -15,9 +15,10 @@ from typing import NamedTuple
 from midihub.hub.endpoint import Endpoint
 from midihub.hub.guest import Guest
 from midihub.hub.links import Link, is_link_name, link_name
-from midihub.hub.notes import ALL_CHANNELS, NoteState, panic_commands
+from midihub.hub.panic import ALL_CHANNELS, panic_commands
 from midihub.hub.router import Router
 from midihub.hub.spec import HubSpec
+from midihub.midi.held import NoteState
 from midihub.midi.notes import NoteRange
 from midihub.rtp import (
     Address,

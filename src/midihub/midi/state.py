@@ -1,6 +1,6 @@
 """The one set of rules for what a MIDI message does to a channel's state.
 
-The hub's note tracker (``hub.notes.NoteState``: what to release when a player
+The hub's note tracker (``midi.held.NoteState``: what to release when a player
 leaves, what a journal repair must change) and the recovery-journal sender
 (``rtp.recovery.JournalSender``: what a receiver may have missed) both follow
 ``classify``; a property test checks they agree after any message script.

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from midihub.hub.notes import NoteState
+from midihub.midi.held import NoteState
 from midihub.record.participant import Participant
 
 log = logging.getLogger("midihub.record")

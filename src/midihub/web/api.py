@@ -51,7 +51,7 @@ OFF_LOOP_ROWS = 200  # answers this long are serialised on a worker thread
 
 
 class HistoryStore(Protocol):
-    """What the API needs from the latency database (``midihub.stats``)."""
+    """What the API needs from the latency database (``midihub.history``)."""
 
     async def summary(self) -> list[Any]: ...
 

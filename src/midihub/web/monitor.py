@@ -21,9 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from midihub.hub import Endpoint, Hub, participant_id
-from midihub.hub.notes import ChannelState
 from midihub.midi import messages as m
 from midihub.midi.notes import note_name
+from midihub.midi.state import ChannelState
 from midihub.rtp import Event, MidiReceived, PeerJoined, PeerLeft
 from midihub.rtp.limits import SourceCounts
 from midihub.rtp.limits import source_key as client_key

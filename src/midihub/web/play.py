@@ -248,7 +248,7 @@ class PlayApi:
         self.settings = settings or WebConfig()
         self.counters = PlayCounters()
         self.browsers: set[Browser] = set()
-        self._per_ip = SourceCounts()
+        self._open = SourceCounts()  # WebSocket connections, joined or not, per source
         self._colors: dict[str, int] = {}  # by participant id
         self._update_scheduled = False
         self.ping_interval = PING_INTERVAL
@@ -264,7 +264,7 @@ class PlayApi:
         ]
 
     def collector(self) -> Collector:
-        return PlayCollector(self.counters)
+        return PlayCollector(self.counters, self._open)
 
     # -- pages ---------------------------------------------------------------------
 
@@ -343,21 +343,19 @@ class PlayApi:
         if not origin_allowed(request.headers.get("Origin"), request.scheme, request.host):
             return self.refuse(Refusal.ORIGIN, 403)
         key = client_key(request.remote)
-        if self._per_ip.of(key) >= self.settings.browser_per_ip:
+        if self._open.of(key) >= self.settings.browser_per_ip:
             return self.refuse(Refusal.PER_IP, 429)
         ws = web.WebSocketResponse(
             heartbeat=None, autoping=True, max_msg_size=self.settings.browser_max_frame
         )
         await ws.prepare(request)
-        self._per_ip.add(key)
-        self.counters.connections += 1
+        self._open.add(key)
         try:
             browser = await self._hello(ws, request)
             if browser is not None:
                 await self._serve(browser)
         finally:
-            self.counters.connections -= 1
-            self._per_ip.remove(key)
+            self._open.remove(key)
         return ws
 
     async def _refuse_joining(self, ws: web.WebSocketResponse, reason: Refusal) -> None:
@@ -591,15 +589,16 @@ def _json(data: str) -> Any:
 class PlayCollector(Collector):
     """``/metrics`` for browsers: connections, and refusals and drops by reason."""
 
-    def __init__(self, counters: PlayCounters) -> None:
+    def __init__(self, counters: PlayCounters, connections: SourceCounts) -> None:
         self.counters = counters
+        self.connections = connections
 
     def collect(self) -> Iterator[Metric]:
         counters = self.counters
         yield GaugeMetricFamily(
             "midihub_browser_connections",
             "Open /play WebSocket connections.",
-            value=counters.connections,
+            value=self.connections.total,
         )
         yield GaugeMetricFamily(
             "midihub_browser_participants", "Browsers joined to a port.", value=counters.joined

@@ -72,7 +72,6 @@ class PlayCounters:
 
     refused: dict[Refusal, int] = field(default_factory=dict)
     dropped: dict[Dropped, int] = field(default_factory=dict)
-    connections: int = 0  # open WebSocket connections, joined or not
     joined: int = 0  # browser participants now
 
     def refuse(self, reason: Refusal) -> None:

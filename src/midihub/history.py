@@ -58,7 +58,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
 
-log = logging.getLogger("midihub.store")
+log = logging.getLogger("midihub.history")
 
 T = TypeVar("T")
 
@@ -243,7 +243,7 @@ class LatencyStore:
 
     async def start(self) -> None:
         """Open (and migrate) the database off the loop, then start the writer."""
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="midihub-store")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="midihub-history")
         await self._run(self._open)
         await self.purge()
         self._task = asyncio.create_task(self._flush_forever(), name="latency-store")

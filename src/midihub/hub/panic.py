@@ -9,13 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from midihub.midi import messages as m
-from midihub.midi.held import NoteState
 from midihub.midi.notes import NoteRange
-from midihub.midi.state import ChannelState
 from midihub.rtp import Command
 
 ALL_CHANNELS = range(16)
-__all__ = ["ALL_CHANNELS", "ChannelState", "NoteState", "panic_commands"]
 
 
 def panic_commands(note_range: NoteRange, channels: Iterable[int] = ALL_CHANNELS) -> list[Command]:
@@ -29,6 +26,3 @@ def panic_commands(note_range: NoteRange, channels: Iterable[int] = ALL_CHANNELS
             out.append((0, m.control_change(channel, m.CC_SUSTAIN, 0)))
             out.append((0, m.control_change(channel, m.CC_ALL_NOTES_OFF, 0)))
     return out
-
-
-"""The name the stuck-notes design uses for the same thing."""
