@@ -233,24 +233,9 @@ class SessionTable:
         if len(self.established) >= self.max_sessions:
             return self._refuse(packet, kind, addr, now, Drop.PORT_FULL)
         events = self._make_room(now)
-        session = Session(
-            role=Role.RESPONDER,
-            local_ssrc=self._new_ssrc(),
-            local_name=self.name,
-            token=packet.token,
-            control_addr=addr,
-            now=now,
-            settings=self.settings,
-            limits=self.limits,
-            counters=self.counters,
-            public_id=self._new_public_id(),
-            clock_offset=self._rng.getrandbits(32),
-            initial_sequence=self._rng.getrandbits(16),
-        )
+        session = self._new_session(Role.RESPONDER, self.name, packet.token, addr, now)
         session.peer_ssrc = packet.ssrc
         self._by_peer[packet.ssrc] = session
-        self._by_public_id[session.public_id] = session
-        self._touched.append(session)
         session.on_invitation(packet, kind, addr, now, size)
         return events
 
@@ -316,10 +301,20 @@ class SessionTable:
         token = self._rng.getrandbits(32)
         while token in self._by_token:
             token = self._rng.getrandbits(32)
+        session = self._new_session(Role.INITIATOR, name or self.name, token, control_addr, now)
+        self._by_token[token] = session
+        session.tick(now)
+        return session
+
+    def _new_session(
+        self, role: Role, name: str, token: int, control_addr: Address, now: float
+    ) -> Session:
+        """A session with fresh random SSRC, public id, CK offset and sequence number,
+        findable by its public id; the caller files it by peer SSRC or token."""
         session = Session(
-            role=Role.INITIATOR,
+            role=role,
             local_ssrc=self._new_ssrc(),
-            local_name=name or self.name,
+            local_name=name,
             token=token,
             control_addr=control_addr,
             now=now,
@@ -330,10 +325,8 @@ class SessionTable:
             clock_offset=self._rng.getrandbits(32),
             initial_sequence=self._rng.getrandbits(16),
         )
-        self._by_token[token] = session
         self._by_public_id[session.public_id] = session
         self._touched.append(session)
-        session.tick(now)
         return session
 
     def send(self, sessions: Iterable[Session], sections: Sequence[Section], now: float) -> None:

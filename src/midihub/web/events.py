@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from midihub.hub import Endpoint, Hub
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft
 from midihub.rtp.limits import SourceCounts, source_key
+from midihub.web.guard import event_stream
 
 INTERVAL = 0.5
 KEEPALIVE = 15.0
@@ -145,14 +146,7 @@ class LiveEvents:
             self._sources.remove(source)
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
+        response = await event_stream(request)
         wake = asyncio.Event()
         if not self._viewers:  # nothing was tracked while no one watched
             await self._refresh(list(KINDS))

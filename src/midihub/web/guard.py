@@ -45,6 +45,19 @@ def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """A prepared Server-Sent Events response (no proxy buffering, no caching)."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx would hold the events back otherwise
+        }
+    )
+    await response.prepare(request)
+    return response
+
+
 def host_name(header: str) -> str | None:
     """The name in a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lower
     case without a trailing dot; None when it cannot be a host."""

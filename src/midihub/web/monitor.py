@@ -27,6 +27,7 @@ from midihub.midi.state import ChannelState
 from midihub.rtp import Event, MidiReceived, PeerJoined, PeerLeft
 from midihub.rtp.limits import SourceCounts
 from midihub.rtp.limits import source_key as client_key
+from midihub.web.guard import error, event_stream
 
 BATCH_INTERVAL = 0.05
 KEEPALIVE = 15.0
@@ -264,10 +265,10 @@ class Monitor:
         """None when one more viewer from ``key`` fits, else the refusal."""
         if self._open.total >= self.limit:
             self.counters.refused_total += 1
-            return _refusal(503, "the hub has as many monitor viewers as it serves; try later")
+            return error(503, "the hub has as many monitor viewers as it serves; try later")
         if self._open.of(key) >= self.per_ip:
             self.counters.refused_per_ip += 1
-            return _refusal(429, "too many monitor streams from your address; close one")
+            return error(429, "too many monitor streams from your address; close one")
         self._open.add(key)
         return None
 
@@ -281,14 +282,7 @@ class Monitor:
             return refusal
         viewer: Viewer | None = None
         try:
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": "text/event-stream",
-                    "Cache-Control": "no-cache",
-                    "X-Accel-Buffering": "no",
-                }
-            )
-            await response.prepare(request)
+            response = await event_stream(request)
             viewer = Viewer(request, response, key)
             endpoint = self.hub.endpoints[port]
             await viewer.write(
@@ -327,7 +321,3 @@ class Monitor:
                 if transport is not None:
                     transport.abort()  # its unsent data would never drain
                 viewer.closed.set()
-
-
-def _refusal(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
