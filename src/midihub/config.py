@@ -45,17 +45,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class GroupConfig(_Strict):
-    """What arrives on ``in`` goes out to everyone on ``out``."""
+class _PortOptions(_Strict):
+    """What a group and a room both let an admin choose."""
 
-    in_port: int = Field(alias="in")
-    out_port: int = Field(alias="out")
     record: RecordMode = Field(default="off", description="auto: record while anyone plays")
-    journal: bool = Field(default=True, description="recovery journals to this group's peers")
+    journal: bool = Field(default=True, description="recovery journals to its peers")
     browser: bool = Field(default=False, description="browsers may join from /play")
     key: str | None = Field(
         default=None, min_length=4, max_length=128, description="browsers need it (the link has it)"
     )
+
+
+class GroupConfig(_PortOptions):
+    """What arrives on ``in`` goes out to everyone on ``out``."""
+
+    in_port: int = Field(alias="in")
+    out_port: int = Field(alias="out")
 
     @model_validator(mode="before")
     @classmethod
@@ -69,16 +74,10 @@ class GroupConfig(_Strict):
     _ports = field_validator("in_port", "out_port")(_check_port)
 
 
-class RoomConfig(_Strict):
+class RoomConfig(_PortOptions):
     """One port; everyone hears everyone else, never their own echo."""
 
     port: int
-    record: RecordMode = Field(default="off", description="auto: record while anyone plays")
-    journal: bool = Field(default=True, description="recovery journals to this room's peers")
-    browser: bool = Field(default=False, description="browsers may join from /play")
-    key: str | None = Field(
-        default=None, min_length=4, max_length=128, description="browsers need it (the link has it)"
-    )
 
     @model_validator(mode="before")
     @classmethod

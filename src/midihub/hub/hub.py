@@ -109,11 +109,9 @@ class Hub:
         self.spec = config
         settings = self.session_settings
         for endpoint in kept:
-            endpoint.table.settings.timeout = settings.timeout
-            endpoint.table.settings.ck_interval = settings.ck_interval
-            endpoint.table.settings.journal = settings.journal
-            endpoint.table.max_sessions = config.max_participants
-            endpoint.table.limits = config.limits
+            endpoint.table.configure(
+                settings, max_sessions=config.max_participants, limits=config.limits
+            )
             for session in endpoint.table.established:
                 self._apply_journal_policy(endpoint, session)
         added: list[Endpoint] = []

@@ -241,6 +241,10 @@ class Session:
 
     # -- session packets -------------------------------------------------------
 
+    def invited_by(self, ssrc: int) -> None:
+        """Responder: the SSRC of the peer whose control-port IN created this session."""
+        self.peer_ssrc = ssrc
+
     def on_invitation(
         self, packet: Invitation, kind: PortKind, addr: Address, now: float, size: int
     ) -> None:

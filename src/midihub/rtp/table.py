@@ -14,6 +14,7 @@ source IP and expire on their own (docs/security.md).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterable, Sequence
 
@@ -55,6 +56,14 @@ class SessionTable:
         self._by_public_id: dict[str, Session] = {}
         self._established: list[Session] | None = None  # see ``established``
         self._replies = SourceLimiter(self.limits.reject_rate, self.limits.reject_burst)
+
+    def configure(self, settings: SessionSettings, *, max_sessions: int, limits: Limits) -> None:
+        """A reload: new settings reach the live sessions (they share the table's
+        object); new limits and the participant cap apply to sessions made from now on."""
+        for field in dataclasses.fields(settings):
+            setattr(self.settings, field.name, getattr(settings, field.name))
+        self.max_sessions = max_sessions
+        self.limits = limits
 
     # -- queries ---------------------------------------------------------------
 
@@ -234,7 +243,7 @@ class SessionTable:
             return self._refuse(packet, kind, addr, now, Drop.PORT_FULL)
         events = self._make_room(now)
         session = self._new_session(Role.RESPONDER, self.name, packet.token, addr, now)
-        session.peer_ssrc = packet.ssrc
+        session.invited_by(packet.ssrc)
         self._by_peer[packet.ssrc] = session
         session.on_invitation(packet, kind, addr, now, size)
         return events

@@ -33,6 +33,13 @@ def _port(body: dict[str, Any]) -> int:
 ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what the hub itself names recordings and replays
 
 
+def _find(rows: list[dict[str, Any]], rid: str, what: str) -> dict[str, Any]:
+    for row in rows:
+        if row["id"] == rid:
+            return row
+    raise RecordingError(404, f"no {what} {shorten(rid)}")
+
+
 def _id(request: web.Request) -> str:
     """The id in the path, or a 404 naming it short: a stranger's text is not a key."""
     rid = request.match_info["id"]
@@ -58,10 +65,7 @@ class RecordingsApi:
         ]
 
     def _one(self, rid: str) -> dict[str, Any]:
-        for row in self.manager.describe():
-            if row["id"] == rid:
-                return row
-        raise RecordingError(404, f"no recording {shorten(rid)}")
+        return _find(self.manager.describe(), rid, "recording")
 
     async def list(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -118,10 +122,7 @@ class RecordingsApi:
             return _error(error.status, str(error))
 
     def _replay(self, replay_id: str) -> dict[str, Any]:
-        for row in self.manager.describe_replays():
-            if row["id"] == replay_id:
-                return row
-        raise RecordingError(404, f"no replay {replay_id!r}")
+        return _find(self.manager.describe_replays(), replay_id, "replay")
 
     async def replays(self, request: web.Request) -> web.Response:
         return web.json_response(self.manager.describe_replays())
