@@ -18,29 +18,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from common import LOCALHOST, free_port_block, free_tcp_port, message, message_id, percentile
 
-from midihub.net import PortPair
-from midihub.rtp import (
-    Address,
-    LatencyMeasured,
-    MidiReceived,
-    PeerJoined,
-    PortKind,
-    Session,
-    SessionTable,
-    encode_sections,
-)
-from midihub.rtp.recovery import MAX_LIST_LENGTH
+from midihub.rtp import Address, PortKind
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
+from tests.support import PyPeer
 
 BIN = Path(sys.executable).parent
 FULL = {"rate": 200, "duration": 10.0}
@@ -48,76 +40,26 @@ QUICK = {"rate": 200, "duration": 2.0}
 GRACE = 0.5  # seconds after the last send before a message counts as lost
 
 
-class RtpPeer:
-    """An RTP MIDI participant (``midihub.rtp.SessionTable``, initiator) on real UDP sockets."""
+@dataclass
+class RtpPeer(PyPeer):
+    """The tests' RTP MIDI participant (``tests.support.PyPeer``), stamping when each
+    benchmark message arrives."""
 
-    def __init__(self, name: str, port: int, arrived: dict[int, float]) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.table = SessionTable(name, rng=random.Random(name))
-        self.arrived = arrived
-        self.events: list[Any] = []
-        self.session: Session | None = None
-        self.pair = PortPair(self.loop, LOCALHOST, port, self._receive)
-        self.pair.open()
-        self._ticker = self.loop.call_later(0.05, self._tick)
+    arrived: dict[int, float] = field(default_factory=dict)
 
     def _receive(self, kind: PortKind, batch: list[tuple[bytes, Address]]) -> None:
-        now = self.loop.time()
-        for data, addr in batch:
-            for event in self.table.receive(data, kind, addr, now):
-                if isinstance(event, MidiReceived):
-                    stamp = time.perf_counter()
-                    for _, msg in event.commands:
-                        if len(msg) == 3 and msg[2]:
-                            self.arrived.setdefault(message_id(*msg), stamp)
-                else:
-                    self.events.append(event)
-        self.flush()
-
-    def _tick(self) -> None:
-        self.events.extend(self.table.tick(self.loop.time()))
-        self.flush()
-        self._ticker = self.loop.call_later(0.05, self._tick)
-
-    def flush(self) -> None:
-        for kind, data, addr in self.table.datagrams_to_send():
-            self.pair.sendto(kind, data, addr)
+        stamp = time.perf_counter()
+        super()._receive(kind, batch)
+        for msg in self.received:
+            if len(msg) == 3 and msg[2]:
+                self.arrived.setdefault(message_id(*msg), stamp)
+        self.received.clear()
 
     async def join(self, port: int) -> None:
-        self.session = self.table.connect((LOCALHOST, port), self.loop.time())
-        self.flush()
-        await until(lambda: any(isinstance(e, PeerJoined) for e in self.events))
-        for _ in range(2):  # proven address: the hub forwards what we send
-            await self._sync()
+        await self.connect(port, timeout=10.0)
 
-    async def _sync(self) -> None:
-        assert self.session is not None
-        synced = self.syncs()
-        self.table.sync_clock(self.session, self.loop.time())
-        self.flush()
-        await until(lambda: self.syncs() > synced)
-
-    def syncs(self) -> int:
-        return sum(isinstance(e, LatencyMeasured) for e in self.events)
-
-    def send(self, data: bytes) -> None:
-        assert self.session is not None
-        self.table.send([self.session], encode_sections([(0, data)], MAX_LIST_LENGTH), 0.0)
-        self.flush()
-
-    def close(self) -> None:
-        self._ticker.cancel()
-        self.table.close()
-        self.flush()
-        self.pair.close()
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the hub did not answer in time")
-        await asyncio.sleep(0.01)
+    def send_message(self, data: bytes) -> None:
+        self.send(data)
 
 
 def summary(sent: dict[int, float], arrived: dict[int, float]) -> dict[str, Any]:
@@ -154,8 +96,8 @@ async def flow(send: Any, arrived: dict[int, float], first: int, params: dict[st
 async def scenario(params: dict[str, Any], web: str, room: int, peers: list[int]) -> Any:
     at_b: dict[int, float] = {}
     at_browser: dict[int, float] = {}
-    a = RtpPeer("bench-a", peers[0], {})
-    b = RtpPeer("bench-b", peers[1], at_b)
+    a = RtpPeer("bench-a", peers[0])
+    b = RtpPeer("bench-b", peers[1], arrived=at_b)
     try:
         await a.join(room)
         await b.join(room)
@@ -182,11 +124,11 @@ async def scenario(params: dict[str, Any], web: str, room: int, peers: list[int]
             await asyncio.sleep(0.3)
             span = 2 * int(params["rate"] * params["duration"]) + 2
             result = {
-                "rtp_pair": await flow(a.send, at_b, 0, params),
+                "rtp_pair": await flow(a.send_message, at_b, 0, params),
                 "browser_to_rtp": await flow(
                     lambda m: asyncio.ensure_future(ws.send_bytes(m)), at_b, span, params
                 ),
-                "rtp_to_browser": await flow(b.send, at_browser, 2 * span, params),
+                "rtp_to_browser": await flow(b.send_message, at_browser, 2 * span, params),
             }
             await ws.close()
             reader.cancel()

@@ -59,7 +59,7 @@ def seed(
     (named ``p00``..); returns the number of minute rows written."""
     now = time.time() if now is None else now
     last = int(now // 60 * 60) - 60
-    first = last - int(days * 1440 - 1) * 60
+    first = last - (round(days * 1440) - 1) * 60
     connection = sqlite3.connect(str(path))
     try:
         connection.executescript(SCHEMA)
