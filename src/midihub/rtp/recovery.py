@@ -229,12 +229,12 @@ class _Channel:
         "bank",
         "controllers",
         "encoded",
-        "held",
         "off",
         "offmask",
         "pressed",
         "program",
         "program_seq",
+        "sounding",
         "stale_at",
         "wheel",
         "wheel_seq",
@@ -248,7 +248,7 @@ class _Channel:
         self.controllers: dict[int, tuple[int, int]] = {}
         self.wheel = PITCH_CENTRE
         self.wheel_seq = -1
-        self.held: dict[int, int] = {}  # note → velocity
+        self.sounding: dict[int, int] = {}  # note → velocity of its NoteOn, until its NoteOff
         self.pressed: dict[int, float] = {}  # note → when its NoteOn left
         self.off: dict[int, int] = {}  # note → seq of its NoteOff
         self.offmask = 0  # bit 127 - note set for each note in ``off``
@@ -256,22 +256,22 @@ class _Channel:
         self.stale_at = math.inf
 
     def end_notes(self, seq: int) -> None:
-        for note in self.held:
+        for note in self.sounding:
             self.off[note] = seq
             self.offmask |= 1 << (127 - note)
-        self.held.clear()
+        self.sounding.clear()
         self.pressed.clear()
 
     def apply(self, effect: Effect, a: int, b: int, seq: int, now: float) -> None:
         """The shared rules (``midihub.midi.state``), remembering when each change left."""
         self.encoded = None
         if effect is Effect.NOTE_ON:
-            self.held[a] = b
+            self.sounding[a] = b
             self.pressed[a] = now
             if self.off.pop(a, None) is not None:
                 self.offmask &= ~(1 << (127 - a))
         elif effect is Effect.NOTE_OFF:
-            if self.held.pop(a, None) is not None:
+            if self.sounding.pop(a, None) is not None:
                 del self.pressed[a]
                 self.off[a] = seq
                 self.offmask |= 1 << (127 - a)
@@ -313,7 +313,7 @@ class _Channel:
         essential (held notes, ended notes, pedals, wheel only); b"" when empty."""
         notes = b""
         stale_at = math.inf
-        if self.held or self.offmask:
+        if self.sounding or self.offmask:
             notes = self._chapter_n(now)
             for pressed in self.pressed.values():
                 if pressed + STALE_NOTE > now:
@@ -343,7 +343,7 @@ class _Channel:
         pressed = self.pressed
         logs = b"".join(
             bytes((note, velocity if pressed[note] <= old else 0x80 | velocity))
-            for note, velocity in list(self.held.items())[:127]
+            for note, velocity in list(self.sounding.items())[:127]
         )
         mask = self.offmask
         if mask:
