@@ -82,20 +82,21 @@ participants = Table(
 )
 
 
+BUCKET_COLUMNS = ("count", "sum_ms", "min_ms", "min_at", "max_ms", "max_at", "last_ms", "last_at")
+
+
 def _bucket_table(name: str, period: str) -> Table:
+    """Per participant and period: how many samples, their sum, and the min, max and
+    last with when each happened (``count`` is an integer, the rest floats)."""
     return Table(
         name,
         metadata,
         Column("participant_id", ForeignKey("participants.id"), primary_key=True),
         Column(period, Integer, primary_key=True),  # UTC epoch seconds, start of the period
-        Column("count", Integer, nullable=False),
-        Column("sum_ms", Float, nullable=False),
-        Column("min_ms", Float, nullable=False),
-        Column("min_at", Float, nullable=False),
-        Column("max_ms", Float, nullable=False),
-        Column("max_at", Float, nullable=False),
-        Column("last_ms", Float, nullable=False),
-        Column("last_at", Float, nullable=False),
+        *(
+            Column(column, Integer if column == "count" else Float, nullable=False)
+            for column in BUCKET_COLUMNS
+        ),
     )
 
 
@@ -106,7 +107,6 @@ Index("ix_latency_hours_hour", hours.c.hour)
 
 Key = tuple[str, str, int]  # session name, address, hub port
 Buckets = dict[Key, dict[int, "Bucket"]]
-BUCKET_COLUMNS = ("count", "sum_ms", "min_ms", "min_at", "max_ms", "max_at", "last_ms", "last_at")
 
 
 @dataclass(slots=True)
