@@ -125,14 +125,8 @@ class Bucket:
         return cls(1, value, value, at, value, at, value, at)
 
     def add(self, value: float, at: float) -> None:
-        self.count += 1
-        self.sum_ms += value
-        if value < self.min_ms:
-            self.min_ms, self.min_at = value, at
-        if value > self.max_ms:
-            self.max_ms, self.max_at = value, at
-        if at >= self.last_at:
-            self.last_ms, self.last_at = value, at
+        """One sample (a CK exchange, about every 10 s per participant)."""
+        self.merge(Bucket.first(value, at))
 
     def merge(self, other: Bucket) -> None:
         self.count += other.count
