@@ -4,6 +4,8 @@ their types for the tests' signatures:
 - ``start_hub(config_text, **overrides)``: a ``RunningHub`` on real sockets;
 - ``await serve_hub(config_text, public=True, **overrides)``: a running hub and the
   base URL of its web server;
+- ``await serve_room(*names, label="R", public=True, **overrides)``: the same for a hub
+  with one room on a free port, with a ``PyPeer`` joined to it for each of ``names``;
 - ``make_peer(name, cls=PyPeer, **fields)``: a ``PyPeer`` (or subclass) on its own sockets;
 - ``await npm_peers(*names)``: npm ``rtpmidi`` peers, one Node process each;
 - ``await start_proxy(target_port, to_target, to_peer)``: a delay/loss proxy;
@@ -23,10 +25,11 @@ import pytest
 from tests.attacks.udp import RawPair
 from tests.interop.npm_peer import NpmPeer
 from tests.proxy import PathRules, UdpProxy
-from tests.support import LOCALHOST, PyPeer, RunningHub, make_config, serving
+from tests.support import LOCALHOST, PyPeer, RunningHub, free_ports, joined, make_config, serving
 
 StartHub = Callable[..., RunningHub]
 Serve = Callable[..., Awaitable[tuple[RunningHub, str]]]
+ServeRoom = Callable[..., Awaitable[tuple[RunningHub, str, int, list[PyPeer]]]]
 MakePeer = Callable[..., PyPeer]
 NpmPeers = Callable[..., Awaitable[list[NpmPeer]]]
 StartProxy = Callable[..., Awaitable[UdpProxy]]
@@ -58,6 +61,23 @@ async def serve_hub() -> AsyncIterator[Serve]:
             return await stack.enter_async_context(serving(text, public, **overrides))
 
         yield serve
+
+
+@pytest.fixture
+def serve_room(serve_hub: Serve, make_peer: MakePeer) -> ServeRoom:
+    """``await serve_room(*names, label="R", public=True, **overrides)``: a hub served as
+    by ``serve_hub`` with one room, ``label``, on a free port, and a PyPeer (made by
+    ``make_peer``) for each of ``names`` joined to it in turn: the hub, its web server's
+    base URL, the room's port and the peers."""
+
+    async def serve(
+        *names: str, label: str = "R", public: bool = True, **overrides: Any
+    ) -> tuple[RunningHub, str, int, list[PyPeer]]:
+        (port,) = free_ports(1)
+        running, url = await serve_hub(f"[rooms]\n{label} = {port}", public, **overrides)
+        return running, url, port, await joined(make_peer, port, *names)
+
+    return serve
 
 
 class Closable(Protocol):

@@ -1,13 +1,16 @@
-"""Shared test helpers: free ports, a hub running in-process, and a Python RTP MIDI
-peer over real UDP sockets on 127.0.0.1 (our own sans-IO SessionTable in the initiator role;
-the npm peer in tests/interop is the independent one)."""
+"""Shared test helpers: free ports, a hub running in-process, a Python RTP MIDI peer
+over real UDP sockets on 127.0.0.1 (our own sans-IO SessionTable in the initiator role;
+the npm peer in tests/interop is the independent one) and peers joined to a hub, and
+``midihub serve`` as a process of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from midihub import config as config_module
@@ -191,6 +194,38 @@ class PyPeer:
     def close(self) -> None:
         self._ticker.cancel()
         self.pair.close()
+
+
+async def joined(make: Callable[[str], PyPeer], port: int, *names: str) -> list[PyPeer]:
+    """A peer for each of ``names``, all made by ``make`` (the ``make_peer`` fixture, which
+    closes them), then joined to the hub on ``port`` one after another, in that order."""
+    peers = [make(name) for name in names]
+    for peer in peers:
+        await peer.connect(port)
+    return peers
+
+
+async def midihub_serve(*args: str, cwd: Path) -> asyncio.subprocess.Process:
+    """``python -m midihub serve ARGS`` started in ``cwd``: its log on a pipe (stderr)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "midihub",
+        "serve",
+        *args,
+        cwd=cwd,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def serve_to_the_end(*args: str, cwd: Path, timeout: float) -> tuple[int, str]:
+    """``python -m midihub serve ARGS`` that is to stop by itself within ``timeout``
+    seconds: its exit status and its log."""
+    process = await midihub_serve(*args, cwd=cwd)
+    _, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, err.decode()
 
 
 async def marked(sender: PyPeer, *receivers: PyPeer, timeout: float = 5.0) -> None:

@@ -16,9 +16,9 @@ from jsonschema import Draft202012Validator
 from midihub.cli import main
 from midihub.midi.messages import note_off
 from midihub.web import openapi_document
-from tests.fixtures import MakePeer, Serve, StartProxy
+from tests.fixtures import MakePeer, Serve, ServeRoom, StartProxy
 from tests.proxy import PathRules, every_nth_rtp
-from tests.support import TOKEN, free_ports, marked, wait_for
+from tests.support import TOKEN, free_ports, joined, marked, wait_for
 
 
 async def get(url: str) -> Any:
@@ -52,9 +52,8 @@ def conforms(path: str, body: Any, method: str = "get", status: str = "200") -> 
 async def test_participants_follow_joins_and_leaves(serve_hub: Serve, make_peer: MakePeer) -> None:
     port_in, port_out = free_ports(2)
     running, url = await serve_hub(f"[groups]\nG = [{port_in}, {port_out}]")
-    alice, bob = make_peer("alice"), make_peer("bob")
-    await alice.connect(port_in)
-    await bob.connect(port_out)
+    await joined(make_peer, port_in, "alice")
+    (bob,) = await joined(make_peer, port_out, "bob")
     body = await get(url + "/api/participants")
     conforms("/api/participants", body)
     by_port = {p["port"]: p for p in body["ports"]}
@@ -70,14 +69,8 @@ async def test_participants_follow_joins_and_leaves(serve_hub: Serve, make_peer:
     }
 
 
-async def test_latency_rows_conform_and_keep_the_legacy_names(
-    serve_hub: Serve, make_peer: MakePeer
-) -> None:
-    (port,) = free_ports(1)
-    running, url = await serve_hub(f"[rooms]\nR = {port}")
-    alice, bob = make_peer("alice"), make_peer("bob")
-    await alice.connect(port)
-    await bob.connect(port)
+async def test_latency_rows_conform_and_keep_the_legacy_names(serve_room: ServeRoom) -> None:
+    running, url, port, (alice, bob) = await serve_room("alice", "bob")
     alice.send(bytes((0x90, 60, 100)), bytes((0x80, 60, 0)))
     await wait_for(lambda: len(bob.received) == 2)
 
@@ -136,10 +129,9 @@ async def test_rtt_through_a_40ms_each_way_proxy_peer_started_and_hub_started(
 
 
 async def test_every_tenth_data_packet_dropped_shows_ten_percent_loss(
-    serve_hub: Serve, make_peer: MakePeer, start_proxy: StartProxy
+    serve_room: ServeRoom, make_peer: MakePeer, start_proxy: StartProxy
 ) -> None:
-    (port,) = free_ports(1)
-    _, url = await serve_hub(f"[rooms]\nR = {port}")
+    _, url, port, _ = await serve_room()
     proxy = await start_proxy(port, PathRules(drop=every_nth_rtp(10)), PathRules())
     player = make_peer("player")
     await player.connect(proxy.port)
@@ -164,14 +156,8 @@ async def test_every_tenth_data_packet_dropped_shows_ten_percent_loss(
     assert 9.0 <= row["lossPercent"] <= 11.0
 
 
-async def test_panic_needs_the_token_and_names_valid_values(
-    serve_hub: Serve, make_peer: MakePeer
-) -> None:
-    (port,) = free_ports(1)
-    _, url = await serve_hub(f"[rooms]\nR = {port}")
-    peer, other = make_peer("peer"), make_peer("other")
-    await peer.connect(port)
-    await other.connect(port)
+async def test_panic_needs_the_token_and_names_valid_values(serve_room: ServeRoom) -> None:
+    _, url, port, (peer, other) = await serve_room("peer", "other")
     status, body = await post(url + "/api/panic", {"port": port, "range": "Low"}, None)
     assert status == 401 and "token" in body["error"]
     status, body = await post(url + "/api/panic", {"port": port, "range": "Low"}, "wrong-token")
@@ -192,9 +178,8 @@ async def test_panic_low_sends_exactly_the_noteoffs_of_the_range(
 ) -> None:
     port_in, port_out = free_ports(2)
     _, url = await serve_hub(f"[groups]\nG = [{port_in}, {port_out}]")
-    bob, carol, alice = make_peer("bob"), make_peer("carol"), make_peer("alice")
-    for peer, port in ((bob, port_out), (carol, port_out), (alice, port_in)):
-        await peer.connect(port)
+    bob, carol = await joined(make_peer, port_out, "bob", "carol")
+    (alice,) = await joined(make_peer, port_in, "alice")
     status, body = await post(url + "/api/panic", {"port": port_out, "range": "Low"})
     assert status == 200, body
     conforms("/api/panic", body, "post")
@@ -231,9 +216,10 @@ async def test_panic_low_sends_exactly_the_noteoffs_of_the_range(
     assert bob.received == []
 
 
-async def test_openapi_document_is_served_and_every_get_route_conforms(serve_hub: Serve) -> None:
-    (port,) = free_ports(1)
-    _, url = await serve_hub(f"[rooms]\nR = {port}")
+async def test_openapi_document_is_served_and_every_get_route_conforms(
+    serve_room: ServeRoom,
+) -> None:
+    _, url, _, _ = await serve_room()
     served = await get(url + "/api/openapi.json")
     assert served == openapi_document()
     assert served["openapi"].startswith("3.1")
@@ -247,13 +233,8 @@ async def test_openapi_document_is_served_and_every_get_route_conforms(serve_hub
 
 
 @pytest.mark.timeout(60)
-async def test_cli_status_and_panic_against_a_running_hub(
-    serve_hub: Serve, make_peer: MakePeer
-) -> None:
-    (port,) = free_ports(1)
-    _, url = await serve_hub(f"[rooms]\nJam = {port}")
-    peer = make_peer("keys")
-    await peer.connect(port)
+async def test_cli_status_and_panic_against_a_running_hub(serve_room: ServeRoom) -> None:
+    _, url, port, (peer,) = await serve_room("keys", label="Jam")
     runner = CliRunner()
     web = url.removeprefix("http://")
 
@@ -293,13 +274,8 @@ def test_cli_status_without_a_hub_says_so() -> None:
     assert "no hub answers" in result.output and "midihub serve" in result.output
 
 
-async def test_monitor_stream_sends_snapshot_midi_and_held_notes(
-    serve_hub: Serve, make_peer: MakePeer
-) -> None:
-    (port,) = free_ports(1)
-    running, url = await serve_hub(f"[rooms]\nR = {port}")
-    player = make_peer("player")
-    await player.connect(port)
+async def test_monitor_stream_sends_snapshot_midi_and_held_notes(serve_room: ServeRoom) -> None:
+    running, url, port, (player,) = await serve_room("player")
     player.send(bytes((0x90, 60, 100)), bytes((0xB0, 64, 127)))
 
     def held() -> bool:
@@ -350,10 +326,9 @@ async def sse(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]
 
 
 async def test_private_pages_need_the_token_and_reload_is_a_control_action(
-    serve_hub: Serve,
+    serve_room: ServeRoom,
 ) -> None:
-    (port,) = free_ports(1)
-    _, url = await serve_hub(f"[rooms]\nR = {port}", public=False)
+    _, url, port, _ = await serve_room(public=False)
     async with aiohttp.ClientSession() as client:
         async with client.get(url + "/api/participants") as response:
             assert response.status == 401

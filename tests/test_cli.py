@@ -141,6 +141,32 @@ def one_line(err: str) -> str:
 PARTICIPANTS = {"ports": [{"port": 5004, "label": "Jam", "owner": "Jam", "role": "room"}]}
 SSE_NOT_JSON = "event: snapshot\ndata: {not json\n\n"
 
+# Refusals: the hub's reason, and 2 where the command asked for something wrong.
+REFUSALS = [
+    # (route, HTTP status, the hub's error, command, exit status, what stderr says)
+    ("participants", 404, "who?", "status", 1, "the hub refused: who? (HTTP 404)"),
+    ("panic", 400, "no port 1", "panic --port 1", 2, "panic refused: no port 1"),
+    ("panic", 403, "bad token", "panic --port 5004", 1, "panic refused: bad token"),
+    (
+        "recordings/x1/stop",
+        404,
+        "no recording\x1b[2J x1",
+        "record stop x1",
+        2,
+        "the hub refused: no recording\\x1b[2J x1 (HTTP 404)",
+    ),
+    ("recordings/x1/stop", 503, "down", "record stop x1", 1, "the hub refused: down (HTTP 503)"),
+    ("participants", 403, "private", "monitor 5004", 1, "the hub refused: private (HTTP 403)"),
+]
+
+
+def refused(
+    route: str, http: int, error: str, command: str, code: int, said: str
+) -> tuple[dict[str, Handler], list[str], int, str]:
+    """A case: the hub refuses ``command`` at ``/api/ROUTE`` with ``error``."""
+    return {f"/api/{route}": answering({"error": error}, http)}, command.split(), code, said
+
+
 CASES = [
     # (routes, command, exit status, what stderr says)
     ({"/api/participants": answering(text="<html>hi</html>")}, ["status"], 1, "is not JSON"),
@@ -161,43 +187,7 @@ CASES = [
         1,
         "expects (JSONDecodeError",
     ),
-    # Refusals: the hub's reason, and 2 where the command asked for something wrong.
-    (
-        {"/api/participants": answering({"error": "who?"}, 404)},
-        ["status"],
-        1,
-        "the hub refused: who? (HTTP 404)",
-    ),
-    (
-        {"/api/panic": answering({"error": "no port 1"}, 400)},
-        ["panic", "--port", "1"],
-        2,
-        "panic refused: no port 1",
-    ),
-    (
-        {"/api/panic": answering({"error": "bad token"}, 403)},
-        ["panic", "--port", "5004"],
-        1,
-        "panic refused: bad token",
-    ),
-    (
-        {"/api/recordings/x1/stop": answering({"error": "no recording\x1b[2J x1"}, 404)},
-        ["record", "stop", "x1"],
-        2,
-        "the hub refused: no recording\\x1b[2J x1 (HTTP 404)",
-    ),
-    (
-        {"/api/recordings/x1/stop": answering({"error": "down"}, 503)},
-        ["record", "stop", "x1"],
-        1,
-        "the hub refused: down (HTTP 503)",
-    ),
-    (
-        {"/api/participants": answering({"error": "private"}, 403)},
-        ["monitor", "5004"],
-        1,
-        "the hub refused: private (HTTP 403)",
-    ),
+    *(refused(*row) for row in REFUSALS),
 ]
 
 

@@ -8,14 +8,15 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
 
 from midihub.cli.monitor import HELD_STYLE, MonitorError, View, resolve_port
-from tests.support import PyPeer, free_ports, serving, wait_for
+from tests.fixtures import MakePeer
+from tests.support import free_ports, joined, serving, wait_for
 
 MIDIHUB = str(Path(sys.executable).with_name("midihub"))
 STAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} ")
@@ -48,6 +49,24 @@ class Tmux:
         return await asyncio.to_thread(self, "capture-pane", "-p", *flags, "-t", "m")
 
 
+@asynccontextmanager
+async def plain_monitor(port: str, web: str) -> AsyncIterator[asyncio.StreamReader]:
+    """``midihub monitor PORT --web WEB --plain`` running: its output, a line an event.
+    On the way out it is stopped (SIGTERM), and it must have ended with status 0."""
+    process = await asyncio.create_subprocess_exec(
+        MIDIHUB, "monitor", port, "--web", web, "--plain",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        yield process.stdout
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+    assert process.returncode == 0
+
+
 @contextmanager
 def tmux_session(name: str, command: str) -> Iterator[Tmux]:
     tmux = Tmux(name)
@@ -59,81 +78,65 @@ def tmux_session(name: str, command: str) -> Iterator[Tmux]:
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (make tools)")
-async def test_monitor_in_a_terminal_highlights_held_notes_and_logs_cc(tmp_path: Path) -> None:
+async def test_monitor_in_a_terminal_highlights_held_notes_and_logs_cc(
+    tmp_path: Path, make_peer: MakePeer
+) -> None:
     (port,) = free_ports(1)
     async with serving(f"[rooms]\nJam = {port}") as (_, url):
-        keys, listener = PyPeer("alice-keys"), PyPeer("bob")
+        keys, _listener = await joined(make_peer, port, "alice-keys", "bob")
         status = tmp_path / "status"
-        try:
-            await keys.connect(port)
-            await listener.connect(port)
-            web = url.removeprefix("http://")
-            command = f"{MIDIHUB} monitor Jam --web {web}; echo $? > {status}; sleep 30"
-            with tmux_session(f"midihub-test-{port}", command) as tmux:
-                for _ in range(300):  # 15 s at least: generous on a busy machine
-                    if "alice-keys" in await tmux.screen(False):
-                        break
-                    await asyncio.sleep(0.05)
-                keys.send(b"\x90\x3c\x64", b"\x91\x40\x50", b"\x90\x40\x50", b"\xb0\x07\x64")
-                screen = ""
-                for _ in range(300):  # 15 s at least: generous on a busy machine
-                    screen = await tmux.screen()
-                    if f"{HIGHLIGHT}E4·1,2" in screen and "cc7=100" in screen:
-                        break
-                    await asyncio.sleep(0.05)
-                assert f"{HIGHLIGHT}C4·1 " in screen, screen
-                assert f"{HIGHLIGHT}E4·1,2" in screen  # one note held on two channels
-                assert f"{HIGHLIGHT}D4" not in screen and "\x1b[2mD4" in screen
-                assert "alice-keys control_change ch1 cc7=100" in screen
-                assert "ch1: 2 held" in screen and "ch2: 1 held" in screen
+        web = url.removeprefix("http://")
+        command = f"{MIDIHUB} monitor Jam --web {web}; echo $? > {status}; sleep 30"
+        with tmux_session(f"midihub-test-{port}", command) as tmux:
+            for _ in range(300):  # 15 s at least: generous on a busy machine
+                if "alice-keys" in await tmux.screen(False):
+                    break
+                await asyncio.sleep(0.05)
+            keys.send(b"\x90\x3c\x64", b"\x91\x40\x50", b"\x90\x40\x50", b"\xb0\x07\x64")
+            screen = ""
+            for _ in range(300):  # 15 s at least: generous on a busy machine
+                screen = await tmux.screen()
+                if f"{HIGHLIGHT}E4·1,2" in screen and "cc7=100" in screen:
+                    break
+                await asyncio.sleep(0.05)
+            assert f"{HIGHLIGHT}C4·1 " in screen, screen
+            assert f"{HIGHLIGHT}E4·1,2" in screen  # one note held on two channels
+            assert f"{HIGHLIGHT}D4" not in screen and "\x1b[2mD4" in screen
+            assert "alice-keys control_change ch1 cc7=100" in screen
+            assert "ch1: 2 held" in screen and "ch2: 1 held" in screen
 
-                keys.send(b"\x80\x3c\x00", b"\x81\x40\x00", b"\x80\x40\x00")
-                for _ in range(300):  # 15 s at least: generous on a busy machine
-                    screen = await tmux.screen()
-                    if HIGHLIGHT not in screen:
-                        break
-                    await asyncio.sleep(0.05)
-                assert HIGHLIGHT not in screen and "\x1b[2mC4" in screen
-                assert "no notes held" in screen
+            keys.send(b"\x80\x3c\x00", b"\x81\x40\x00", b"\x80\x40\x00")
+            for _ in range(300):  # 15 s at least: generous on a busy machine
+                screen = await tmux.screen()
+                if HIGHLIGHT not in screen:
+                    break
+                await asyncio.sleep(0.05)
+            assert HIGHLIGHT not in screen and "\x1b[2mC4" in screen
+            assert "no notes held" in screen
 
-                await asyncio.to_thread(tmux, "send-keys", "-t", "m", "q")
-                await wait_for(
-                    lambda: status.exists() and status.read_text().strip() != "",
-                    10,
-                    "the monitor to quit on q",
-                )
-                assert status.read_text().strip() == "0"
-                plain = await tmux.screen(False)
-                assert "midihub monitor" not in plain  # the alternate screen is gone
-        finally:
-            keys.close()
-            listener.close()
+            await asyncio.to_thread(tmux, "send-keys", "-t", "m", "q")
+            await wait_for(
+                lambda: status.exists() and status.read_text().strip() != "",
+                10,
+                "the monitor to quit on q",
+            )
+            assert status.read_text().strip() == "0"
+            plain = await tmux.screen(False)
+            assert "midihub monitor" not in plain  # the alternate screen is gone
 
 
-async def test_plain_prints_one_line_per_event(tmp_path: Path) -> None:
+async def test_plain_prints_one_line_per_event(make_peer: MakePeer) -> None:
     g_in, g_out = free_ports(2)
     async with serving(f"[groups]\nBand = [{g_in}, {g_out}]") as (_, url):
-        keys = PyPeer("alice-keys")
-        web = url.removeprefix("http://")
-        process = await asyncio.create_subprocess_exec(
-            MIDIHUB, "monitor", "Band", "--web", web, "--plain",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            assert process.stdout is not None
-            first = await asyncio.wait_for(process.stdout.readline(), 10)
+        keys = make_peer("alice-keys")
+        async with plain_monitor("Band", url.removeprefix("http://")) as out:
+            first = await asyncio.wait_for(out.readline(), 10)
             await keys.connect(g_in)
             keys.send(b"\x90\x3c\x64", b"\xb0\x40\x7f", b"\xf8", b"\xf8", b"\xc0\x05")
             keys.send(b"\xe0\x00\x50", b"\xf0\x7e\x7f\x06\x01\xf7", b"\x80\x3c\x00")
             lines = [first.decode()]
             while len(lines) < 8:
-                lines.append((await asyncio.wait_for(process.stdout.readline(), 5)).decode())
-        finally:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 5)
-            keys.close()
-        assert process.returncode == 0
+                lines.append((await asyncio.wait_for(out.readline(), 5)).decode())
         assert all(STAMP.match(line) for line in lines), lines
         assert [STAMP.sub("", line).rstrip("\n") for line in lines] == [
             f"-- monitoring port {g_in} (Band in)",

@@ -11,8 +11,8 @@ from midihub.hub import Guest
 from midihub.midi.messages import control_change, note_off, note_on
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Command, LeaveReason, PeerJoined, PeerLeft
-from tests.fixtures import MakePeer, Serve
-from tests.support import free_ports, wait_for
+from tests.fixtures import ServeRoom
+from tests.support import wait_for
 
 
 class Recorder(Guest):
@@ -33,15 +33,11 @@ class Recorder(Guest):
 
 
 async def test_a_guest_plays_hears_leaves_and_is_listed_like_anyone(
-    serve_hub: Serve, make_peer: MakePeer
+    serve_room: ServeRoom,
 ) -> None:
-    (port,) = free_ports(1)
-    running, url = await serve_hub(f"[rooms]\nJam = {port}\n")
+    running, url, port, (alice, bob) = await serve_room("alice", "bob", label="Jam")
     hub = running.hub
-    alice, bob = make_peer("alice"), make_peer("bob")
     guest = Recorder("web-carol")
-    await alice.connect(port)
-    await bob.connect(port)
     await wait_for(lambda: len(running.participants(port)) == 2)
     assert hub.admit(port, guest, 1.0) is None
     assert any(isinstance(e, PeerJoined) and e.who == guest.who for _, e in running.events)
@@ -81,9 +77,8 @@ async def test_a_guest_plays_hears_leaves_and_is_listed_like_anyone(
     assert guest not in hub.endpoints[port].participants
 
 
-async def test_a_removed_port_and_shutdown_close_guests(serve_hub: Serve) -> None:
-    (port,) = free_ports(1)
-    running, _ = await serve_hub(f"[rooms]\nJam = {port}\n")
+async def test_a_removed_port_and_shutdown_close_guests(serve_room: ServeRoom) -> None:
+    running, _, port, _ = await serve_room(label="Jam")
     guest = Recorder("web")
     assert running.hub.admit(port, guest, 1.0) is None
     assert running.hub.admit(port + 2, Recorder("lost"), 1.0) == "no such port"

@@ -12,7 +12,7 @@ from midihub.rtp import Drop, PortKind
 from midihub.rtp import packets as p
 from midihub.rtp.commands import encode_section
 from tests.fixtures import MakePeer, StartHub
-from tests.support import free_port_pair, free_ports, wait_for
+from tests.support import free_port_pair, free_ports, joined, wait_for
 
 NOTE_ON = b"\x90\x3c\x64"
 
@@ -22,10 +22,8 @@ async def test_group_forwards_between_real_sockets(
 ) -> None:
     port_in, port_out = free_ports(2)
     hub = start_hub(f"[groups]\nG = [{port_in}, {port_out}]")
-    alice, bob, carol = make_peer("alice"), make_peer("bob"), make_peer("carol")
-    await alice.connect(port_in)
-    await bob.connect(port_out)
-    await carol.connect(port_out)
+    (alice,) = await joined(make_peer, port_in, "alice")
+    bob, carol = await joined(make_peer, port_out, "bob", "carol")
     assert {s.peer_name for s in hub.participants(port_out)} == {"bob", "carol"}
     notes = [bytes((0x90, n, 100)) for n in range(50)]
     for note in notes:
@@ -173,9 +171,7 @@ async def test_truncated_garbage_never_reaches_a_session(
 ) -> None:
     port = free_port_pair()
     hub = start_hub(f"[rooms]\nR = {port}")
-    a, b = make_peer("a"), make_peer("b")
-    await a.connect(port)
-    await b.connect(port)
+    a, b = await joined(make_peer, port, "a", "b")
     for size in range(0, 40):
         a.send_raw(kind, b"\x80\x61" + bytes(size), ("127.0.0.1", port + kind))
     a.send(NOTE_ON)

@@ -6,8 +6,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from midihub.rtp import LatencyMeasured, PortKind
-from tests.fixtures import MakePeer, Serve
-from tests.support import LOCALHOST, TOKEN, free_ports, wait_for
+from tests.fixtures import MakePeer, Serve, ServeRoom
+from tests.support import LOCALHOST, TOKEN, free_ports, joined, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -34,10 +34,8 @@ async def test_counters_move_exactly_with_a_scripted_exchange(
 ) -> None:
     p_in, p_out = free_ports(2)
     running, url = await serve_hub(f"[groups]\nG = [{p_in}, {p_out}]")
-    alice, bob, carol = make_peer("alice"), make_peer("bob"), make_peer("carol")
-    await alice.connect(p_in)
-    await bob.connect(p_out)
-    await carol.connect(p_out)
+    (alice,) = await joined(make_peer, p_in, "alice")
+    bob, carol = await joined(make_peer, p_out, "bob", "carol")
     status, content_type, before = await scrape(url)
     assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
     i, o = {"port": p_in, "name": "G in"}, {"port": p_out, "name": "G out"}
@@ -100,9 +98,8 @@ async def test_counters_move_exactly_with_a_scripted_exchange(
     assert at(gone, "midihub_midi_messages_received_total", **i) == 21
 
 
-async def test_metrics_need_the_token_when_the_hub_is_private(serve_hub: Serve) -> None:
-    (port,) = free_ports(1)
-    _, url = await serve_hub(f"[rooms]\nR = {port}", public=False)
+async def test_metrics_need_the_token_when_the_hub_is_private(serve_room: ServeRoom) -> None:
+    _, url, port, _ = await serve_room(public=False)
     status, _, _ = await scrape(url)
     assert status == 401
     status, _, samples = await scrape(url, TOKEN)

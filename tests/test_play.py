@@ -17,7 +17,7 @@ import pytest
 
 from midihub.midi.messages import control_change, note_off, note_on
 from midihub.web.playwire import parse_frame
-from tests.support import PyPeer, free_ports, make_config, serving, wait_for
+from tests.support import PyPeer, RunningHub, free_ports, make_config, serving, wait_for
 
 
 def origin_of(url: str) -> str:
@@ -92,6 +92,22 @@ def room(port: int, extra: str = "") -> str:
     return f"[rooms.Jam]\nport = {port}\nbrowser = true\n{extra}\n"
 
 
+@asynccontextmanager
+async def room_with_alice(
+    extra: str = "",
+) -> AsyncIterator[tuple[int, RunningHub, str, aiohttp.ClientSession, PyPeer]]:
+    """A browser room (``extra`` added to its config) on a live hub with the RTP peer alice
+    joined: the room's port, the hub, its base URL, an HTTP client and alice."""
+    (port,) = free_ports(1)
+    async with serving(room(port, extra)) as (running, url), client() as session:
+        alice = PyPeer("alice")
+        try:
+            await alice.connect(port)
+            yield port, running, url, session, alice
+        finally:
+            alice.close()
+
+
 async def metric(session: aiohttp.ClientSession, url: str, name: str, reason: str) -> float:
     async with session.get(url + "/metrics") as response:
         text = await response.text()
@@ -102,76 +118,68 @@ async def metric(session: aiohttp.ClientSession, url: str, name: str, reason: st
 
 
 async def test_a_browser_plays_hears_is_measured_and_released() -> None:
-    (port,) = free_ports(1)
-    async with serving(room(port)) as (running, url), client() as session:
-        alice = PyPeer("alice")
-        try:
-            await alice.connect(port)
-            ws, welcome = await hello(session, url, port, "carol\x1b[31m")
-            assert welcome["type"] == "welcome" and welcome["port"] == port
-            assert welcome["label"] == "Jam" and welcome["role"] == "room"
-            assert welcome["plays"] and welcome["listens"]
-            assert welcome["you"]["name"] == "carol[31m"  # control characters removed
-            people = {p["name"]: p for p in welcome["participants"]}
-            assert set(people) == {"alice", "carol[31m"} and people["carol[31m"]["you"]
-            assert people["alice"]["color"] != people["carol[31m"]["color"]
-            inbox = Inbox(ws)
+    async with room_with_alice() as (port, running, url, session, alice):
+        ws, welcome = await hello(session, url, port, "carol\x1b[31m")
+        assert welcome["type"] == "welcome" and welcome["port"] == port
+        assert welcome["label"] == "Jam" and welcome["role"] == "room"
+        assert welcome["plays"] and welcome["listens"]
+        assert welcome["you"]["name"] == "carol[31m"  # control characters removed
+        people = {p["name"]: p for p in welcome["participants"]}
+        assert set(people) == {"alice", "carol[31m"} and people["carol[31m"]["you"]
+        assert people["alice"]["color"] != people["carol[31m"]["color"]
+        inbox = Inbox(ws)
 
-            # The browser plays a chord: alice gets it at once (no timer wait).
-            await ws.send_bytes(
-                note_on(0, 60, 100) + note_on(0, 64, 90) + control_change(0, 64, 127)
-            )
-            await wait_for(lambda: len(alice.received) == 3, 5, "alice hears the chord")
-            assert alice.received == [
-                note_on(0, 60, 100),
-                note_on(0, 64, 90),
-                control_change(0, 64, 127),
-            ]
+        # The browser plays a chord: alice gets it at once (no timer wait).
+        await ws.send_bytes(note_on(0, 60, 100) + note_on(0, 64, 90) + control_change(0, 64, 127))
+        await wait_for(lambda: len(alice.received) == 3, 5, "alice hears the chord")
+        assert alice.received == [
+            note_on(0, 60, 100),
+            note_on(0, 64, 90),
+            control_change(0, 64, 127),
+        ]
 
-            # Alice plays: the browser hears it, under alice's index.
-            alice.send(note_on(1, 40, 80), note_off(1, 40))
-            await wait_for(lambda: len(inbox.midi) == 2, 5, "the browser hears alice")
-            index = people["alice"]["index"]
-            assert inbox.midi == [(index, note_on(1, 40, 80)), (index, note_off(1, 40))]
+        # Alice plays: the browser hears it, under alice's index.
+        alice.send(note_on(1, 40, 80), note_off(1, 40))
+        await wait_for(lambda: len(inbox.midi) == 2, 5, "the browser hears alice")
+        index = people["alice"]["index"]
+        assert inbox.midi == [(index, note_on(1, 40, 80)), (index, note_off(1, 40))]
 
-            # Pings: the browser's RTT is in /api/latency with the RTP field names.
-            await wait_for(lambda: inbox.of("ping") != [], 5, "a ping")
-            me = welcome["id"]
+        # Pings: the browser's RTT is in /api/latency with the RTP field names.
+        await wait_for(lambda: inbox.of("ping") != [], 5, "a ping")
+        me = welcome["id"]
 
-            async def row() -> dict[str, Any] | None:
-                async with session.get(url + "/api/latency") as response:
-                    rows = await response.json()
-                return next((r for r in rows if r["id"] == me), None)
+        async def row() -> dict[str, Any] | None:
+            async with session.get(url + "/api/latency") as response:
+                rows = await response.json()
+            return next((r for r in rows if r["id"] == me), None)
 
-            for _ in range(300):
-                found = await row()
-                if found is not None and found["lastLatency"] is not None:
-                    break
-                await asyncio.sleep(0.02)
-            assert found is not None and found["lastLatency"] is not None
-            rtp = next(
-                r
-                for r in (await (await session.get(url + "/api/latency")).json())
-                if r["name"] == "alice"
-            )
-            assert set(found) == set(rtp)
-            assert 0 <= found["lastLatency"] < 1000 and found["clientName"] == "carol[31m"
-            async with session.get(url + "/api/participants") as response:
-                listed = (await response.json())["ports"][0]["participants"]
-            assert {p["name"] for p in listed} == {"alice", "carol[31m"}
+        for _ in range(300):
+            found = await row()
+            if found is not None and found["lastLatency"] is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert found is not None and found["lastLatency"] is not None
+        rtp = next(
+            r
+            for r in (await (await session.get(url + "/api/latency")).json())
+            if r["name"] == "alice"
+        )
+        assert set(found) == set(rtp)
+        assert 0 <= found["lastLatency"] < 1000 and found["clientName"] == "carol[31m"
+        async with session.get(url + "/api/participants") as response:
+            listed = (await response.json())["ports"][0]["participants"]
+        assert {p["name"] for p in listed} == {"alice", "carol[31m"}
 
-            # It closes the tab holding C4, E4 and the pedal: alice gets them released.
-            alice.received.clear()
-            await inbox.close()
-            await wait_for(lambda: len(alice.received) >= 3, 5, "the release")
-            assert set(alice.received) == {
-                note_off(0, 60),
-                note_off(0, 64),
-                control_change(0, 64, 0),
-            }
-            await wait_for(lambda: len(running.hub.endpoints[port].participants) == 1)
-        finally:
-            alice.close()
+        # It closes the tab holding C4, E4 and the pedal: alice gets them released.
+        alice.received.clear()
+        await inbox.close()
+        await wait_for(lambda: len(alice.received) >= 3, 5, "the release")
+        assert set(alice.received) == {
+            note_off(0, 60),
+            note_off(0, 64),
+            control_change(0, 64, 0),
+        }
+        await wait_for(lambda: len(running.hub.endpoints[port].participants) == 1)
 
 
 async def test_a_group_browser_plays_into_in_and_listens_on_out() -> None:
@@ -327,52 +335,40 @@ async def test_refusals_have_reasons_and_counters_while_rtp_carries_on() -> None
 
 
 async def test_a_browser_that_stops_answering_pings_is_released() -> None:
-    (port,) = free_ports(1)
-    async with serving(room(port)) as (_, url), client() as session:
-        alice = PyPeer("alice")
-        try:
-            await alice.connect(port)
-            ws, _ = await hello(session, url, port, "sleepy")
-            inbox = Inbox(ws)
-            inbox.answer_pings = False
-            await ws.send_bytes(note_on(0, 70, 100))
-            await wait_for(lambda: alice.received == [note_on(0, 70, 100)])
-            # Three unanswered pings (2 s apart) and it is gone, its note released.
-            await wait_for(lambda: note_off(0, 70) in alice.received, 15, "the release")
-            await wait_for(lambda: inbox.closed is not None, 5)
-            assert inbox.closed == 4408 and inbox.of("error")[-1]["reason"] == "timeout"
-            assert await metric(session, url, "midihub_browser_dropped", "timeout") == 1
-        finally:
-            alice.close()
+    async with room_with_alice() as (port, _, url, session, alice):
+        ws, _ = await hello(session, url, port, "sleepy")
+        inbox = Inbox(ws)
+        inbox.answer_pings = False
+        await ws.send_bytes(note_on(0, 70, 100))
+        await wait_for(lambda: alice.received == [note_on(0, 70, 100)])
+        # Three unanswered pings (2 s apart) and it is gone, its note released.
+        await wait_for(lambda: note_off(0, 70) in alice.received, 15, "the release")
+        await wait_for(lambda: inbox.closed is not None, 5)
+        assert inbox.closed == 4408 and inbox.of("error")[-1]["reason"] == "timeout"
+        assert await metric(session, url, "midihub_browser_dropped", "timeout") == 1
 
 
 async def test_what_a_browser_plays_leaves_at_once_not_at_the_next_timer() -> None:
     """The hub's timer is stopped and the RTP peer silent: only the WebSocket handler's
     own flush can send the browser's notes (and the release when it leaves)."""
-    (port,) = free_ports(1)
-    async with serving(room(port)) as (running, url), client() as session:
-        alice = PyPeer("alice")
-        try:
-            await alice.connect(port)
-            server = running.server
-            assert server._ticker is not None
-            server._ticker.cancel()
-            server._rearm = lambda deadline: None  # type: ignore[method-assign]
-            alice._ticker.cancel()  # and alice sends nothing that would wake the hub
-            ws, _ = await hello(session, url, port, "quick")
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            for note in range(60, 70):
-                await ws.send_bytes(note_on(0, note, 90))
-            await wait_for(lambda: len(alice.received) == 10, 5, "ten notes with no timer")
-            elapsed = loop.time() - started
-            assert alice.received == [note_on(0, n, 90) for n in range(60, 70)]
-            await ws.close()
-            await wait_for(lambda: len(alice.received) == 20, 5, "the release with no timer")
-            assert set(alice.received[10:]) == {note_off(0, n) for n in range(60, 70)}
-            print(f"ten notes browser -> hub -> RTP peer in {elapsed * 1000:.1f} ms")
-        finally:
-            alice.close()
+    async with room_with_alice() as (port, running, url, session, alice):
+        server = running.server
+        assert server._ticker is not None
+        server._ticker.cancel()
+        server._rearm = lambda deadline: None  # type: ignore[method-assign]
+        alice._ticker.cancel()  # and alice sends nothing that would wake the hub
+        ws, _ = await hello(session, url, port, "quick")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for note in range(60, 70):
+            await ws.send_bytes(note_on(0, note, 90))
+        await wait_for(lambda: len(alice.received) == 10, 5, "ten notes with no timer")
+        elapsed = loop.time() - started
+        assert alice.received == [note_on(0, n, 90) for n in range(60, 70)]
+        await ws.close()
+        await wait_for(lambda: len(alice.received) == 20, 5, "the release with no timer")
+        assert set(alice.received[10:]) == {note_off(0, n) for n in range(60, 70)}
+        print(f"ten notes browser -> hub -> RTP peer in {elapsed * 1000:.1f} ms")
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -389,55 +385,49 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 async def test_a_browser_that_stops_reading_is_dropped_and_nobody_waits() -> None:
     """A client with a tiny receive buffer that never reads: its queue overflows, it is
     disconnected and its note released, while another browser hears everything."""
-    (port,) = free_ports(1)
-    config = room(port) + "[web]\nbrowser_queue = 8\n[limits]\nsysex_rate = 100000000\n"
-    async with serving(config) as (running, url), client() as session:
-        alice = PyPeer("alice")
-        try:
-            await alice.connect(port)
-            loop = asyncio.get_running_loop()
-            stalled = socket.socket()
-            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            stalled.setblocking(False)
-            host, web_port = url.removeprefix("http://").split(":")
-            await loop.sock_connect(stalled, (host, int(web_port)))
-            request = (
-                f"GET /api/play/ws HTTP/1.1\r\nHost: {host}:{web_port}\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                f"Sec-WebSocket-Version: 13\r\nOrigin: {url}\r\n\r\n"
-            )
-            await loop.sock_sendall(stalled, request.encode())
-            answer = b""
-            while b"\r\n\r\n" not in answer:
-                answer += await loop.sock_recv(stalled, 1)
-            assert answer.startswith(b"HTTP/1.1 101")
-            hello_text = json.dumps({"type": "hello", "name": "stalled", "port": port})
-            await loop.sock_sendall(stalled, client_frame(1, hello_text.encode()))
-            await loop.sock_sendall(stalled, client_frame(2, note_on(0, 30, 99)))
-            await wait_for(lambda: alice.received == [note_on(0, 30, 99)], 5, "the held note")
-            ws, _ = await hello(session, url, port, "reader")
-            reader = Inbox(ws)
+    small_queues = "[web]\nbrowser_queue = 8\n[limits]\nsysex_rate = 100000000\n"
+    async with room_with_alice(small_queues) as (port, running, url, session, alice):
+        loop = asyncio.get_running_loop()
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.setblocking(False)
+        host, web_port = url.removeprefix("http://").split(":")
+        await loop.sock_connect(stalled, (host, int(web_port)))
+        request = (
+            f"GET /api/play/ws HTTP/1.1\r\nHost: {host}:{web_port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {url}\r\n\r\n"
+        )
+        await loop.sock_sendall(stalled, request.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += await loop.sock_recv(stalled, 1)
+        assert answer.startswith(b"HTTP/1.1 101")
+        hello_text = json.dumps({"type": "hello", "name": "stalled", "port": port})
+        await loop.sock_sendall(stalled, client_frame(1, hello_text.encode()))
+        await loop.sock_sendall(stalled, client_frame(2, note_on(0, 30, 99)))
+        await wait_for(lambda: alice.received == [note_on(0, 30, 99)], 5, "the held note")
+        ws, _ = await hello(session, url, port, "reader")
+        reader = Inbox(ws)
 
-            # 30 kB SysEx messages (25 datagrams each) until the kernel's buffers and
-            # the 8 queued frames of the stalled browser are full.
-            sysex = bytes([0xF0, *([0x55] * 30_000), 0xF7])
-            sent = 0
-            while note_off(0, 30) not in alice.received:
-                assert sent < 500, "the stalled browser was never dropped"
-                alice.send(sysex)
-                sent += 1
-                await asyncio.sleep(0.01)  # the reader's queue never fills
-            # The reader hears every SysEx and the stalled one's release; it was never held up.
-            await wait_for(lambda: len(reader.midi) == sent + 1, 10, f"{sent} SysEx + NoteOff")
-            assert reader.closed is None
-            assert sorted(reader.messages) == sorted([sysex] * sent + [note_off(0, 30)])
-            names = [p.name for p in running.hub.endpoints[port].participants]
-            assert sorted(names) == ["alice", "reader"]
-            assert await metric(session, url, "midihub_browser_dropped", "overflow") == 1
-            stalled.close()
-            await reader.close()
-        finally:
-            alice.close()
+        # 30 kB SysEx messages (25 datagrams each) until the kernel's buffers and
+        # the 8 queued frames of the stalled browser are full.
+        sysex = bytes([0xF0, *([0x55] * 30_000), 0xF7])
+        sent = 0
+        while note_off(0, 30) not in alice.received:
+            assert sent < 500, "the stalled browser was never dropped"
+            alice.send(sysex)
+            sent += 1
+            await asyncio.sleep(0.01)  # the reader's queue never fills
+        # The reader hears every SysEx and the stalled one's release; it was never held up.
+        await wait_for(lambda: len(reader.midi) == sent + 1, 10, f"{sent} SysEx + NoteOff")
+        assert reader.closed is None
+        assert sorted(reader.messages) == sorted([sysex] * sent + [note_off(0, 30)])
+        names = [p.name for p in running.hub.endpoints[port].participants]
+        assert sorted(names) == ["alice", "reader"]
+        assert await metric(session, url, "midihub_browser_dropped", "overflow") == 1
+        stalled.close()
+        await reader.close()
 
 
 async def test_a_reload_that_closes_the_port_to_browsers_lets_them_go() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,27 @@ async def open_play(context: BrowserContext, url: str, query: str = "") -> tuple
     errors = Errors(page)
     await page.goto(f"{url}/play{query}")
     return page, errors
+
+
+@asynccontextmanager
+async def play_with_alice(
+    chromium: Browser, script: str
+) -> AsyncIterator[tuple[int, PyPeer, Page, Errors]]:
+    """A browser room on a live hub with the RTP peer alice in it, and its /play page open
+    in a new browser context that runs ``script`` first: the room's port, alice, the page
+    and its errors."""
+    (port,) = free_ports(1)
+    context = await chromium.new_context()
+    await context.add_init_script(script)
+    alice = PyPeer("alice")
+    try:
+        async with serving(f"[rooms.Jam]\nport = {port}\nbrowser = true\n") as (_, url):
+            await alice.connect(port)
+            page, errors = await open_play(context, url)
+            yield port, alice, page, errors
+    finally:
+        alice.close()
+        await context.close()
 
 
 async def join(page: Page, name: str, port: int) -> None:
@@ -204,42 +227,32 @@ async def test_two_pages_and_an_npm_peer_play_in_one_room(browser: Browser) -> N
 async def test_web_midi_devices_play_and_hear_through_the_page(browser: Browser) -> None:  # noqa: F811
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    (port,) = free_ports(1)
-    context = await browser.new_context()
-    await context.add_init_script(FAKE_MIDI)
-    alice = PyPeer("alice")
-    try:
-        async with serving(f"[rooms.Jam]\nport = {port}\nbrowser = true\n") as (_, url):
-            await alice.connect(port)
-            page, errors = await open_play(context, url)
-            await expect(page.locator("#midi-status")).to_contain_text("1 input(s), 1 output(s)")
-            await join(page, "Kim", port)
-            await page.select_option("#midi-in", label="Fake Keys")
-            await page.select_option("#midi-out", label="Fake Synth")
-            # The device plays (clock ticks stay home); the room hears it in order.
-            notes = [rng.randrange(21, 109) for _ in range(5)]
-            for note in notes:
-                await page.evaluate("window.__fakeMidi.play([0xF8])")
-                await page.evaluate(f"window.__fakeMidi.play([0x91, {note}, 77])")
-                await page.evaluate(f"window.__fakeMidi.play([0x81, {note}, 0])")
-            wanted = [m for n in notes for m in (note_on(1, n, 77), note_off(1, n, 0))]
-            await wait_for(lambda: len(alice.received) >= len(wanted), 5, f"seed {seed}")
-            assert alice.received == wanted, seed
-            # What the room plays goes out to the device.
-            alice.send(note_on(3, 40, 99), note_off(3, 40))
-            await page.wait_for_function("() => window.__fakeMidi.output.sent.length === 2")
-            assert await page.evaluate("window.__fakeMidi.output.sent") == [
-                [0x93, 40, 99],
-                [0x83, 40, 0],
-            ]
-            # The choice is remembered for the next visit.
-            await page.reload()
-            await expect(page.locator("#midi-in")).to_have_value("in-1")
-            await expect(page.locator("#midi-out")).to_have_value("out-1")
-            assert errors.seen == []
-    finally:
-        alice.close()
-        await context.close()
+    async with play_with_alice(browser, FAKE_MIDI) as (port, alice, page, errors):
+        await expect(page.locator("#midi-status")).to_contain_text("1 input(s), 1 output(s)")
+        await join(page, "Kim", port)
+        await page.select_option("#midi-in", label="Fake Keys")
+        await page.select_option("#midi-out", label="Fake Synth")
+        # The device plays (clock ticks stay home); the room hears it in order.
+        notes = [rng.randrange(21, 109) for _ in range(5)]
+        for note in notes:
+            await page.evaluate("window.__fakeMidi.play([0xF8])")
+            await page.evaluate(f"window.__fakeMidi.play([0x91, {note}, 77])")
+            await page.evaluate(f"window.__fakeMidi.play([0x81, {note}, 0])")
+        wanted = [m for n in notes for m in (note_on(1, n, 77), note_off(1, n, 0))]
+        await wait_for(lambda: len(alice.received) >= len(wanted), 5, f"seed {seed}")
+        assert alice.received == wanted, seed
+        # What the room plays goes out to the device.
+        alice.send(note_on(3, 40, 99), note_off(3, 40))
+        await page.wait_for_function("() => window.__fakeMidi.output.sent.length === 2")
+        assert await page.evaluate("window.__fakeMidi.output.sent") == [
+            [0x93, 40, 99],
+            [0x83, 40, 0],
+        ]
+        # The choice is remembered for the next visit.
+        await page.reload()
+        await expect(page.locator("#midi-in")).to_have_value("in-1")
+        await expect(page.locator("#midi-out")).to_have_value("out-1")
+        assert errors.seen == []
 
 
 @pytest.mark.parametrize(
@@ -258,28 +271,18 @@ async def test_without_web_midi_the_page_says_why_and_the_keyboards_play(
     script: str,
     says: str,
 ) -> None:
-    (port,) = free_ports(1)
-    context = await browser.new_context()
-    await context.add_init_script(script)
-    alice = PyPeer("alice")
-    try:
-        async with serving(f"[rooms.Jam]\nport = {port}\nbrowser = true\n") as (_, url):
-            await alice.connect(port)
-            page, errors = await open_play(context, url)
-            await expect(page.locator("#midi-status")).to_contain_text(says)
-            await expect(page.locator("#midi-in")).to_be_disabled()
-            await join(page, "Lee", port)
-            await page.keyboard.press("x")  # octave up: C5
-            await page.keyboard.press("a")
-            await press_screen_key(page, 48, 0.2)  # a soft C3
-            await page.mouse.up()
-            await wait_for(lambda: len(alice.received) == 4)
-            assert alice.received[:2] == [note_on(0, 72, 100), note_off(0, 72, 64)]
-            assert alice.received[2][:2] == note_on(0, 48, 1)[:2] and alice.received[2][2] < 60
-            assert errors.seen == []
-    finally:
-        alice.close()
-        await context.close()
+    async with play_with_alice(browser, script) as (port, alice, page, errors):
+        await expect(page.locator("#midi-status")).to_contain_text(says)
+        await expect(page.locator("#midi-in")).to_be_disabled()
+        await join(page, "Lee", port)
+        await page.keyboard.press("x")  # octave up: C5
+        await page.keyboard.press("a")
+        await press_screen_key(page, 48, 0.2)  # a soft C3
+        await page.mouse.up()
+        await wait_for(lambda: len(alice.received) == 4)
+        assert alice.received[:2] == [note_on(0, 72, 100), note_off(0, 72, 64)]
+        assert alice.received[2][:2] == note_on(0, 48, 1)[:2] and alice.received[2][2] < 60
+        assert errors.seen == []
 
 
 async def test_play_page_and_dashboard_load_without_console_errors(browser: Browser) -> None:  # noqa: F811

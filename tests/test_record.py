@@ -22,8 +22,9 @@ from midihub.cli import main
 from midihub.midi.messages import control_change, note_off, note_on, pitch_bend, program_change
 from midihub.record import smf
 from midihub.record.journal import Content, Header
+from tests.fixtures import MakePeer
 from tests.record_support import recording_hub, serve, write_config
-from tests.support import TOKEN, PyPeer, free_ports, wait_for
+from tests.support import TOKEN, PyPeer, free_ports, joined, wait_for
 
 SYSEX = bytes([0xF0, 0x7D, 1, 2, 3, 0xF7])
 
@@ -170,35 +171,31 @@ def small_filesystem(path: Path) -> Iterator[str]:
         path.chmod(0o700)
 
 
-async def test_a_full_disk_stops_the_recording_and_midi_keeps_flowing(tmp_path: Path) -> None:
+async def test_a_full_disk_stops_the_recording_and_midi_keeps_flowing(
+    tmp_path: Path, make_peer: MakePeer
+) -> None:
     (port,) = free_ports(1)
     directory = tmp_path / "small"
     with small_filesystem(directory) as reason:
         async with recording_hub(f"[rooms]\nJam = {port}", directory, flush_interval=0.2) as hub:
-            alice, bob = PyPeer("alice"), PyPeer("bob")
-            try:
-                await alice.connect(port)
-                await bob.connect(port)
-                recording = hub.manager.start_recording(port)
-                sent = 0
-                payload = bytes(range(100)) * 10
-                while recording.state == "recording" and sent < 400:
-                    alice.send(bytes([0xF0]) + payload + bytes([0xF7]))  # 2 kB per message
-                    sent += 1
-                    await asyncio.sleep(0.005)
-                await wait_for(lambda: recording.state == "failed", 10, "the disk to fill")
-                assert recording.error is not None and reason in recording.error
-                _status, listed = await hub.call("GET", "/api/recordings")
-                row = next(r for r in listed["recordings"] if r["id"] == recording.id)
-                assert row["state"] == "failed" and reason in row["error"]
-                # MIDI goes on: everything alice sent reached bob, and more still does.
-                await wait_for(lambda: len(bob.received) == sent, 5, "bob to hear it all")
-                alice.send(note_on(0, 60, 1))
-                await wait_for(lambda: bob.received[-1:] == [note_on(0, 60, 1)])
-                assert hub.manager.active == {}
-            finally:
-                alice.close()
-                bob.close()
+            alice, bob = await joined(make_peer, port, "alice", "bob")
+            recording = hub.manager.start_recording(port)
+            sent = 0
+            payload = bytes(range(100)) * 10
+            while recording.state == "recording" and sent < 400:
+                alice.send(bytes([0xF0]) + payload + bytes([0xF7]))  # 2 kB per message
+                sent += 1
+                await asyncio.sleep(0.005)
+            await wait_for(lambda: recording.state == "failed", 10, "the disk to fill")
+            assert recording.error is not None and reason in recording.error
+            _status, listed = await hub.call("GET", "/api/recordings")
+            row = next(r for r in listed["recordings"] if r["id"] == recording.id)
+            assert row["state"] == "failed" and reason in row["error"]
+            # MIDI goes on: everything alice sent reached bob, and more still does.
+            await wait_for(lambda: len(bob.received) == sent, 5, "bob to hear it all")
+            alice.send(note_on(0, 60, 1))
+            await wait_for(lambda: bob.received[-1:] == [note_on(0, 60, 1)])
+            assert hub.manager.active == {}
 
 
 async def test_auto_mode_records_while_someone_plays_and_splits_after_silence(
@@ -305,32 +302,28 @@ async def test_kill_9_mid_recording_recovers_everything_flushed(tmp_path: Path) 
         await hub.served.stop()
 
 
-async def test_a_recording_stops_at_its_size_cap_and_midi_flows_on(tmp_path: Path) -> None:
+async def test_a_recording_stops_at_its_size_cap_and_midi_flows_on(
+    tmp_path: Path, make_peer: MakePeer
+) -> None:
     """A stranger playing SysEx all night cannot fill the disk through one recording:
     at ``max_recording_mb`` it stops (and is kept), while the room plays on."""
     (port,) = free_ports(1)
     async with recording_hub(
         f"[rooms]\nJam = {port}", tmp_path, flush_interval=0.2, max_recording_mb=0.02
     ) as hub:
-        alice, bob = PyPeer("alice"), PyPeer("bob")
-        try:
-            await alice.connect(port)
-            await bob.connect(port)
-            status, rec = await hub.call("POST", "/api/recordings", {"port": port})
-            assert status == 201
-            blob = bytes([0xF0, 0x7D, *([0x55] * 1000), 0xF7])
-            for i in range(60):  # about 120 KB of journal
-                alice.send(blob)
-                await wait_for(lambda n=i: len(bob.received) > n, 5, "the SysEx forwarded")
-                if rec["id"] not in hub.manager.active:
-                    break
-            await wait_for(lambda: rec["id"] not in hub.manager.active, 10, "the cap to bite")
-            status, listed = await hub.call("GET", "/api/recordings")
-            (row,) = [r for r in listed["recordings"] if r["id"] == rec["id"]]
-            assert row["state"] == "done"
-            before = len(bob.received)
-            alice.send(note_on(0, 60, 100))
-            await wait_for(lambda: len(bob.received) == before + 1)
-        finally:
-            alice.close()
-            bob.close()
+        alice, bob = await joined(make_peer, port, "alice", "bob")
+        status, rec = await hub.call("POST", "/api/recordings", {"port": port})
+        assert status == 201
+        blob = bytes([0xF0, 0x7D, *([0x55] * 1000), 0xF7])
+        for i in range(60):  # about 120 KB of journal
+            alice.send(blob)
+            await wait_for(lambda n=i: len(bob.received) > n, 5, "the SysEx forwarded")
+            if rec["id"] not in hub.manager.active:
+                break
+        await wait_for(lambda: rec["id"] not in hub.manager.active, 10, "the cap to bite")
+        status, listed = await hub.call("GET", "/api/recordings")
+        (row,) = [r for r in listed["recordings"] if r["id"] == rec["id"]]
+        assert row["state"] == "done"
+        before = len(bob.received)
+        alice.send(note_on(0, 60, 100))
+        await wait_for(lambda: len(bob.received) == before + 1)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
+import socket
 from pathlib import Path
 
 import pytest
 
-from tests.support import PyPeer, free_ports, free_tcp_port, wait_for
+from tests.support import (
+    PyPeer,
+    free_ports,
+    free_tcp_port,
+    midihub_serve,
+    serve_to_the_end,
+    wait_for,
+)
 
 
 class Served:
@@ -30,17 +37,7 @@ class Served:
         """``midihub serve ARGS``; on a free web port of its own unless the config names
         one (``own_web_port=False``), so parallel runs never fight over 8080."""
         web = ["--web", f"127.0.0.1:{free_tcp_port()}"] if own_web_port else []
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "midihub",
-            "serve",
-            *web,
-            *args,
-            cwd=cwd,
-            stderr=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-        )
+        proc = await midihub_serve(*web, *args, cwd=cwd)
         served = cls(proc)
         await wait_for(
             lambda: (
@@ -128,26 +125,11 @@ async def test_sighup_reload_opens_closes_and_keeps_ports(tmp_path: Path) -> Non
 
 async def test_serve_reports_a_bad_config_and_a_busy_port(tmp_path: Path) -> None:
     (tmp_path / "midihub.toml").write_text("[groups]\nA = [5041, 5042]\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "midihub", "serve", cwd=tmp_path, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 10)
-    assert proc.returncode == 2 and b"groups.A.in: port 5041 is odd" in err
+    code, log = await serve_to_the_end(cwd=tmp_path, timeout=10)
+    assert code == 2 and "groups.A.in: port 5041 is odd" in log
     (port,) = free_ports(1)
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", port + 1))
         (tmp_path / "midihub.toml").write_text(f"[rooms]\nR = {port}\n")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "midihub",
-            "serve",
-            "--bind",
-            "127.0.0.1",
-            cwd=tmp_path,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 10)
-    assert proc.returncode == 1 and f"port {port + 1}".encode() in err
+        code, log = await serve_to_the_end("--bind", "127.0.0.1", cwd=tmp_path, timeout=10)
+    assert code == 1 and f"port {port + 1}" in log

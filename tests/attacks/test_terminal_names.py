@@ -30,8 +30,9 @@ from midihub.cli.client import request
 from midihub.cli.monitor import MonitorError, View, message_text, render, resolve_port
 from midihub.cli.printable import NAME_WIDTH, printable
 from midihub.cli.status import render_status
-from tests.support import PyPeer, free_ports, serving, wait_for
-from tests.test_cli_monitor import MIDIHUB, STAMP, Tmux, run_cli, tmux_session
+from tests.fixtures import MakePeer
+from tests.support import free_ports, joined, serving, wait_for
+from tests.test_cli_monitor import MIDIHUB, STAMP, Tmux, plain_monitor, run_cli, tmux_session
 
 HOSTILE = [
     "[/x]",
@@ -211,13 +212,6 @@ async def hub_names(web: str) -> list[str]:
     return [p["name"] for port in ports for p in port["participants"]]
 
 
-async def joined(port: int) -> list[PyPeer]:
-    peers = [PyPeer(name) for name in NAMES]
-    for peer in peers:
-        await peer.connect(port)
-    return peers
-
-
 def no_terminal_controls(raw: str) -> None:
     """Output of a command as the terminal got it: rich's own styling aside, no control
     the names carried (OSC title, BEL, C1, bidi override, the carriage return)."""
@@ -225,93 +219,79 @@ def no_terminal_controls(raw: str) -> None:
         assert bad not in raw, (bad, raw[-2000:])
 
 
-async def test_status_and_monitor_plain_piped_against_a_hub_with_hostile_names() -> None:
+async def test_status_and_monitor_plain_piped_against_a_hub_with_hostile_names(
+    make_peer: MakePeer,
+) -> None:
     (port,) = free_ports(1)
     async with serving(f"[rooms]\nJam = {port}") as (_, url):
         web = url.removeprefix("http://")
-        peers = await joined(port)
-        try:
-            shown = [printable(name) for name in await hub_names(web)]
-            assert len(shown) == len(NAMES)
-            done = await asyncio.to_thread(
-                subprocess.run, [MIDIHUB, "status", "--web", web], capture_output=True, timeout=30
-            )
-            assert done.returncode == 0, done.stderr
-            status = done.stdout.decode()
-            assert is_inert(status), repr(status)
-            one_line_each(status)
-            assert all(name in status for name in shown), (shown, status)
-            assert "<00>[/x]" in status
+        await joined(make_peer, port, *NAMES)
+        shown = [printable(name) for name in await hub_names(web)]
+        assert len(shown) == len(NAMES)
+        done = await asyncio.to_thread(
+            subprocess.run, [MIDIHUB, "status", "--web", web], capture_output=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        status = done.stdout.decode()
+        assert is_inert(status), repr(status)
+        one_line_each(status)
+        assert all(name in status for name in shown), (shown, status)
+        assert "<00>[/x]" in status
 
-            process = await asyncio.create_subprocess_exec(
-                MIDIHUB, "monitor", "Jam", "--web", web, "--plain",
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            try:
-                assert process.stdout is not None
-                lines: list[str] = []
-                while sum(line[13:].startswith("-- joined: ") for line in lines) < len(NAMES):
-                    raw = await asyncio.wait_for(process.stdout.readline(), 20)
-                    assert raw, "monitor --plain ended early"
-                    lines.append(raw.decode())
-            finally:
-                process.terminate()
-                await asyncio.wait_for(process.wait(), 10)
-            assert process.returncode == 0
-            plain = "".join(lines)
-            assert is_inert(plain), repr(plain)
-            one_line_each(plain)
-            assert all(f"-- joined: {name}\n" in plain for name in shown), plain
-        finally:
-            for peer in peers:
-                peer.close()
+        lines: list[str] = []
+        async with plain_monitor("Jam", web) as out:
+            while sum(line[13:].startswith("-- joined: ") for line in lines) < len(NAMES):
+                raw = await asyncio.wait_for(out.readline(), 20)
+                assert raw, "monitor --plain ended early"
+                lines.append(raw.decode())
+        plain = "".join(lines)
+        assert is_inert(plain), repr(plain)
+        one_line_each(plain)
+        assert all(f"-- joined: {name}\n" in plain for name in shown), plain
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (make tools)")
 @pytest.mark.parametrize(
     "command", [["status"], ["monitor", "Jam"], ["monitor", "Jam", "--plain"]], ids=" ".join
 )
-async def test_hostile_names_under_tmux(command: list[str], tmp_path: Path) -> None:
+async def test_hostile_names_under_tmux(
+    command: list[str], tmp_path: Path, make_peer: MakePeer
+) -> None:
     (port,) = free_ports(1)
     async with serving(f"[rooms]\nJam = {port}") as (_, url):
         web = url.removeprefix("http://")
-        peers = await joined(port)
+        await joined(make_peer, port, *NAMES)
         exit_file, raw_file = tmp_path / "exit", tmp_path / "raw"
         raw_file.touch()
-        try:
-            shown = [printable(name) for name in await hub_names(web)]
-            line = " ".join([MIDIHUB, *command, "--web", web])
-            # `read` holds the command back until the title is set and the pane is piped.
-            # Before it the pane's terminal waits for tmux to give it the window's size,
-            # and the shell forgets the COLUMNS it took from the terminal's first size.
-            script = (
-                f'until [ "$(stty size)" = "{ROWS} {COLUMNS}" ]; do sleep 0.05; done; '
-                f"unset COLUMNS LINES; read go; {line}; echo $? > {exit_file}; sleep 60"
-            )
-            with tmux_session(f"midihub-names-{port}", script) as tmux:
-                await asyncio.to_thread(tmux, "select-pane", "-t", "m", "-T", TITLE)
-                await asyncio.to_thread(tmux, "pipe-pane", "-t", "m", f"cat >> {raw_file}")
-                await asyncio.to_thread(tmux, "send-keys", "-t", "m", "Enter")
-                screen = await on_screen(tmux, shown)
-                assert "MarkupError" not in screen and "Traceback" not in screen
-                if command == ["monitor", "Jam"]:  # the log's lines; the title names some too
-                    one_line_each("\n".join(JOINED.findall(screen)))
-                else:
-                    one_line_each(screen)
-                title = await asyncio.to_thread(tmux, "display", "-p", "-t", "m", "#{pane_title}")
-                assert title.strip() == TITLE
-                await wait_for(lambda: "<00>[/x]" in raw_file.read_text(errors="replace"), 10)
-                no_terminal_controls(raw_file.read_text(errors="replace"))
-                if command == ["monitor", "Jam"]:
-                    await asyncio.to_thread(tmux, "send-keys", "-t", "m", "q")
-                if command != ["monitor", "Jam", "--plain"]:
-                    await wait_for(exit_file.exists, 15, f"{command} to end")
-                    await wait_for(lambda: exit_file.read_text().strip() != "", 5)
-                    assert exit_file.read_text().strip() == "0"
-        finally:
-            for peer in peers:
-                peer.close()
+        shown = [printable(name) for name in await hub_names(web)]
+        line = " ".join([MIDIHUB, *command, "--web", web])
+        # `read` holds the command back until the title is set and the pane is piped.
+        # Before it the pane's terminal waits for tmux to give it the window's size,
+        # and the shell forgets the COLUMNS it took from the terminal's first size.
+        script = (
+            f'until [ "$(stty size)" = "{ROWS} {COLUMNS}" ]; do sleep 0.05; done; '
+            f"unset COLUMNS LINES; read go; {line}; echo $? > {exit_file}; sleep 60"
+        )
+        with tmux_session(f"midihub-names-{port}", script) as tmux:
+            await asyncio.to_thread(tmux, "select-pane", "-t", "m", "-T", TITLE)
+            await asyncio.to_thread(tmux, "pipe-pane", "-t", "m", f"cat >> {raw_file}")
+            await asyncio.to_thread(tmux, "send-keys", "-t", "m", "Enter")
+            screen = await on_screen(tmux, shown)
+            assert "MarkupError" not in screen and "Traceback" not in screen
+            if command == ["monitor", "Jam"]:  # the log's lines; the title names some too
+                one_line_each("\n".join(JOINED.findall(screen)))
+            else:
+                one_line_each(screen)
+            title = await asyncio.to_thread(tmux, "display", "-p", "-t", "m", "#{pane_title}")
+            assert title.strip() == TITLE
+            await wait_for(lambda: "<00>[/x]" in raw_file.read_text(errors="replace"), 10)
+            no_terminal_controls(raw_file.read_text(errors="replace"))
+            if command == ["monitor", "Jam"]:
+                await asyncio.to_thread(tmux, "send-keys", "-t", "m", "q")
+            if command != ["monitor", "Jam", "--plain"]:
+                await wait_for(exit_file.exists, 15, f"{command} to end")
+                await wait_for(lambda: exit_file.read_text().strip() != "", 5)
+                assert exit_file.read_text().strip() == "0"
 
 
 async def on_screen(tmux: Tmux, shown: list[str], timeout: float = 20.0) -> str:

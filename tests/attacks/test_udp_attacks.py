@@ -20,8 +20,8 @@ from midihub.midi.messages import note_off, note_on
 from midihub.rtp import Drop, PortKind, SessionTable
 from midihub.rtp import packets as p
 from tests.attacks.udp import RawPair, bye, invitation
-from tests.fixtures import MakePeer, MakeRawPair, NpmPeers, Serve, StartHub
-from tests.support import PyPeer, RunningHub, free_ports, make_config, wait_for
+from tests.fixtures import MakePeer, MakeRawPair, NpmPeers, Serve, ServeRoom, StartHub
+from tests.support import PyPeer, RunningHub, free_ports, joined, make_config, wait_for
 
 ROOM = "[rooms]\nJam = {port}\n"
 
@@ -33,10 +33,8 @@ async def room(
     """A room with alice (the victim) and bob (who listens), and mallory's sockets."""
     (port,) = free_ports(1)
     hub = start_hub(ROOM.format(port=port))
-    alice, bob = make_peer("alice"), make_peer("bob")
     mallory = make_raw_pair()
-    await alice.connect(port)
-    await bob.connect(port)
+    alice, bob = await joined(make_peer, port, "alice", "bob")
     await wait_for(lambda: len(hub.participants(port)) == 2, 5, "both to join")
     yield hub, port, alice, bob, mallory
 
@@ -150,9 +148,9 @@ async def test_bye_cannot_kick_a_real_npm_peer(
     (port,) = free_ports(1)
     hub = start_hub(ROOM.format(port=port))
     (npm,) = await npm_peers("npm-victim")
-    bob, mallory = make_peer("bob"), make_raw_pair()
+    mallory = make_raw_pair()
     await npm.connect(port)
-    await bob.connect(port)
+    (bob,) = await joined(make_peer, port, "bob")
     await wait_for(lambda: len(hub.participants(port)) == 2, 5)
     victim = next(s for s in hub.participants(port) if s.peer_name == "npm-victim")
     for kind in PortKind:
@@ -164,14 +162,8 @@ async def test_bye_cannot_kick_a_real_npm_peer(
     assert victim in hub.participants(port)
 
 
-async def test_api_and_monitor_never_publish_ssrc_or_token(
-    serve_hub: Serve, make_peer: MakePeer
-) -> None:
-    (port,) = free_ports(1)
-    hub, url = await serve_hub(ROOM.format(port=port))
-    alice, bob = make_peer("alice"), make_peer("bob")
-    await alice.connect(port)
-    await bob.connect(port)
+async def test_api_and_monitor_never_publish_ssrc_or_token(serve_room: ServeRoom) -> None:
+    hub, url, port, (alice, bob) = await serve_room("alice", "bob", label="Jam")
     await wait_for(lambda: len(hub.participants(port)) == 2, 5)
     secrets = []
     for peer in (alice, bob):
@@ -266,9 +258,7 @@ async def test_no_reflection_to_an_address_that_never_proved_itself(
     config = make_config(ROOM.format(port=port), limits=LimitsConfig(handshake_timeout=1.0))
     with RunningHub(config) as hub:
         victim = make_raw_pair("127.0.0.3")
-        alice, bob = make_peer("alice"), make_peer("bob")
-        await alice.connect(port)
-        await bob.connect(port)
+        alice, _ = await joined(make_peer, port, "alice", "bob")
         for name in (None, "v", "a much longer name than the hub's own one, to be sure"):
             ssrc = 0x5000 + len(name or "")
             victim.send(PortKind.CONTROL, invitation(ssrc, ssrc, name), port)
@@ -314,9 +304,7 @@ async def test_an_endless_sysex_costs_bounded_memory_and_never_stalls_the_loop(
     syncs from a bystander are answered promptly all along."""
     (port,) = free_ports(1)
     hub = start_hub(ROOM.format(port=port))
-    mallory, bob, carol = make_peer("mallory"), make_peer("bob"), make_peer("carol")
-    for peer in (mallory, bob, carol):
-        await peer.connect(port)
+    mallory, bob, carol = await joined(make_peer, port, "mallory", "bob", "carol")
     await wait_for(lambda: len(hub.participants(port)) == 3, 5)
     assert mallory.session is not None and carol.session is not None
     host = hub.hub.endpoints[port].table

@@ -4,18 +4,16 @@ cannot be opened (exit 1 before any UDP port opens), and ``web.public``'s defaul
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 
 from midihub.app import token_file
 from midihub.config import WebConfig
-from tests.support import free_ports
+from tests.support import free_ports, serve_to_the_end
 
 
 def test_a_symlink_planted_at_the_token_path_is_not_followed(
@@ -71,22 +69,11 @@ async def test_a_database_that_cannot_be_opened_exits_1_before_any_udp_port(
     blocker = tmp_path / "file"
     blocker.write_text("")
     database = blocker / "midihub.db"  # its directory is a regular file
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "midihub",
-        "serve",
-        "--bind",
-        "127.0.0.1",
-        "--db",
-        str(database),
-        cwd=tmp_path,
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
+    code, log = await serve_to_the_end(
+        "--bind", "127.0.0.1", "--db", str(database), cwd=tmp_path, timeout=30
     )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    lines = err.decode().splitlines()
-    assert proc.returncode == 1, lines
+    lines = log.splitlines()
+    assert code == 1, lines
     errors = [line for line in lines if " ERROR " in line]
     assert len(errors) == 1, lines
     assert f"cannot open the database {database}" in errors[0]

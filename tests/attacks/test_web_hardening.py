@@ -37,6 +37,14 @@ async def metrics_text(base: str) -> str:
         return await response.text()
 
 
+async def get_with_host(
+    port: int, host: bytes, path: bytes = b"/api/participants"
+) -> tuple[int, bytes]:
+    """GET ``path`` with the Host header ``host``, sent as is: the status and the answer."""
+    request = b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host)
+    return await raw_request(port, request)
+
+
 async def test_every_response_carries_the_security_headers() -> None:
     (port,) = free_ports(1)
     async with web_hub(ROOM.format(port=port)) as (_, _, server):
@@ -56,9 +64,7 @@ async def test_every_response_carries_the_security_headers() -> None:
                     assert response.status == status, (path, response.status)
                     for name, value in HEADERS.items():
                         assert response.headers.get(name, "").startswith(value), (path, name)
-        status, answer = await raw_request(
-            server.port, b"GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
-        )
+        status, answer = await get_with_host(server.port, b"evil.example", b"/")
         assert status == 421 and b"X-Frame-Options: DENY" in answer
 
 
@@ -78,10 +84,7 @@ async def test_a_foreign_host_header_is_refused_and_counted() -> None:
             b"[::1",
             b"localhost:80:80",
         ):
-            status, answer = await raw_request(
-                server.port,
-                b"GET /api/participants HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host,
-            )
+            status, answer = await get_with_host(server.port, host)
             assert status == 421, (host, answer[:200])
             assert b"[web] hosts" in answer
             assert b"R" not in answer.split(b"\r\n\r\n", 1)[1].replace(b"[web]", b"")
@@ -94,10 +97,7 @@ async def test_a_foreign_host_header_is_refused_and_counted() -> None:
             b"hub.example.org",
             b"Hub.Example.Org:443",
         ):
-            status, answer = await raw_request(
-                server.port,
-                b"GET /api/participants HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host,
-            )
+            status, answer = await get_with_host(server.port, host)
             assert status == 200, (host, answer[:300])
         assert refused(await metrics_text(base), "host") - before == 7
 
