@@ -279,8 +279,7 @@ async def test_monitor_stream_sends_snapshot_midi_and_held_notes(serve_room: Ser
     player.send(bytes((0x90, 60, 100)), bytes((0xB0, 64, 127)))
 
     def held() -> bool:
-        state = running.hub.held(running.participants(port)[0])
-        return state is not None and bool(state.held())
+        return bool(running.participants(port)[0].held.channels_held())
 
     await wait_for(held, 5, "the hub to hold the player's note")
     async with (

@@ -164,5 +164,4 @@ def test_held_notes_are_never_cut_while_the_player_is_connected() -> None:
     net.run_for(600)  # ten minutes of holding, clock syncs keep the session alive
     assert net.received["bob"] == [NOTE]
     (alice,) = net.hub.endpoints[5040].table.established
-    state = net.hub.held(alice)
-    assert state is not None and state.held()[0].notes == {0x3C: 0x64}
+    assert alice.held.channels_held()[0].notes == {0x3C: 0x64}

@@ -143,7 +143,7 @@ async def test_npm_player_to_a_journal_reader_behind_loss_ends_with_nothing_on(
     drop_next[0] = True
     running.hub.panic(port_out, NoteRange.ALL, asyncio.get_running_loop().time())
     running.server.flush()
-    await wait_for(lambda: receiver.state.held() == {}, 10, "nothing held")
+    await wait_for(lambda: receiver.state.channels_held() == {}, 10, "nothing held")
     # Then the hub's guard packets end (the reader's RS acknowledges everything) and
     # every one that got through is read: still nothing on.
     (session,) = running.participants(port_out)
@@ -159,7 +159,7 @@ async def test_npm_player_to_a_journal_reader_behind_loss_ends_with_nothing_on(
         )
 
     await wait_for(settled, 20, "the guard packets to end")
-    assert receiver.state.held() == {}
+    assert receiver.state.channels_held() == {}
     for channel in (0, 1):
         state = receiver.state.channels[channel]
         assert not state.notes and not state.sustain and not state.sostenuto

@@ -53,7 +53,9 @@ def play(start_hub: StartHub, make_peer: MakePeer, start_proxy: StartProxy) -> P
             if i % 20 == 0 or i == len(packets):  # paced by what got through, not by time
                 await wait_for(lambda n=i: rules.rtp_seen >= n, 10, f"{i} packets through")
         if journal:  # guard packets repair a lost last packet: wait for them to land
-            await wait_for(lambda: receiver.state.held() == {}, 10, "the receiver to settle")
+            await wait_for(
+                lambda: receiver.state.channels_held() == {}, 10, "the receiver to settle"
+            )
         return receiver.state, rules.dropped, len(receiver.received)
 
     return run
@@ -63,7 +65,7 @@ def play(start_hub: StartHub, make_peer: MakePeer, start_proxy: StartProxy) -> P
 async def test_ten_percent_loss_leaves_nothing_stuck(leg: str, play: Play) -> None:
     state, dropped, received = await play(leg, journal=True)
     assert 60 <= dropped <= 140  # about 10% of 1,001 packets really went missing
-    assert state.held() == {}, state.held()
+    assert state.channels_held() == {}, state.channels_held()
     assert received > 1500
 
 
@@ -71,4 +73,4 @@ async def test_ten_percent_loss_leaves_nothing_stuck(leg: str, play: Play) -> No
 async def test_without_journals_the_same_loss_leaves_stuck_notes(leg: str, play: Play) -> None:
     state, dropped, _ = await play(leg, journal=False)
     assert dropped > 60
-    assert state.held() != {}
+    assert state.channels_held() != {}

@@ -18,7 +18,6 @@ from midihub.hub.links import Link, is_link_name, link_name
 from midihub.hub.panic import ALL_CHANNELS, panic_commands
 from midihub.hub.router import Router
 from midihub.hub.spec import HubSpec
-from midihub.midi.held import NoteState
 from midihub.midi.notes import NoteRange
 from midihub.rtp import (
     Address,
@@ -290,9 +289,6 @@ class Hub:
         if commands:
             self.notes_released += sum(1 for _, msg in commands if msg[0] & 0xF0 == 0x80)
             self._forward(source, sender_id, commands, now)
-
-    def held(self, session: Peer) -> NoteState:
-        return session.held
 
     def _forward(
         self, source: Endpoint, sender_id: str, commands: list[Command], now: float

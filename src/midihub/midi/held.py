@@ -50,7 +50,7 @@ class NoteState(MidiState):
         state = self.channels.get(channel)
         return None if state is None else state.program
 
-    def held(self) -> dict[int, ChannelState]:
+    def channels_held(self) -> dict[int, ChannelState]:
         """Channels with anything held, for monitors and the API."""
         return {ch: st for ch, st in sorted(self.channels.items()) if not st.idle()}
 

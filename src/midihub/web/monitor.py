@@ -51,11 +51,8 @@ def held_snapshot(hub: Hub, port: int) -> list[dict[str, Any]]:
     if endpoint is None:
         return []
     merged: dict[int, dict[str, Any]] = {}
-    for session in endpoint.participants:
-        state = hub.held(session)
-        if state is None:
-            continue
-        for channel, held in state.held().items():
+    for participant in endpoint.participants:
+        for channel, held in participant.held.channels_held().items():
             _merge(merged.setdefault(channel, _empty(channel)), held)
     return [merged[channel] for channel in sorted(merged)]
 
