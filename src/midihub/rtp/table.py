@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from midihub.rtp import packets
 from midihub.rtp.commands import Section, decode_payload
@@ -94,8 +94,9 @@ class SessionTable:
         out, self._outbox = self._outbox, []
         touched, self._touched = self._touched, []
         for session in touched:
-            if session._outbox:
-                out += session.datagrams_to_send()
+            if session._outbox:  # inlined datagrams_to_send(): the room path's hot loop
+                out += session._outbox
+                session._outbox = []
         self.counters.sent += len(out)
         return out
 
@@ -339,13 +340,12 @@ class SessionTable:
         self._touched.append(session)
         return session
 
-    def send(self, sessions: Iterable[Session], sections: Sequence[Section], now: float) -> None:
+    def send(self, sessions: Sequence[Session], sections: Sequence[Section], now: float) -> None:
         """Send encoded command sections (see ``commands.encode_sections``) to sessions;
         what each carries feeds each session's recovery journal."""
-        touched = self._touched
         for session in sessions:
             session.send_lists(sections, now)
-            touched.append(session)
+        self._touched += sessions
 
     def sync_clock(self, session: Session, now: float) -> None:
         """Start a clock-sync exchange with ``session`` now, not at its next turn."""
