@@ -114,7 +114,7 @@ def test_sysex_assembler_drops_a_sysex_with_a_lost_segment() -> None:
     assert assembler.push(b"\xf0\x01\xf0") is None
     assembler.packet_lost()
     assert assembler.push(b"\xf7\x02\xf7") is None
-    assert assembler.dropped == 2
+    assert assembler.incomplete == 2
     assert assembler.push(b"\xf0\x01\xf0") is None
     assert assembler.push(b"\xf7\x02\xf4") is None  # cancelled by the sender
     assert assembler.push(b"\xf0\x05\xf7") == b"\xf0\x05\xf7"

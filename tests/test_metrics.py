@@ -80,6 +80,7 @@ async def test_counters_move_exactly_with_a_scripted_exchange(
     assert at(after, "midihub_malformed_packets_total", **o) == 0
     assert at(after, "midihub_panics_total", **o) == 1
     assert at(after, "midihub_journal_repairs_total", **i) == 0
+    assert at(after, "midihub_messages_forwarded_total") == 2 * 20  # the panic is the hub's
     assert at(after, "midihub_forward_latency_seconds_count") == 10
     # In seconds (microseconds each; a unit off by 1000 would show), whatever the load.
     assert 0 < at(after, "midihub_forward_latency_seconds_sum") < 10 * 1.0

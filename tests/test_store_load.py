@@ -82,6 +82,8 @@ async def test_a_week_of_history_is_served_without_stalling_the_loop(tmp_path: P
             # whole test process, then gc.freeze) may still run: that is start-up.
             await wait_for(lambda: app.ready, 60, "the hub to start")
             assert app.store is not None and app.store.rollup_rebuilds == 1
+            _, metrics = await asyncio.to_thread(fetch, url + "/metrics")
+            assert b"\nmidihub_history_rollup_rebuilds_total 1.0\n" in metrics
             requests = (
                 ("summary", "/api/latency"),
                 ("week, everyone", "/api/latency/history?since=7d"),

@@ -40,9 +40,7 @@ class DatabaseError(Exception):
 
 
 def _who(who: Who) -> str:
-    addr = who.address
-    host = addr[0].removeprefix("::ffff:") if isinstance(addr[0], str) else addr[0]
-    return f"{who.name or '(unnamed)'!r} from {host}:{addr[1]}"
+    return f"{who.name or '(unnamed)'!r} from {display_address(who.address)}"
 
 
 def log_event(endpoint: Endpoint, event: Event) -> None:

@@ -68,10 +68,8 @@ class Hub:
         self.endpoints: dict[int, Endpoint] = {}
         self.listeners: list[Listener] = []  # session events: joins, leaves, latency, loss
         self.midi_listeners: list[Listener] = []  # MidiReceived: the hot path, kept apart
-        self.messages_forwarded = 0
+        self.messages_forwarded = 0  # copies delivered, every receiver counted
         self.notes_released = 0
-        self.panics = 0
-        self.journal_repairs = 0  # messages recreated from recovery journals
         self._guest_ports: dict[Guest, int] = {}
         self._router = Router([])
         self._dirty: set[Endpoint] = set()  # endpoints whose outbox may hold datagrams
@@ -206,7 +204,6 @@ class Hub:
         keeps what it holds): count it, forward it, show it to the monitor."""
         commands = event.commands
         if event.repaired:
-            self.journal_repairs += event.repaired
             endpoint.journal_repairs += event.repaired
         endpoint.stats_of(event.who.public_id).messages_in += len(commands)
         endpoint.messages_in += len(commands)
@@ -314,7 +311,7 @@ class Hub:
                 links = endpoint.hub_links
                 receivers = [s for s in receivers if s.public_id not in links]
             if guests and sender is None:
-                sender = f"{source.port}-{sender_id}"
+                sender = participant_key(source.port, sender_id)
             sections = self._deliver(endpoint, receivers, guests, commands, sections, now, sender)
             self.messages_forwarded += len(commands) * (len(receivers) + len(guests))
 
@@ -345,14 +342,11 @@ class Hub:
         count = len(commands)
         endpoint.messages_out += count * (len(sessions) + len(guests))
         stats = endpoint.stats
-        for peer in sessions:
-            known = stats.get(peer.public_id)
-            if known is not None:
-                known.messages_out += count
-        for guest in guests:
-            known = stats.get(guest.public_id)
-            if known is not None:
-                known.messages_out += count
+        for receivers in (sessions, guests):
+            for peer in receivers:
+                known = stats.get(peer.public_id)
+                if known is not None:
+                    known.messages_out += count
         return sections
 
     def connect(self, port: int, addr: Address, now: float) -> Session:
@@ -374,17 +368,20 @@ class Hub:
         now: float,
         *,
         channels: Iterable[int] = ALL_CHANNELS,
-        session: Peer | None = None,
+        participant: Peer | None = None,
     ) -> list[Peer]:
         """Manual stuck-note repair: NoteOffs for ``note_range`` to everyone on
         ``port`` (or to one participant there). Returns who was sent them."""
         endpoint = self.endpoints[port]
-        targets = [session] if session is not None else endpoint.participants
+        targets = [participant] if participant is not None else endpoint.participants
         if targets:
             self.send(port, targets, panic_commands(note_range, channels), now)
-        self.panics += 1
         endpoint.panics += 1
         return targets
+
+    def sources_of(self, port: int) -> list[int]:
+        """The ports whose MIDI is routed to ``port`` (itself included, for a room)."""
+        return [source for source in sorted(self.endpoints) if port in self._router.targets(source)]
 
     def participant(self, participant_id: str) -> tuple[Endpoint, Peer] | None:
         """Find a connected participant by the id the API shows (``port-id``)."""
@@ -478,7 +475,12 @@ class Hub:
 def participant_id(endpoint: Endpoint, participant: Peer | Who) -> str:
     """Stable for the life of a participant: the hub port and an id the hub drew at
     random (never the SSRC: knowing it would let anyone speak for the participant)."""
-    return f"{endpoint.port}-{participant.public_id}"
+    return participant_key(endpoint.port, participant.public_id)
+
+
+def participant_key(port: int, public_id: str) -> str:
+    """``participant_id`` from its parts."""
+    return f"{port}-{public_id}"
 
 
 def display_address(addr: Address) -> str:

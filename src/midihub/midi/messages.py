@@ -59,15 +59,6 @@ DATA_LENGTH: Final[tuple[int, ...]] = _data_lengths()
 """``DATA_LENGTH[status]``: how many data bytes a status byte takes (SysEx: -1)."""
 
 
-def is_channel_status(status: int) -> bool:
-    return 0x80 <= status <= 0xEF
-
-
-def is_realtime(status: int) -> bool:
-    """System real-time bytes may appear anywhere, even inside other messages."""
-    return status >= 0xF8
-
-
 def _check_channel(channel: int) -> int:
     if not 0 <= channel <= 15:
         raise ValueError(f"channel must be 0..15 (wire numbering), got {channel}")

@@ -196,8 +196,8 @@ class RecordingManager:
             recording.panics[covered] = endpoint.panics if endpoint is not None else 0
             self._by_port[covered] = recording
             if endpoint is not None:
-                for session in endpoint.participants:
-                    recording.marker(f"present: {display_name(session.name)}", now)
+                for participant in endpoint.participants:
+                    recording.marker(f"present: {display_name(participant.name)}", now)
         self.active[rid] = recording
         self._writer.add(recording)
         log.info(

@@ -155,13 +155,13 @@ class SysexAssembler:
     half.
     """
 
-    __slots__ = ("_parts", "_skipping", "dropped", "max_size", "too_long")
+    __slots__ = ("_parts", "_skipping", "incomplete", "max_size", "too_long")
 
     def __init__(self, max_size: int = 65536) -> None:
         self.max_size = max_size
         self._parts: bytearray | None = None
         self._skipping = False  # inside a SysEx we gave up on: ignore it to its end
-        self.dropped = 0  # lost or cancelled
+        self.incomplete = 0  # lost a segment, cancelled, or a continuation without its start
         self.too_long = 0
 
     @property
@@ -200,7 +200,7 @@ class SysexAssembler:
             if self._skipping:
                 self._skipping = last != SYSEX_END
             else:
-                self.dropped += 1
+                self.incomplete += 1
             return None
         if len(self._parts) + len(segment) > self.max_size:
             self.too_long += 1
@@ -225,7 +225,7 @@ class SysexAssembler:
 
     def _drop(self) -> None:
         if self._parts is not None:
-            self.dropped += 1
+            self.incomplete += 1
             self._parts = None
         self._skipping = False
 

@@ -176,7 +176,6 @@ class Session:
         self._ck_pending: int | None = None  # ts1 of our unanswered CK0
         self._ck_sent_at = 0.0
         self._ck_done = 0
-        self._last_sync = now
         self._next_ck = now
         self.feedback_sequence: int | None = None  # last RS from the peer
         self.journal = JournalSender() if settings.journal else None
@@ -317,11 +316,7 @@ class Session:
         self.routable = self.state is State.ESTABLISHED
         self.rtt = ticks / CLOCK_RATE
         self._ck_done += 1
-        self._last_sync = now
-        # The initiator's opening burst keeps its pace; after it (and for any exchange the
-        # peer started) the next one is a full interval away.
-        burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
-        self._next_ck = now + (CK_BURST_INTERVAL if burst else self._settings.ck_interval)
+        self._schedule_clock_sync(now)
         events.append(LatencyMeasured(self.who, self.rtt))
         return events
 
@@ -349,7 +344,10 @@ class Session:
             gap = _missed_before_first(header.sequence, journal)
         if gap:
             self.packets_lost += gap
+            incomplete = self._sysex.incomplete
             self._sysex.packet_lost()
+            if self._sysex.incomplete != incomplete:
+                self._counters.drop(Drop.SYSEX_INCOMPLETE)
             events.append(PacketsLost(self.who, gap))
             if journal is not None:
                 try:
@@ -391,10 +389,12 @@ class Session:
                 if not (starts and message[-1] == 0xF7):
                     sysex.abort()  # the rest of this SysEx goes with it
                 continue
-            too_long = sysex.too_long
+            too_long, incomplete = sysex.too_long, sysex.incomplete
             whole = sysex.push(message)
             if sysex.too_long != too_long:
                 self._counters.drop(Drop.SYSEX_TOO_LONG)
+            if sysex.incomplete != incomplete:
+                self._counters.drop(Drop.SYSEX_INCOMPLETE)
             if whole is not None:
                 out.append((delta, whole))
         return out
@@ -533,15 +533,19 @@ class Session:
         ts1 = self.timestamp(now)
         self._ck_pending = ts1
         self._ck_sent_at = now
-        burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
-        self._next_ck = now + (CK_BURST_INTERVAL if burst else self._settings.ck_interval)
+        self._schedule_clock_sync(now)
         self._send(
             PortKind.DATA, packets.encode_clock(self.local_ssrc, 0, (ts1, 0, 0)), self.data_addr
         )
 
+    def _schedule_clock_sync(self, now: float) -> None:
+        """The initiator's opening burst keeps its pace; after it (and for any exchange
+        the peer started) the next one is a full interval away."""
+        burst = self.role is Role.INITIATOR and self._ck_done < CK_BURST_COUNT
+        self._next_ck = now + (CK_BURST_INTERVAL if burst else self._settings.ck_interval)
+
     def _establish(self, now: float) -> None:
         self._move(State.ESTABLISHED)
-        self._last_sync = now
         if self.role is Role.INITIATOR:
             self._pending_since = now
             self.sync_clock(now)  # the initiator starts clock sync straight away
@@ -561,7 +565,7 @@ class Session:
             self._send(
                 PortKind.DATA,
                 packets.encode_invitation(invitation),
-                _data_port_of(self.control_addr),
+                data_port_of(self.control_addr),
             )
 
     def _reply(self, command: bytes, token: int, kind: PortKind, addr: Address, size: int) -> None:
@@ -634,5 +638,6 @@ def _missed_before_first(sequence: int, journal: tuple[bytes, int, int]) -> int:
     return missed if missed < 0x8000 else 0
 
 
-def _data_port_of(control: Address) -> Address:
+def data_port_of(control: Address) -> Address:
+    """The data port's address of a control port's (P + 1, RFC 6295's AppleMIDI pairs)."""
     return (control[0], control[1] + 1, *control[2:])

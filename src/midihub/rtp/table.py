@@ -24,7 +24,16 @@ from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LeaveReason, PeerLeft
 from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter, source_key
 from midihub.rtp.packets import Clock, Feedback, Invitation
-from midihub.rtp.session import Address, Datagram, PortKind, Role, Session, SessionSettings, State
+from midihub.rtp.session import (
+    Address,
+    Datagram,
+    PortKind,
+    Role,
+    Session,
+    SessionSettings,
+    State,
+    data_port_of,
+)
 
 
 class SessionTable:
@@ -94,9 +103,7 @@ class SessionTable:
         out, self._outbox = self._outbox, []
         touched, self._touched = self._touched, []
         for session in touched:
-            if session._outbox:  # inlined datagrams_to_send(): the room path's hot loop
-                out += session._outbox
-                session._outbox = []
+            out += session.datagrams_to_send()
         self.counters.sent += len(out)
         return out
 
@@ -209,7 +216,7 @@ class SessionTable:
             return self._dropped(Drop.UNKNOWN_SESSION)
         expected = pending.control_addr
         if kind is PortKind.DATA:
-            expected = (expected[0], expected[1] + 1, *expected[2:])
+            expected = data_port_of(expected)
         if addr != expected:
             return self._dropped(Drop.WRONG_ADDRESS)
         if packet.command == packets.REJECT:

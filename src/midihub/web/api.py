@@ -36,7 +36,7 @@ from midihub.web.guard import (
     parse_port,
     shorten,
 )
-from midihub.web.metrics import CONTENT_TYPE, Metrics
+from midihub.web.metrics import CONTENT_TYPE, HistoryCollector, Metrics
 from midihub.web.monitor import Monitor
 from midihub.web.play import PlayApi
 
@@ -52,6 +52,9 @@ OFF_LOOP_ROWS = 200  # answers this long are serialised on a worker thread
 
 class HistoryStore(Protocol):
     """What the API needs from the latency database (``midihub.history``)."""
+
+    flushes: int  # batched writes so far (exported in /metrics)
+    rollup_rebuilds: int  # hourly roll-ups rebuilt from the minutes on start
 
     async def summary(self) -> list[Any]: ...
 
@@ -103,6 +106,8 @@ class Api:
         self.metrics = Metrics(hub, web=self.guard.counters, monitor=self.monitor)
         self.events = LiveEvents(hub, self._live_document)
         self.metrics.registry.register(EventsCollector(self.events))
+        if store is not None:
+            self.metrics.registry.register(HistoryCollector(store))
         # Browser participants; ``flush`` sends at once what they play (HubServer.flush).
         self.play = PlayApi(hub, flush=flush, settings=web_settings)
         self.metrics.registry.register(self.play.collector())
@@ -174,14 +179,14 @@ class Api:
     def to_wall(self, hub_seconds: float) -> float:
         return hub_seconds + (self._wall_time() - self._hub_time())
 
-    def _person(self, endpoint: Endpoint, session: Peer) -> dict[str, Any]:
-        joined = session.joined_at if session.joined_at is not None else session.created
+    def _person(self, endpoint: Endpoint, participant: Peer) -> dict[str, Any]:
+        joined = participant.joined_at if participant.joined_at is not None else participant.created
         return {
-            "id": participant_id(endpoint, session),
-            "name": session.name,
-            "address": display_address(session.address),
+            "id": participant_id(endpoint, participant),
+            "name": participant.name,
+            "address": display_address(participant.address),
             "port": endpoint.port,
-            "transport": session.transport,
+            "transport": participant.transport,
             "connectedSince": iso(self.to_wall(joined)),
             "connectedFor": round(self._hub_time() - joined, 1),
         }
@@ -219,7 +224,7 @@ class Api:
                     "kind": "room" if spec.role == "room" else "group",
                     "halfOpen": endpoint.table.pending,
                     "participants": [
-                        self._person(endpoint, session) for session in endpoint.participants
+                        self._person(endpoint, participant) for participant in endpoint.participants
                     ],
                 }
             )
@@ -233,8 +238,8 @@ class Api:
         rows: list[dict[str, Any]] = []
         live: set[tuple[str, str, int]] = set()
         for _, endpoint in sorted(self.hub.endpoints.items()):
-            for session in endpoint.participants:
-                row = self._live_row(endpoint, session)
+            for participant in endpoint.participants:
+                row = self._live_row(endpoint, participant)
                 live.add((row["name"], row["address"], row["port"]))
                 rows.append(row)
         if self.store is not None:
@@ -253,10 +258,10 @@ class Api:
         """Read-only SSE: participants and latency pushed as they change."""
         return await self.events.stream(request)
 
-    def _live_row(self, endpoint: Endpoint, session: Peer) -> dict[str, Any]:
-        stats = endpoint.stats.get(session.public_id)
-        row = self._person(endpoint, session)
-        received, lost = session.packets_received, session.packets_lost
+    def _live_row(self, endpoint: Endpoint, participant: Peer) -> dict[str, Any]:
+        stats = endpoint.stats.get(participant.public_id)
+        row = self._person(endpoint, participant)
+        received, lost = participant.packets_received, participant.packets_lost
         row |= {
             "connected": True,
             "packetsReceived": received,
@@ -359,11 +364,11 @@ class Api:
         except ValueError as exc:
             return error(400, f"{exc}; expected {{port, range, channels?, participant?}}")
         try:
-            port, note_range, channels, session = self._panic_request(body)
+            port, note_range, channels, participant = self._panic_request(body)
         except ValueError as exc:
             return error(400, str(exc))
         targets = self.hub.panic(
-            port, note_range, self._hub_time(), channels=channels, session=session
+            port, note_range, self._hub_time(), channels=channels, participant=participant
         )
         return web.json_response(
             {
@@ -377,18 +382,18 @@ class Api:
 
     def _panic_request(self, body: dict[str, Any]) -> tuple[int, NoteRange, list[int], Peer | None]:
         ports = sorted(self.hub.endpoints)
-        participant = body.get("participant")
-        session: Peer | None = None
+        wanted = body.get("participant")
+        participant: Peer | None = None
         port = body.get("port")
-        if participant is not None:
-            if not isinstance(participant, str) or len(participant) > 256:
+        if wanted is not None:
+            if not isinstance(wanted, str) or len(wanted) > 256:
                 raise ValueError("participant must be an id from /api/participants")
-            found = self.hub.participant(participant)
+            found = self.hub.participant(wanted)
             if found is None:
-                raise ValueError(f"no participant {shorten(participant)} is connected")
-            endpoint, session = found
+                raise ValueError(f"no participant {shorten(wanted)} is connected")
+            endpoint, participant = found
             if port is not None and port != endpoint.port:
-                raise ValueError(f"participant {shorten(participant)} is on port {endpoint.port}")
+                raise ValueError(f"participant {shorten(wanted)} is on port {endpoint.port}")
             port = endpoint.port
         if isinstance(port, str):
             port = parse_port(port)
@@ -409,7 +414,7 @@ class Api:
             ):
                 raise ValueError("channels must be a list of MIDI channels 1..16")
             channels = sorted({c - 1 for c in raw_channels})
-        return port, note_range, channels, session
+        return port, note_range, channels, participant
 
     async def monitor_stream(self, request: web.Request) -> web.StreamResponse:
         text = request.query.get("port", "")

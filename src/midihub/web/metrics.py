@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -42,14 +43,12 @@ class LoopLagProbe:
         self._loop = loop
         self.period = period
         self.max = 0.0
-        self.samples = 0
         self._due = loop.time() + period
         self._handle: asyncio.TimerHandle | None = loop.call_at(self._due, self._tick)
 
     def _tick(self) -> None:
         now = self._loop.time()
         lag = max(0.0, now - self._due)
-        self.samples += 1
         self.max = max(self.max, lag)
         self._observe(lag)
         self._due = now + self.period
@@ -134,6 +133,11 @@ class HubCollector(Collector):
             value=self.hub.notes_released,
         )
         yield released
+        yield CounterMetricFamily(
+            "midihub_messages_forwarded",
+            "MIDI messages the hub forwarded between participants (one per receiver).",
+            value=self.hub.messages_forwarded,
+        )
         links = GaugeMetricFamily(
             "midihub_link_up", "1 when the outbound link is joined.", labels=["remote", "port"]
         )
@@ -194,6 +198,30 @@ class WebCollector(Collector):
             "midihub_monitor_viewers_stalled",
             "Monitor viewers disconnected for reading nothing.",
             value=counters.stalled,
+        )
+
+
+class HistoryCounts(Protocol):
+    flushes: int
+    rollup_rebuilds: int
+
+
+class HistoryCollector(Collector):
+    """The latency history's writes, for an admin watching the database."""
+
+    def __init__(self, history: HistoryCounts) -> None:
+        self.history = history
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "midihub_history_flushes",
+            "Batched writes of latency history to the database.",
+            value=self.history.flushes,
+        )
+        yield CounterMetricFamily(
+            "midihub_history_rollup_rebuilds",
+            "Hourly roll-ups rebuilt from the per-minute rows (on start, when they disagreed).",
+            value=self.history.rollup_rebuilds,
         )
 
 

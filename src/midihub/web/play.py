@@ -297,12 +297,7 @@ class PlayApi:
     def view(self, port: int) -> list[int]:
         """The ports whose participants a browser on ``port`` plays with or hears: its
         own and those routed to it (a group's in port, for its out port)."""
-        sources = [
-            source
-            for source in sorted(self.hub.endpoints)
-            if source != port and port in self.hub._router.targets(source)
-        ]
-        return [port, *sources]
+        return [port, *(source for source in self.hub.sources_of(port) if source != port)]
 
     def color(self, peer: str) -> str:
         """The colour participant ``peer`` (its id) plays in, on every page alike."""
