@@ -55,7 +55,7 @@ class Endpoint:
 
     @property
     def participants(self) -> list[Peer]:
-        """Everyone here: joined RTP sessions, then guests (browsers, replays)."""
+        """Everyone here: joined RTP sessions (replays and links included), then guests."""
         return [*self.table.established, *self.guests]
 
     def stats_of(self, public_id: str) -> ParticipantStats:

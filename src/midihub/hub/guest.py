@@ -1,4 +1,4 @@
-"""Participants that are not RTP sessions: a browser over WebSocket, a replay.
+"""Participants that are not RTP sessions, such as a browser over WebSocket.
 
 The hub routes between ``Peer``s. RTP sessions live in each port's ``SessionTable`` and get
 MIDI as encoded RTP sections; a ``Guest`` gets the plain commands through
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from midihub.midi.held import NoteState
-from midihub.rtp import Command, Who
+from midihub.rtp import Command, LeaveReason, Who
 
 
 class Guest(abc.ABC):
@@ -46,7 +46,7 @@ class Guest(abc.ABC):
         self.deliver(commands, now)
 
     @abc.abstractmethod
-    def close(self, reason: str) -> None:
+    def close(self, reason: LeaveReason) -> None:
         """The hub ends this participant (its port went away, the hub stops, an admin
         kicked it); the transport says goodbye. The hub has already forgotten it."""
 

@@ -422,7 +422,7 @@ class Hub:
         self._dirty.add(endpoint)
         return session
 
-    def link_failed(self, link: Link, now: float, reason: str) -> None:
+    def link_failed(self, link: Link, now: float, reason: LeaveReason) -> None:
         link.failed(now, reason)
 
     # -- time ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 from midihub.hub.spec import LinkSpec
-from midihub.rtp import Session
+from midihub.rtp import LeaveReason, Session
 
 LINK_MARK: Final = "(midihub link)"
 BACKOFF_FIRST: Final = 1.0  # seconds before the first retry
@@ -52,7 +52,7 @@ class Link:
         self.backoff = BACKOFF_FIRST
         self.attempts = 0  # invitations since the link was last up
         self.up_since: float | None = None
-        self.last_error: str | None = None
+        self.last_error: LeaveReason | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -71,7 +71,7 @@ class Link:
         self.attempts = 0
         self.last_error = None
 
-    def failed(self, now: float, reason: str) -> None:
+    def failed(self, now: float, reason: LeaveReason) -> None:
         """The session ended or could not start: try again after the back-off."""
         self.session = None
         self.resolving = False

@@ -16,7 +16,7 @@ from midihub.hub import Endpoint, Hub
 from midihub.hub.links import Link
 from midihub.hub.spec import HubSpec
 from midihub.net.udp import BindError, PortPair, address_family
-from midihub.rtp import Address, PortKind
+from midihub.rtp import Address, LeaveReason, PortKind
 
 log = logging.getLogger("midihub.net")
 
@@ -142,7 +142,7 @@ class HubServer:
             )
         except OSError as error:
             log.warning("link %s: cannot resolve %s: %s", link.spec.label, host, error)
-            self.hub.link_failed(link, self._loop.time(), "unresolved")
+            self.hub.link_failed(link, self._loop.time(), LeaveReason.UNRESOLVED)
             return
         if link.attempts == 0 or link.attempts % 10 == 0:
             log.info(

@@ -53,7 +53,7 @@ class Participant:
             self._sockets.append(sock)
             self._loop.add_reader(sock.fileno(), self._readable, kind, sock)
         self.session: Session | None = None
-        self.left: str | None = None  # why the session ended, once it has
+        self.left: LeaveReason | None = None  # why the session ended, once it has
         self._timer: asyncio.TimerHandle | None = None
         self._joined = self._loop.create_future()
 

@@ -27,7 +27,7 @@ class Who:
     public_id: str  # random, drawn by the hub; unique on its port (never the SSRC)
     name: str  # as it introduced itself, cleaned (no control characters)
     address: tuple[Any, ...]  # (host, port, ...) as the socket layer gives it
-    transport: str  # rtp, browser, replay...
+    transport: str  # rtp, browser...
 
 
 class Peer(Protocol):
@@ -51,7 +51,7 @@ class Peer(Protocol):
 
     @property
     def transport(self) -> str:
-        """``rtp``, ``browser``, ``replay``..."""
+        """``rtp`` (an RTP MIDI session, a replay or hub link among them), ``browser``..."""
 
     @property
     def joined_at(self) -> float | None: ...
@@ -87,6 +87,7 @@ class LeaveReason(enum.StrEnum):
     SHUTDOWN = "shutdown"  # the hub is stopping
     OVERFLOW = "overflow"  # it could not keep up with what it was sent
     LIMIT = "limit"  # it broke a limit (message rate, frame size)
+    UNRESOLVED = "unresolved"  # an outbound link's remote name did not resolve
 
 
 @dataclass(slots=True)

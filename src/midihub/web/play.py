@@ -136,7 +136,7 @@ class Browser(Guest):
             index = self.index.get(sender, HUB_SENDER)
         self._queue_midi(index, commands)
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: LeaveReason) -> None:
         """The hub has let us go (port removed, shutdown): say so and hang up."""
         self.end(Dropped.GONE, departed=True)
 
