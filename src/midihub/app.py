@@ -108,6 +108,7 @@ class App:
         except BaseException:
             for signum in installed:
                 loop.remove_signal_handler(signum)
+            await self._shut_down()  # what did start (store, sockets, tasks) is closed
             raise
         assert self.recordings is not None
         await self.recordings.start()  # its directory work runs in the background
@@ -142,7 +143,7 @@ class App:
             if self.api is not None:
                 stack.push_async_callback(self.api.aclose)
             if self.server is not None:
-                stack.callback(self.server.close)
+                stack.push_async_callback(self.server.aclose)
             if self.recordings is not None:
                 stack.push_async_callback(self.recordings.close)  # replays say BY first
 
@@ -193,12 +194,7 @@ class App:
         self.recordings = RecordingManager(
             self.hub, default_directory(self.config), self.config.record
         )
-        try:
-            await self._start_web(loop)
-        except BaseException:
-            self.server.close()
-            await self.store.close()
-            raise
+        await self._start_web(loop)
 
     def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)

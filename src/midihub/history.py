@@ -248,13 +248,15 @@ class LatencyStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._summary_job is not None:  # on the worker thread: let it finish
+            await asyncio.gather(self._summary_job, return_exceptions=True)
         if self._engine is not None:
             try:
                 await self.flush()
             finally:
                 await self._run(self._dispose)
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
 
     async def _run(self, job: Callable[..., T], *args: Any) -> T:

@@ -295,4 +295,6 @@ async def _until(job: Any, stop: asyncio.Event) -> None:
     for pending in (task, waiter):
         pending.cancel()
     with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    with contextlib.suppress(asyncio.CancelledError):
         await task  # raises MonitorError or a connection error if the stream ended

@@ -154,6 +154,12 @@ class HubServer:
         self.hub.connect_link(link, tuple(infos[0][4]), self._loop.time())
         self.flush()
 
+    async def aclose(self) -> None:
+        """``close``, then wait for the address lookups it cancelled."""
+        lookups = list(self._lookups)
+        self.close()
+        await asyncio.gather(*lookups, return_exceptions=True)
+
     def close(self) -> None:
         """BY to everyone, then close every socket."""
         if self._ticker is not None:

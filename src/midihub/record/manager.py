@@ -108,7 +108,7 @@ class RecordingManager:
         for replay in list(self.replays.values()):
             replay.stop()
         waits = [self._stop(recording) for recording in list(self.active.values())]
-        await asyncio.gather(*waits, return_exceptions=True)
+        await asyncio.gather(*waits, *self._tasks, return_exceptions=True)
         for listeners, hook in (
             (self.hub.listeners, self._on_event),
             (self.hub.midi_listeners, self._on_midi),

@@ -134,7 +134,7 @@ class Api:
         await self.monitor.aclose()
         await self.events.aclose()
         self.metrics.close()
-        self.play.close()
+        await self.play.aclose()
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)

@@ -568,10 +568,12 @@ class PlayApi:
             del browser.pings[older]
         self.hub.measured(browser, now - sent, now)
 
-    def close(self) -> None:
-        """The hub is stopping: every browser is told by ``Hub.close`` (``GONE``)."""
+    async def aclose(self) -> None:
+        """The hub is stopping: every browser is told by ``Hub.close`` (``GONE``); the
+        goodbyes under way are awaited."""
         if self._on_event in self.hub.listeners:
             self.hub.listeners.remove(self._on_event)
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def _json(data: str) -> Any:
