@@ -6,8 +6,9 @@ the npm peer in tests/interop is the independent one) and peers joined to a hub,
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,11 +50,19 @@ def make_config(text: str, bind: str = LOCALHOST, **overrides: object) -> HubCon
     return config.model_copy(update=overrides) if overrides else config
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
+async def wait_for(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, what: str = ""
+) -> None:
+    """Poll ``predicate`` (plain or async) until true; fail with ``what`` after
+    ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not predicate():
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(0.01)

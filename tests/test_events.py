@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.support import PyPeer, free_ports, serving
+from tests.support import PyPeer, free_ports, serving, wait_for
 
 
 async def next_event(response: aiohttp.ClientResponse) -> tuple[str, str, Any]:
@@ -97,12 +97,12 @@ async def test_live_dashboards_are_capped_per_source_and_counted() -> None:
             assert 'midihub_dashboard_streams_refused_total{reason="per_ip"} 1.0' in text
             assert "midihub_dashboard_streams 8.0" in text
             streams.pop().close()
-            for _ in range(200):  # the hub notices the closed stream on its next write
+
+            async def admitted() -> bool:  # the hub notices the closed stream on a write
                 async with client.get(url + "/api/events") as again:
-                    if again.status == 200:
-                        break
-                await asyncio.sleep(0.05)
-            assert again.status == 200
+                    return again.status == 200
+
+            await wait_for(admitted, 10, "a ninth stream once one closed")
         finally:
             for response in streams:
                 response.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 
 import pytest
@@ -12,6 +11,7 @@ from midihub.rtp import Drop, PortKind
 from midihub.rtp import packets as p
 from midihub.rtp.commands import encode_section
 from tests.fixtures import MakePeer, StartHub
+from tests.seeds import seeded
 from tests.support import free_port_pair, free_ports, joined, wait_for
 
 NOTE_ON = b"\x90\x3c\x64"
@@ -84,7 +84,7 @@ def malformed_datagrams(
     count: int, live_ssrc: int, seed: int = 6295
 ) -> list[tuple[PortKind, bytes]]:
     """Datagrams that are malformed by construction (each breaks a rule of the wire format)."""
-    rng = random.Random(seed)
+    rng = seeded(seed, "malformed datagrams")
 
     def noise(n: int) -> bytes:
         return rng.randbytes(n)

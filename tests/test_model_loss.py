@@ -24,6 +24,7 @@ from midihub.midi.state import ChannelState
 from midihub.rtp import MidiReceived
 from midihub.rtp.recovery import MAX_DATAGRAM
 from tests.memnet import MemNet, Wire, lossless
+from tests.seeds import seeded
 from tests.support import make_config
 
 IN, OUT = 5004, 5006
@@ -154,7 +155,7 @@ class Outcome:
 
 def perform(scenario: Scenario, *, lossy: bool, journal: bool = True) -> Outcome:
     config = make_config(f"[groups]\nG = [{IN}, {OUT}]", journal=journal)
-    hub = Hub(config.spec(), rng=random.Random(1))
+    hub = Hub(config.spec(), rng=seeded(1, "hub"))
     plan = Plan(scenario.plans, scenario.first_of_burst)
     net = MemNet(hub, plan if lossy else lossless, seed=1)
     hub_quiet: set[tuple[int, int]] = set()
@@ -298,7 +299,7 @@ def test_without_journals_the_same_losses_leave_notes_stuck() -> None:
     stuck_with = stuck_without = 0
     largest_seen = 0
     for seed in range(20):
-        scenario = random_scenario(random.Random(seed))
+        scenario = random_scenario(seeded(seed, "performance"))
         for journal in (True, False):
             clean = perform(scenario, lossy=False, journal=journal)
             lossy = perform(scenario, lossy=True, journal=journal)

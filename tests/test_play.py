@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ import pytest
 
 from midihub.midi.messages import control_change, note_off, note_on
 from midihub.web.playwire import parse_frame
+from tests.seeds import seeded
 from tests.support import PyPeer, RunningHub, free_ports, make_config, serving, wait_for
 
 
@@ -153,11 +153,12 @@ async def test_a_browser_plays_hears_is_measured_and_released() -> None:
                 rows = await response.json()
             return next((r for r in rows if r["id"] == me), None)
 
-        for _ in range(300):
+        async def measured() -> bool:
             found = await row()
-            if found is not None and found["lastLatency"] is not None:
-                break
-            await asyncio.sleep(0.02)
+            return found is not None and found["lastLatency"] is not None
+
+        await wait_for(measured, 6, "the browser's latency row")
+        found = await row()
         assert found is not None and found["lastLatency"] is not None
         rtp = next(
             r
@@ -207,17 +208,20 @@ async def test_a_group_browser_plays_into_in_and_listens_on_out() -> None:
         lists = [listener["participants"]] + [d["participants"] for d in ears.of("participants")]
         index = next(p["index"] for ps in lists for p in ps if p["name"] == "player")
         assert ears.midi == [(index, note_on(0, 50, 70))]
-        # What the listener plays goes nowhere.
+        # What the listener plays goes nowhere: the hub counts it dropped, sends nothing.
         await listener_ws.send_bytes(note_on(0, 51, 70))
-        await asyncio.sleep(0.2)
+
+        async def dropped() -> bool:
+            return await metric(session, url, "midihub_browser_dropped", "listen_only") >= 1
+
+        await wait_for(dropped, 5, "the listener's note counted as dropped")
         assert mouth.midi == [] and len(ears.midi) == 1
         await ears.close()
         await mouth.close()
 
 
 async def test_refusals_have_reasons_and_counters_while_rtp_carries_on() -> None:
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
+    rng = seeded("browser refusals", "refused messages")
     open_port, closed_port, rtp_port = free_ports(3)
     config = (
         f'[rooms.Jam]\nport = {open_port}\nbrowser = true\nkey = "s3cret-key"\n'
@@ -325,7 +329,7 @@ async def test_refusals_have_reasons_and_counters_while_rtp_carries_on() -> None
                 ("midihub_browser_dropped", "flood"): 1,
             }
             for (name, reason), value in expected.items():
-                assert await metric(session, url, name, reason) == value, (name, reason, seed)
+                assert await metric(session, url, name, reason) == value, (name, reason)
             assert await metric(session, url, "midihub_browser_dropped", "rate") >= 1
             await listener.close()
         finally:

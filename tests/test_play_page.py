@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, 
 
 from midihub.midi.messages import note_off, note_on
 from tests.interop.npm_peer import NpmPeer
+from tests.seeds import seeded
 from tests.support import PyPeer, free_ports, serving, wait_for
 from tests.test_dashboard import browser  # noqa: F401  (the Chromium fixture)
 
@@ -225,8 +225,7 @@ async def test_two_pages_and_an_npm_peer_play_in_one_room(browser: Browser) -> N
 
 
 async def test_web_midi_devices_play_and_hear_through_the_page(browser: Browser) -> None:  # noqa: F811
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
+    rng = seeded("web midi devices", "notes played")
     async with play_with_alice(browser, FAKE_MIDI) as (port, alice, page, errors):
         await expect(page.locator("#midi-status")).to_contain_text("1 input(s), 1 output(s)")
         await join(page, "Kim", port)
@@ -239,8 +238,8 @@ async def test_web_midi_devices_play_and_hear_through_the_page(browser: Browser)
             await page.evaluate(f"window.__fakeMidi.play([0x91, {note}, 77])")
             await page.evaluate(f"window.__fakeMidi.play([0x81, {note}, 0])")
         wanted = [m for n in notes for m in (note_on(1, n, 77), note_off(1, n, 0))]
-        await wait_for(lambda: len(alice.received) >= len(wanted), 5, f"seed {seed}")
-        assert alice.received == wanted, seed
+        await wait_for(lambda: len(alice.received) >= len(wanted), 5, "the notes")
+        assert alice.received == wanted
         # What the room plays goes out to the device.
         alice.send(note_on(3, 40, 99), note_off(3, 40))
         await page.wait_for_function("() => window.__fakeMidi.output.sent.length === 2")

@@ -280,11 +280,11 @@ async def test_kill_9_mid_recording_recovers_everything_flushed(tmp_path: Path) 
         for message in flushed:
             alice.send(message)
             await asyncio.sleep(0.002)
-        for _ in range(100):
-            if (await hub.row(rec["id"]))["flushed"] == len(flushed):
-                break
-            await asyncio.sleep(0.05)
-        assert (await hub.row(rec["id"]))["flushed"] == len(flushed)
+
+        async def durable() -> bool:
+            return bool((await hub.row(rec["id"]))["flushed"] == len(flushed))
+
+        await wait_for(durable, 5, "every message flushed")
         hub.served.proc.send_signal(signal.SIGKILL)
         await hub.served.proc.wait()
     finally:

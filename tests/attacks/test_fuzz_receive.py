@@ -8,7 +8,6 @@ datagram fits in 1280 bytes of IP."""
 from __future__ import annotations
 
 import os
-import random
 import weakref
 
 from hypothesis import HealthCheck, settings
@@ -20,6 +19,7 @@ from midihub.midi.messages import control_change, note_off, note_on
 from midihub.rtp import Drop, MidiReceived, PortKind, Session, encode_lists, encode_section
 from midihub.rtp import packets as p
 from midihub.rtp.limits import MAX_TRACKED_SOURCES, source_key
+from tests.seeds import seeded
 from tests.support import make_config
 
 PORT = 5070
@@ -37,7 +37,7 @@ def addr(source: int, kind: PortKind) -> tuple[str, int]:
 class HubReceivePath(RuleBasedStateMachine):
     @initialize(seed=st.integers(0, 2**32 - 1))
     def start(self, seed: int) -> None:
-        self.hub = Hub(make_config(f"[rooms]\nJam = {PORT}\n").spec(), rng=random.Random(seed))
+        self.hub = Hub(make_config(f"[rooms]\nJam = {PORT}\n").spec(), rng=seeded(seed, "hub"))
         self.table = self.hub.endpoints[PORT].table
         self.now = 1000.0
         self.bytes_in: dict[tuple[str, int], int] = {}

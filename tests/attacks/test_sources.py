@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import random
-
 from midihub.rtp import Drop, PortKind, SessionTable
 from midihub.rtp import packets as p
 from midihub.rtp.limits import source_key
+from tests.seeds import seeded
 
 
 def test_source_keys() -> None:
@@ -20,7 +19,7 @@ def test_source_keys() -> None:
 
 
 def test_one_ipv6_64_gets_the_pending_limit_of_one_source() -> None:
-    host = SessionTable("hub", rng=random.Random(5))
+    host = SessionTable("hub", rng=seeded(5, "hub"))
     for i in range(40):  # 40 addresses of one /64, each a new SSRC
         invite = p.encode_invitation(p.Invitation(p.INVITATION, i, 0x1000 + i, "x"))
         host.receive(invite, PortKind.CONTROL, (f"2001:db8:7:7::{i + 1:x}", 5004, 0, 0), 1.0)

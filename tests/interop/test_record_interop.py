@@ -20,6 +20,7 @@ from midihub.record import smf
 from midihub.record.journal import Content, Header
 from tests.interop.npm_peer import NpmPeer
 from tests.record_support import ServedHub, serve, write_config
+from tests.seeds import seeded
 from tests.support import free_ports
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
@@ -146,7 +147,7 @@ async def one_take(
 async def test_three_npm_players_recorded_a_track_each_with_their_timing(
     peers: list[NpmPeer], tmp_path: Path
 ) -> None:
-    rng = random.Random(SEED)
+    rng = seeded(SEED, "players' scripts")
     (port,) = free_ports(1)
     names = ["anna-keys", "ben-bass", "cleo-pads"]
     config, url = write_config(tmp_path, f"[rooms]\nJam = {port}")
@@ -182,7 +183,7 @@ def take(rid: str, name: str, times_and_messages: list[tuple[int, bytes]]) -> Co
 async def test_replay_into_a_room_keeps_order_and_timing_and_stop_releases(
     peers: list[NpmPeer], tmp_path: Path
 ) -> None:
-    rng = random.Random(SEED)
+    rng = seeded(SEED, "players' scripts")
     played: list[tuple[int, bytes]] = []
     at = 0
     for n in range(24):
