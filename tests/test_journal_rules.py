@@ -3,8 +3,6 @@ RFC 6295 / RFC 4696 / RFC 3550, each reproduced in memory."""
 
 from __future__ import annotations
 
-import random
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +26,7 @@ from midihub.rtp.recovery import (
 from midihub.rtp.sequence import MAX_DROPOUT, SequenceTracker
 from midihub.rtp.session import GUARD_FIRST, RS_INTERVAL
 from tests.memnet import MemNet, Wire
+from tests.seeds import seeded
 from tests.support import make_config
 from tests.test_session import Pair, midi
 
@@ -41,7 +40,7 @@ def journal_of(data: bytes) -> Journal | None:
 
 
 def hub_net(text: str = f"[groups]\nG = [{IN}, {OUT}]", **config: object) -> MemNet:
-    net = MemNet(Hub(make_config(text, **config).spec(), rng=random.Random(1)))
+    net = MemNet(Hub(make_config(text, **config).spec(), rng=seeded(1, "hub")))
     return net
 
 
@@ -327,14 +326,14 @@ def test_guard_packets_follow_a_burst_and_stop_at_rs() -> None:
         pair.now,
     )
     pair.pump()
-    pair.advance(GUARD_FIRST * 3.5, step=0.01)
+    pair.advance(GUARD_FIRST * 3.5)
     guards = [d for d in pair.sent["a"][sent_before + 1 :] if d[:1] == b"\x80" and d[12] == 0x40]
     assert len(guards) == 2  # at 50 and 150 ms
-    pair.advance(3, step=0.05)
+    pair.advance(3)
     after_rs = len(
         [d for d in pair.sent["a"] if d[:1] == b"\x80" and len(d) > 12 and d[12] == 0x40]
     )
-    pair.advance(5, step=0.05)
+    pair.advance(5)
     assert (
         len([d for d in pair.sent["a"] if d[:1] == b"\x80" and len(d) > 12 and d[12] == 0x40])
         == after_rs

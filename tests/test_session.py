@@ -1,9 +1,10 @@
-"""Session state machine, without sockets: two Hosts in memory, datagrams moved by
-hand (as aioquic's connection tests do), with a clock we control."""
+"""Session state machine, without sockets: two session tables on the shared in-memory
+network (tests/memnet.py), with a clock we control; some tests take an exchange apart
+by hand (as aioquic's connection tests do)."""
 
 from __future__ import annotations
 
-import random
+import dataclasses
 
 from midihub.rtp import (
     Drop,
@@ -21,55 +22,56 @@ from midihub.rtp import (
 )
 from midihub.rtp import packets as p
 from midihub.rtp.events import Event
+from tests.memnet import MemNet, TableNode, Wire
+from tests.seeds import seeded
 
 A = ("10.0.0.1", 5004)  # the initiator's control address
 B = ("10.0.0.2", 5040)  # the responder's control address
 
 
 class Pair:
-    """Initiator ``a`` and responder ``b`` joined by a lossless, instant wire."""
+    """Initiator ``a`` and responder ``b`` (each with its own settings) on a lossless,
+    instant memnet, from t = 100 s: ``pump`` delivers what is in flight, ``advance``
+    lets time pass, ``drop_next_from`` loses a side's next datagram; ``sent`` and
+    ``events`` are each side's, by "a" and "b"; ``session`` is the initiator's."""
 
     def __init__(self, settings: SessionSettings | None = None, seed: int = 1) -> None:
-        self.now = 100.0
+        settings = settings or SessionSettings()
         self.a = SessionTable(
-            "alice", rng=random.Random(seed), settings=settings or SessionSettings()
+            "alice", rng=seeded(seed, "Pair a"), settings=dataclasses.replace(settings)
         )
         self.b = SessionTable(
-            "hub", rng=random.Random(seed + 1), settings=settings or SessionSettings()
+            "hub", rng=seeded(seed + 1, "Pair b"), settings=dataclasses.replace(settings)
         )
-        self.events: dict[str, list[Event]] = {"a": [], "b": []}
-        self.sent: dict[str, list[bytes]] = {"a": [], "b": []}
+        self.net = MemNet(rule=self._rule, latency=0.0, start=100.0)
+        self.nodes = {
+            "a": self.net.attach(TableNode(self.a, A)),
+            "b": self.net.attach(TableNode(self.b, B)),
+        }
+        self.events: dict[str, list[Event]] = {side: n.events for side, n in self.nodes.items()}
         self.drop_next_from: set[str] = set()
 
-    def pump(self, rounds: int = 10) -> None:
-        for _ in range(rounds):
-            moved = False
-            for name, src, dst, src_base, dst_base in (
-                ("a", self.a, self.b, A, B),
-                ("b", self.b, self.a, B, A),
-            ):
-                for kind, data, addr in src.datagrams_to_send():
-                    self.sent[name].append(data)
-                    moved = True
-                    assert addr[0] == dst_base[0], f"{name} sent to {addr}"
-                    if name in self.drop_next_from:
-                        self.drop_next_from.discard(name)
-                        continue
-                    dst_kind = PortKind(addr[1] - dst_base[1])
-                    assert dst_kind is kind, "a datagram must leave from the port kind it targets"
-                    source = (src_base[0], src_base[1] + kind)
-                    other = "b" if name == "a" else "a"
-                    self.events[other] += dst.receive(data, dst_kind, source, self.now)
-            if not moved:
-                return
+    def _rule(self, wire: Wire, position: int, count: int) -> list[float]:
+        side = "a" if wire.src[0] == A[0] else "b"
+        if side in self.drop_next_from:
+            self.drop_next_from.discard(side)
+            return []
+        return [0.0]
 
-    def advance(self, seconds: float, step: float = 0.25) -> None:
-        end = self.now + seconds
-        while self.now < end:
-            self.now = min(end, self.now + step)
-            self.events["a"] += self.a.tick(self.now)
-            self.events["b"] += self.b.tick(self.now)
-            self.pump()
+    @property
+    def now(self) -> float:
+        return self.net.now
+
+    @property
+    def sent(self) -> dict[str, list[bytes]]:
+        return {side: [w.data for w in node.sent] for side, node in self.nodes.items()}
+
+    def pump(self) -> None:
+        """Everything in flight delivered, and every answer to it (no time passes)."""
+        self.net.run_for(0.0)
+
+    def advance(self, seconds: float) -> None:
+        self.net.run_for(seconds)
 
     def connect(self) -> None:
         self.session = self.a.connect(B, self.now)
@@ -121,21 +123,15 @@ def test_initiator_measures_rtt_and_responder_too() -> None:
 def test_rtt_reflects_wire_delay() -> None:
     pair = Pair()
     pair.connect()
-    # Take the CK exchange apart by hand to put 40 ms on each leg.
+    # One clock sync, started by the initiator now, with 40 ms on each leg.
     (responder,) = pair.b.established
-    session = pair.session
-    session._next_ck = pair.now  # due now
-    session.tick(pair.now)
-    (ck0,) = [d for k, d, a in session.datagrams_to_send()]
-    pair.now += 0.040
-    pair.b.receive(ck0, PortKind.DATA, (A[0], A[1] + 1), pair.now)
-    (ck1,) = [d for k, d, a in pair.b.datagrams_to_send()]
-    pair.now += 0.040
-    events = pair.a.receive(ck1, PortKind.DATA, (B[0], B[1] + 1), pair.now)
+    pair.net.latency = 0.040
+    before = {side: len(events) for side, events in pair.events.items()}
+    pair.a.sync_clock(pair.session, pair.now)
+    pair.advance(0.5)  # CK1 back at 80 ms, CK2 there at 120 ms; the next sync is at 1.5 s
+    events = pair.events["a"][before["a"] :]
     assert [round(e.rtt, 4) for e in events if isinstance(e, LatencyMeasured)] == [0.08]
-    (ck2,) = [d for k, d, a in pair.a.datagrams_to_send()]
-    pair.now += 0.040
-    events = pair.b.receive(ck2, PortKind.DATA, (A[0], A[1] + 1), pair.now)
+    events = pair.events["b"][before["b"] :]
     assert [round(e.rtt, 4) for e in events if isinstance(e, LatencyMeasured)] == [0.08]
     assert responder.rtt is not None and round(responder.rtt, 4) == 0.08
 
@@ -210,7 +206,7 @@ def test_bye_ends_the_session_on_both_sides() -> None:
 def test_silent_peer_times_out_with_bye() -> None:
     pair = Pair(SessionSettings(timeout=30, ck_interval=10))
     pair.connect()
-    pair.a = SessionTable("mute", rng=random.Random(3))  # the initiator vanishes without a word
+    pair.net.die(pair.nodes["a"])  # the initiator vanishes without a word
     pair.advance(29)
     assert pair.of("b", PeerLeft) == []
     pair.advance(3)
@@ -230,7 +226,6 @@ def test_responder_starts_clock_sync_for_a_peer_that_never_does() -> None:
     pair = Pair(SessionSettings(timeout=30, ck_interval=10))
     pair.connect()
     pair.a.settings.ck_interval = 10_000  # the initiator stops syncing after its burst
-    pair.session._next_ck = pair.now + 10_000
     pair.advance(25)
     responder_ck0 = [d for d in pair.sent["b"] if d[2:4] == b"CK" and d[8] == 0]
     assert responder_ck0
@@ -239,12 +234,9 @@ def test_responder_starts_clock_sync_for_a_peer_that_never_does() -> None:
 
 def test_invitation_retries_then_gives_up() -> None:
     pair = Pair()
-    pair.session = pair.a.connect(("10.0.0.9", 5040), pair.now)
-    attempts = 0
-    for _ in range(200):
-        pair.now += 0.25
-        pair.events["a"] += pair.a.tick(pair.now)
-        attempts += sum(1 for _, d, _ in pair.a.datagrams_to_send() if d[2:4] == b"IN")
+    pair.session = pair.a.connect(("10.0.0.9", 5040), pair.now)  # nobody there
+    pair.advance(50)
+    attempts = sum(1 for d in pair.sent["a"] if d[2:4] == b"IN")
     assert attempts == 12
     assert [e.reason for e in pair.of("a", PeerLeft)] == ["no-answer"]
 
@@ -267,7 +259,7 @@ def test_rejected_when_full() -> None:
 
 
 def test_data_invitation_without_control_invitation_is_rejected() -> None:
-    host = SessionTable("hub", rng=random.Random(1))
+    host = SessionTable("hub", rng=seeded(1, "hub"))
     invite = p.encode_invitation(p.Invitation(p.INVITATION, 5, 6, "x"))
     host.receive(invite, PortKind.DATA, A, 1.0)
     ((kind, data, addr),) = host.datagrams_to_send()
@@ -275,14 +267,14 @@ def test_data_invitation_without_control_invitation_is_rejected() -> None:
 
 
 def test_malformed_packets_are_counted_not_raised() -> None:
-    host = SessionTable("hub", rng=random.Random(1))
+    host = SessionTable("hub", rng=seeded(1, "hub"))
     for data in (b"", b"\xff\xffXX", b"\x80", b"\x80\x61\x00\x01" + bytes(8) + b"\x0f"):
         assert host.receive(data, PortKind.DATA, A, 1.0) == []
     assert host.counters.malformed == 4
 
 
 def test_rtp_from_an_unknown_ssrc_is_stray_not_malformed() -> None:
-    host = SessionTable("hub", rng=random.Random(1))
+    host = SessionTable("hub", rng=seeded(1, "hub"))
     packet = p.encode_rtp_header(1, 0, 1234) + encode_section(b"\x00\x90\x3c\x40")
     host.receive(packet, PortKind.DATA, A, 1.0)
     assert host.counters.drops == {Drop.UNKNOWN_SESSION: 1} and host.counters.malformed == 0
@@ -300,12 +292,8 @@ def test_reinvitation_with_a_live_ssrc_is_refused_until_the_old_session_ends() -
     (reply,) = pair.b.datagrams_to_send()
     assert p.decode_session_packet(reply[1]).command == p.REJECT
     assert pair.b.established == [old] and pair.b.counters.drops[Drop.SSRC_IN_USE] == 1
-    pair.a.close()  # the old side vanishes without a word
-    pair.a.datagrams_to_send()
-    for _ in range(40):
-        pair.now += 0.25
-        pair.events["b"] += pair.b.tick(pair.now)
-        pair.b.datagrams_to_send()
+    pair.net.die(pair.nodes["a"])  # the old side vanishes without a word
+    pair.advance(10)
     assert [e.reason for e in pair.of("b", PeerLeft)] == ["timeout"]
     assert pair.b.receive(invite, PortKind.CONTROL, A, pair.now) == []
     assert pair.b.pending == 1

@@ -6,14 +6,14 @@ is free). Sans-IO hosts and a simulated clock, so the timing is exact and repeat
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import random
 
 import pytest
 
-from midihub.rtp import PeerJoined, PortKind, SessionTable
+from midihub.rtp import PortKind, SessionTable
 from midihub.rtp import packets as p
+from tests.memnet import MemNet, TableNode, Wire
+from tests.seeds import seeded
 
 HUB = ("10.0.0.1", 5004)
 PLAYER = ("192.0.2.7", 6000)
@@ -21,46 +21,32 @@ PLAYER = ("192.0.2.7", 6000)
 
 def time_to_join(flood_per_second: float, one_way: float, seed: int) -> float | None:
     """Seconds from the player's first IN to the hub counting it in (None: never, in 8 s)."""
-    hub = SessionTable("hub", rng=random.Random(seed))
-    player = SessionTable("player", rng=random.Random(seed + 1), accept=False)
-    queue: list[tuple[float, int, str, bytes, PortKind, tuple[str, int]]] = []
-    order = itertools.count()
-
-    def push(at: float, to: str, data: bytes, kind: PortKind, src: tuple[str, int]) -> None:
-        heapq.heappush(queue, (at, next(order), to, data, kind, src))
-
-    def drain(now: float) -> None:
-        for kind, data, addr in hub.datagrams_to_send():
-            if addr[0] == PLAYER[0]:
-                push(now + one_way, "player", data, kind, (HUB[0], HUB[1] + kind))
-        for kind, data, _ in player.datagrams_to_send():
-            push(now + one_way, "hub", data, kind, (PLAYER[0], PLAYER[1] + kind))
-
+    net = MemNet(latency=one_way)  # the flood's senders are not on it: replies are lost
+    hub = SessionTable("hub", rng=seeded(seed, "lockout hub"))
+    player = SessionTable("player", rng=seeded(seed + 1, "lockout player"), accept=False)
+    net.attach(TableNode(hub, HUB))
+    net.attach(TableNode(player, PLAYER))
     spoofed = itertools.count()
     at = 0.0
     while at < 8.0:  # both halves of a handshake, each from another address
         i = next(spoofed)
         ip = f"198.51.{i // 250 % 250}.{i % 250 + 1}"
         invite = p.encode_invitation(p.Invitation(p.INVITATION, i, 0x10000 + i, None))
-        push(at, "hub", invite, PortKind.CONTROL, (ip, 7000))
-        push(at + 1e-4, "hub", invite, PortKind.DATA, (ip, 7001))
+        net.inject(Wire((ip, 7000), HUB, PortKind.CONTROL, invite), at)
+        net.inject(Wire((ip, 7001), (HUB[0], HUB[1] + 1), PortKind.DATA, invite), at + 1e-4)
         at += 1 / flood_per_second
-    start, tick = 1.0, 0.0
+    start = 1.0
+    net.run_until(start)
     player.connect(HUB, start)
-    drain(start)
-    while queue:
-        at, _, to, data, kind, src = heapq.heappop(queue)
-        while tick <= at:
-            hub.tick(tick)
-            player.tick(tick)
-            drain(tick)
-            tick += 0.01
-        target = hub if to == "hub" else player
-        for event in target.receive(data, kind, src, at):
-            if target is hub and isinstance(event, PeerJoined):
-                return at - start
-        drain(at)
-    return None
+
+    def joined() -> float | None:
+        player_in = [s.joined_at for s in hub.established if s.control_addr == PLAYER]
+        return player_in[0] if player_in else None
+
+    # Until it is in, or has given up (then it never will: it does not try again).
+    net.run_until(start + 8.0, stop=lambda: joined() is not None or not player.sessions)
+    when = joined()
+    return None if when is None else when - start
 
 
 @pytest.mark.parametrize(("flood", "share"), [(30, 1.0), (100, 1.0), (300, 0.5)])
