@@ -190,6 +190,25 @@ def test_sysex_across_packets_is_reassembled() -> None:
     assert received == [big, b"\x90\x3c\x40"]
 
 
+def test_a_sysex_missing_a_lost_segment_is_dropped_and_counted() -> None:
+    pair = Pair()
+    pair.connect()
+    big = b"\xf0" + bytes(range(100)) * 30 + b"\xf7"
+    lists = encode_lists([(0, big), (0, b"\x90\x3c\x40")], 1200)
+    pair.a.send([pair.session], [encode_section(b) for b in lists], pair.now)
+    packets = [data for kind, data, _ in pair.a.datagrams_to_send() if kind is PortKind.DATA]
+    assert len(packets) >= 3  # the SysEx's start, middle (lost here) and end
+    events = [
+        event
+        for data in (packets[0], *packets[2:])
+        for event in pair.b.receive(data, PortKind.DATA, (A[0], A[1] + 1), pair.now)
+    ]
+    received = [m for e in events if isinstance(e, MidiReceived) for _, m in e.commands]
+    assert received == [b"\x90\x3c\x40"]  # nothing half-forwarded, the rest intact
+    # Counted twice: the open start at the loss, then the end that came without it.
+    assert pair.b.counters.drops[Drop.SYSEX_INCOMPLETE] == 2
+
+
 def test_bye_ends_the_session_on_both_sides() -> None:
     pair = Pair()
     pair.connect()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -182,7 +182,7 @@ class Hub:
                 current = None if link is None else link.session
                 if link is not None and current is not None and current.public_id == who.public_id:
                     link.failed(now, event.reason)
-                self._release(endpoint, who.public_id, list(event.release), now)
+                self._release(endpoint, who.public_id, event.release, now)
                 self._emit(endpoint, event)
                 endpoint.stats.pop(who.public_id, None)
                 continue
@@ -278,7 +278,7 @@ class Hub:
         session.use_journal(self.journal_wanted(endpoint, session))
 
     def _release(
-        self, source: Endpoint, sender_id: str, commands: list[Command], now: float
+        self, source: Endpoint, sender_id: str, commands: Sequence[Command], now: float
     ) -> None:
         """Send everyone the participant ``sender_id`` was feeding the NoteOffs,
         pedal-ups and bend centre for what it still held (it left, timed out or was
@@ -288,7 +288,7 @@ class Hub:
             self._forward(source, sender_id, commands, now)
 
     def _forward(
-        self, source: Endpoint, sender_id: str, commands: list[Command], now: float
+        self, source: Endpoint, sender_id: str, commands: Sequence[Command], now: float
     ) -> None:
         """``commands`` from participant ``sender_id`` of ``source`` to everyone its
         routes reach, never back to itself, and never from one hub on to another."""
@@ -320,7 +320,7 @@ class Hub:
         endpoint: Endpoint,
         sessions: list[Session],
         guests: list[Guest],
-        commands: list[Command],
+        commands: Sequence[Command],
         sections: list[Section] | None,
         now: float,
         sender: str | None = None,

@@ -43,7 +43,7 @@ class Drop(enum.StrEnum):
     CLOCK_IMPLAUSIBLE = "clock-implausible"  # a CK exchange giving an RTT < 0 or > 10 s
     REPLY_LIMITED = "reply-limited"  # a NO not sent: that IP's reply budget is spent
     SYSEX_TOO_LONG = "sysex-too-long"
-    SYSEX_INCOMPLETE = "sysex-incomplete"  # a segment lost or cancelled: the SysEx is dropped
+    SYSEX_INCOMPLETE = "sysex-incomplete"  # SysEx pieces dropped for a lost or cancelled segment
     SYSEX_RATE = "sysex-rate"
 
 

@@ -344,10 +344,9 @@ class Session:
             gap = _missed_before_first(header.sequence, journal)
         if gap:
             self.packets_lost += gap
-            incomplete = self._sysex.incomplete
+            before = self._sysex.too_long, self._sysex.incomplete
             self._sysex.packet_lost()
-            if self._sysex.incomplete != incomplete:
-                self._counters.drop(Drop.SYSEX_INCOMPLETE)
+            self._count_sysex_drops(*before)
             events.append(PacketsLost(self.who, gap))
             if journal is not None:
                 try:
@@ -389,15 +388,19 @@ class Session:
                 if not (starts and message[-1] == 0xF7):
                     sysex.abort()  # the rest of this SysEx goes with it
                 continue
-            too_long, incomplete = sysex.too_long, sysex.incomplete
+            before = sysex.too_long, sysex.incomplete
             whole = sysex.push(message)
-            if sysex.too_long != too_long:
-                self._counters.drop(Drop.SYSEX_TOO_LONG)
-            if sysex.incomplete != incomplete:
-                self._counters.drop(Drop.SYSEX_INCOMPLETE)
+            self._count_sysex_drops(*before)
             if whole is not None:
                 out.append((delta, whole))
         return out
+
+    def _count_sysex_drops(self, too_long: int, incomplete: int) -> None:
+        """Count, as drop reasons, what the SysEx assembler gave up since these counts."""
+        if self._sysex.too_long != too_long:
+            self._counters.drop(Drop.SYSEX_TOO_LONG)
+        if self._sysex.incomplete != incomplete:
+            self._counters.drop(Drop.SYSEX_INCOMPLETE)
 
     def send_lists(self, sections: Sequence[Section | bytes], now: float) -> None:
         """Send encoded MIDI command sections (J = 0), one RTP packet each, adding this
