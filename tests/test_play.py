@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from midihub.midi.messages import control_change, note_off, note_on
-from midihub.web.playwire import parse_frame
+from midihub.web.playwire import SENDER_BYTES, parse_frame
 from tests.seeds import seeded
 from tests.support import PyPeer, RunningHub, free_ports, make_config, serving, wait_for
 
@@ -66,9 +66,10 @@ class Inbox:
     async def _read(self) -> None:
         async for message in self.ws:
             if message.type == aiohttp.WSMsgType.BINARY:
-                messages = parse_frame(message.data[1:])
+                sender = int.from_bytes(message.data[:SENDER_BYTES], "big")
+                messages = parse_frame(message.data[SENDER_BYTES:])
                 assert messages is not None, message.data
-                self.midi += [(message.data[0], m) for m in messages]
+                self.midi += [(sender, m) for m in messages]
             elif message.type == aiohttp.WSMsgType.TEXT:
                 document = json.loads(message.data)
                 self.json.append(document)

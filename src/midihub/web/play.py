@@ -36,6 +36,7 @@ from midihub.rtp.limits import source_key as client_key
 from midihub.rtp.packets import clean_name
 from midihub.web.guard import error
 from midihub.web.playwire import (
+    GOODBYES,
     HUB_SENDER,
     MAX_SENDER,
     Dropped,
@@ -52,6 +53,7 @@ STATIC: Final = Path(__file__).parent / "static"
 PING_INTERVAL: Final = 2.0  # seconds between the hub's pings to each browser
 MISSED_PINGS: Final = 3  # unanswered pings before a browser counts as gone
 HELLO_TIMEOUT: Final = 10.0  # seconds a new connection has to say hello
+GOODBYE_TIMEOUT: Final = 1.0  # seconds to tell a browser why and close (shutdown waits)
 STRIKE_LIMIT: Final = 20.0  # refused messages (decaying one per second) before a close
 MAX_NAME_BYTES: Final = 64
 PALETTE: Final = (
@@ -115,6 +117,7 @@ class Browser(Guest):
         self.outbox: deque[bytes | str] = deque()
         self.wake = asyncio.Event()
         self.index: dict[str, int] = {}  # participant id -> its number in our frames
+        self._indexes: set[int] = set()  # the numbers in use (the values of ``index``)
         self._next_index = 1
         self.pings: dict[int, float] = {}  # unanswered: ping number -> hub time sent
         self._ping_number = 0
@@ -122,6 +125,7 @@ class Browser(Guest):
         self._struck_at = now
         self.ended: Dropped | None = None
         self.dirty = False  # the participant list changed since it was last sent
+        self.stale = False  # someone played who is not in the list: resend at the next ping
         self.rtts_sent: dict[Peer, int | None] = {}
 
     # -- from the hub (must never block) ----------------------------------------
@@ -131,14 +135,18 @@ class Browser(Guest):
 
     def deliver_from(self, sender: str, commands: Sequence[Command], now: float) -> None:
         index = self.index.get(sender)
-        if index is None:  # played before its join reached this page: introduce it first
-            self.send_participants()
-            index = self.index.get(sender, HUB_SENDER)
-        self._queue_midi(index, commands)
+        if index is None:
+            if self.dirty:  # played before its join reached this page: introduce it first
+                self.send_participants()
+                index = self.index.get(sender)
+            else:  # the list is as new as the joins: refresh it at the next ping, not now
+                self.stale = True
+        self._queue_midi(HUB_SENDER if index is None else index, commands)
 
     def close(self, reason: LeaveReason) -> None:
         """The hub has let us go (port removed, shutdown): say so and hang up."""
-        self.end(Dropped.GONE, departed=True)
+        stopping = reason is LeaveReason.SHUTDOWN
+        self.end(Dropped.STOPPING if stopping else Dropped.GONE, departed=True)
 
     def _queue_midi(self, sender: int, commands: Sequence[Command]) -> None:
         if self.ended is None:
@@ -155,30 +163,35 @@ class Browser(Guest):
         self.wake.set()
 
     def end(self, reason: Dropped, *, departed: bool = False) -> None:
-        """Disconnect for ``reason``: later, outside whatever hub call we are in (the
-        hub may be iterating its participants)."""
+        """Disconnect for ``reason`` (``PlayApi.end``: in a task, outside whatever hub
+        call we are in, which may be iterating its participants)."""
         if self.ended is not None:
             return
         self.ended = reason
         self.outbox.clear()
-        if reason is not Dropped.GONE:
+        if reason not in GOODBYES:
             self.play.counters.drop(reason)
-        asyncio.get_running_loop().call_soon(self.play.end, self, reason, departed)
+        self.play.end(self, reason, departed)
 
     # -- the participant list ------------------------------------------------------
 
     def _index_for(self, peer: str) -> int:
+        """``peer``'s number in our frames. Numbers go round (a departed player's is
+        given again only after all the others), so a frame in flight never lands on
+        a newcomer; a view holds far fewer participants than numbers, so the search
+        for a free one is short."""
         index = self.index.get(peer)
         if index is not None:
             return index
-        used = set(self.index.values())
-        for step in range(MAX_SENDER):
-            candidate = (self._next_index - 1 + step) % MAX_SENDER + 1
-            if candidate not in used:
-                self._next_index = candidate % MAX_SENDER + 1
-                self.index[peer] = candidate
-                return candidate
-        return HUB_SENDER  # 255 others in view: the rest share "unknown"
+        if len(self._indexes) >= MAX_SENDER:
+            return HUB_SENDER  # cannot happen below 65535 participants in view
+        index = self._next_index
+        while index in self._indexes:
+            index = index % MAX_SENDER + 1
+        self._next_index = index % MAX_SENDER + 1
+        self.index[peer] = index
+        self._indexes.add(index)
+        return index
 
     def participants(self) -> list[dict[str, Any]]:
         """Everyone this browser plays with or hears, itself included, in port order."""
@@ -190,7 +203,7 @@ class Browser(Guest):
                 seen += [(endpoint, peer) for peer in endpoint.participants]
         present = {participant_id(endpoint, peer) for endpoint, peer in seen}
         for gone in [peer for peer in self.index if peer not in present]:
-            del self.index[gone]
+            self._indexes.discard(self.index.pop(gone))
         rows = []
         self.rtts_sent = {}
         for endpoint, peer in seen:
@@ -212,7 +225,7 @@ class Browser(Guest):
         return rows
 
     def send_participants(self) -> None:
-        self.dirty = False
+        self.dirty = self.stale = False
         self.queue(json.dumps({"type": "participants", "participants": self.participants()}))
 
     def rtts_changed(self) -> bool:
@@ -249,7 +262,7 @@ class PlayApi:
         self.counters = PlayCounters()
         self.browsers: set[Browser] = set()
         self._open = SourceCounts()  # WebSocket connections, joined or not, per source
-        self._colors: dict[str, int] = {}  # by participant id
+        self._colors: dict[str, int] = {}  # by participant id, while it is here
         self._update_scheduled = False
         self.ping_interval = PING_INTERVAL
         self._closing: set[asyncio.Task[None]] = set()
@@ -310,14 +323,14 @@ class PlayApi:
         return PALETTE[index]
 
     def _on_event(self, endpoint: Endpoint, event: Event) -> None:
+        if isinstance(event, PeerLeft):  # even with no browser left to tell
+            self._colors.pop(participant_id(endpoint, event.who), None)
         if isinstance(event, LatencyMeasured) or not self.browsers:
             return
         if isinstance(event, PeerJoined | PeerLeft):
             for browser in self.browsers:
                 if endpoint.port in self.view(browser.port):
                     browser.dirty = True
-            if isinstance(event, PeerLeft):
-                self._colors.pop(participant_id(endpoint, event.who), None)
             if not self._update_scheduled:
                 self._update_scheduled = True
                 asyncio.get_running_loop().call_soon(self._send_updates)
@@ -477,30 +490,30 @@ class PlayApi:
 
     def end(self, browser: Browser, reason: Dropped, departed: bool) -> None:
         """Release what ``browser`` held (unless the hub already let it go), then say
-        why and close."""
-        if departed:
-            if browser in self.browsers:
-                self.browsers.discard(browser)
-                self.counters.joined -= 1
-        else:
+        why and close: in a task, which starts after whatever hub call asked for it
+        (the hub may be iterating its participants), kept until done and awaited by
+        ``aclose``."""
+        if departed and browser in self.browsers:
+            self.browsers.discard(browser)
+            self.counters.joined -= 1
+        task = asyncio.get_running_loop().create_task(self._end(browser, reason, departed))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _end(self, browser: Browser, reason: Dropped, departed: bool) -> None:
+        if not departed:
             leave = {
                 Dropped.TIMEOUT: LeaveReason.TIMEOUT,
                 Dropped.OVERFLOW: LeaveReason.OVERFLOW,
                 Dropped.GONE: LeaveReason.REMOVED,
             }.get(reason, LeaveReason.LIMIT)
             self._depart(browser, leave)
-        task = asyncio.get_running_loop().create_task(self._goodbye(browser, reason))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _goodbye(self, browser: Browser, reason: Dropped) -> None:
         ws = browser.ws
         text = {"type": "error", "reason": reason.label, "message": reason.message}
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(GOODBYE_TIMEOUT):  # a browser that stopped reading
                 await ws.send_str(json.dumps(text))
-        with contextlib.suppress(Exception):
-            await ws.close(code=reason.code, message=reason.message.encode()[:120])
+                await ws.close(code=reason.code, message=reason.message.encode()[:120])
 
     async def _write(self, browser: Browser) -> None:
         """Sends what the hub queued, in order; the only place that awaits the browser."""
@@ -533,7 +546,7 @@ class PlayApi:
             browser._ping_number += 1
             browser.pings[browser._ping_number] = loop.time()
             browser.queue(json.dumps({"type": "ping", "t": browser._ping_number}))
-            if browser.dirty or browser.rtts_changed():
+            if browser.dirty or browser.stale or browser.rtts_changed():
                 browser.send_participants()
             await asyncio.sleep(self.ping_interval)
 
@@ -569,11 +582,13 @@ class PlayApi:
         self.hub.measured(browser, now - sent, now)
 
     async def aclose(self) -> None:
-        """The hub is stopping: every browser is told by ``Hub.close`` (``GONE``); the
-        goodbyes under way are awaited."""
+        """The hub is stopping: ``Hub.close`` has told every browser (``STOPPING``);
+        each goodbye (at most ``GOODBYE_TIMEOUT``) is awaited here, before the web
+        server stops."""
         if self._on_event in self.hub.listeners:
             self.hub.listeners.remove(self._on_event)
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        while pending := [task for task in self._closing if not task.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _json(data: str) -> Any:
@@ -614,6 +629,6 @@ class PlayCollector(Collector):
             labels=["reason"],
         )
         for drop in Dropped:
-            if drop is not Dropped.GONE:
+            if drop not in GOODBYES:
                 dropped.add_metric([drop.label], counters.dropped.get(drop, 0))
         yield dropped

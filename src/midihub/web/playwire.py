@@ -2,9 +2,12 @@
 
 Browser → hub: a binary WebSocket message is one or more complete MIDI messages back
 to back, each with its status byte (no running status, no partial message, no
-undefined status). Hub → browser: one byte naming the sender (an index the
-connection's participant list gives, 0 for the hub itself), then the messages. JSON
-text messages carry the rest (hello, welcome, participants, ping/pong, error).
+undefined status). Hub → browser: two bytes (big-endian) naming the sender (an index
+the connection's participant list gives, 0 for the hub itself), then the messages.
+Two bytes, so that every participant in a browser's view has its own index (a port
+holds at most 1024, a group's out port shows two ports) and a message costs one small
+frame, never a resent list. JSON text messages carry the rest (hello, welcome,
+participants, ping/pong, error).
 
 Everything a browser can be refused for, or dropped for, is a member of a fixed set
 (``Refusal``, ``Dropped``): those are the only keys of the counters ``/metrics`` shows.
@@ -23,7 +26,8 @@ from midihub.rtp import Command
 
 UNDEFINED_STATUS: Final = frozenset({0xF4, 0xF5, 0xF9, 0xFD})
 HUB_SENDER: Final = 0
-MAX_SENDER: Final = 255
+SENDER_BYTES: Final = 2
+MAX_SENDER: Final = (1 << (8 * SENDER_BYTES)) - 1
 
 
 class _Reason(enum.Enum):
@@ -63,7 +67,12 @@ class Dropped(_Reason):
     FLOOD = ("flood", 4429, "disconnected: too many refused messages")
     OVERFLOW = ("overflow", 4503, "disconnected: your browser did not keep up with the room")
     TIMEOUT = ("timeout", 4408, "disconnected: your browser stopped answering pings")
-    GONE = ("gone", 4410, "the hub closed this port, or is stopping")
+    GONE = ("gone", 4410, "the hub closed this port to browsers")
+    STOPPING = ("stopping", 1001, "the hub is stopping")
+
+
+GOODBYES: Final = frozenset({Dropped.GONE, Dropped.STOPPING})
+"""The hub's own reasons to let a browser go: said to it, not counted as drops."""
 
 
 @dataclass
@@ -106,7 +115,7 @@ def parse_frame(data: bytes) -> list[Message] | None:
 
 def encode_frame(sender: int, commands: Sequence[Command]) -> bytes:
     """Hub → browser: the sender's index, then the messages."""
-    out = bytearray((sender,))
+    out = bytearray(sender.to_bytes(SENDER_BYTES, "big"))
     for _, message in commands:
         out += message
     return bytes(out)

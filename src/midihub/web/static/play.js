@@ -13,6 +13,7 @@ const KEYMAP = {
   KeyA: 0, KeyW: 1, KeyS: 2, KeyE: 3, KeyD: 4, KeyF: 5, KeyT: 6, KeyG: 7, KeyY: 8, KeyH: 9,
   KeyU: 10, KeyJ: 11, KeyK: 12, KeyO: 13, KeyL: 14, KeyP: 15, Semicolon: 16,
 };
+const SENDER_BYTES = 2; // each frame from the hub starts with the sender's index (big-endian)
 const QUIET_CLOSE = new Set([4400, 4403, 4404, 4409, 4429, 1009]); // retrying would not help
 const STORE = { name: "midihub.play.name", input: "midihub.play.midiIn", output: "midihub.play.midiOut", sound: "midihub.play.sound", volume: "midihub.play.volume" };
 
@@ -315,10 +316,10 @@ function forget(index, channel = null) {
 
 function onFrame(data) {
   const bytes = new Uint8Array(data);
-  if (!bytes.length) return;
-  const index = bytes[0];
+  if (bytes.length < SENDER_BYTES) return;
+  const index = (bytes[0] << 8) | bytes[1];
   const output = state.midi.output;
-  for (const message of splitMessages(bytes.subarray(1))) {
+  for (const message of splitMessages(bytes.subarray(SENDER_BYTES))) {
     state.received.push([index, Array.from(message)]);
     if (state.received.length > 5000) state.received.splice(0, 1000);
     hear(index, message);
@@ -329,10 +330,11 @@ function onFrame(data) {
 }
 
 function showPeople(list) {
-  const before = new Set(state.people.keys());
+  const before = state.people;
   state.people = new Map(list.map((p) => [p.index, p]));
-  for (const index of before) {
-    if (!state.people.has(index)) { // gone: nothing of theirs may keep sounding
+  for (const [index, person] of before) {
+    const now = state.people.get(index);
+    if (!now || now.id !== person.id) { // gone: nothing of theirs may keep sounding
       synth.allOff(index);
       forget(index);
     }
