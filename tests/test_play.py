@@ -58,6 +58,7 @@ class Inbox:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.midi: list[tuple[int, bytes]] = []
+        self.frames: list[bytes] = []  # binary messages as they came
         self.json: list[dict[str, Any]] = []
         self.closed: int | None = None
         self.answer_pings = True
@@ -66,6 +67,7 @@ class Inbox:
     async def _read(self) -> None:
         async for message in self.ws:
             if message.type == aiohttp.WSMsgType.BINARY:
+                self.frames.append(message.data)
                 sender = int.from_bytes(message.data[:SENDER_BYTES], "big")
                 messages = parse_frame(message.data[SENDER_BYTES:])
                 assert messages is not None, message.data
