@@ -30,6 +30,7 @@ import aiohttp
 from common import LOCALHOST, free_port_block, free_tcp_port, message, message_id, percentile
 
 from midihub.rtp import Address, PortKind
+from midihub.web.playwire import SENDER_BYTES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
 from tests.support import PyPeer
@@ -112,7 +113,7 @@ async def scenario(params: dict[str, Any], web: str, room: int, peers: list[int]
                     if frame.type == aiohttp.WSMsgType.BINARY:
                         data = frame.data
                         stamp = time.perf_counter()
-                        for i in range(1, len(data) - 2, 3):
+                        for i in range(SENDER_BYTES, len(data) - 2, 3):
                             if data[i + 2]:
                                 at_browser.setdefault(message_id(*data[i : i + 3]), stamp)
                     elif frame.type == aiohttp.WSMsgType.TEXT:
