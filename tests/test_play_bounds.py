@@ -128,6 +128,7 @@ async def test_a_message_from_the_300th_participant_is_one_small_frame() -> None
             for start in range(0, len(peers), 25):
                 await asyncio.gather(*(peer.connect(port) for peer in peers[start : start + 25]))
             assert len(running.hub.endpoints[port].participants) == 300
+            play_api(running.hub).ping_interval = 3600  # no latency update meanwhile
             ws, welcome = await hello(session, url, port, "observer")
             inbox = Inbox(ws)
             listed = welcome["participants"]
@@ -147,6 +148,24 @@ async def test_a_message_from_the_300th_participant_is_one_small_frame() -> None
                 index.to_bytes(SENDER_BYTES, "big") + note_on(0, note, 64) for note in range(100)
             ]
             assert len(inbox.of("participants")) == lists_before  # no list per message
+
+            # They all leave: the browser's numbering of them goes with them.
+            (browser,) = play_api(running.hub).browsers
+            endpoint = running.hub.endpoints[port]
+            for start in range(0, len(peers), 25):  # a burst of 300 overflows a socket buffer
+                for peer in peers[start : start + 25]:
+                    peer.bye()
+                left = len(peers) - start - 25 + 1  # and the browser
+                await wait_for(lambda left=left: len(endpoint.participants) == left, 5)
+
+            def alone() -> bool:
+                lists = inbox.of("participants")
+                return bool(lists) and len(lists[-1]["participants"]) == 1
+
+            await wait_for(alone, 10, "the list with the browser alone")
+            assert list(browser.index.values()) == [welcome["you"]["index"]]
+            assert browser._indexes == {welcome["you"]["index"]}
+            assert len(browser.rtts_sent) == 1
             await inbox.close()
         finally:
             for peer in peers:
