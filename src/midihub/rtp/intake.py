@@ -49,8 +49,10 @@ class Intake:
                 out.append((delta, message))
                 continue
             starts = message[0] == 0xF0
-            if sysex.skipping and not starts:
-                sysex.push(message)  # the rest of a SysEx we gave up on
+            if (sysex.skipping and not starts) or len(message) > sysex.max_size:
+                before = sysex.too_long, sysex.incomplete
+                sysex.push(message)  # the rest of a SysEx we gave up on, or too long
+                self._count_drops(*before)  # whatever the rate: it could never pass
                 continue
             if not self._budget.take(len(message), now):
                 self._counters.drop(Drop.SYSEX_RATE)
