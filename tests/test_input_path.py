@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from midihub import config as c
 from midihub.cli import main
 from midihub.hub import Endpoint, Guest, Hub
+from midihub.midi.held import NoteState
 from midihub.midi.messages import control_change, note_off, note_on
 from midihub.rtp import (
     Command,
@@ -25,6 +26,7 @@ from midihub.rtp import (
     PeerLeft,
     SessionTable,
 )
+from midihub.rtp.unrepaired import UnrepairedNotes
 from tests.memnet import GROUP_AND_ROOM, HUB_HOST, MemNet, MemPeer, Wire, lossless
 from tests.seeds import seeded
 
@@ -262,6 +264,24 @@ def test_release_after_leaves_a_sender_with_journals_alone() -> None:
     net, listener, events, seen = stuck_after_loss(2.0, journal=False, lose=lose)
     net.run_until(seen + 10.0)
     assert held_notes(listener) == {67}  # the documented cost of turning it on
+
+
+def test_a_suspect_struck_again_or_ended_otherwise_is_not_released() -> None:
+    held = NoteState()
+    held.update([(0, note_on(0, 60, 1)), (0, note_on(0, 62, 1)), (0, note_on(1, 64, 1))])
+    suspects = UnrepairedNotes()
+    suspects.lost(held, 5.0)
+    assert suspects.deadline == 5.0
+    # C4 struck again after the loss (held anew); channel 2 ended by All Notes Off.
+    news = [(0, note_off(0, 60)), (0, note_on(0, 60, 1)), (0, control_change(1, 123, 0))]
+    held.update(news)
+    suspects.heard(news)
+    suspects.lost(held, 9.0)  # a second loss: D4 keeps its earlier time; C4 is a suspect again
+    assert suspects.due(held, 4.9) == []
+    assert suspects.due(held, 5.0) == [(0, note_off(0, 62))] and not held.holds(0, 62)
+    assert suspects.deadline == 9.0 and held.holds(0, 60)
+    assert suspects.due(held, 9.0) == [(0, note_off(0, 60))]
+    assert suspects.deadline is None and not held.channels_held()
 
 
 def test_release_after_in_the_config() -> None:

@@ -374,7 +374,7 @@ class Session:
             assembled = fixes + assembled
         if assembled:
             self.held.update(assembled)
-            if self._unrepaired:
+            if self._unrepaired.deadline is not None:  # suspects since a loss: any news?
                 self._unrepaired.heard(assembled)
             events.append(MidiReceived(self.who, assembled, repaired, repair))
         return events

@@ -5,7 +5,8 @@ missing but not what they carried, so a lost NoteOff leaves its note sounding at
 everyone behind the hub. With ``release_after`` (opt-in, per port) each note such a
 sender held when the loss was seen becomes a suspect; a suspect it neither ends nor
 strikes again within ``release_after`` seconds, and still holds, is released then.
-Sans-IO: the session asks ``deadline`` and calls ``due(now)`` from its ``tick``.
+Sans-IO: ``deadline`` is part of the session's next deadline, and its table's ``tick``
+asks ``due(now)`` (``Session.release_unrepaired``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,7 @@ class UnrepairedNotes:
 
     def __init__(self) -> None:
         self._due: dict[tuple[int, int], float] = {}  # (channel, note) -> release time
-        self.deadline: float | None = None  # the earliest of them
-
-    def __bool__(self) -> bool:
-        return bool(self._due)
+        self.deadline: float | None = None  # the earliest of them; None: no suspects
 
     def lost(self, held: NoteState, release_at: float) -> None:
         """A loss nothing can repair: every note ``held`` now is a suspect (one already

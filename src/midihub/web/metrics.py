@@ -134,7 +134,8 @@ class HubCollector(Collector):
         yield from (send_errors, unreadable, trimmed, resyncs, loss_releases)
         released = CounterMetricFamily(
             "midihub_notes_released",
-            "NoteOffs sent for participants that left holding notes.",
+            "NoteOffs sent for participants that left holding notes (or, with release_after,"
+            " held them long after a loss).",
             value=self.hub.notes_released,
         )
         yield released
