@@ -5,6 +5,7 @@ in-memory network (tests/memnet.py), with time driven explicitly."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from midihub.rtp import (
 from midihub.rtp.unrepaired import UnrepairedNotes
 from tests.memnet import GROUP_AND_ROOM, HUB_HOST, MemNet, MemPeer, Wire, lossless
 from tests.seeds import seeded
+from tests.support import LOCALHOST, PyPeer, RunningHub, free_port_pair, make_config, wait_for
 
 ROOM = 5060
 
@@ -309,3 +311,26 @@ def test_config_check_accepts_and_validates_release_after(tmp_path: Path) -> Non
     bad.write_text("[rooms]\nJam = { port = 5060, release_after = 0 }\n")
     result = CliRunner().invoke(main, ["config", "check", str(bad)])
     assert result.exit_code == 1 and "rooms.Jam.release_after" in result.output
+
+
+async def test_six_players_over_udp_on_a_port_for_two() -> None:
+    """The same over real sockets on 127.0.0.1: six invitations sent together."""
+    port = free_port_pair()
+    limits = "[limits]\npending_per_source = 8\n"  # all six come from 127.0.0.1
+    text = f"max_participants = 2\n[rooms]\nJam = {port}\n{limits}"
+    with RunningHub(make_config(text)) as running:
+        peers = [PyPeer(f"udp{i}") for i in range(6)]
+        try:
+            loop = asyncio.get_running_loop()
+            for peer in peers:  # every IN on the wire before the hub answers any
+                peer.session = peer.table.connect((LOCALHOST, port), loop.time())
+            for peer in peers:
+                peer.flush()
+            await wait_for(lambda: sum(p.left() == ["bye"] for p in peers) == 4, 10.0, "BYs")
+            await wait_for(lambda: not running.hub.endpoints[port].table.pending, 10.0)
+            table = running.hub.endpoints[port].table
+            assert len(table.established) == 2
+            assert table.counters.drops[Drop.PORT_FULL] == 4
+        finally:
+            for peer in peers:
+                peer.close()
