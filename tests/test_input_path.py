@@ -28,11 +28,20 @@ from midihub.rtp import (
     SessionTable,
 )
 from midihub.rtp.unrepaired import UnrepairedNotes
-from tests.memnet import GROUP_AND_ROOM, HUB_HOST, MemNet, MemPeer, Wire, lossless
+from tests.memnet import (
+    GROUP_AND_ROOM,
+    HUB_HOST,
+    MemNet,
+    MemPeer,
+    TableNode,
+    Wire,
+    lossless,
+)
 from tests.seeds import seeded
 from tests.support import LOCALHOST, PyPeer, RunningHub, free_port_pair, make_config, wait_for
 
 ROOM = 5060
+REMOTE = ("10.0.3.1", 5004)
 
 
 class Player(Guest):
@@ -122,6 +131,20 @@ def test_sessions_in_the_handshake_cannot_pass_the_cap_when_they_complete() -> N
     assert table.established == [] and len(room(net).participants) == 2
     assert refused(net) == 1 and told_to_go(late)
     assert not any(e.who.name == "late" for e in events)  # never joined, nothing to log
+
+
+def test_an_outbound_session_that_proves_itself_on_a_full_port_is_ended() -> None:
+    """The hub's own invitations (links) pass the same admission when they join."""
+    net, events = make_net("max_participants = 1\n")
+    remote = net.attach(TableNode(SessionTable("remote", rng=seeded(3, "remote")), REMOTE))
+    assert net.hub.admit(ROOM, Player("browser"), net.now) is None  # the only place
+    net.hub.connect(ROOM, REMOTE, net.now)
+    net.flush_hub()
+    net.run_for(10.0)
+    left = [e for e in events if isinstance(e, PeerLeft)]
+    assert [(e.reason, e.joined) for e in left] == [(LeaveReason.FULL, False)]
+    assert room(net).table.established == [] and refused(net) == 1
+    assert not remote.table.sessions  # told with BY
 
 
 # -- SysEx: the same caps for a guest as for an RTP sender -------------------------

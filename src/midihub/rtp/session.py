@@ -6,7 +6,8 @@ origin); the datagrams it wants sent wait in its own outbox until
 shape of aioquic's connection). See docs/protocol.md for the packet flows.
 
 A session joins (``PeerJoined``) only once the peer has proved it receives at its
-address: it completed a clock-sync exchange echoing a timestamp we chose. Until then
+address: it completed a clock-sync exchange echoing a timestamp we chose, and then only
+if its port has a place for it (``admit``: the table's one admission rule). Until then
 it gets no MIDI, and what we send it never exceeds what it sent us, so a spoofed
 invitation cannot turn the hub into a reflector (docs/security.md).
 """
