@@ -23,7 +23,15 @@ from midihub.history import LatencyStore
 from midihub.hub import Endpoint, Hub, display_address
 from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
-from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Who
+from midihub.rtp import (
+    Event,
+    LatencyMeasured,
+    NotesReleased,
+    PacketsLost,
+    PeerJoined,
+    PeerLeft,
+    Who,
+)
 from midihub.web import Api, WebServer
 from midihub.web.recordings import RecordingsApi
 from midihub.web.server import WebError
@@ -57,6 +65,14 @@ def log_event(endpoint: Endpoint, event: Event) -> None:
         log.debug("%s: %s rtt %.1f ms", where, _who(event.who), event.rtt * 1000)
     elif isinstance(event, PacketsLost):
         log.debug("%s: %s lost %d packet(s)", where, _who(event.who), event.count)
+    elif isinstance(event, NotesReleased):
+        log.info(
+            "%s: released %d note(s) %s still held since a loss (it sends no journal: "
+            "release_after)",
+            where,
+            len(event.release),
+            _who(event.who),
+        )
 
 
 class App:

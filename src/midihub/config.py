@@ -54,6 +54,13 @@ class _PortOptions(_Strict):
     key: str | None = Field(
         default=None, min_length=4, max_length=128, description="browsers need it (the link has it)"
     )
+    release_after: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="seconds: after a loss from a sender without recovery journals, release"
+        " a note it held then and still holds this long after (off when unset)",
+    )
 
 
 class GroupConfig(_PortOptions):
@@ -332,6 +339,7 @@ class HubConfig(_Strict):
                         record=group.record,
                         browser=group.browser,
                         key=group.key,
+                        release_after=group.release_after,
                     )
                 )
         for name, room in self.rooms.items():
@@ -344,6 +352,7 @@ class HubConfig(_Strict):
                     record=room.record,
                     browser=room.browser,
                     key=room.key,
+                    release_after=room.release_after,
                 )
             )
         return specs

@@ -178,7 +178,7 @@ class HubReceivePath(RuleBasedStateMachine):
         assert max(per_source.values(), default=0) <= limits.sessions_per_source
         assert len(sessions) <= self.table.max_sessions + limits.max_pending
         assert len(self.table._replies) <= MAX_TRACKED_SOURCES
-        assert all(s._sysex.buffered <= limits.max_sysex for s in sessions)
+        assert all(s.intake.buffered <= limits.max_sysex for s in sessions)
 
     @invariant()
     def no_reflection_to_unproven_addresses(self) -> None:

@@ -51,12 +51,16 @@ class Endpoint:
             settings=settings,
             max_sessions=max_sessions,
             limits=limits,
+            others=self._guest_count,  # admission counts guests with the sessions
         )
 
     @property
     def participants(self) -> list[Peer]:
         """Everyone here: joined RTP sessions (replays and links included), then guests."""
         return [*self.table.established, *self.guests]
+
+    def _guest_count(self) -> int:
+        return len(self.guests)
 
     def stats_of(self, public_id: str) -> ParticipantStats:
         stats = self.stats.get(public_id)

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from midihub.midi.held import NoteState
-from midihub.rtp import Command, LeaveReason, Who
+from midihub.rtp import Command, Counters, LeaveReason, Limits, Who
+from midihub.rtp.intake import Intake
 
 
 class Guest(abc.ABC):
@@ -32,6 +33,7 @@ class Guest(abc.ABC):
         self.packets_received = 0
         self.packets_lost = 0
         self.held = NoteState()  # kept by the hub from what it plays
+        self.intake = Intake(Limits(), Counters(), now)  # its port's caps, set on admission
         self.who = Who("", name, address, self.transport)  # with its id once admitted
 
     @abc.abstractmethod

@@ -26,6 +26,7 @@ from midihub.rtp import (
     LatencyMeasured,
     LeaveReason,
     MidiReceived,
+    NotesReleased,
     Peer,
     PeerJoined,
     PeerLeft,
@@ -36,6 +37,8 @@ from midihub.rtp import (
     Who,
     encode_sections,
 )
+from midihub.rtp.intake import Intake
+from midihub.rtp.limits import Drop
 from midihub.rtp.recovery import MAX_LIST_LENGTH
 
 __all__ = ["MAX_LIST_LENGTH", "Hub", "Outgoing", "Reconfigured"]
@@ -177,6 +180,8 @@ class Hub:
                 session = endpoint.table.find(who.public_id)
                 if session is not None:
                     self._joined_session(endpoint, session, now)
+            elif isinstance(event, NotesReleased):  # release_after: a loss left them stuck
+                self._release(endpoint, who.public_id, event.release, now)
             elif isinstance(event, PeerLeft):
                 link = endpoint.hub_links.pop(who.public_id, None)
                 current = None if link is None else link.session
@@ -218,22 +223,30 @@ class Hub:
         endpoint = self.endpoints.get(port)
         if endpoint is None:
             return "no such port"
-        if len(endpoint.participants) >= self.spec.max_participants:
+        table = endpoint.table
+        if not table.has_room():  # the one admission, for sessions and guests alike
+            table.counters.drop(Drop.PORT_FULL)
             return "the port is full"
         taken = {peer.public_id for peer in endpoint.participants}
         while not guest.public_id or guest.public_id in taken:
             guest.public_id = f"{self._rng.getrandbits(32):08x}"
         guest.joined_at = now
         guest.who = Who(guest.public_id, guest.name, guest.address, guest.transport)
+        guest.intake = Intake(table.limits, table.counters, now)  # SysEx caps, as for RTP
         endpoint.guests.append(guest)
         self._guest_ports[guest] = port
         self._handle(endpoint, [PeerJoined(guest.who)], now)
         return None
 
     def play(self, guest: Guest, commands: list[Command], now: float) -> None:
-        """MIDI from a guest (complete messages, in order)."""
+        """MIDI from a guest (complete messages, in order): the same SysEx caps and
+        rate as an RTP sender's (its ``Intake``), the same note tracking, then
+        ``_midi`` like any participant's."""
         port = self._guest_ports.get(guest)
         if port is None or not commands:
+            return
+        commands = guest.intake.accept(commands, now)
+        if not commands:
             return
         endpoint = self.endpoints[port]
         guest.held.update(commands)
@@ -275,7 +288,10 @@ class Hub:
         return not any(fnmatch.fnmatchcase(name, p.casefold()) for p in config.journal_off)
 
     def _apply_journal_policy(self, endpoint: Endpoint, session: Session) -> None:
+        """Journals both ways: whether we send this session one, and, for when it
+        sends none after a loss, the port's ``release_after``."""
         session.use_journal(self.journal_wanted(endpoint, session))
+        session.release_after_loss(endpoint.spec.release_after)
 
     def _release(
         self, source: Endpoint, sender_id: str, commands: Sequence[Command], now: float

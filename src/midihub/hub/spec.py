@@ -25,6 +25,7 @@ class EndpointSpec:
     record: Literal["off", "auto"] = "off"
     browser: bool = False  # browsers may join it over WebSocket (/play)
     key: str | None = None  # ... when they know this
+    release_after: float | None = None  # seconds: notes stuck by a loss without journal
 
     def __repr__(self) -> str:  # never the key (logs, tracebacks)
         return f"EndpointSpec({self.port}, {self.label!r}, browser={self.browser})"

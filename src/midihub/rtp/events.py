@@ -88,6 +88,7 @@ class LeaveReason(enum.StrEnum):
     OVERFLOW = "overflow"  # it could not keep up with what it was sent
     LIMIT = "limit"  # it broke a limit (message rate, frame size)
     UNRESOLVED = "unresolved"  # an outbound link's remote name did not resolve
+    FULL = "full"  # it proved its address when the port had no place left (max_participants)
 
 
 @dataclass(slots=True)
@@ -123,6 +124,15 @@ class PacketsLost(Event):
     """A gap in the peer's RTP sequence numbers: ``count`` packets never arrived."""
 
     count: int
+
+
+@dataclass(slots=True)
+class NotesReleased(Event):
+    """Notes a sender without recovery journals still held ``release_after`` seconds
+    after a loss (their NoteOff may have been lost): the NoteOffs, for the hub to send
+    its listeners as it sends a departure's release. Its held state is updated."""
+
+    release: tuple[Command, ...]
 
 
 @dataclass(slots=True)

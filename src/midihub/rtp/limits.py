@@ -73,6 +73,7 @@ class Counters:
     journals_unreadable: int = 0  # a journal we could not read (its commands still count)
     journals_trimmed: int = 0  # journals cut to fit their packet (held notes kept first)
     sequence_resyncs: int = 0  # a peer's sequence jumped and we followed (RFC 3550 A.1)
+    loss_releases: int = 0  # notes a journal-less sender held long after a loss (release_after)
     drops: dict[Drop, int] = field(default_factory=dict)
 
     def drop(self, reason: Drop, count: int = 1) -> None:

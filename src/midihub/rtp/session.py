@@ -6,7 +6,8 @@ origin); the datagrams it wants sent wait in its own outbox until
 shape of aioquic's connection). See docs/protocol.md for the packet flows.
 
 A session joins (``PeerJoined``) only once the peer has proved it receives at its
-address: it completed a clock-sync exchange echoing a timestamp we chose. Until then
+address: it completed a clock-sync exchange echoing a timestamp we chose, and then only
+if its port has a place for it (``admit``: the table's one admission rule). Until then
 it gets no MIDI, and what we send it never exceeds what it sent us, so a spoofed
 invitation cannot turn the hub into a reflector (docs/security.md).
 """
@@ -15,24 +16,26 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from midihub.midi.held import NoteState
 from midihub.rtp import packets
-from midihub.rtp.commands import FLAG_J, Command, Section, SysexAssembler
+from midihub.rtp.commands import FLAG_J, Command, Section
 from midihub.rtp.errors import LocalProtocolError, ProtocolError
 from midihub.rtp.events import (
     Event,
     LatencyMeasured,
     LeaveReason,
     MidiReceived,
+    NotesReleased,
     PacketsLost,
     PeerJoined,
     Who,
 )
-from midihub.rtp.limits import Counters, Drop, Limits, TokenBucket, source_key
+from midihub.rtp.intake import Intake
+from midihub.rtp.limits import Counters, Drop, Limits, source_key
 from midihub.rtp.packets import Clock, Invitation, RtpHeader
 from midihub.rtp.recovery import (
     MAX_DATAGRAM,
@@ -43,6 +46,7 @@ from midihub.rtp.recovery import (
 )
 from midihub.rtp.recovery import repair as recovery_repair
 from midihub.rtp.sequence import SequenceTracker
+from midihub.rtp.unrepaired import UnrepairedNotes
 
 Address = tuple[Any, ...]
 """A socket address as asyncio gives it: ``(host, port)`` or ``(host, port, flow, scope)``."""
@@ -134,6 +138,7 @@ class Session:
         public_id: str = "",
         clock_offset: int = 0,
         initial_sequence: int | None = None,
+        admit: Callable[[], bool] | None = None,
     ) -> None:
         self.role = role
         self.local_ssrc = local_ssrc
@@ -167,10 +172,12 @@ class Session:
         self.sequence = SequenceTracker()
         self.held = NoteState()  # what the peer holds, by what it sent (and journals)
         self._rs_due: float | None = None
-        self._sysex = SysexAssembler(self._limits.max_sysex)
-        self._sysex_budget = TokenBucket(
-            self._limits.sysex_rate, max(self._limits.max_sysex, 1), now
-        )
+        self.intake = Intake(self._limits, self._counters, now)  # SysEx caps, as for guests
+        # Asked when the peer first proves its address: is there a place for it?
+        self._admit = admit
+        self.refused = False  # it proved its address on a full port: the table ends it
+        self._release_after: float | None = None  # see ``release_after_loss``
+        self._unrepaired = UnrepairedNotes()
         self._invite_attempts = 0
         self._next_invite = now
         self._ck_pending: int | None = None  # ts1 of our unanswered CK0
@@ -310,6 +317,10 @@ class Session:
             return []
         events: list[Event] = []
         if self.joined_at is None and self.state is State.ESTABLISHED:
+            if self._admit is not None and not self._admit():
+                self.proven_at = now  # it receives at its address: a BY may go there
+                self.refused = True
+                return events
             self.joined_at = now
             events.append(PeerJoined(self.who))
         self.proven_at = now
@@ -344,10 +355,10 @@ class Session:
             gap = _missed_before_first(header.sequence, journal)
         if gap:
             self.packets_lost += gap
-            before = self._sysex.too_long, self._sysex.incomplete
-            self._sysex.packet_lost()
-            self._count_sysex_drops(*before)
+            self.intake.packet_lost()
             events.append(PacketsLost(self.who, gap))
+            if journal is None and self._release_after is not None:
+                self._unrepaired.lost(self.held, now + self._release_after)
             if journal is not None:
                 try:
                     repair = decode_journal(*journal)
@@ -356,7 +367,7 @@ class Session:
         if self._rs_due is None:
             self._rs_due = now + RS_INTERVAL
         self.packets_received += 1
-        assembled = self._assemble(commands, now)
+        assembled = self.intake.accept(commands, now)
         repaired = 0
         if repair is not None:  # bring what we know it holds up to date first
             fixes = recovery_repair(repair, self.held)
@@ -364,43 +375,27 @@ class Session:
             assembled = fixes + assembled
         if assembled:
             self.held.update(assembled)
+            if self._unrepaired.deadline is not None:  # suspects since a loss: any news?
+                self._unrepaired.heard(assembled)
             events.append(MidiReceived(self.who, assembled, repaired, repair))
         return events
 
-    def _assemble(self, commands: list[Command], now: float) -> list[Command]:
-        for _, message in commands:
-            if message[0] in (0xF0, 0xF7):
-                break
-        else:
-            return commands  # the common case: no SysEx in the packet
-        out: list[Command] = []
-        sysex = self._sysex
-        for delta, message in commands:
-            if message[0] not in (0xF0, 0xF7):
-                out.append((delta, message))
-                continue
-            starts = message[0] == 0xF0
-            if sysex.skipping and not starts:
-                sysex.push(message)  # the rest of a SysEx we gave up on
-                continue
-            if not self._sysex_budget.take(len(message), now):
-                self._counters.drop(Drop.SYSEX_RATE)
-                if not (starts and message[-1] == 0xF7):
-                    sysex.abort()  # the rest of this SysEx goes with it
-                continue
-            before = sysex.too_long, sysex.incomplete
-            whole = sysex.push(message)
-            self._count_sysex_drops(*before)
-            if whole is not None:
-                out.append((delta, whole))
-        return out
+    def release_after_loss(self, seconds: float | None) -> None:
+        """``release_after`` for this sender (None: off): after a loss its packets
+        carry no journal to repair from, so a note it held then and still holds
+        ``seconds`` later is released (``release_unrepaired``)."""
+        self._release_after = seconds
+        if seconds is None:
+            self._unrepaired.clear()
 
-    def _count_sysex_drops(self, too_long: int, incomplete: int) -> None:
-        """Count, as drop reasons, what the SysEx assembler gave up since these counts."""
-        if self._sysex.too_long != too_long:
-            self._counters.drop(Drop.SYSEX_TOO_LONG)
-        if self._sysex.incomplete != incomplete:
-            self._counters.drop(Drop.SYSEX_INCOMPLETE)
+    def release_unrepaired(self, now: float) -> NotesReleased | None:
+        """The notes whose ``release_after`` ran out since a loss without journal, as
+        an event for the hub; what the peer holds is updated."""
+        release = self._unrepaired.due(self.held, now)
+        if not release:
+            return None
+        self._counters.loss_releases += len(release)
+        return NotesReleased(self.who, tuple(release))
 
     def send_lists(self, sections: Sequence[Section | bytes], now: float) -> None:
         """Send encoded MIDI command sections (J = 0), one RTP packet each, adding this
@@ -520,6 +515,8 @@ class Session:
             if self.routable:
                 deadline = min(deadline, self.proven_at + stale)
         if self.state is State.ESTABLISHED:
+            if self._unrepaired.deadline is not None:
+                deadline = min(deadline, self._unrepaired.deadline)
             if self._guard_at is not None:
                 deadline = min(deadline, self._guard_at)
             if self._rs_due is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from midihub.rtp import packets
 from midihub.rtp.commands import Section, decode_payload
@@ -49,13 +49,16 @@ class SessionTable:
         accept: bool = True,
         max_sessions: int = 64,
         limits: Limits | None = None,
+        others: Callable[[], int] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings or SessionSettings()
         self.accept = accept
-        self.max_sessions = max_sessions
+        self.max_sessions = max_sessions  # participants of every kind (max_participants)
         self.limits = limits or Limits()
         self.counters = Counters()
+        # How many of the port's participants are not sessions here (the hub's guests).
+        self._others = others or (lambda: 0)
         self._rng = rng
         self._outbox: list[Datagram] = []  # NO replies: no session behind them
         self._touched: list[Session] = []  # sessions that may have datagrams waiting
@@ -94,6 +97,14 @@ class SessionTable:
     def pending(self) -> int:
         """Half-open sessions: invited (either way) but not yet participants."""
         return sum(1 for s in self.sessions if s.pending)
+
+    def has_room(self) -> bool:
+        """Admission, the one place it is decided for every kind of participant: the
+        joined sessions and the port's other participants (guests) stay within
+        ``max_sessions``. Asked at an IN (refused with NO when full), when a session
+        first proves its address (its join: refused with BY when full, so invitations
+        accepted together cannot all join) and when the hub admits a guest."""
+        return len(self.established) + self._others() < self.max_sessions
 
     def find(self, public_id: str) -> Session | None:
         """The live session an event or the API names by its public id."""
@@ -175,6 +186,10 @@ class SessionTable:
             joined = session.joined_at
             self._touched.append(session)
             events = session.on_clock(packet, kind, addr, now, size)
+            if session.refused:  # it proved its address, but the port is full
+                self.counters.drop(Drop.PORT_FULL)
+                self._forget(session)
+                return self._ended(session, LeaveReason.FULL, bye=True)
             if session.joined_at is not joined:
                 self._established = None  # a new participant
             return events
@@ -248,7 +263,7 @@ class SessionTable:
             return self._refuse(packet, kind, addr, now, Drop.SOURCE_FULL)
         if sum(1 for s in from_source if s.pending) >= self.limits.pending_per_source:
             return self._refuse(packet, kind, addr, now, Drop.PENDING_FULL)
-        if len(self.established) >= self.max_sessions:
+        if not self.has_room():
             return self._refuse(packet, kind, addr, now, Drop.PORT_FULL)
         events = self._make_room(now)
         session = self._new_session(Role.RESPONDER, self.name, packet.token, addr, now)
@@ -342,6 +357,7 @@ class SessionTable:
             public_id=self._new_public_id(),
             clock_offset=self._rng.getrandbits(32),
             initial_sequence=self._rng.getrandbits(16),
+            admit=self.has_room,
         )
         self._by_public_id[session.public_id] = session
         self._touched.append(session)
@@ -365,6 +381,9 @@ class SessionTable:
             if now < session.next_deadline():
                 continue
             self._touched.append(session)
+            released = session.release_unrepaired(now)
+            if released is not None:
+                events.append(released)
             reason = session.tick(now)
             if reason is not None:
                 if reason is LeaveReason.HANDSHAKE_TIMEOUT:

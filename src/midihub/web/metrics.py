@@ -92,6 +92,10 @@ class HubCollector(Collector):
         resyncs = counter(
             "sequence_resyncs", "Peers whose RTP sequence jumped and was followed (RFC 3550)."
         )
+        loss_releases = counter(
+            "loss_releases",
+            "Notes released after a loss from senders without recovery journals (release_after).",
+        )
         repairs = counter(
             "journal_repairs", "MIDI messages recreated from RFC 6295 recovery journals."
         )
@@ -119,6 +123,7 @@ class HubCollector(Collector):
             unreadable.add_metric(values, counters.journals_unreadable)
             trimmed.add_metric(values, counters.journals_trimmed)
             resyncs.add_metric(values, counters.sequence_resyncs)
+            loss_releases.add_metric(values, counters.loss_releases)
             repairs.add_metric(values, endpoint.journal_repairs)
             panics.add_metric(values, endpoint.panics)
             pending.add_metric(values, endpoint.table.pending)
@@ -126,10 +131,11 @@ class HubCollector(Collector):
                 dropped.add_metric([*values, reason.value], counters.drops.get(reason, 0))
         yield from (participants, packets_in, packets_out, messages_in, messages_out)
         yield from (malformed, repairs, panics, pending, dropped)
-        yield from (send_errors, unreadable, trimmed, resyncs)
+        yield from (send_errors, unreadable, trimmed, resyncs, loss_releases)
         released = CounterMetricFamily(
             "midihub_notes_released",
-            "NoteOffs sent for participants that left holding notes.",
+            "NoteOffs sent for participants that left holding notes (or, with release_after,"
+            " held them long after a loss).",
             value=self.hub.notes_released,
         )
         yield released
