@@ -21,9 +21,10 @@ from midihub.bonjour import Advertiser, advertise_addresses
 from midihub.config import ConfigError, HubConfig, is_loopback, parse_listen
 from midihub.history import LatencyStore
 from midihub.hub import Endpoint, Hub, display_address
+from midihub.hub.joinlog import JoinLog
 from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
-from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Who
+from midihub.rtp import Event, LatencyMeasured
 from midihub.web import Api, WebServer
 from midihub.web.recordings import RecordingsApi
 from midihub.web.server import WebError
@@ -37,26 +38,6 @@ TOKEN_FILE = "midihub.token"
 
 class DatabaseError(Exception):
     """The latency database cannot be opened; one line naming the path."""
-
-
-def _who(who: Who) -> str:
-    return f"{who.name or '(unnamed)'!r} from {display_address(who.address)}"
-
-
-def log_event(endpoint: Endpoint, event: Event) -> None:
-    """The admin's view of the hub: every join and leave, with name and address."""
-    where = f"{endpoint.label} :{endpoint.port}"
-    if isinstance(event, PeerJoined):
-        log.info("%s: %s joined", where, _who(event.who))
-    elif isinstance(event, PeerLeft):
-        if not event.joined:
-            log.warning("%s: invitation to %s failed (%s)", where, _who(event.who), event.reason)
-        else:
-            log.info("%s: %s left (%s)", where, _who(event.who), event.reason)
-    elif isinstance(event, LatencyMeasured):
-        log.debug("%s: %s rtt %.1f ms", where, _who(event.who), event.rtt * 1000)
-    elif isinstance(event, PacketsLost):
-        log.debug("%s: %s lost %d packet(s)", where, _who(event.who), event.count)
 
 
 class App:
@@ -77,7 +58,9 @@ class App:
         self.web_override = web
         self.db_override = db
         self.hub = Hub(self.config.spec())
-        self.hub.listeners.append(log_event)
+        # Joins and leaves, rate-limited per source; ``run`` puts it on the loop's clock.
+        self.join_log = JoinLog(log, time.monotonic)
+        self.hub.listeners.append(self.join_log.listener)
         self.server: HubServer | None = None
         self.web: WebServer | None = None
         self.api: Api | None = None
@@ -92,6 +75,7 @@ class App:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self.join_log.clock, self.join_log.call_later = loop.time, loop.call_later
         # Signals work from the start: opening the history database may take a while,
         # and a SIGHUP or SIGTERM meanwhile must not kill the process by default action.
         installed = []
@@ -128,6 +112,7 @@ class App:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             await self._shut_down()
+            self.join_log.close()  # the last "… and N more", after the goodbyes
             log.info("stopped")
 
     async def _shut_down(self) -> None:
