@@ -1,15 +1,24 @@
 """A reload applies what it accepts to the ports it keeps, their live sessions
 included: names in OK replies, limits, the NO-reply limiter (sans-IO, on the
-in-memory network). The README's reload table lists every setting."""
+in-memory network); the running hub applies the rest it can and names the settings
+that need a restart. The README's reload table lists every setting."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
 from midihub import config as c
+from midihub.app import App
 from midihub.hub import Hub
 from midihub.rtp import Drop, PortKind, packets
 from midihub.rtp.packets import Invitation
 from tests.memnet import GROUP_AND_ROOM, MemNet, MemPeer
 from tests.seeds import seeded
+from tests.support import free_ports, wait_for
 
 SPOOFER = ("198.51.100.7", 6000)
 LONG = " with a name long enough"
@@ -183,3 +192,50 @@ def test_lowered_invitation_caps_apply_to_the_next_invitation() -> None:
     reload(net, limits("max_pending = 1\n"))
     assert invite(net, PortKind.CONTROL, 5) == 0  # both others make way for it
     assert table.pending == 1 and table.counters.drops[Drop.PENDING_EVICTED] == 2
+
+
+async def test_the_running_hub_applies_what_it_can_and_names_what_needs_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="midihub")
+    file = tmp_path / "midihub.toml"
+    base = "[mdns]\nenabled = false\n[rooms]\nJam = {room}\n[web]\nlisten = ''\n"
+    (room,) = free_ports(1)
+    file.write_text(base.format(room=room))
+    config, _ = c.load(file, "127.0.0.1")
+    app = App(config, file, "127.0.0.1", db=":memory:")
+    running = asyncio.create_task(app.run())
+    try:
+        await wait_for(lambda: app.ready, 10, "the hub")
+        assert app.recordings is not None and app.store is not None
+        directory = app.recordings.settings.dir
+        file.write_text(
+            base.format(room=room)
+            + "token = 'a-secret-token'\n"  # in [web]
+            + "[stats]\nretention_days = 2.0\n"
+            + "[record]\ndir = 'elsewhere'\nmax_recording_mb = 5.0\nsplit_after = 1.0\n"
+        )
+        for _ in range(2):  # not applied, so said again at the next reload
+            caplog.clear()
+            assert app.reload() is None
+            warnings = [r.getMessage() for r in caplog.records]
+            restart = "changed; those settings take effect only after a restart:"
+            assert f"reload: [web] {restart} token" in warnings
+            assert f"reload: [record] {restart} dir" in warnings
+            assert not any("a-secret-token" in w or "[stats]" in w for w in warnings)
+        assert app.config.web.token is None  # the running value stays
+        # Applied live: recordings' limits and the history's retention.
+        assert app.recordings.settings.max_recording_mb == 5.0
+        assert app.recordings.settings.split_after == 1.0
+        assert app.recordings.settings.dir == directory
+        assert app.store.retention == 2 * 86400
+
+        file.write_text(base.format(room=room).replace("false", "true"))
+        caplog.clear()
+        assert app.reload() is None
+        restart = "changed; those settings take effect only after a restart:"
+        assert [r.getMessage() for r in caplog.records] == [f"reload: [mdns] {restart} enabled"]
+        assert app.advertiser is None
+    finally:
+        app.stop()
+        await asyncio.wait_for(running, 15)

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from midihub import config as config_module
 from midihub.bonjour import Advertiser, advertise_addresses
@@ -38,6 +38,45 @@ TOKEN_FILE = "midihub.token"
 
 class DatabaseError(Exception):
     """The latency database cannot be opened; one line naming the path."""
+
+
+RESTART_ONLY: Final[dict[str, frozenset[str] | None]] = {
+    "web": None,  # its socket, TLS files, token and browser limits are set up at start
+    "stats": frozenset({"database"}),
+    "mdns": None,  # the advertiser is made (or not) at start
+    "record": frozenset({"dir", "flush_interval"}),  # the writer thread's
+}
+"""What a reload cannot apply (section → its fields, None: all): it says so and keeps
+the running values. ``bind`` is the socket layer's (``HubServer.reconfigure``);
+every other setting applies live (README, "What a reload changes")."""
+
+
+def restart_only_changes(old: HubConfig, new: HubConfig) -> dict[str, list[str]]:
+    """The restart-only fields that differ, by section (names only: never a token)."""
+    changes: dict[str, list[str]] = {}
+    for section, fields in RESTART_ONLY.items():
+        before, after = getattr(old, section), getattr(new, section)
+        names = [
+            name
+            for name in type(before).model_fields
+            if (fields is None or name in fields) and getattr(before, name) != getattr(after, name)
+        ]
+        if names:
+            changes[section] = names
+    return changes
+
+
+def still_running(old: HubConfig, new: HubConfig) -> HubConfig:
+    """``new`` with the restart-only values of ``old``, which stay in force (the next
+    reload compares with what runs, and says so again)."""
+    update: dict[str, Any] = {}
+    for section, fields in RESTART_ONLY.items():
+        before = getattr(old, section)
+        if fields is not None:
+            kept = {name: getattr(before, name) for name in fields}
+            before = getattr(new, section).model_copy(update=kept)
+        update[section] = before
+    return new.model_copy(update=update)
 
 
 class App:
@@ -312,14 +351,18 @@ class App:
             return f"reload refused, configuration unchanged: {error}"
         for problem in self.server.reconfigure(new.spec()):
             log.error("reload: %s", problem)
-        for section in ("web", "stats"):
-            if getattr(new, section) != getattr(self.config, section):
-                log.warning(
-                    "reload: [%s] changed; those settings take effect only after a restart",
-                    section,
-                )
+        for section, names in restart_only_changes(self.config, new).items():
+            log.warning(
+                "reload: [%s] changed; those settings take effect only after a restart: %s",
+                section,
+                ", ".join(names),
+            )
         self._reload_tls()
-        self.config = new.model_copy(update={"bind": self.server.bind})
+        self.config = still_running(self.config, new).model_copy(update={"bind": self.server.bind})
+        if self.store is not None:
+            self.store.retention = self.config.stats.retention_days * 86400
+        if self.recordings is not None:
+            self.recordings.settings = self.config.record
         if self.advertiser is not None:
             self._in_background(self._advertise())
         log.info(
