@@ -14,7 +14,7 @@ from midihub.app import App
 from midihub.hub import Guest, Hub
 from midihub.hub.joinlog import LINES, MAX_SOURCES, OTHERS, JoinLog
 from midihub.rtp import Command, LeaveReason
-from tests.support import wait_for
+from tests.support import free_tcp_port, wait_for
 
 
 class Player(Guest):
@@ -145,7 +145,8 @@ async def test_the_running_hub_logs_a_join_leave_loop_in_a_few_lines(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="midihub")
-    config = c.parse("[web]\nlisten = ''\n[mdns]\nenabled = false\n" + ROOM, "<test>", "127.0.0.1")
+    web = f"[web]\nlisten = '127.0.0.1:{free_tcp_port()}'\n"
+    config = c.parse(web + "[mdns]\nenabled = false\n" + ROOM, "<test>", "127.0.0.1")
     app = App(config, None, "127.0.0.1", db=":memory:")
     app.join_log.window = 0.5
     running = asyncio.create_task(app.run())
@@ -160,6 +161,9 @@ async def test_the_running_hub_logs_a_join_leave_loop_in_a_few_lines(
 
         await wait_for(lambda: summary in said(), 10, "the summary")
         assert len(said()) == LINES + 1
+        assert app.api is not None  # what /metrics serves:
+        metrics = app.api.metrics.render().decode()
+        assert f"midihub_log_lines_suppressed_total {2000 - LINES}.0" in metrics
     finally:
         app.stop()
         await asyncio.wait_for(running, 15)

@@ -26,6 +26,7 @@ from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
 from midihub.rtp import Event, LatencyMeasured
 from midihub.web import Api, WebServer
+from midihub.web.metrics import CountCollector
 from midihub.web.recordings import RecordingsApi
 from midihub.web.server import WebError
 
@@ -278,6 +279,14 @@ class App:
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
+        self.api.metrics.registry.register(
+            CountCollector(
+                "midihub_log_lines_suppressed",
+                "Join and leave log lines held back by the per-source limit (each window's"
+                " are summed up in one '… and N more' line).",
+                lambda: self.join_log.suppressed,
+            )
+        )
         application = self.api.application()
         if self.recordings is not None:
             application.add_routes(RecordingsApi(self.recordings).routes())
