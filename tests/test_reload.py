@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from midihub import config as c
 from midihub.app import App
-from midihub.hub import Hub
-from midihub.rtp import Drop, PortKind, packets
+from midihub.hub import Guest, Hub
+from midihub.rtp import Command, Drop, LeaveReason, PortKind, packets
 from midihub.rtp.packets import Invitation
 from tests.memnet import GROUP_AND_ROOM, MemNet, MemPeer
 from tests.seeds import seeded
@@ -152,15 +153,25 @@ def test_a_lowered_participant_cap_turns_newcomers_away_and_drops_no_one() -> No
     assert len(table.established) == 2 and table.counters.drops[Drop.PORT_FULL] >= 1
 
 
-def test_a_shorter_timeout_and_clock_sync_interval_reach_live_sessions() -> None:
+def test_a_shorter_timeout_reaches_live_sessions() -> None:
     net = make_net()
     join(net, "alice", 5060)
     (session,) = net.hub.endpoints[5060].table.established
-    reload(net, "timeout = 3.0\nck_interval = 1.0\n" + GROUP_AND_ROOM)
+    reload(net, "timeout = 3.0\n" + GROUP_AND_ROOM)
     net.die(peer(net, "alice"))
     net.run_for(4.0)  # the old timeout was 30 s
     assert not session.established
     assert net.hub.endpoints[5060].table.established == []
+
+
+def test_a_shorter_clock_sync_interval_reaches_live_sessions() -> None:
+    net = make_net()
+    join(net, "alice", 5060)
+    (session,) = net.hub.endpoints[5060].table.established
+    reload(net, "ck_interval = 2.0\n" + GROUP_AND_ROOM)
+    net.die(peer(net, "alice"))
+    net.run_for(7.0)  # unproven for 3 intervals: 6 s now, 30 s before
+    assert not session.routable and session.joined
 
 
 def test_journal_settings_reach_live_sessions() -> None:
@@ -236,6 +247,52 @@ async def test_the_running_hub_applies_what_it_can_and_names_what_needs_a_restar
         restart = "changed; those settings take effect only after a restart:"
         assert [r.getMessage() for r in caplog.records] == [f"reload: [mdns] {restart} enabled"]
         assert app.advertiser is None
+    finally:
+        app.stop()
+        await asyncio.wait_for(running, 15)
+
+
+class Player(Guest):
+    transport = "test"
+
+    def deliver(self, commands: Sequence[Command], now: float) -> None:
+        pass
+
+    def close(self, reason: LeaveReason) -> None:
+        pass
+
+
+async def test_the_running_hub_follows_a_rooms_record_and_keeps_its_bind_address(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="midihub")
+    (room,) = free_ports(1)
+    file = tmp_path / "midihub.toml"
+    base = "bind = '{bind}'\n[mdns]\nenabled = false\n[web]\nlisten = ''\n[record]\ndir = '{dir}'\n"
+    base = base.replace("{dir}", str(tmp_path / "recordings"))
+    file.write_text(base.format(bind="127.0.0.1") + f"[rooms]\nJam = {room}\n")
+    config, _ = c.load(file)
+    app = App(config, file, db=":memory:")
+    running = asyncio.create_task(app.run())
+    try:
+        await wait_for(lambda: app.ready, 10, "the hub")
+        player = Player("p", ("192.0.2.1", 1), 0.0)
+        loop = asyncio.get_running_loop()
+        assert app.hub.admit(room, player, loop.time()) is None
+        file.write_text(
+            base.format(bind="0.0.0.0") + f"[rooms.Jam]\nport = {room}\nrecord = 'auto'\n"
+        )
+        assert app.reload() is None
+        assert "reload: bind address change to 0.0.0.0 needs a restart; kept 127.0.0.1" in [
+            r.getMessage() for r in caplog.records
+        ]
+        assert app.config.bind == "127.0.0.1"
+
+        def recording() -> bool:  # the recorder follows the reload within its next check
+            app.hub.play(player, [(0, b"\x90\x3c\x40"), (0, b"\x80\x3c\x00")], loop.time())
+            return app.recordings is not None and bool(app.recordings.active)
+
+        await wait_for(recording, 10, "an auto recording of the room")
     finally:
         app.stop()
         await asyncio.wait_for(running, 15)
