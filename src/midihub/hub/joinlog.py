@@ -76,7 +76,7 @@ class JoinLog:
 
     @property
     def tracked(self) -> int:
-        """Sources with an open window (for tests and metrics)."""
+        """Sources with an open window (at most ``max_sources`` + 1)."""
         return len(self._windows)
 
     def listener(self, endpoint: Endpoint, event: Event) -> None:
@@ -101,8 +101,8 @@ class JoinLog:
     def _allowed(self, who: Who) -> bool:
         now = self.clock()
         self.summarize(now)
-        source = source_key(who.address[0] if who.address else "")
-        if not source.isprintable():
+        source = source_key(who.address[0] if who.address else "")[:64]
+        if not source.isprintable():  # an address we did not parse (a guest's transport)
             source = "?"
         windows = self._windows
         entry = windows.get(source)
