@@ -10,16 +10,20 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from midihub import config as c
 from midihub.app import App
 from midihub.hub import Guest, Hub
+from midihub.midi.messages import note_on
 from midihub.rtp import Command, Drop, LeaveReason, PortKind, packets
 from midihub.rtp.packets import Invitation
+from midihub.web.playwire import Dropped
 from tests.memnet import GROUP_AND_ROOM, MemNet, MemPeer
 from tests.seeds import seeded
-from tests.support import free_ports, wait_for
+from tests.support import free_ports, free_tcp_port, wait_for
+from tests.test_play import Inbox, hello
 
 SPOOFER = ("198.51.100.7", 6000)
 LONG = " with a name long enough"
@@ -293,6 +297,46 @@ async def test_the_running_hub_follows_a_rooms_record_and_keeps_its_bind_address
             return app.recordings is not None and bool(app.recordings.active)
 
         await wait_for(recording, 10, "an auto recording of the room")
+    finally:
+        app.stop()
+        await asyncio.wait_for(running, 15)
+
+
+async def test_tightened_browser_limits_reach_a_browser_already_playing(tmp_path: Path) -> None:
+    (room,) = free_ports(1)
+    url = f"http://127.0.0.1:{free_tcp_port()}"
+    file = tmp_path / "midihub.toml"
+    base = (
+        f"[mdns]\nenabled = false\n[rooms.Jam]\nport = {room}\nbrowser = true\n"
+        f"[web]\nlisten = '{url.removeprefix('http://')}'\n"
+    )
+    file.write_text(base)
+    config, _ = c.load(file, "127.0.0.1")
+    app = App(config, file, "127.0.0.1", db=":memory:")
+    running = asyncio.create_task(app.run())
+    try:
+        await wait_for(lambda: app.ready and app.web is not None, 10, "the hub")
+        assert app.api is not None
+        async with aiohttp.ClientSession() as session:
+            player, _ = await hello(session, url, room, "player")
+            ear, _ = await hello(session, url, room, "ear")
+            heard = Inbox(ear)
+            await player.send_bytes(note_on(0, 60, 1))
+            await wait_for(lambda: len(heard.midi) == 1, 5, "a note before the reload")
+
+            file.write_text(base + "browser_rate = 0.5\nbrowser_burst = 3\nmonitor_viewers = 2\n")
+            assert app.reload() is None
+            for n in range(10):
+                await player.send_bytes(note_on(0, n, 1))
+            counters = app.api.play.counters.dropped
+            await wait_for(lambda: counters.get(Dropped.RATE, 0) == 7, 5, "7 over the rate")
+            await wait_for(lambda: len(heard.midi) == 4, 5, "the burst of 3")
+            assert app.api.monitor.limit == 2
+            late, welcome = await hello(session, url, room, "late")
+            assert welcome["limits"]["rate"] == 0.5 and welcome["limits"]["burst"] == 3
+            for ws in (player, late):
+                await ws.close()
+            await heard.close()
     finally:
         app.stop()
         await asyncio.wait_for(running, 15)

@@ -42,7 +42,8 @@ class DatabaseError(Exception):
 
 
 RESTART_ONLY: Final[dict[str, frozenset[str] | None]] = {
-    "web": None,  # its socket, TLS files, token and browser limits are set up at start
+    # The server, its TLS files (read again at each reload), token and host checks.
+    "web": frozenset({"listen", "token", "public", "hosts", "tls_cert", "tls_key"}),
     "stats": frozenset({"database"}),
     "mdns": None,  # the advertiser is made (or not) at start
     "record": frozenset({"dir", "flush_interval"}),  # the writer thread's
@@ -372,6 +373,8 @@ class App:
             self.store.retention = self.config.stats.retention_days * 86400
         if self.recordings is not None:
             self.recordings.settings = self.config.record
+        if self.api is not None:
+            self.api.configure(self.config.web, asyncio.get_running_loop().time())
         if self.advertiser is not None:
             self._in_background(self._advertise())
         log.info(
