@@ -324,16 +324,23 @@ async def test_tightened_browser_limits_reach_a_browser_already_playing(tmp_path
             await player.send_bytes(note_on(0, 60, 1))
             await wait_for(lambda: len(heard.midi) == 1, 5, "a note before the reload")
 
-            file.write_text(base + "browser_rate = 0.5\nbrowser_burst = 3\nmonitor_viewers = 2\n")
+            file.write_text(
+                base + "browser_rate = 0.5\nbrowser_burst = 3\nbrowser_queue = 16\n"
+                "max_browser_per_port = 3\nmonitor_viewers = 2\n"
+            )
             assert app.reload() is None
             for n in range(10):
                 await player.send_bytes(note_on(0, n, 1))
             counters = app.api.play.counters.dropped
             await wait_for(lambda: counters.get(Dropped.RATE, 0) == 7, 5, "7 over the rate")
             await wait_for(lambda: len(heard.midi) == 4, 5, "the burst of 3")
+            assert {browser.limit for browser in app.api.play.browsers} == {16}
             assert app.api.monitor.limit == 2
             late, welcome = await hello(session, url, room, "late")
             assert welcome["limits"]["rate"] == 0.5 and welcome["limits"]["burst"] == 3
+            refused, reply = await hello(session, url, room, "one too many")
+            assert reply["type"] == "error" and reply["reason"] == "full"
+            await refused.close()
             for ws in (player, late):
                 await ws.close()
             await heard.close()
