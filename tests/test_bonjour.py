@@ -13,7 +13,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from midihub import config as config_module
 from midihub.app import App
-from midihub.bonjour import SERVICE_TYPE, advertise_addresses, instance_name
+from midihub.bonjour import SERVICE_TYPE, Advertiser, advertise_addresses, instance_name
 from tests.support import free_ports, wait_for
 
 
@@ -150,3 +150,38 @@ def test_instance_names_fit_one_dns_label() -> None:
     assert instance_name("midihub GroupOne in") == "midihub GroupOne in"
     long = "é" * 40  # 80 bytes
     assert len(instance_name(long).encode()) <= 63 and instance_name(long) == "é" * 31
+
+
+async def test_a_renamed_port_is_advertised_under_its_new_name(tmp_path: Path) -> None:
+    (room,) = free_ports(1)
+    hub_name = f"rename-{room}"
+    file = tmp_path / "midihub.toml"
+    file.write_text(f"name = '{hub_name}'\n[web]\nlisten = ''\n[rooms]\nOld = {room}\n")
+    config, _ = config_module.load(file, "127.0.0.1")
+    browser = Browser()
+    app = App(config, file, "127.0.0.1", db=":memory:")
+    running = asyncio.create_task(app.run())
+    try:
+        await wait_for(lambda: full(f"{hub_name} Old") in browser.seen, 10, "the old name")
+        file.write_text(f"name = '{hub_name}'\n[web]\nlisten = ''\n[rooms]\nNew = {room}\n")
+        assert app.reload() is None
+        await wait_for(lambda: full(f"{hub_name} New") in browser.seen, 10, "the new name")
+        await wait_for(lambda: full(f"{hub_name} Old") in browser.removed, 5, "old withdrawn")
+        assert browser.seen[full(f"{hub_name} New")] == (room, ["127.0.0.1"])
+    finally:
+        app.stop()
+        await asyncio.wait_for(running, 15)
+        await browser.close()
+
+
+async def test_syncs_at_once_register_each_port_once() -> None:
+    (port,) = free_ports(1)
+    name = f"twice-{port}"
+    advertiser = Advertiser(["127.0.0.1"])
+    await advertiser.start()
+    try:
+        # The start's sync and a reload's, as when a SIGHUP comes during the start.
+        await asyncio.gather(advertiser.sync({port: name}), advertiser.sync({port: name}))
+        assert advertiser.services[port].name == full(name)  # not "twice-… (2)"
+    finally:
+        await advertiser.close()

@@ -14,25 +14,19 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from midihub import config as config_module
 from midihub.bonjour import Advertiser, advertise_addresses
 from midihub.config import ConfigError, HubConfig, is_loopback, parse_listen
 from midihub.history import LatencyStore
 from midihub.hub import Endpoint, Hub, display_address
+from midihub.hub.joinlog import JoinLog
 from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
-from midihub.rtp import (
-    Event,
-    LatencyMeasured,
-    NotesReleased,
-    PacketsLost,
-    PeerJoined,
-    PeerLeft,
-    Who,
-)
+from midihub.rtp import Event, LatencyMeasured
 from midihub.web import Api, WebServer
+from midihub.web.metrics import CountCollector
 from midihub.web.recordings import RecordingsApi
 from midihub.web.server import WebError
 
@@ -47,32 +41,44 @@ class DatabaseError(Exception):
     """The latency database cannot be opened; one line naming the path."""
 
 
-def _who(who: Who) -> str:
-    return f"{who.name or '(unnamed)'!r} from {display_address(who.address)}"
+RESTART_ONLY: Final[dict[str, frozenset[str] | None]] = {
+    # The server, its TLS files (read again at each reload), token and host checks.
+    "web": frozenset({"listen", "token", "public", "hosts", "tls_cert", "tls_key"}),
+    "stats": frozenset({"database"}),
+    "mdns": None,  # the advertiser is made (or not) at start
+    "record": frozenset({"dir", "flush_interval"}),  # the writer thread's
+}
+"""What a reload cannot apply (section → its fields, None: all): it says so and keeps
+the running values. ``bind`` is the socket layer's (``HubServer.reconfigure``);
+every other setting applies live (README, "What a reload changes")."""
 
 
-def log_event(endpoint: Endpoint, event: Event) -> None:
-    """The admin's view of the hub: every join and leave, with name and address."""
-    where = f"{endpoint.label} :{endpoint.port}"
-    if isinstance(event, PeerJoined):
-        log.info("%s: %s joined", where, _who(event.who))
-    elif isinstance(event, PeerLeft):
-        if not event.joined:
-            log.warning("%s: invitation to %s failed (%s)", where, _who(event.who), event.reason)
-        else:
-            log.info("%s: %s left (%s)", where, _who(event.who), event.reason)
-    elif isinstance(event, LatencyMeasured):
-        log.debug("%s: %s rtt %.1f ms", where, _who(event.who), event.rtt * 1000)
-    elif isinstance(event, PacketsLost):
-        log.debug("%s: %s lost %d packet(s)", where, _who(event.who), event.count)
-    elif isinstance(event, NotesReleased):
-        log.info(
-            "%s: released %d note(s) %s still held since a loss (it sends no journal: "
-            "release_after)",
-            where,
-            len(event.release),
-            _who(event.who),
-        )
+def restart_only_changes(old: HubConfig, new: HubConfig) -> dict[str, list[str]]:
+    """The restart-only fields that differ, by section (names only: never a token)."""
+    changes: dict[str, list[str]] = {}
+    for section, fields in RESTART_ONLY.items():
+        before, after = getattr(old, section), getattr(new, section)
+        names = [
+            name
+            for name in type(before).model_fields
+            if (fields is None or name in fields) and getattr(before, name) != getattr(after, name)
+        ]
+        if names:
+            changes[section] = names
+    return changes
+
+
+def still_running(old: HubConfig, new: HubConfig) -> HubConfig:
+    """``new`` with the restart-only values of ``old``, which stay in force (the next
+    reload compares with what runs, and says so again)."""
+    update: dict[str, Any] = {}
+    for section, fields in RESTART_ONLY.items():
+        before = getattr(old, section)
+        if fields is not None:
+            kept = {name: getattr(before, name) for name in fields}
+            before = getattr(new, section).model_copy(update=kept)
+        update[section] = before
+    return new.model_copy(update=update)
 
 
 class App:
@@ -93,7 +99,9 @@ class App:
         self.web_override = web
         self.db_override = db
         self.hub = Hub(self.config.spec())
-        self.hub.listeners.append(log_event)
+        # Joins and leaves, rate-limited per source; ``run`` puts it on the loop's clock.
+        self.join_log = JoinLog(log, time.monotonic)
+        self.hub.listeners.append(self.join_log.listener)
         self.server: HubServer | None = None
         self.web: WebServer | None = None
         self.api: Api | None = None
@@ -108,6 +116,7 @@ class App:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self.join_log.clock, self.join_log.call_later = loop.time, loop.call_later
         # Signals work from the start: opening the history database may take a while,
         # and a SIGHUP or SIGTERM meanwhile must not kill the process by default action.
         installed = []
@@ -144,6 +153,7 @@ class App:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             await self._shut_down()
+            self.join_log.close()  # the last "… and N more", after the goodbyes
             log.info("stopped")
 
     async def _shut_down(self) -> None:
@@ -270,6 +280,14 @@ class App:
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
+        self.api.metrics.registry.register(
+            CountCollector(
+                "midihub_log_lines_suppressed",
+                "Join and leave log lines held back by the per-source limit (each window's"
+                " are summed up in one '… and N more' line).",
+                lambda: self.join_log.suppressed,
+            )
+        )
         application = self.api.application()
         if self.recordings is not None:
             application.add_routes(RecordingsApi(self.recordings).routes())
@@ -343,14 +361,20 @@ class App:
             return f"reload refused, configuration unchanged: {error}"
         for problem in self.server.reconfigure(new.spec()):
             log.error("reload: %s", problem)
-        for section in ("web", "stats"):
-            if getattr(new, section) != getattr(self.config, section):
-                log.warning(
-                    "reload: [%s] changed; those settings take effect only after a restart",
-                    section,
-                )
+        for section, names in restart_only_changes(self.config, new).items():
+            log.warning(
+                "reload: [%s] changed; those settings take effect only after a restart: %s",
+                section,
+                ", ".join(names),
+            )
         self._reload_tls()
-        self.config = new.model_copy(update={"bind": self.server.bind})
+        self.config = still_running(self.config, new).model_copy(update={"bind": self.server.bind})
+        if self.store is not None:
+            self.store.retention = self.config.stats.retention_days * 86400
+        if self.recordings is not None:
+            self.recordings.settings = self.config.record
+        if self.api is not None:
+            self.api.configure(self.config.web, asyncio.get_running_loop().time())
         if self.advertiser is not None:
             self._in_background(self._advertise())
         log.info(

@@ -8,6 +8,7 @@ network without multicast only costs a warning, never the hub.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -72,6 +73,7 @@ class Advertiser:
         self.services: dict[int, ServiceInfo] = {}
         self._names: dict[int, str] = {}  # port → the session name it was asked for
         self._zeroconf: AsyncZeroconf | None = None
+        self._syncing = asyncio.Lock()  # one sync at a time: each awaits the network
         self._server = f"midihub-{socket.gethostname().split('.')[0] or 'host'}.local."
 
     async def start(self) -> None:
@@ -83,7 +85,14 @@ class Advertiser:
         self._zeroconf = AsyncZeroconf(interfaces=self.addresses, ip_version=version)
 
     async def sync(self, services: Mapping[int, str]) -> None:
-        """Announce ``services`` (control port → session name); withdraw the rest."""
+        """Announce ``services`` (control port → session name); withdraw the rest, and
+        a port's service whose name changed (a reload renamed it), announced anew.
+        Calls wait for each other: a reload during the start would otherwise register
+        a port twice (the second under a changed name)."""
+        async with self._syncing:
+            await self._sync(services)
+
+    async def _sync(self, services: Mapping[int, str]) -> None:
         zeroconf = self._zeroconf
         if zeroconf is None:
             return

@@ -11,6 +11,12 @@ from midihub.hub.stats import ParticipantStats
 from midihub.rtp import Limits, Peer, SessionSettings, SessionTable
 
 
+def session_name(hub_name: str, spec: EndpointSpec) -> str:
+    """The name peers list this port under (OK replies, Bonjour): which hub, and which
+    group and direction or room."""
+    return f"{hub_name} {spec.label}"
+
+
 class Endpoint:
     """One hub port (control P, data P+1) as configured, with its sans-IO ``SessionTable``."""
 
@@ -44,9 +50,8 @@ class Endpoint:
         self.stats: dict[str, ParticipantStats] = {}  # by public id, while connected
         # Sessions here with another hub, by public id: ours (their Link), theirs (None).
         self.hub_links: dict[str, Link | None] = {}
-        # Peers list us under this name: say which group and direction it is.
         self.table = SessionTable(
-            f"{hub_name} {spec.label}",
+            session_name(hub_name, spec),
             rng=rng,
             settings=settings,
             max_sessions=max_sessions,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from midihub.hub.endpoint import Endpoint
+from midihub.hub.endpoint import Endpoint, session_name
 from midihub.hub.guest import Guest
 from midihub.hub.links import Link, is_link_name, link_name
 from midihub.hub.panic import ALL_CHANNELS, panic_commands
@@ -91,8 +91,9 @@ class Hub:
     # -- configuration ---------------------------------------------------------
 
     def reconfigure(self, config: HubSpec, now: float) -> Reconfigured:
-        """Apply a new configuration: unchanged ports keep their sessions; removed
-        ports say BY to everyone on them."""
+        """Apply a new configuration: removed ports say BY to everyone on them; kept
+        ports keep their sessions and apply every new setting to them (name, session
+        settings, limits, journal policy: ``SessionTable.configure``)."""
         wanted = {e.port: e for e in config.endpoints}
         removed: list[Endpoint] = []
         kept: list[Endpoint] = []
@@ -110,10 +111,16 @@ class Hub:
         settings = self.session_settings
         for endpoint in kept:
             endpoint.table.configure(
-                settings, max_sessions=config.max_participants, limits=config.limits
+                settings,
+                name=session_name(config.name, endpoint.spec),
+                max_sessions=config.max_participants,
+                limits=config.limits,
+                now=now,
             )
             for session in endpoint.table.established:
                 self._apply_journal_policy(endpoint, session)
+            for guest in endpoint.guests:  # the same SysEx caps as the sessions, live
+                guest.intake.configure(config.limits, now)
         added: list[Endpoint] = []
         removed_ports = {e.port for e in removed}
         for port, wish in wanted.items():

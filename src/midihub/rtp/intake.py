@@ -22,6 +22,12 @@ class Intake:
         self._budget = TokenBucket(limits.sysex_rate, max(limits.max_sysex, 1), now)
         self._counters = counters
 
+    def configure(self, limits: Limits, now: float) -> None:
+        """New ``[limits]`` (a reload), live: the length cap applies from the next
+        segment; the rate bucket keeps what this participant already spent."""
+        self._sysex.max_size = limits.max_sysex
+        self._budget.configure(limits.sysex_rate, max(limits.max_sysex, 1), now)
+
     @property
     def buffered(self) -> int:
         """Bytes held for a SysEx being assembled (at most ``max_sysex``)."""

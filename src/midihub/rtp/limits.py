@@ -140,6 +140,14 @@ class TokenBucket:
         self._level = level - amount
         return True
 
+    def configure(self, rate: float, burst: float, now: float) -> None:
+        """New limits (a reload): what was spent stays spent, the time before ``now``
+        refills at the old rate, and the level never exceeds the new burst."""
+        self._level = min(self.burst, self._level + (now - self._stamp) * self.rate, burst)
+        self._stamp = now
+        self.rate = rate
+        self.burst = burst
+
 
 class SourceLimiter:
     """A token bucket per source IP, remembering at most ``MAX_TRACKED_SOURCES`` IPs."""
@@ -160,6 +168,13 @@ class SourceLimiter:
         else:
             self._buckets.move_to_end(source)
         return bucket.take(1, now)
+
+    def configure(self, rate: float, burst: float, now: float) -> None:
+        """New limits for every source, remembered ones keeping what they spent."""
+        self.rate = rate
+        self.burst = burst
+        for bucket in self._buckets.values():
+            bucket.configure(rate, burst, now)
 
     def __len__(self) -> int:
         return len(self._buckets)

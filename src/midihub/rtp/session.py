@@ -597,6 +597,13 @@ class Session:
         elif self.journal is None:
             self.journal = JournalSender()
 
+    def use_limits(self, limits: Limits, now: float) -> None:
+        """New ``[limits]`` (a reload), live: the handshake and proof timers, the SysEx
+        length cap (checked as the next segment arrives) and the SysEx rate, whose
+        bucket keeps what this participant already spent."""
+        self._limits = limits
+        self.intake.configure(limits, now)
+
     def on_feedback(self, sequence: int, size: int, now: float) -> None:
         """RS from the peer's own address: it has every packet up to ``sequence``, so
         the journal's checkpoint moves on."""

@@ -69,13 +69,31 @@ class SessionTable:
         self._established: list[Session] | None = None  # see ``established``
         self._replies = SourceLimiter(self.limits.reject_rate, self.limits.reject_burst)
 
-    def configure(self, settings: SessionSettings, *, max_sessions: int, limits: Limits) -> None:
-        """A reload: new settings reach the live sessions (they share the table's
-        object); new limits and the participant cap apply to sessions made from now on."""
+    def configure(
+        self,
+        settings: SessionSettings,
+        *,
+        name: str,
+        max_sessions: int,
+        limits: Limits,
+        now: float,
+    ) -> None:
+        """A reload, applied to the live sessions too: they share the table's settings;
+        each takes the new limits (its SysEx caps and rate, its timers); the NO-reply
+        limiter takes the new rate, each source keeping what it spent; sessions that
+        introduced themselves by the port's name use the new one from their next
+        datagram. The participant and per-source caps are checked at each new
+        invitation: lowering them turns newcomers away and drops no one."""
         for field in dataclasses.fields(settings):
             setattr(self.settings, field.name, getattr(settings, field.name))
+        for session in self.sessions:
+            if session.local_name == self.name:
+                session.local_name = name
+            session.use_limits(limits, now)
+        self.name = name
         self.max_sessions = max_sessions
         self.limits = limits
+        self._replies.configure(limits.reject_rate, limits.reject_burst, now)
 
     # -- queries ---------------------------------------------------------------
 

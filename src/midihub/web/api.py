@@ -112,6 +112,13 @@ class Api:
         self.play = PlayApi(hub, flush=flush, settings=web_settings)
         self.metrics.registry.register(self.play.collector())
 
+    def configure(self, settings: WebConfig, now: float) -> None:
+        """A reload: the viewer and browser caps and the browsers' rate limits (the rest
+        of ``[web]`` is set up at start)."""
+        self.monitor.limit = settings.monitor_viewers
+        self.monitor.per_ip = settings.monitor_viewers_per_ip
+        self.play.configure(settings, now)
+
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
             web.get("/api/health", self.health),

@@ -292,3 +292,15 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class CountCollector(Collector):
+    """One counter kept elsewhere (``read`` at scrape time), such as the join log's."""
+
+    def __init__(self, name: str, doc: str, read: Callable[[], int]) -> None:
+        self.name = name
+        self.doc = doc
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.doc, value=self.read())

@@ -268,6 +268,16 @@ class PlayApi:
         self._closing: set[asyncio.Task[None]] = set()
         hub.listeners.append(self._on_event)
 
+    def configure(self, settings: WebConfig, now: float) -> None:
+        """A reload: the browser limits of connections made from now on, and for the
+        browsers already here their rate (each keeping what it spent) and queue.
+        Lowered caps on browsers turn newcomers away and drop no one; an open
+        WebSocket keeps the frame size it was opened with."""
+        self.settings = settings
+        for browser in self.browsers:
+            browser.bucket.configure(settings.browser_rate, settings.browser_burst, now)
+            browser.limit = settings.browser_queue
+
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
             web.get("/play", self.page),
