@@ -106,6 +106,34 @@ def test_a_tightened_sysex_rate_limits_a_live_session() -> None:
     assert net.hub.endpoints[5060].table.counters.drops[Drop.SYSEX_RATE] == 100 - len(heard)
 
 
+class _Browser(Guest):
+    """A guest whose transport is nothing: what it plays is what matters here."""
+
+    transport = "test"
+
+    def deliver(self, commands: Sequence[Command], now: float) -> None:
+        pass
+
+    def close(self, reason: LeaveReason) -> None:
+        pass
+
+
+def test_a_tightened_sysex_rate_limits_a_live_guest_too() -> None:
+    net = make_net()
+    join(net, "listener", 5060)
+    guest = _Browser("browser", ("192.0.2.7", 4242), net.now)
+    assert net.hub.admit(5060, guest, net.now) is None
+    sysex = b"\xf0" + bytes(998) + b"\xf7"
+    reload(net, limits("sysex_rate = 16.0\n"))
+    for _ in range(100):  # 10 KB/s for 10 s: well under the old 64 KiB/s
+        net.hub.play(guest, [(0, sysex)], net.now)
+        net.flush_hub()
+        net.run_for(0.1)
+    heard = peer(net, "listener").heard
+    assert 60 <= len(heard) <= 66  # the rest of the 64 KiB burst, then 16 B/s
+    assert net.hub.endpoints[5060].table.counters.drops[Drop.SYSEX_RATE] == 100 - len(heard)
+
+
 def test_a_lowered_max_sysex_reaches_a_live_session() -> None:
     net = make_net()
     join(net, "attacker", 5060)
