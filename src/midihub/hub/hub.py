@@ -15,7 +15,7 @@ from typing import NamedTuple
 from midihub.hub.endpoint import Endpoint
 from midihub.hub.guest import Guest
 from midihub.hub.links import Link, is_link_name, link_name
-from midihub.hub.panic import ALL_CHANNELS, panic_commands
+from midihub.hub.panic import ALL_CHANNELS, HUB, Panicked, panic_commands
 from midihub.hub.router import Router
 from midihub.hub.spec import HubSpec
 from midihub.midi.notes import NoteRange
@@ -371,12 +371,16 @@ class Hub:
         participant: Peer | None = None,
     ) -> list[Peer]:
         """Manual stuck-note repair: NoteOffs for ``note_range`` to everyone on
-        ``port`` (or to one participant there). Returns who was sent them."""
+        ``port`` (or to one participant there). Returns who was sent them; listeners
+        hear a ``Panicked``."""
         endpoint = self.endpoints[port]
         targets = [participant] if participant is not None else endpoint.participants
+        channels = tuple(channels)
         if targets:
             self.send(port, targets, panic_commands(note_range, channels), now)
         endpoint.panics += 1
+        who = HUB if participant is None else participant.who
+        self._emit(endpoint, Panicked(who, note_range, channels))
         return targets
 
     def sources_of(self, port: int) -> list[int]:

@@ -16,12 +16,13 @@ log = logging.getLogger("midihub.record")
 
 
 def finish(path: Path) -> smf.Info:
-    """Turn a journal into ``<id>.mid`` beside it and delete the journal."""
-    content = journal.read(path)
+    """Turn a journal into ``<id>.mid`` beside it, streaming, and delete the journal
+    (only once the SMF is in place: a crash meanwhile leaves the journal to recover)."""
     target = path.with_name(path.name.removesuffix(journal.SUFFIX) + smf.SUFFIX)
-    smf.write(content, target)
+    with journal.Reader(path) as reader:
+        info = smf.write(reader, target)
     path.unlink()
-    return smf.read_info(target)
+    return info
 
 
 def recover(directory: Path) -> list[smf.Info]:
