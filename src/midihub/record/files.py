@@ -26,7 +26,8 @@ def finish(path: Path) -> smf.Info:
 
 
 def recover(directory: Path) -> list[smf.Info]:
-    """Journals left by a crash (or a full disk) become SMFs holding everything flushed."""
+    """Journals left by a crash (or a full disk) become SMFs holding everything flushed
+    (the caller logs them, once they are in its index)."""
     recovered: list[smf.Info] = []
     for path in sorted(directory.glob("*" + journal.SUFFIX)):
         try:
@@ -34,22 +35,20 @@ def recover(directory: Path) -> list[smf.Info]:
         except (OSError, ValueError) as error:
             log.error("cannot recover recording %s: %s", path.name, error)
             continue
-        log.info(
-            "recovered unfinished recording %s: %d message(s), %.1f s",
-            info.header.id,
-            info.messages,
-            info.duration,
-        )
         recovered.append(info)
     return recovered
 
 
-def scan(directory: Path) -> dict[str, smf.Info]:
-    """Every recording in the directory, by id (files that are not ours are left alone)."""
+def scan(directory: Path, known: dict[str, smf.Info] | None = None) -> dict[str, smf.Info]:
+    """Every recording in the directory, by id (files that are not ours are left alone);
+    those in ``known`` (just recovered) are not read again."""
     found: dict[str, smf.Info] = {}
     for path in sorted(directory.glob("*" + smf.SUFFIX)):
         stem = path.name.removesuffix(smf.SUFFIX)
         if not RECORDING_ID.match(stem):
+            continue
+        if known is not None and stem in known:
+            found[stem] = known[stem]
             continue
         try:
             info = smf.read_info(path)

@@ -16,7 +16,7 @@ from midihub.config import HubConfig, RecordConfig
 from midihub.hub import Endpoint, Hub, participant_id
 from midihub.hub.panic import Panicked
 from midihub.hub.spec import HubSpec
-from midihub.record import files, smf
+from midihub.record import files, smf, worker
 from midihub.record.journal import Header
 from midihub.record.names import RECORDING_ID, display_name, file_part
 from midihub.record.participant import Participant, loopback_for
@@ -94,12 +94,21 @@ class RecordingManager:
     async def _prepare(self) -> None:
         try:
             await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
-            await asyncio.to_thread(files.recover, self.directory)
-            found = await asyncio.to_thread(files.scan, self.directory)
+            found, recovered = await asyncio.to_thread(worker.prepare, self.directory)
+        except worker.Interrupted:
+            return  # shutdown came first: the next start does it
         except OSError as error:
             log.error("recordings directory %s unusable: %s", self.directory, error)
             return
         self.index = found | self.index  # recordings finished meanwhile stay
+        for rid in recovered:
+            info = found[rid]
+            log.info(
+                "recovered unfinished recording %s: %d message(s), %.1f s",
+                rid,
+                info.messages,
+                info.duration,
+            )
         await self.enforce_retention()
         log.info("recordings in %s (%d kept)", self.directory, len(self.index))
 
@@ -116,6 +125,9 @@ class RecordingManager:
         if self._timer is not None:
             self._timer.cancel()
         if self._prepared is not None:
+            await asyncio.wait([self._prepared], timeout=budget)
+            if not self._prepared.done():
+                worker.stop_all()
             await asyncio.gather(self._prepared, return_exceptions=True)
         for listeners, hook in (
             (self.hub.listeners, self._on_event),
@@ -128,6 +140,7 @@ class RecordingManager:
         for recording in list(self.active.values()):
             self._end(recording)
         if self._writer is not None and not await asyncio.to_thread(self._writer.close, budget):
+            worker.stop_all()
             await asyncio.sleep(0)  # the callbacks of those it did finish run first
             for recording in list(self.active.values()):
                 log.warning(

@@ -24,7 +24,7 @@ from typing import Any, cast
 from midihub.hub.panic import ended_by_panic
 from midihub.midi.held import NoteState
 from midihub.midi.notes import NoteRange
-from midihub.record import files, journal, smf
+from midihub.record import journal, smf, worker
 from midihub.record.recorder import END, MARKER, MIDI, PANIC, PLAYER, Recording
 
 log = logging.getLogger("midihub.record")
@@ -157,7 +157,9 @@ class Writer:
         state.file.close()
         self._recordings.remove(recording)
         try:
-            info: smf.Info | None = files.finish(state.file.path)
+            info: smf.Info | None = worker.finish(state.file.path)
+        except worker.Interrupted:
+            return  # shutdown: the journal is whole, finished at the next start
         except (OSError, ValueError) as error:
             self._failed(recording, error, closed=True)
             return
