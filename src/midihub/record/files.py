@@ -25,11 +25,20 @@ def finish(path: Path) -> smf.Info:
     return info
 
 
-def recover(directory: Path) -> list[smf.Info]:
+def left_over(directory: Path) -> list[Path]:
+    """The journals in ``directory`` (none if it does not exist yet): listed before any
+    recording starts, they are those a crash (or a stop past the shutdown budget) left."""
+    try:
+        return sorted(directory.glob("*" + journal.SUFFIX))
+    except OSError:
+        return []
+
+
+def recover(journals: list[Path]) -> list[smf.Info]:
     """Journals left by a crash (or a full disk) become SMFs holding everything flushed
     (the caller logs them, once they are in its index)."""
     recovered: list[smf.Info] = []
-    for path in sorted(directory.glob("*" + journal.SUFFIX)):
+    for path in journals:
         try:
             info = finish(path)
         except (OSError, ValueError) as error:

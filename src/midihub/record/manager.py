@@ -64,7 +64,7 @@ class RecordingManager:
         self._auto: dict[int, int] = {}  # port → the port its MIDI arrives on
         # Auto ports whose last recording hit its size cap → when they were last played
         # into: no new recording there until they have been quiet for split_after.
-        self._held_back: dict[int, float] = {}
+        self.held_back: dict[int, float] = {}
         self._seen_spec: HubSpec | None = None
         self._replay_ids = itertools.count(1)
         self._writer: Writer | None = None
@@ -73,6 +73,7 @@ class RecordingManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._prepared: asyncio.Task[None] | None = None
         self._closing = False
+        self._children = worker.Children()  # finishing journals, reading the directory
 
     # -- life --------------------------------------------------------------------
 
@@ -81,20 +82,29 @@ class RecordingManager:
         directory work (recovering unfinished journals, reading the index, retention)
         runs in the background: ``ready()`` waits for it."""
         loop = asyncio.get_running_loop()
+        # Listed before any recording can start: none of them is one of ours.
+        left_over = await asyncio.to_thread(files.left_over, self.directory)
         self._writer = Writer(
-            self.directory, self.settings.flush_interval, loop, self._ended, self._full
+            self.directory,
+            self.settings.flush_interval,
+            loop,
+            self._ended,
+            self._full,
+            self._children,
         )
         self._writer.start()
         self.hub.listeners.append(self._on_event)
         self.hub.midi_listeners.append(self._on_midi)
         self._sync_config()
         self._timer = loop.call_later(HOUSEKEEPING, self._housekeep)
-        self._prepared = loop.create_task(self._prepare())
+        self._prepared = loop.create_task(self._prepare(left_over))
 
-    async def _prepare(self) -> None:
+    async def _prepare(self, left_over: list[Path]) -> None:
         try:
             await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
-            found, recovered = await asyncio.to_thread(worker.prepare, self.directory)
+            found, recovered = await asyncio.to_thread(
+                self._children.prepare, self.directory, left_over
+            )
         except worker.Interrupted:
             return  # shutdown came first: the next start does it
         except OSError as error:
@@ -122,13 +132,10 @@ class RecordingManager:
         finished by then stays a journal, finished at the next start (as after a
         crash): a large recording never holds up the process's exit."""
         self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
         if self._timer is not None:
             self._timer.cancel()
-        if self._prepared is not None:
-            await asyncio.wait([self._prepared], timeout=budget)
-            if not self._prepared.done():
-                worker.stop_all()
-            await asyncio.gather(self._prepared, return_exceptions=True)
         for listeners, hook in (
             (self.hub.listeners, self._on_event),
             (self.hub.midi_listeners, self._on_midi),
@@ -139,16 +146,25 @@ class RecordingManager:
             replay.stop()
         for recording in list(self.active.values()):
             self._end(recording)
-        if self._writer is not None and not await asyncio.to_thread(self._writer.close, budget):
-            worker.stop_all()
-            await asyncio.sleep(0)  # the callbacks of those it did finish run first
-            for recording in list(self.active.values()):
-                log.warning(
-                    "recording %s is not finished yet: its journal is finished at the next start",
-                    recording.id,
-                )
-                if recording.done is not None and not recording.done.done():
-                    recording.done.set_result(None)
+        finished = True
+        if self._prepared is not None:
+            await asyncio.wait([self._prepared], timeout=budget)
+            finished = self._prepared.done()
+        if self._writer is not None:
+            left = max(deadline - loop.time(), 0.0) if finished else 0.0
+            finished = await asyncio.to_thread(self._writer.close, left) and finished
+        if not finished:
+            self._children.stop()  # what they were doing waits for the next start
+        if self._prepared is not None:
+            await asyncio.gather(self._prepared, return_exceptions=True)
+        await asyncio.sleep(0)  # the writer's last callbacks run first
+        for recording in list(self.active.values()):
+            log.warning(
+                "recording %s is not finished yet: its journal is finished at the next start",
+                recording.id,
+            )
+            if recording.done is not None and not recording.done.done():
+                recording.done.set_result(None)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- hub listeners (the packet loop) -------------------------------------------
@@ -162,12 +178,12 @@ class RecordingManager:
                 return
             if not any(message[0] <= 0xF0 for _, message in event.commands):
                 return  # clock alone does not start a recording
-            if port in self._held_back:
+            if port in self.held_back:
                 now = time.monotonic()
-                if now - self._held_back[port] < self.settings.split_after * 60:
-                    self._held_back[port] = now  # still playing since the cap
+                if now - self.held_back[port] < self.settings.split_after * 60:
+                    self.held_back[port] = now  # still playing since the cap
                     return
-                del self._held_back[port]
+                del self.held_back[port]
             try:
                 recording = self.start_recording(port, auto=True)
             except RecordingError:
@@ -295,7 +311,7 @@ class RecordingManager:
             self.settings.max_recording_mb,
         )
         if recording.auto:
-            self._held_back[recording.midi_port] = time.monotonic()
+            self.held_back[recording.midi_port] = time.monotonic()
         if recording.active:
             self._background(self._stop(recording))
 
@@ -419,9 +435,9 @@ class RecordingManager:
                 if recording.auto and now - recording.last_sound > split:
                     log.info("recording %s: %.0f s of silence, split", recording.id, split)
                     self._background(self._stop(recording))
-            for port, last in list(self._held_back.items()):
+            for port, last in list(self.held_back.items()):
                 if now - last >= split or port not in self._auto:
-                    del self._held_back[port]  # quiet since its cap: auto may start again
+                    del self.held_back[port]  # quiet since its cap: auto may start again
             if now - self._last_retention > RETENTION_EVERY:
                 self._background(self.enforce_retention())
         finally:

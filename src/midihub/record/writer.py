@@ -51,12 +51,14 @@ class Writer:
         loop: asyncio.AbstractEventLoop,
         on_done: Done,
         on_full: Full | None = None,
+        children: worker.Children | None = None,
     ) -> None:
         self.directory = directory
         self.interval = interval
         self._loop = loop
         self._on_done = on_done  # called on the loop: finished (with Info) or failed (None)
         self._on_full = on_full  # called on the loop once, when a journal reached its cap
+        self._children = children or worker.Children()  # where journals are finished
         self._recordings: list[Recording] = []
         self._open: dict[str, _Open] = {}
         self._wake = threading.Event()
@@ -157,7 +159,7 @@ class Writer:
         state.file.close()
         self._recordings.remove(recording)
         try:
-            info: smf.Info | None = worker.finish(state.file.path)
+            info: smf.Info | None = self._children.finish(state.file.path)
         except worker.Interrupted:
             return  # shutdown: the journal is whole, finished at the next start
         except (OSError, ValueError) as error:
