@@ -4,7 +4,8 @@ directory of ``midihub serve``, which finishes it into an SMF at start (as after
 crash: the same streaming code the writer thread runs when a recording stops). A
 participant on another room measures clock-sync round trips every 5 ms while it does,
 then as long again once it is done. Also: the finish alone in this process, with its
-peak RSS growth (``VmHWM``).
+peak RSS growth (``VmHWM``); and SIGTERM with a 28 MB recording open (when BY comes,
+when the process exits, what the next start recovers).
 
     .venv/bin/python -m bench.record_finish [--mb 50]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import signal
 import statistics
 import tempfile
 import time
@@ -125,6 +127,54 @@ async def against_the_hub(tmp: Path, megabytes: float) -> dict[str, object]:
     }
 
 
+async def shutdown(tmp: Path, megabytes: float) -> dict[str, object]:
+    """SIGTERM with a recording of ``megabytes`` MB open: when the participant gets BY,
+    when the process has exited, and what the next start recovers."""
+    (room,) = free_ports(1)
+    config, url = write_config(tmp, f"[rooms]\nJam = {room}", flush_interval=0.2)
+    hub = await serve(tmp, config, url)
+    alice = PyPeer("alice")
+    loop = asyncio.get_running_loop()
+    try:
+        await alice.connect(room)
+        _, rec = await hub.call("POST", "/api/recordings", {"port": room})
+        alice.send(bytes([0x90, 60, 100]))
+        while (await hub.row(rec["id"]))["flushed"] < 1:
+            await asyncio.sleep(0.05)
+        path = hub.directory / f"{rec['id']}.journal"
+        with open(path, "ab") as out:  # the rest of a long night, as the writer writes it
+            line, ms = 0, 10
+            while out.tell() < megabytes * 1e6:
+                chunk = []
+                for _ in range(10_000):
+                    ms, line = ms + 1, line + 1
+                    chunk.append(b'{"t":%d,"track":0,"midi":"90%02x64"}\n' % (ms, line % 128))
+                out.write(b"".join(chunk))
+        started = loop.time()
+        hub.served.proc.send_signal(signal.SIGTERM)
+        while "bye" not in alice.left():
+            await asyncio.sleep(0.001)
+        bye = loop.time() - started
+        await hub.served.proc.wait()
+        exited = loop.time() - started
+    finally:
+        alice.close()
+    left = path.exists()
+    hub = await serve(tmp, config, url)
+    try:
+        await hub.served.has(f"recovered unfinished recording {rec['id']}", 120)
+        row = await hub.row(rec["id"])
+    finally:
+        await hub.served.stop()
+    return {
+        "journal_mb": megabytes,
+        "bye_s": bye,
+        "exit_s": exited,
+        "journal_left_for_next_start": left,
+        "recovered_messages": row["messages"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=float, default=50)
@@ -133,6 +183,8 @@ def main() -> None:
         print("in process:", in_process(Path(tmp), args.mb))
     with tempfile.TemporaryDirectory() as tmp:
         print("served:", asyncio.run(against_the_hub(Path(tmp), args.mb)))
+    with tempfile.TemporaryDirectory() as tmp:
+        print("shutdown:", asyncio.run(shutdown(Path(tmp), 28)))
 
 
 if __name__ == "__main__":

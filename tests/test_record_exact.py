@@ -345,3 +345,23 @@ async def test_a_recording_left_unfinished_at_shutdown_is_whole_and_recovered_ne
         finished = hub.manager.path_of(recording.id)
     assert finished is not None and not path.exists()
     assert [value for _, value in timeline(finished)["alice"]] == [note_on(0, 60, 100)]
+
+
+async def test_a_replay_longer_than_a_read_batch_plays_everything_in_order(
+    tmp_path: Path, make_peer: MakePeer
+) -> None:
+    """Replay reads the file a batch at a time on a worker thread, ahead of playing."""
+    played = [
+        (n // 5, 0, note_on(0, n % 128, 1 + n % 100) if n % 2 == 0 else note_off(0, (n - 1) % 128))
+        for n in range(5000)
+    ]  # 5 messages a millisecond: more than two batches
+    header = Header(id="Long", port=1, label="L", start=time.time(), name="long take")
+    recording_file(tmp_path, header, {0: "keys"}, played)
+    (port,) = free_ports(1)
+    async with recording_hub(f"[rooms]\nJam = {port}", tmp_path) as hub:
+        (alice,) = await joined(make_peer, port, "alice")
+        replay = await hub.manager.play("Long", port)
+        await wait_for(lambda: replay.state == "done", 30, "the replay to end")
+        await wait_for(lambda: len(alice.received) >= len(played), 10, "alice to hear it all")
+        assert alice.received == [message for _, _, message in played]
+        assert replay.sent == len(played)
