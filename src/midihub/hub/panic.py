@@ -34,6 +34,15 @@ class Panicked(Event):
         return self.who is HUB
 
 
+@dataclass(slots=True)
+class Released(Event):
+    """The hub sent, for participant ``who``, the NoteOffs, pedal-ups and bend centre
+    of what it still held (it left, or the hub is stopping): what the room heard in
+    its name, for listeners that keep what each participant played (the recorder)."""
+
+    commands: tuple[Command, ...]
+
+
 def panic_commands(note_range: NoteRange, channels: Iterable[int] = ALL_CHANNELS) -> list[Command]:
     """The manual "all notes off" of the old hub's buttons, but exact: a NoteOff for
     every note of the range on each channel, and for ``All`` the sustain pedal up and

@@ -14,7 +14,7 @@ from typing import Any
 
 from midihub.config import HubConfig, RecordConfig
 from midihub.hub import Endpoint, Hub, participant_id
-from midihub.hub.panic import Panicked
+from midihub.hub.panic import Panicked, Released
 from midihub.hub.spec import HubSpec
 from midihub.record import files, smf, worker
 from midihub.record.journal import Header
@@ -194,9 +194,9 @@ class RecordingManager:
             recording.midi(player, who.name, event.commands, time.monotonic())
 
     def _on_event(self, endpoint: Endpoint, event: Event) -> None:
-        """Joins and leaves become markers; what the hub sent for a player who left
-        (its release) goes in that player's track, and a panic to everyone ends the
-        notes every track still holds, both at the time the hub sent them."""
+        """Joins and leaves become markers; what the hub sent for a player who left or
+        at shutdown (its release) goes in that player's track, and a panic to everyone
+        ends the notes every track still holds, both at the time the hub sent them."""
         port = endpoint.port
         recording = self._by_port.get(port)
         if recording is None:
@@ -204,11 +204,12 @@ class RecordingManager:
         now = time.monotonic()
         if isinstance(event, PeerJoined):
             recording.marker(f"joined: {display_name(event.who.name)}", now)
+        elif isinstance(event, Released):
+            if port == recording.midi_port:
+                who = event.who
+                recording.midi(participant_id(endpoint, who), who.name, event.commands, now)
         elif isinstance(event, PeerLeft) and event.joined:
-            who = event.who
-            if event.release and port == recording.midi_port:
-                recording.midi(participant_id(endpoint, who), who.name, event.release, now)
-            recording.marker(f"left: {display_name(who.name)} ({event.reason})", now)
+            recording.marker(f"left: {display_name(event.who.name)} ({event.reason})", now)
         elif isinstance(event, Panicked):
             recording.marker(f"panic on port {port}", now)
             if event.everyone:
