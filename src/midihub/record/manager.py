@@ -491,7 +491,7 @@ class RecordingManager:
             row |= {
                 "messages": recording.messages,
                 "flushed": recording.flushed,
-                "dropped": recording.dropped,
+                "dropped": recording.dropped + recording.refused,
                 "auto": recording.auto,
                 "error": recording.error,
             }

@@ -53,6 +53,7 @@ class Recording:
         "players",
         "ports",
         "queue",
+        "refused",
         "size",
         "state",
         "stopped_at",
@@ -87,6 +88,7 @@ class Recording:
         self.messages = 0  # accepted into the buffer
         self.dropped = 0  # refused: buffer full (the disk is too slow) or too many players
         self.flushed = 0  # messages the writer has made durable
+        self.refused = 0  # messages the writer refused: the journal was at its cap
         self.size = 0  # journal bytes on disk
         self.state = "recording"  # then stopping, done or failed
         self.error: str | None = None

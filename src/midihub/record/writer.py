@@ -1,5 +1,6 @@
 """The writer thread: drains every recording's buffer into its journal at least every
-``interval`` seconds, and finishes the SMF when a recording ends.
+``interval`` seconds; when a recording ends, a second thread has its SMF written (by a
+child process, ``worker``), so a long finish never holds up the other journals.
 
 It keeps what each player's track holds (``NoteState``), so a panic to everyone on a
 recorded port becomes, in each track, the NoteOffs of the notes that track still
@@ -16,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -64,9 +67,14 @@ class Writer:
         self._wake = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="midihub-recorder", daemon=True)
+        self._ended: queue.SimpleQueue[tuple[Recording, Path] | None] = queue.SimpleQueue()
+        self._finisher = threading.Thread(
+            target=self._finish_ended, name="midihub-finisher", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
+        self._finisher.start()
 
     def add(self, recording: Recording) -> None:
         self._recordings.append(recording)
@@ -77,24 +85,33 @@ class Writer:
     def close(self, timeout: float = 10.0) -> bool:
         """Write out every buffer (recordings already ended get their end record),
         then finish them; returns False if that took longer than ``timeout``: the
-        thread goes on until the process exits, and a journal it did not finish is
+        threads go on until the process exits, and a journal not finished by then is
         recovered at the next start."""
+        deadline = time.monotonic() + timeout
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if not self._thread.is_alive():
+            self._ended.put(None)  # after every recording the last pass ended
+        self._finisher.join(max(deadline - time.monotonic(), 0.0))
+        return not self._thread.is_alive() and not self._finisher.is_alive()
 
     def _run(self) -> None:
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
-            # Every journal is made durable before any is finished (which takes long):
-            # a process stopped meanwhile leaves them all whole for recovery.
-            ended = [r for r in list(self._recordings) if self._service(r)]
-            for recording in ended:
-                self._finish(recording)
+            for recording in list(self._recordings):
+                if self._service(recording):
+                    state = self._open.pop(recording.id)
+                    state.file.close()
+                    self._recordings.remove(recording)
+                    self._ended.put((recording, state.file.path))
             if self._closing:
                 return
+
+    def _finish_ended(self) -> None:
+        while (job := self._ended.get()) is not None:
+            self._finish(*job)
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed (the process is exiting)
@@ -135,7 +152,8 @@ class Writer:
                 notes = held.get(track)
                 for message in value:
                     if not file.message(ms, track, message):
-                        break
+                        recording.refused += 1  # past the cap
+                        continue
                     if notes is not None:
                         notes.apply(message)
                     count += 1
@@ -154,12 +172,9 @@ class Writer:
                 return True, count
         return False, count
 
-    def _finish(self, recording: Recording) -> None:
-        state = self._open.pop(recording.id)
-        state.file.close()
-        self._recordings.remove(recording)
+    def _finish(self, recording: Recording, path: Path) -> None:
         try:
-            info: smf.Info | None = self._children.finish(state.file.path)
+            info: smf.Info | None = self._children.finish(path)
         except worker.Interrupted:
             return  # shutdown: the journal is whole, finished at the next start
         except (OSError, ValueError) as error:
