@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from midihub.record import files, journal, smf
+from midihub.record.journal import Header
 from midihub.record.manager import RecordingManager
 from midihub.web import Api, WebServer
 from midihub.web.recordings import RecordingsApi
@@ -103,3 +105,26 @@ async def serve(tmp: Path, config: Path, url: str) -> ServedHub:
             await served.proc.wait()
         raise
     return ServedHub(served, url, tmp / "recordings")
+
+
+def recording_file(
+    directory: Path,
+    header: Header,
+    players: dict[int, str],
+    midi: list[tuple[int, int, bytes]],
+    end: int | None = None,
+) -> Path:
+    """An SMF made the hub's way (a journal, then finished): ``midi`` is
+    ``(ms, track, message)``."""
+    path = directory / (header.id + journal.SUFFIX)
+    file = journal.JournalFile(path, header)
+    for track, name in players.items():
+        file.player(0, track, name)
+    for ms, track, message in midi:
+        file.message(ms, track, message)
+    if end is not None:
+        file.end(end)
+    file.flush()
+    file.close()
+    files.finish(path)
+    return directory / (header.id + smf.SUFFIX)

@@ -168,10 +168,12 @@ class App:
                 stack.push_async_callback(self.web.close)
             if self.api is not None:
                 stack.push_async_callback(self.api.aclose)
+            # Unwound first to last: every participant gets BY (and the recorder its
+            # releases and leave markers), then the recordings end, bounded in time.
+            if self.recordings is not None:
+                stack.push_async_callback(self.recordings.close)
             if self.server is not None:
                 stack.push_async_callback(self.server.aclose)
-            if self.recordings is not None:
-                stack.push_async_callback(self.recordings.close)  # replays say BY first
 
     async def _stop_background(self) -> None:
         tasks = list(self._background)

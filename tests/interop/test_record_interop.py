@@ -16,10 +16,9 @@ import mido
 import pytest
 
 from midihub.midi.messages import control_change, note_off, note_on, pitch_bend, program_change
-from midihub.record import smf
-from midihub.record.journal import Content, Header
+from midihub.record.journal import Header
 from tests.interop.npm_peer import NpmPeer
-from tests.record_support import ServedHub, serve, write_config
+from tests.record_support import ServedHub, recording_file, serve, write_config
 from tests.seeds import seeded
 from tests.support import free_ports
 
@@ -171,13 +170,11 @@ async def test_three_npm_players_recorded_a_track_each_with_their_timing(
         await hub.served.stop()
 
 
-def take(rid: str, name: str, times_and_messages: list[tuple[int, bytes]]) -> Content:
+def take(directory: Path, rid: str, name: str, times_and_messages: list[tuple[int, bytes]]) -> None:
     """A recording made now (older ones would fall to retention) with one player."""
     header = Header(id=rid, port=0, label="Take", start=time.time(), name=name)
-    content = Content(header, players={0: "keys"})
-    content.midi = [(ms, 0, message) for ms, message in times_and_messages]
-    content.end = times_and_messages[-1][0] + 10
-    return content
+    midi = [(ms, 0, message) for ms, message in times_and_messages]
+    recording_file(directory, header, {0: "keys"}, midi, end=times_and_messages[-1][0] + 10)
 
 
 async def test_replay_into_a_room_keeps_order_and_timing_and_stop_releases(
@@ -194,9 +191,9 @@ async def test_replay_into_a_room_keeps_order_and_timing_and_stop_releases(
     played.append((at + 20, control_change(0, 64, 0)))
     played.append((at + 40, bytes([0xF0, 0x7D, 9, 9, 0xF7])))
     (tmp_path / "recordings").mkdir()
-    smf.write(take("Take_1", "last night", played), tmp_path / "recordings" / "Take_1.mid")
+    take(tmp_path / "recordings", "Take_1", "last night", played)
     held = [(0, note_on(2, 70, 100)), (20_000, note_off(2, 70))]
-    smf.write(take("Held_1", "held", held), tmp_path / "recordings" / "Held_1.mid")
+    take(tmp_path / "recordings", "Held_1", "held", held)
     (port,) = free_ports(1)
     config, url = write_config(tmp_path, f"[rooms]\nJam = {port}")
     hub = await serve(tmp_path, config, url)

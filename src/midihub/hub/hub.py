@@ -15,7 +15,7 @@ from typing import NamedTuple
 from midihub.hub.endpoint import Endpoint, session_name
 from midihub.hub.guest import Guest
 from midihub.hub.links import Link, is_link_name, link_name
-from midihub.hub.panic import ALL_CHANNELS, panic_commands
+from midihub.hub.panic import ALL_CHANNELS, HUB, Panicked, Released, panic_commands
 from midihub.hub.router import Router
 from midihub.hub.spec import HubSpec
 from midihub.midi.notes import NoteRange
@@ -188,13 +188,13 @@ class Hub:
                 if session is not None:
                     self._joined_session(endpoint, session, now)
             elif isinstance(event, NotesReleased):  # release_after: a loss left them stuck
-                self._release(endpoint, who.public_id, event.release, now)
+                self._release(endpoint, who, event.release, now)
             elif isinstance(event, PeerLeft):
                 link = endpoint.hub_links.pop(who.public_id, None)
                 current = None if link is None else link.session
                 if link is not None and current is not None and current.public_id == who.public_id:
                     link.failed(now, event.reason)
-                self._release(endpoint, who.public_id, event.release, now)
+                self._release(endpoint, who, event.release, now)
                 self._emit(endpoint, event)
                 endpoint.stats.pop(who.public_id, None)
                 continue
@@ -300,15 +300,14 @@ class Hub:
         session.use_journal(self.journal_wanted(endpoint, session))
         session.release_after_loss(endpoint.spec.release_after)
 
-    def _release(
-        self, source: Endpoint, sender_id: str, commands: Sequence[Command], now: float
-    ) -> None:
-        """Send everyone the participant ``sender_id`` was feeding the NoteOffs,
-        pedal-ups and bend centre for what it still held (it left, timed out or was
-        removed)."""
+    def _release(self, source: Endpoint, who: Who, commands: Sequence[Command], now: float) -> None:
+        """Send everyone participant ``who`` was feeding the NoteOffs, pedal-ups and
+        bend centre for what it still held (it left, timed out or was removed, or the
+        hub is stopping); listeners hear a ``Released``."""
         if commands:
             self.notes_released += sum(1 for _, msg in commands if msg[0] & 0xF0 == 0x80)
-            self._forward(source, sender_id, commands, now)
+            self._forward(source, who.public_id, commands, now)
+            self._emit(source, Released(who, tuple(commands)))
 
     def _forward(
         self, source: Endpoint, sender_id: str, commands: Sequence[Command], now: float
@@ -394,12 +393,16 @@ class Hub:
         participant: Peer | None = None,
     ) -> list[Peer]:
         """Manual stuck-note repair: NoteOffs for ``note_range`` to everyone on
-        ``port`` (or to one participant there). Returns who was sent them."""
+        ``port`` (or to one participant there). Returns who was sent them; listeners
+        hear a ``Panicked``."""
         endpoint = self.endpoints[port]
         targets = [participant] if participant is not None else endpoint.participants
+        channels = tuple(channels)
         if targets:
             self.send(port, targets, panic_commands(note_range, channels), now)
         endpoint.panics += 1
+        who = HUB if participant is None else participant.who
+        self._emit(endpoint, Panicked(who, note_range, channels))
         return targets
 
     def sources_of(self, port: int) -> list[int]:
@@ -470,7 +473,7 @@ class Hub:
         to everyone (shutdown)."""
         for endpoint in self.endpoints.values():
             for peer in endpoint.participants:
-                self._release(endpoint, peer.public_id, peer.held.release(), now)
+                self._release(endpoint, peer.who, peer.held.release(), now)
         for endpoint in self.endpoints.values():
             self._close_guests(endpoint, LeaveReason.SHUTDOWN, now)
             self._handle(endpoint, endpoint.table.close(LeaveReason.SHUTDOWN), now)

@@ -16,39 +16,48 @@ log = logging.getLogger("midihub.record")
 
 
 def finish(path: Path) -> smf.Info:
-    """Turn a journal into ``<id>.mid`` beside it and delete the journal."""
-    content = journal.read(path)
+    """Turn a journal into ``<id>.mid`` beside it, streaming, and delete the journal
+    (only once the SMF is in place: a crash meanwhile leaves the journal to recover)."""
     target = path.with_name(path.name.removesuffix(journal.SUFFIX) + smf.SUFFIX)
-    smf.write(content, target)
+    with journal.Reader(path) as reader:
+        info = smf.write(reader, target)
     path.unlink()
-    return smf.read_info(target)
+    return info
 
 
-def recover(directory: Path) -> list[smf.Info]:
-    """Journals left by a crash (or a full disk) become SMFs holding everything flushed."""
+def left_over(directory: Path) -> list[Path]:
+    """The journals in ``directory`` (none if it does not exist yet): listed before any
+    recording starts, they are those a crash (or a stop past the shutdown budget) left."""
+    try:
+        return sorted(directory.glob("*" + journal.SUFFIX))
+    except OSError:
+        return []
+
+
+def recover(journals: list[Path]) -> list[smf.Info]:
+    """Journals left by a crash (or a full disk) become SMFs holding everything flushed
+    (the caller logs them, once they are in its index)."""
     recovered: list[smf.Info] = []
-    for path in sorted(directory.glob("*" + journal.SUFFIX)):
+    for path in journals:
         try:
             info = finish(path)
         except (OSError, ValueError) as error:
             log.error("cannot recover recording %s: %s", path.name, error)
             continue
-        log.info(
-            "recovered unfinished recording %s: %d message(s), %.1f s",
-            info.header.id,
-            info.messages,
-            info.duration,
-        )
         recovered.append(info)
     return recovered
 
 
-def scan(directory: Path) -> dict[str, smf.Info]:
-    """Every recording in the directory, by id (files that are not ours are left alone)."""
+def scan(directory: Path, known: dict[str, smf.Info] | None = None) -> dict[str, smf.Info]:
+    """Every recording in the directory, by id (files that are not ours are left alone);
+    those in ``known`` (just recovered) are not read again."""
     found: dict[str, smf.Info] = {}
     for path in sorted(directory.glob("*" + smf.SUFFIX)):
         stem = path.name.removesuffix(smf.SUFFIX)
         if not RECORDING_ID.match(stem):
+            continue
+        if known is not None and stem in known:
+            found[stem] = known[stem]
             continue
         try:
             info = smf.read_info(path)

@@ -14,19 +14,21 @@ from typing import Any
 
 from midihub.config import HubConfig, RecordConfig
 from midihub.hub import Endpoint, Hub, participant_id
+from midihub.hub.panic import Panicked, Released
 from midihub.hub.spec import HubSpec
-from midihub.record import files, smf
+from midihub.record import files, smf, worker
 from midihub.record.journal import Header
 from midihub.record.names import RECORDING_ID, display_name, file_part
 from midihub.record.participant import Participant, loopback_for
 from midihub.record.recorder import Recording
-from midihub.record.replay import Replay
+from midihub.record.replay import Replay, take
 from midihub.record.writer import Writer
 from midihub.rtp import Event, MidiReceived, PeerJoined, PeerLeft
 
 log = logging.getLogger("midihub.record")
 
-HOUSEKEEPING = 0.1  # seconds between checks for panics and silence while recording
+HOUSEKEEPING = 0.1  # seconds between checks for silence while recording
+SHUTDOWN_BUDGET = 1.0  # seconds the process waits at exit for recordings to be finished
 RETENTION_EVERY = 3600.0
 MAX_REPLAYS = 8
 MAX_FAILED_KEPT = 20
@@ -60,6 +62,9 @@ class RecordingManager:
         self.replays: dict[str, Replay] = {}
         self._by_port: dict[int, Recording] = {}
         self._auto: dict[int, int] = {}  # port → the port its MIDI arrives on
+        # Auto ports whose last recording hit its size cap → when they were last played
+        # into: no new recording there until they have been quiet for split_after.
+        self.held_back: dict[int, float] = {}
         self._seen_spec: HubSpec | None = None
         self._replay_ids = itertools.count(1)
         self._writer: Writer | None = None
@@ -67,6 +72,8 @@ class RecordingManager:
         self._last_retention = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._prepared: asyncio.Task[None] | None = None
+        self._closing = False
+        self._children = worker.Children()  # finishing journals, reading the directory
 
     # -- life --------------------------------------------------------------------
 
@@ -75,23 +82,43 @@ class RecordingManager:
         directory work (recovering unfinished journals, reading the index, retention)
         runs in the background: ``ready()`` waits for it."""
         loop = asyncio.get_running_loop()
-        self._writer = Writer(self.directory, self.settings.flush_interval, loop, self._ended)
+        # Listed before any recording can start: none of them is one of ours.
+        left_over = await asyncio.to_thread(files.left_over, self.directory)
+        self._writer = Writer(
+            self.directory,
+            self.settings.flush_interval,
+            loop,
+            self._ended,
+            self._full,
+            self._children,
+        )
         self._writer.start()
         self.hub.listeners.append(self._on_event)
         self.hub.midi_listeners.append(self._on_midi)
         self._sync_config()
         self._timer = loop.call_later(HOUSEKEEPING, self._housekeep)
-        self._prepared = loop.create_task(self._prepare())
+        self._prepared = loop.create_task(self._prepare(left_over))
 
-    async def _prepare(self) -> None:
+    async def _prepare(self, left_over: list[Path]) -> None:
         try:
             await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
-            await asyncio.to_thread(files.recover, self.directory)
-            found = await asyncio.to_thread(files.scan, self.directory)
+            found, recovered = await asyncio.to_thread(
+                self._children.prepare, self.directory, left_over
+            )
+        except worker.Interrupted:
+            return  # shutdown came first: the next start does it
         except OSError as error:
             log.error("recordings directory %s unusable: %s", self.directory, error)
             return
         self.index = found | self.index  # recordings finished meanwhile stay
+        for rid in recovered:
+            info = found[rid]
+            log.info(
+                "recovered unfinished recording %s: %d message(s), %.1f s",
+                rid,
+                info.messages,
+                info.duration,
+            )
         await self.enforce_retention()
         log.info("recordings in %s (%d kept)", self.directory, len(self.index))
 
@@ -99,24 +126,46 @@ class RecordingManager:
         if self._prepared is not None:
             await self._prepared
 
-    async def close(self) -> None:
-        """Stop replays and recordings (their SMFs are written), then the writer."""
+    async def close(self, budget: float = SHUTDOWN_BUDGET) -> None:
+        """Stop replays and recordings: every journal gets its end record and is made
+        durable, then the SMFs are written for up to ``budget`` seconds. What is not
+        finished by then stays a journal, finished at the next start (as after a
+        crash): a large recording never holds up the process's exit."""
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
         if self._timer is not None:
             self._timer.cancel()
-        if self._prepared is not None:
-            await asyncio.gather(self._prepared, return_exceptions=True)
-        for replay in list(self.replays.values()):
-            replay.stop()
-        waits = [self._stop(recording) for recording in list(self.active.values())]
-        await asyncio.gather(*waits, *self._tasks, return_exceptions=True)
         for listeners, hook in (
             (self.hub.listeners, self._on_event),
             (self.hub.midi_listeners, self._on_midi),
         ):
             if hook in listeners:
                 listeners.remove(hook)
+        for replay in list(self.replays.values()):
+            replay.stop()
+        for recording in list(self.active.values()):
+            self._end(recording)
+        finished = True
+        if self._prepared is not None:
+            await asyncio.wait([self._prepared], timeout=budget)
+            finished = self._prepared.done()
         if self._writer is not None:
-            await asyncio.to_thread(self._writer.close)
+            left = max(deadline - loop.time(), 0.0) if finished else 0.0
+            finished = await asyncio.to_thread(self._writer.close, left) and finished
+        if not finished:
+            self._children.stop()  # what they were doing waits for the next start
+        if self._prepared is not None:
+            await asyncio.gather(self._prepared, return_exceptions=True)
+        await asyncio.sleep(0)  # the writer's last callbacks run first
+        for recording in list(self.active.values()):
+            log.warning(
+                "recording %s is not finished yet: its journal is finished at the next start",
+                recording.id,
+            )
+            if recording.done is not None and not recording.done.done():
+                recording.done.set_result(None)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- hub listeners (the packet loop) -------------------------------------------
 
@@ -129,6 +178,12 @@ class RecordingManager:
                 return
             if not any(message[0] <= 0xF0 for _, message in event.commands):
                 return  # clock alone does not start a recording
+            if port in self.held_back:
+                now = time.monotonic()
+                if now - self.held_back[port] < self.settings.split_after * 60:
+                    self.held_back[port] = now  # still playing since the cap
+                    return
+                del self.held_back[port]
             try:
                 recording = self.start_recording(port, auto=True)
             except RecordingError:
@@ -139,15 +194,26 @@ class RecordingManager:
             recording.midi(player, who.name, event.commands, time.monotonic())
 
     def _on_event(self, endpoint: Endpoint, event: Event) -> None:
-        recording = self._by_port.get(endpoint.port)
+        """Joins and leaves become markers; what the hub sent for a player who left or
+        at shutdown (its release) goes in that player's track, and a panic to everyone
+        ends the notes every track still holds, both at the time the hub sent them."""
+        port = endpoint.port
+        recording = self._by_port.get(port)
         if recording is None:
             return
+        now = time.monotonic()
         if isinstance(event, PeerJoined):
-            name = display_name(event.who.name)
-            recording.marker(f"joined: {name}", time.monotonic())
+            recording.marker(f"joined: {display_name(event.who.name)}", now)
+        elif isinstance(event, Released):
+            if port == recording.midi_port:
+                who = event.who
+                recording.midi(participant_id(endpoint, who), who.name, event.commands, now)
         elif isinstance(event, PeerLeft) and event.joined:
-            name = display_name(event.who.name)
-            recording.marker(f"left: {name} ({event.reason})", time.monotonic())
+            recording.marker(f"left: {display_name(event.who.name)} ({event.reason})", now)
+        elif isinstance(event, Panicked):
+            recording.marker(f"panic on port {port}", now)
+            if event.everyone:
+                recording.panic(event.note_range, event.channels, now)
 
     # -- recordings ----------------------------------------------------------------
 
@@ -189,11 +255,11 @@ class RecordingManager:
             t0=now,
             limit=self.settings.buffer_limit,
             max_tracks=self.settings.max_tracks,
+            max_bytes=int(self.settings.max_recording_mb * 1_000_000),
             auto=auto,
         )
         for covered in ports:
             endpoint = self.hub.endpoints.get(covered)
-            recording.panics[covered] = endpoint.panics if endpoint is not None else 0
             self._by_port[covered] = recording
             if endpoint is not None:
                 for participant in endpoint.participants:
@@ -219,19 +285,36 @@ class RecordingManager:
         return recording
 
     async def _stop(self, recording: Recording) -> None:
-        loop = asyncio.get_running_loop()
+        done = self._end(recording)
+        await asyncio.wait_for(asyncio.shield(done), 30)
+
+    def _end(self, recording: Recording) -> asyncio.Future[None]:
+        """No more input: the writer finishes the file; the future says when."""
         if recording.done is None:
-            recording.done = loop.create_future()
+            recording.done = asyncio.get_running_loop().create_future()
             self._release_ports(recording)
             recording.end(time.monotonic())
             if self._writer is not None:
                 self._writer.wake()
-        await asyncio.wait_for(asyncio.shield(recording.done), 30)
+        return recording.done
 
     def _release_ports(self, recording: Recording) -> None:
         for port in recording.ports:
             if self._by_port.get(port) is recording:
                 del self._by_port[port]
+
+    def _full(self, recording: Recording) -> None:
+        """From the writer thread (via the loop): the journal reached its cap."""
+        log.warning(
+            "recording %s: %.0f MB, the most one recording may hold "
+            "([record] max_recording_mb): stopped",
+            recording.id,
+            self.settings.max_recording_mb,
+        )
+        if recording.auto:
+            self.held_back[recording.midi_port] = time.monotonic()
+        if recording.active:
+            self._background(self._stop(recording))
 
     def _ended(self, recording: Recording, info: smf.Info | None) -> None:
         """From the writer thread (via the loop): finished with ``info``, or failed."""
@@ -248,7 +331,8 @@ class RecordingManager:
                 info.duration,
                 info.size,
             )
-            self._background(self.enforce_retention())
+            if not self._closing:
+                self._background(self.enforce_retention())
         else:
             self.failed[recording.id] = recording
             while len(self.failed) > MAX_FAILED_KEPT:
@@ -298,14 +382,24 @@ class RecordingManager:
         playing = [r for r in self.replays.values() if r.state in ("connecting", "playing")]
         if len(playing) >= MAX_REPLAYS:
             raise RecordingError(429, f"{MAX_REPLAYS} replays are already playing")
+        source = smf.timed_messages(path)
         try:
-            messages = await asyncio.to_thread(smf.timed_messages, path)
-        except (OSError, ValueError, EOFError) as error:
+            first = await asyncio.to_thread(take, source)
+        except (OSError, ValueError) as error:
+            source.close()
             raise RecordingError(500, f"cannot read {rid}: {error}") from None
+        info = self.index[rid]
         host = loopback_for(self.hub.spec.bind)
-        participant = Participant(self.index[rid].header.name, host)
+        participant = Participant(info.header.name, host)
         replay = Replay(
-            str(next(self._replay_ids)), rid, port, messages, participant, self._replay_ended
+            str(next(self._replay_ids)),
+            rid,
+            port,
+            first,
+            source,
+            info.duration,
+            participant,
+            self._replay_ended,
         )
         self.replays[replay.id] = replay
         try:
@@ -339,30 +433,16 @@ class RecordingManager:
             for recording in list(self.active.values()):
                 if not recording.active:
                     continue
-                self._mark_panics(recording, now)
-                if recording.size > self.settings.max_recording_mb * 1_000_000:
-                    log.warning(
-                        "recording %s: %.0f MB, the most one recording may hold "
-                        "([record] max_recording_mb): stopped",
-                        recording.id,
-                        self.settings.max_recording_mb,
-                    )
-                    self._background(self._stop(recording))
-                elif recording.auto and now - recording.last_sound > split:
+                if recording.auto and now - recording.last_sound > split:
                     log.info("recording %s: %.0f s of silence, split", recording.id, split)
                     self._background(self._stop(recording))
+            for port, last in list(self.held_back.items()):
+                if now - last >= split or port not in self._auto:
+                    del self.held_back[port]  # quiet since its cap: auto may start again
             if now - self._last_retention > RETENTION_EVERY:
                 self._background(self.enforce_retention())
         finally:
             self._timer = loop.call_later(HOUSEKEEPING, self._housekeep)
-
-    def _mark_panics(self, recording: Recording, now: float) -> None:
-        """The hub counts panics per port; a new count becomes a marker (within 0.1 s)."""
-        for port, seen in recording.panics.items():
-            endpoint = self.hub.endpoints.get(port)
-            if endpoint is not None and endpoint.panics != seen:
-                recording.panics[port] = endpoint.panics
-                recording.marker(f"panic on port {port}", now)
 
     def _sync_config(self) -> None:
         """Follow reloads: auto ports, and recordings of ports that went away end."""
@@ -411,7 +491,7 @@ class RecordingManager:
             row |= {
                 "messages": recording.messages,
                 "flushed": recording.flushed,
-                "dropped": recording.dropped,
+                "dropped": recording.dropped + recording.refused,
                 "auto": recording.auto,
                 "error": recording.error,
             }

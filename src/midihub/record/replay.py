@@ -2,16 +2,20 @@
 
 Playback starts at the first message; each message is scheduled at its absolute
 time from the start (``call_at``), so timing never drifts the way chained sleeps
-do; messages due together leave in one packet. Stopping releases what the replay
-holds (NoteOffs, pedals up, bend centred) before saying BY.
+do; messages due together leave in one packet. The file is read a batch at a time
+on a worker thread, ahead of the playing (memory does not grow with the recording).
+Stopping releases what the replay holds (NoteOffs, pedals up, bend centred) before
+saying BY.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
 
 from midihub.midi.held import NoteState
 from midihub.record.participant import Participant
@@ -20,17 +24,31 @@ log = logging.getLogger("midihub.record")
 
 LEAD = 0.05  # seconds between joining and the first message, so the hub knows us
 SAME_PACKET = 0.0005  # messages this close together leave in one packet
+BATCH = 2048  # messages read from the file at a time
+LOW = BATCH // 2  # fewer than this waiting: the next batch is read
+
+Timed = tuple[float, bytes]
+
+
+def take(source: Iterator[Timed], count: int = BATCH) -> list[Timed]:
+    """The next ``count`` messages of ``source`` (blocking file reads: a worker thread)."""
+    return list(itertools.islice(source, count))
 
 
 class Replay:
-    """One playback. ``state``: connecting, playing, done, stopped, failed."""
+    """One playback. ``state``: connecting, playing, done, stopped, failed.
+
+    ``first``: the first batch of ``source``, already read; ``length``: the
+    recording's length in seconds (what ``duration`` counts from the first message)."""
 
     def __init__(
         self,
         rid: str,
         recording: str,
         port: int,
-        messages: list[tuple[float, bytes]],
+        first: list[Timed],
+        source: Generator[Timed, None, None],
+        length: float,
         participant: Participant,
         on_end: Callable[[Replay], None],
     ) -> None:
@@ -41,10 +59,12 @@ class Replay:
         self.error: str | None = None
         self.started = time.time()
         self.sent = 0
-        first = messages[0][0] if messages else 0.0  # leading silence is skipped
-        self._messages = [(at - first, message) for at, message in messages]
-        self.duration = self._messages[-1][0] if messages else 0.0
-        self._next = 0
+        self._start = first[0][0] if first else 0.0  # leading silence is skipped
+        self.duration = max(length - self._start, 0.0)
+        self._waiting: deque[Timed] = deque((at - self._start, m) for at, m in first)
+        self._source = source
+        self._exhausted = len(first) < BATCH
+        self._reading: asyncio.Task[None] | None = None
         self._participant = participant
         self._held = NoteState()
         self._loop = asyncio.get_running_loop()
@@ -64,6 +84,7 @@ class Replay:
         except (TimeoutError, ConnectionError) as error:
             self._participant.close()
             self.state, self.error = "failed", f"could not join port {self.port}: {error}"
+            self._close_source()
             self._on_end(self)
             raise
         self.state = "playing"
@@ -71,11 +92,35 @@ class Replay:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._next >= len(self._messages):
-            self._finish("done")
+        if self.state != "playing":
             return
-        due = self._origin + self._messages[self._next][0]
+        if len(self._waiting) < LOW and not self._exhausted and self._reading is None:
+            self._reading = self._loop.create_task(self._read())
+        if not self._waiting:
+            if self._reading is None:
+                self._finish("done")
+            return  # the batch being read schedules what comes next
+        due = self._origin + self._waiting[0][0]
         self._timer = self._loop.call_at(due, self._play)
+
+    async def _read(self) -> None:
+        try:
+            batch = await asyncio.to_thread(take, self._source)
+        except (OSError, ValueError) as error:
+            batch, self.error = [], f"cannot read {self.recording}: {error}"
+            log.error("replay %s: %s", self.id, self.error)
+        self._reading = None
+        if len(batch) < BATCH:
+            self._exhausted = True
+        if self.state != "playing":
+            self._close_source()
+            return
+        start = self._start
+        self._waiting.extend((at - start, message) for at, message in batch)
+        if self.error is not None:
+            self._finish("failed")
+        elif self._timer is None:
+            self._schedule()
 
     def _play(self) -> None:
         self._timer = None
@@ -84,10 +129,9 @@ class Replay:
             return
         limit = self._loop.time() - self._origin + SAME_PACKET
         batch: list[tuple[int, bytes]] = []
-        messages = self._messages
-        while self._next < len(messages) and messages[self._next][0] <= limit:
-            batch.append((0, messages[self._next][1]))
-            self._next += 1
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= limit:
+            batch.append((0, waiting.popleft()[1]))
         if batch:
             self._held.update(batch)
             self._participant.send(batch)
@@ -97,6 +141,11 @@ class Replay:
     def stop(self) -> None:
         if self.state in ("connecting", "playing"):
             self._finish("stopped")
+
+    def _close_source(self) -> None:
+        """Close the file, unless a worker thread is reading it (then ``_read`` does)."""
+        if self._reading is None:
+            self._source.close()
 
     def _finish(self, state: str, *, release: bool = True) -> None:
         if self._timer is not None:
@@ -108,4 +157,6 @@ class Replay:
                 self._participant.send(held)
         self._participant.close()
         self.state = state
+        self._waiting.clear()
+        self._close_source()
         self._on_end(self)
