@@ -76,6 +76,32 @@ async def test_a_player_that_vanishes_holding_a_note_is_released_in_its_own_trac
     assert "bob" not in tracks  # bob played nothing
 
 
+async def test_a_recording_stopped_mid_note_ends_what_was_held_at_its_end(
+    tmp_path: Path, make_peer: MakePeer
+) -> None:
+    (port,) = free_ports(1)
+    async with recording_hub(f"[rooms]\nJam = {port}", tmp_path) as hub:
+        alice, bob = await joined(make_peer, port, "alice", "bob")
+        recording = hub.manager.start_recording(port)
+        alice.send(note_on(0, 60, 100), note_on(0, 64, 100), control_change(0, 64, 127))
+        alice.send(note_off(0, 64))
+        await wait_for(lambda: len(bob.received) == 4, 5, "bob to hear alice")
+        await hub.manager.stop_recording(recording.id)  # alice still holds 60 and the pedal
+    path = hub.manager.path_of(recording.id)
+    assert path is not None
+    alices = timeline(path)["alice"]
+    assert [value for _, value in alices] == [
+        note_on(0, 60, 100),
+        note_on(0, 64, 100),
+        control_change(0, 64, 127),
+        note_off(0, 64),
+        note_off(0, 60),  # ended with the file, not left sounding
+        control_change(0, 64, 0),
+    ]
+    end = mido.MidiFile(str(path)).tracks[0]  # the conductor track ends at the stop
+    assert alices[-1][0] == alices[-2][0] == sum(event.time for event in end)
+
+
 async def test_a_panic_ends_in_the_smf_the_notes_it_ended(
     tmp_path: Path, make_peer: MakePeer
 ) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from midihub.midi.held import NoteState
 from midihub.record import journal
 from midihub.record.journal import Header
 
@@ -96,13 +97,14 @@ def _event(message: bytes) -> bytes | None:
 class _Track:
     """One track being written: its events buffered, then spilled to ``path``."""
 
-    __slots__ = ("buffer", "last", "length", "path")
+    __slots__ = ("buffer", "held", "last", "length", "path")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.buffer = bytearray()
         self.last = 0  # ms of the last event
         self.length = 0  # bytes of the chunk so far, spilled or not
+        self.held = NoteState()  # what the player still holds, ended with the file
 
     def add(self, ms: int, event: bytes) -> int:
         delta = ms - self.last
@@ -154,6 +156,7 @@ def write(reader: journal.Reader, path: Path) -> Info:
                 if track is None or event is None:
                     continue
                 buffered += track.add(ms, event)
+                track.held.apply(value)
                 messages += 1
                 if len(track.buffer) >= SPILL:
                     buffered -= len(track.buffer)
@@ -175,6 +178,10 @@ def write(reader: journal.Reader, path: Path) -> Info:
         conductor.add(duration, _meta(END_OF_TRACK, b""))
         ordered = [tracks[number] for number in sorted(tracks)]
         for track in ordered:
+            # Stopped mid-note (by hand, at the cap): the file ends what was held, at its end.
+            for _, release in track.held.release():
+                track.add(duration, release)
+                messages += 1
             track.add(track.last, _meta(END_OF_TRACK, b""))
         with open(partial, "wb") as out:
             out.write(b"MThd" + struct.pack(">IHHH", 6, 1, 1 + len(ordered), TICKS_PER_BEAT))
