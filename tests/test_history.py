@@ -165,8 +165,8 @@ def first_and_last_seen(path: Path) -> list[tuple[str, float, float]]:
 async def test_name_churn_keeps_the_series_of_a_port_bounded(tmp_path: Path) -> None:
     """10,000 participants, each under a name of its own, on one port: the port keeps
     its first MAX_KEYS_PER_PORT series and puts every later sample in its (others)
-    series, counted; another port is not affected, and a series purged with its
-    minutes frees its place."""
+    series, counted; another port is not affected, a restart keeps the bound, and a
+    series purged with its minutes frees its place."""
     path = tmp_path / "h.db"
     clock = Clock(T0 + 3600)
     store = LatencyStore(str(path), clock=clock, retention=DAY, flush_interval=3600)
@@ -193,13 +193,25 @@ async def test_name_churn_keeps_the_series_of_a_port_bounded(tmp_path: Path) -> 
         ]
         assert exported.samples[0].value == store.overflowed
 
+        await store.close()  # a restart keeps the bound: the kept series are read back
+        store = LatencyStore(str(path), clock=clock, retention=DAY, flush_interval=3600)
+        await store.start()
+        store.record("after-restart", "10.0.9.9:5004", 5040, 4.0, T0 + 1002)
+        store.record("steady", "10.0.0.9:5004", 5040, 10.0, T0 + 1003)
+        await store.flush()
+        assert store.overflowed == 1
+        keys = {(s.name, s.address, s.hub_port): s.count for s in await store.summary()}
+        assert keys[(OVERFLOW_NAME, "", 5040)] == 10_000 - (MAX_KEYS_PER_PORT - 1) + 1
+        assert keys[("steady", "10.0.0.9:5004", 5040)] == 3
+        assert len(first_and_last_seen(path)) == MAX_KEYS_PER_PORT + 2
+
         clock.now += 2 * DAY  # past the retention: every series purged, places free
         await store.purge()
         assert first_and_last_seen(path) == []
         store.record("newcomer", "10.0.1.1:5004", 5040, 3.0, clock.now)
         await store.flush()
         assert [(s.name, s.count) for s in await store.summary()] == [("newcomer", 1)]
-        assert store.overflowed == 10_000 - (MAX_KEYS_PER_PORT - 1)
+        assert store.overflowed == 1
     finally:
         await store.close()
 

@@ -262,7 +262,8 @@ class LatencyStore:
         await self._run(self._open)
         await self.purge()
         for key in await self._run(self._stored_keys):
-            self._keys.setdefault(key[2], set()).add(key)
+            if key[:2] != (OVERFLOW_NAME, ""):  # (others) takes no place of its own
+                self._keys.setdefault(key[2], set()).add(key)
         self._task = asyncio.create_task(self._flush_forever(), name="latency-store")
 
     async def close(self) -> None:
