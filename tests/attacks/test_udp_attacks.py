@@ -131,10 +131,13 @@ async def test_a_spoofed_ssrc_does_not_keep_a_dead_session_alive(
                 left.set_result(True)
 
         hub.hub.listeners.append(watch)
-        while not left.done():  # mallory keeps "alice" busy from elsewhere
+        for _ in range(200):  # mallory keeps "alice" busy from elsewhere, 0.1 s apart
             mallory.send(PortKind.DATA, p.encode_clock(ssrc, 0, (1, 0, 0)), port)
             mallory.send(PortKind.CONTROL, p.encode_feedback(ssrc, 1), port)
             await asyncio.wait([left], timeout=0.1)
+            if left.done():
+                break
+        assert left.done(), "alice's session never timed out (timeout 1 s)"
         assert hub.participants(port) == []
 
 
