@@ -88,17 +88,16 @@ async def test_monitor_in_a_terminal_highlights_held_notes_and_logs_cc(
         web = url.removeprefix("http://")
         command = f"{MIDIHUB} monitor Jam --web {web}; echo $? > {status}; sleep 30"
         with tmux_session(f"midihub-test-{port}", command) as tmux:
-            for _ in range(300):  # 15 s at least: generous on a busy machine
-                if "alice-keys" in await tmux.screen(False):
-                    break
-                await asyncio.sleep(0.05)
-            keys.send(b"\x90\x3c\x64", b"\x91\x40\x50", b"\x90\x40\x50", b"\xb0\x07\x64")
+
+            async def shows(*texts: str, escapes: bool = True, absent: str = "\0") -> bool:
+                nonlocal screen
+                screen = await tmux.screen(escapes)
+                return all(text in screen for text in texts) and absent not in screen
+
             screen = ""
-            for _ in range(300):  # 15 s at least: generous on a busy machine
-                screen = await tmux.screen()
-                if f"{HIGHLIGHT}E4·1,2" in screen and "cc7=100" in screen:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_for(lambda: shows("alice-keys", escapes=False), 30, "alice-keys listed")
+            keys.send(b"\x90\x3c\x64", b"\x91\x40\x50", b"\x90\x40\x50", b"\xb0\x07\x64")
+            await wait_for(lambda: shows(f"{HIGHLIGHT}E4·1,2", "cc7=100"), 30, "the notes held")
             assert f"{HIGHLIGHT}C4·1 " in screen, screen
             assert f"{HIGHLIGHT}E4·1,2" in screen  # one note held on two channels
             assert f"{HIGHLIGHT}D4" not in screen and "\x1b[2mD4" in screen
@@ -106,13 +105,10 @@ async def test_monitor_in_a_terminal_highlights_held_notes_and_logs_cc(
             assert "ch1: 2 held" in screen and "ch2: 1 held" in screen
 
             keys.send(b"\x80\x3c\x00", b"\x81\x40\x00", b"\x80\x40\x00")
-            for _ in range(300):  # 15 s at least: generous on a busy machine
-                screen = await tmux.screen()
-                if HIGHLIGHT not in screen:
-                    break
-                await asyncio.sleep(0.05)
-            assert HIGHLIGHT not in screen and "\x1b[2mC4" in screen
-            assert "no notes held" in screen
+            await wait_for(
+                lambda: shows("no notes held", absent=HIGHLIGHT), 30, "the notes released"
+            )
+            assert "\x1b[2mC4" in screen
 
             await asyncio.to_thread(tmux, "send-keys", "-t", "m", "q")
             await wait_for(

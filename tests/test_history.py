@@ -4,8 +4,10 @@ retention; and the hub process keeping it across a restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import socket
+import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midihub.app import App
-from midihub.history import Bucket, LatencyStore
+from midihub.history import MAX_KEYS_PER_PORT, OVERFLOW_NAME, Bucket, LatencyStore
+from midihub.web.metrics import HistoryCollector
 from tests.support import PyPeer, free_ports, make_config, wait_for
 
 T0 = 1_700_000_040.0  # a whole minute
@@ -131,6 +134,84 @@ async def test_memory_database_and_records_during_a_flush_are_kept() -> None:
         rows = await store.history("p")
         assert [(r.minute, r.count) for r in rows] == [(T0, 1000), (T0 + 120, 500)]
         assert store.flushes == 2
+    finally:
+        await store.close()
+
+
+async def test_first_seen_is_the_earliest_samples_time(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    store = LatencyStore(str(path), clock=Clock(T0 + 300), flush_interval=3600)
+    await store.start()
+    try:
+        # Neither the minimum nor the maximum is the first sample.
+        for value, at in ((20.0, T0 + 1), (10.0, T0 + 2), (30.0, T0 + 3), (15.0, T0 + 70)):
+            store.record("alice", "10.0.0.1:5004", 5040, value, at)
+        await store.flush()
+        assert first_and_last_seen(path) == [("alice", T0 + 1, T0 + 70)]
+        store.record("alice", "10.0.0.1:5004", 5040, 25.0, T0 + 130)
+        store.record("alice", "10.0.0.1:5004", 5040, 25.0, T0 + 0.5)  # a late earlier one
+        await store.flush()
+        assert first_and_last_seen(path) == [("alice", T0 + 0.5, T0 + 130)]
+    finally:
+        await store.close()
+
+
+def first_and_last_seen(path: Path) -> list[tuple[str, float, float]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT name, first_seen, last_seen FROM participants ORDER BY name")
+        return [(str(name), float(first), float(last)) for name, first, last in rows]
+
+
+async def test_name_churn_keeps_the_series_of_a_port_bounded(tmp_path: Path) -> None:
+    """10,000 participants, each under a name of its own, on one port: the port keeps
+    its first MAX_KEYS_PER_PORT series and puts every later sample in its (others)
+    series, counted; another port is not affected, a restart keeps the bound, and a
+    series purged with its minutes frees its place."""
+    path = tmp_path / "h.db"
+    clock = Clock(T0 + 3600)
+    store = LatencyStore(str(path), clock=clock, retention=DAY, flush_interval=3600)
+    await store.start()
+    try:
+        store.record("steady", "10.0.0.9:5004", 5040, 9.0, T0)
+        for i in range(10_000):
+            store.record(f"churn-{i}", f"10.0.{i // 250}.{i % 250}:5004", 5040, 5.0, T0 + i / 10)
+            if i % 1000 == 999:
+                await store.flush()
+        store.record("steady", "10.0.0.9:5004", 5040, 11.0, T0 + 1001)  # still its own
+        store.record("other-port", "10.0.0.8:5004", 5050, 7.0, T0 + 1001)
+        await store.flush()
+        keys = {(s.name, s.address, s.hub_port): s.count for s in await store.summary()}
+        at_5040 = {key: n for key, n in keys.items() if key[2] == 5040}
+        assert len(at_5040) == MAX_KEYS_PER_PORT + 1  # its series and (others)
+        assert keys[("steady", "10.0.0.9:5004", 5040)] == 2
+        assert keys[(OVERFLOW_NAME, "", 5040)] == 10_000 - (MAX_KEYS_PER_PORT - 1)
+        assert store.overflowed == 10_000 - (MAX_KEYS_PER_PORT - 1)
+        assert keys[("other-port", "10.0.0.8:5004", 5050)] == 1
+        assert len(first_and_last_seen(path)) == MAX_KEYS_PER_PORT + 2
+        (exported,) = [
+            m for m in HistoryCollector(store).collect() if m.name.endswith("overflowed")
+        ]
+        assert exported.samples[0].value == store.overflowed
+
+        await store.close()  # a restart keeps the bound: the kept series are read back
+        store = LatencyStore(str(path), clock=clock, retention=DAY, flush_interval=3600)
+        await store.start()
+        store.record("after-restart", "10.0.9.9:5004", 5040, 4.0, T0 + 1002)
+        store.record("steady", "10.0.0.9:5004", 5040, 10.0, T0 + 1003)
+        await store.flush()
+        assert store.overflowed == 1
+        keys = {(s.name, s.address, s.hub_port): s.count for s in await store.summary()}
+        assert keys[(OVERFLOW_NAME, "", 5040)] == 10_000 - (MAX_KEYS_PER_PORT - 1) + 1
+        assert keys[("steady", "10.0.0.9:5004", 5040)] == 3
+        assert len(first_and_last_seen(path)) == MAX_KEYS_PER_PORT + 2
+
+        clock.now += 2 * DAY  # past the retention: every series purged, places free
+        await store.purge()
+        assert first_and_last_seen(path) == []
+        store.record("newcomer", "10.0.1.1:5004", 5040, 3.0, clock.now)
+        await store.flush()
+        assert [(s.name, s.count) for s in await store.summary()] == [("newcomer", 1)]
+        assert store.overflowed == 1
     finally:
         await store.close()
 

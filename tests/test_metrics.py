@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from midihub.rtp import LatencyMeasured, PortKind
+from midihub.net import PortPair
+from midihub.rtp import LatencyMeasured, LeaveReason, PortKind
 from tests.fixtures import MakePeer, Serve, ServeRoom
 from tests.support import LOCALHOST, TOKEN, free_ports, joined, wait_for
 
@@ -105,3 +110,33 @@ async def test_metrics_need_the_token_when_the_hub_is_private(serve_room: ServeR
     assert status == 401
     status, _, samples = await scrape(url, TOKEN)
     assert status == 200 and at(samples, "midihub_participants", port=port, name="R") == 0
+
+
+def _close_sockets(pair: PortPair) -> None:
+    """Its sockets closed under it: sending fails with EBADF, an errno no network sends."""
+    loop = asyncio.get_running_loop()
+    for sock in pair._sockets:
+        loop.remove_reader(sock.fileno())
+        sock.close()
+
+
+@pytest.mark.parametrize("breaks", [_close_sockets, PortPair.close], ids=["EBADF", "closed"])
+async def test_a_failing_port_costs_only_its_own_datagrams_and_each_is_counted(
+    breaks: Callable[[PortPair], None], serve_hub: Serve, make_peer: MakePeer
+) -> None:
+    """One flush drains every port: when one port cannot send (an unexpected socket
+    error, or a bug: a closed pair still in use), each of its datagrams is counted and
+    every other port's datagrams of that flush still go out. The shutdown's BYs, to
+    everyone on both ports of each participant, are such a flush."""
+    broken, fine = free_ports(2)
+    running, url = await serve_hub(f"[rooms]\nBroken = {broken}\nFine = {fine}")
+    lost = await joined(make_peer, broken, "lost1", "lost2")
+    heard = await joined(make_peer, fine, "heard1", "heard2")
+    breaks(running.server.pairs[broken])
+    running.server.close()
+    for peer in heard:
+        await wait_for(lambda p=peer: p.left() == [LeaveReason.BYE], 5, f"{peer.name}'s BY")
+    assert all(peer.left() == [] for peer in lost)
+    _, _, samples = await scrape(url)
+    assert at(samples, "midihub_send_errors_total", port=broken, name="Broken") == 2 * len(lost)
+    assert at(samples, "midihub_send_errors_total", port=fine, name="Fine") == 0

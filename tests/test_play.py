@@ -425,7 +425,9 @@ async def test_a_browser_that_stops_reading_is_dropped_and_nobody_waits() -> Non
             assert sent < 500, "the stalled browser was never dropped"
             alice.send(sysex)
             sent += 1
-            await asyncio.sleep(0.01)  # the reader's queue never fills
+            # The reader's queue never fills: each SysEx reaches it before the next goes
+            # (with the stalled one's release, once that is dropped).
+            await wait_for(lambda n=sent: len(reader.midi) >= n, 10, f"the reader: SysEx {sent}")
         # The reader hears every SysEx and the stalled one's release; it was never held up.
         await wait_for(lambda: len(reader.midi) == sent + 1, 10, f"{sent} SysEx + NoteOff")
         assert reader.closed is None

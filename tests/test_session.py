@@ -14,6 +14,8 @@ from midihub.rtp import (
     PeerJoined,
     PeerLeft,
     PortKind,
+    Role,
+    Session,
     SessionSettings,
     SessionTable,
     State,
@@ -142,6 +144,40 @@ def test_ck2_never_starts_a_new_exchange() -> None:
     ck2 = p.encode_clock(pair.session.local_ssrc, 2, (1, 2, 3))
     pair.b.receive(ck2, PortKind.DATA, (A[0], A[1] + 1), pair.now)
     assert pair.b.datagrams_to_send() == []
+
+
+def test_a_ck2_across_the_32_bit_wrap_of_our_stamps_measures_the_rtt() -> None:
+    """Our CK stamps start at a random 32-bit offset, so their low 32 bits wrap within
+    five days of any session's start: a CK2 echoing a CK1 stamp from just before the
+    wrap, answered just after it, is an RTT like any other, whether the peer echoes
+    all 64 bits or only the low 32."""
+    data_a = (A[0], A[1] + 1)
+    for echo_mask in (2**64 - 1, 2**32 - 1):
+        session = Session(
+            role=Role.RESPONDER,
+            local_ssrc=0x1111,
+            local_name="hub",
+            token=7,
+            control_addr=A,
+            now=100.0,
+            settings=SessionSettings(),
+            clock_offset=2**32 - 10,  # 1 ms before the wrap
+        )
+        invitation = p.Invitation(p.INVITATION, 7, 0x5555, "alice")
+        session.invited_by(0x5555)
+        session.on_invitation(invitation, PortKind.CONTROL, A, 100.0, 64)
+        session.on_invitation(invitation, PortKind.DATA, data_a, 100.0, 64)
+        session.datagrams_to_send()
+        session.on_clock(p.Clock(0x5555, 0, (123, 0, 0)), PortKind.DATA, data_a, 100.0)
+        ((_, ck1, _),) = session.datagrams_to_send()
+        ck1_packet = p.decode_session_packet(ck1)
+        assert isinstance(ck1_packet, p.Clock)
+        stamp = ck1_packet.timestamps[1]
+        assert stamp == 2**32 - 10
+        ck2 = p.Clock(0x5555, 2, (123, stamp & echo_mask, 999))
+        events = session.on_clock(ck2, PortKind.DATA, data_a, 100.5)  # 5000 ticks later
+        assert [e.rtt for e in events if isinstance(e, LatencyMeasured)] == [0.5]
+        assert session.timestamp(100.5) > 2**32  # the wrap happened in between
 
 
 def test_midi_flows_both_ways_in_order() -> None:

@@ -1,9 +1,9 @@
 """A week of history for 50 participants (504,000 minutes, seeded in SQL the way an
-existing deployment holds it) served over HTTP by a real hub, while a 5 ms heartbeat
-in the hub's own event loop checks that nothing on the loop waits for it.
-
-The 100 ms bound is a regression guard (far above the goal, far below the 2 s the
-Python-side scan took); the fine figure belongs to the benchmark."""
+existing deployment holds it) served over HTTP by a real hub: every answer is right,
+and no SQL statement runs on the hub's event-loop thread (each goes to the store's
+worker thread), checked on every statement SQLAlchemy executes. How long the loop
+waited meanwhile (a 5 ms heartbeat in it) is printed, not bounded: a time on a shared
+machine is the benchmark's figure (``make bench``, "dashboards open")."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ import asyncio
 import json
 import socket
 import sqlite3
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from midihub.app import App
 from tests.history_seed import seed
@@ -24,8 +28,24 @@ from tests.support import free_ports, make_config, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 BEAT = 0.005
-LATE = 0.100
 MARGIN_MINUTES = 30
+
+
+@contextmanager
+def statements_on_this_thread() -> Iterator[list[str]]:
+    """Every SQL statement any engine executes on the calling thread while open."""
+    here = threading.get_ident()
+    seen: list[str] = []
+
+    def check(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if threading.get_ident() == here:
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", check)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", check)
 
 
 class Heartbeat:
@@ -74,7 +94,7 @@ async def test_a_week_of_history_is_served_without_stalling_the_loop(tmp_path: P
         web_port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{web_port}"
     app = App(make_config(f"[rooms]\nJam = {port}"), web=f"127.0.0.1:{web_port}", db=str(db))
-    with Heartbeat() as heart:
+    with Heartbeat() as heart, statements_on_this_thread() as on_the_loop:
         running = asyncio.create_task(app.run())
         try:
             # Opening migrates (index, hourly roll-up) on the store's thread.
@@ -124,7 +144,7 @@ async def test_a_week_of_history_is_served_without_stalling_the_loop(tmp_path: P
                 assert 24 <= max(series.values()) <= 500
                 assert sum(r["count"] for r in document) <= rows * 6
             assert beats >= 20
-            assert worst < LATE, f"the loop stalled {worst * 1000:.0f} ms"
+            assert on_the_loop == [], "SQL on the event loop's thread"
         finally:
             app.stop()
             await asyncio.wait_for(running, 10)

@@ -15,6 +15,13 @@ size of the table:
 * the summary is cached until the next write, and unflushed buckets are merged into
   every answer so it is always live.
 
+A series is keyed by the participant's session name and address, which the remote
+chooses: a peer rejoining under a new name (or from a new port) each time would start a
+new series each time, kept for the whole retention. So each hub port keeps at most
+``max_keys_per_port`` series over the retention; samples of any further one go to the
+port's ``(others)`` series (counted in ``overflowed``), and a series whose minutes have
+all been purged frees its place.
+
 SQLAlchemy Core keeps the SQL readable; SQLite specifics (the upsert, and taking a
 bare column from the row that holds a ``min()``/``max()``) are marked where used.
 """
@@ -65,6 +72,11 @@ T = TypeVar("T")
 HOUR = 3600
 MAX_POINTS = 500
 """At most this many points per series in one history answer."""
+MAX_KEYS_PER_PORT = 500
+"""Distinct (name, address) series a hub port keeps over the retention."""
+OVERFLOW_NAME = "(others)"
+"""The series of a port's samples past its ``MAX_KEYS_PER_PORT``; its address is empty,
+which no participant's is, so no participant's series can merge into it."""
 STEPS = (60, 120, 300, 600, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 """Bucket widths for downsampled history; from an hour up they read the hourly roll-up."""
 
@@ -111,6 +123,9 @@ Buckets = dict[Key, dict[int, "Bucket"]]
 
 @dataclass(slots=True)
 class Bucket:
+    """``first_at`` (when the earliest sample was taken) is not stored per minute: it
+    sets the participant's ``first_seen``, and is unknown (inf) for a stored bucket."""
+
     count: int
     sum_ms: float
     min_ms: float
@@ -119,10 +134,11 @@ class Bucket:
     max_at: float
     last_ms: float
     last_at: float
+    first_at: float = math.inf
 
     @classmethod
     def first(cls, value: float, at: float) -> Bucket:
-        return cls(1, value, value, at, value, at, value, at)
+        return cls(1, value, value, at, value, at, value, at, at)
 
     def add(self, value: float, at: float) -> None:
         """One sample (a CK exchange, about every 10 s per participant)."""
@@ -137,6 +153,7 @@ class Bucket:
             self.max_ms, self.max_at = other.max_ms, other.max_at
         if other.last_at >= self.last_at:
             self.last_ms, self.last_at = other.last_ms, other.last_at
+        self.first_at = min(self.first_at, other.first_at)
 
     def copy(self) -> Bucket:
         return replace(self)
@@ -210,12 +227,15 @@ class LatencyStore:
         clock: Callable[[], float] = time.time,
         max_series: int = 64,
         max_summary: int = 1000,
+        max_keys_per_port: int = MAX_KEYS_PER_PORT,
     ) -> None:
         self.path = path
         self.retention = retention
         self.flush_interval = flush_interval
         self.max_series = max_series  # series per history answer
         self.max_summary = max_summary  # rows per summary (most recently seen first)
+        self.max_keys_per_port = max_keys_per_port
+        self._keys: dict[int, set[Key]] = {}  # per hub port: the series it keeps
         self._clock = clock
         self._pending: Buckets = {}
         self._flushing: list[_Unwritten] = []
@@ -232,6 +252,7 @@ class LatencyStore:
         self._written_seq = 0  # the last flush committed
         self.flushes = 0
         self.rollup_rebuilds = 0
+        self.overflowed = 0  # samples recorded in a port's (others) series
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -240,6 +261,9 @@ class LatencyStore:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="midihub-history")
         await self._run(self._open)
         await self.purge()
+        for key in await self._run(self._stored_keys):
+            if key[:2] != (OVERFLOW_NAME, ""):  # (others) takes no place of its own
+                self._keys.setdefault(key[2], set()).add(key)
         self._task = asyncio.create_task(self._flush_forever(), name="latency-store")
 
     async def close(self) -> None:
@@ -296,9 +320,19 @@ class LatencyStore:
     def record(self, name: str, address: str, hub_port: int, rtt_ms: float, at: float) -> None:
         """O(1), never waits: the sample joins its minute's bucket in memory."""
         value = round(rtt_ms, 1)
-        buckets = self._pending.get((name, address, hub_port))
+        key = (name, address, hub_port)
+        kept = self._keys.get(hub_port)
+        if kept is None:
+            kept = self._keys[hub_port] = set()
+        if key not in kept:
+            if len(kept) < self.max_keys_per_port:
+                kept.add(key)
+            else:
+                key = (OVERFLOW_NAME, "", hub_port)
+                self.overflowed += 1
+        buckets = self._pending.get(key)
         if buckets is None:
-            buckets = self._pending[(name, address, hub_port)] = {}
+            buckets = self._pending[key] = {}
         minute = int(at // 60 * 60)
         bucket = buckets.get(minute)
         if bucket is None:
@@ -370,19 +404,26 @@ class LatencyStore:
         self._generation += 1
 
     async def purge(self) -> int:
-        """Forget minutes older than the retention, and participants left with none."""
+        """Forget minutes older than the retention, and participants left with none
+        (their series free their places in their port's ``max_keys_per_port``)."""
         cutoff = int((self._clock() - self.retention) // 60 * 60)
         for buckets in self._pending.values():
             for minute in [m for m in buckets if m < cutoff]:
                 del buckets[minute]
         if cutoff <= self._purged_to:  # moves once a minute: nothing new to forget
             return 0
-        removed = await self._run(self._purge, cutoff)
+        async with self._lock:  # no flush in between: what it deletes stays deleted
+            removed, gone = await self._run(self._purge, cutoff)
+        for key in gone:
+            kept = self._keys.get(key[2])
+            if kept is not None and key not in self._pending:  # not recorded meanwhile
+                kept.discard(key)
         self._purged_to = cutoff
         return removed
 
-    def _purge(self, cutoff: int) -> int:
+    def _purge(self, cutoff: int) -> tuple[int, list[Key]]:
         assert self._engine is not None
+        gone: list[Key] = []
         with self._engine.begin() as connection:
             result = connection.execute(delete(minutes).where(minutes.c.minute < cutoff))
             removed = int(result.rowcount or 0)
@@ -392,10 +433,20 @@ class LatencyStore:
                 if edge < cutoff:  # the hour the cutoff falls in lost some minutes
                     _rebuild_hours(connection, edge, edge + HOUR)
                 used = exists().where(minutes.c.participant_id == participants.c.id)
+                p = participants.c
+                unused = select(p.name, p.address, p.hub_port).where(~used)
+                gone = [(row.name, row.address, row.hub_port) for row in connection.execute(unused)]
                 connection.execute(delete(participants).where(~used))
         if removed:
             self._generation += 1
-        return removed
+        return removed, gone
+
+    def _stored_keys(self) -> list[Key]:
+        assert self._engine is not None
+        p = participants.c
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(p.name, p.address, p.hub_port))
+            return [(row.name, row.address, row.hub_port) for row in rows]
 
     # -- reading ------------------------------------------------------------------
 
@@ -622,14 +673,17 @@ def _participant_id(
 ) -> int:
     listed = list(buckets)
     seen = max(b.last_at for b in listed)
-    first = min(min(b.min_at, b.max_at) for b in listed)
+    first = min(b.first_at for b in listed)
     upsert = sqlite_insert(participants).values(
         name=name, address=address, hub_port=hub_port, first_seen=first, last_seen=seen
     )
     connection.execute(
         upsert.on_conflict_do_update(
             index_elements=["name", "address", "hub_port"],
-            set_={"last_seen": func.max(participants.c.last_seen, seen)},
+            set_={
+                "first_seen": func.min(participants.c.first_seen, first),
+                "last_seen": func.max(participants.c.last_seen, seen),
+            },
         )
     )
     return int(

@@ -36,6 +36,7 @@ class HubServer:
         self._ticker: asyncio.TimerHandle | None = None
         self._ticker_at = 0.0
         self._lookups: set[asyncio.Task[None]] = set()
+        self._failures: set[type[Exception]] = set()  # unexpected send errors already logged
         self.on_forward: Callable[[float], None] | None = None
 
     @property
@@ -76,7 +77,16 @@ class HubServer:
         hub = self.hub
         for out in hub.drain():
             pair = pairs.get(out.endpoint.port)
-            if pair is not None and not pair.sendto(out.kind, out.data, out.addr):
+            if pair is None:
+                continue
+            try:
+                sent = pair.sendto(out.kind, out.data, out.addr)
+            except Exception as error:  # a bug, not the network: the rest still go out
+                sent = False
+                if type(error) not in self._failures:  # logged once per kind, not a flood
+                    self._failures.add(type(error))
+                    log.exception("sending to %s on port %d failed", out.addr, pair.port)
+            if not sent:
                 out.endpoint.table.counters.send_errors += 1
         if pairs:
             self._rearm(hub.pending_deadline)

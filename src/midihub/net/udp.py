@@ -11,14 +11,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import socket
 from collections.abc import Callable
 from typing import Final
 
 from midihub.rtp import Address, PortKind
 
+log = logging.getLogger("midihub.net")
+
 BATCH: Final = 64
 BUFFER_SIZE: Final = 65536
+_EXPECTED: Final = frozenset(
+    (
+        errno.EAGAIN,  # full buffer
+        errno.ECONNREFUSED,  # an ICMP error from an earlier datagram
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EINVAL,
+        errno.EAFNOSUPPORT,
+        errno.EPERM,  # a firewall
+        errno.EMSGSIZE,
+        errno.ENOBUFS,
+    )
+)
+"""What UDP does to a datagram every day: dropped and counted, not logged."""
 
 Receiver = Callable[[PortKind, list[tuple[bytes, Address]]], None]
 
@@ -45,6 +62,7 @@ class PortPair:
         self._sockets: list[socket.socket] = []
         self._buffer = bytearray(BUFFER_SIZE)
         self._view = memoryview(self._buffer)
+        self._reported: set[int | None] = set()  # unexpected send errnos already logged
 
     def open(self) -> None:
         try:
@@ -72,22 +90,15 @@ class PortPair:
         self._sockets.clear()
 
     def sendto(self, kind: PortKind, data: bytes, addr: Address) -> bool:
-        """False when the datagram could not be sent (UDP drops it; the caller counts)."""
+        """False when the datagram could not be sent: UDP drops it and the caller counts.
+        Never raises for a socket error, so one failing datagram (or port) never costs
+        the datagrams sent after it."""
         try:
             self._sockets[kind].sendto(data, addr)
-        except OSError as error:  # full buffer, unreachable host: UDP drops, we count
-            if error.errno not in (
-                errno.EAGAIN,
-                errno.ECONNREFUSED,
-                errno.EHOSTUNREACH,
-                errno.ENETUNREACH,
-                errno.EINVAL,
-                errno.EAFNOSUPPORT,
-                errno.EPERM,
-                errno.EMSGSIZE,
-                errno.ENOBUFS,
-            ):
-                raise
+        except OSError as error:
+            if error.errno not in _EXPECTED and error.errno not in self._reported:
+                self._reported.add(error.errno)  # once per errno: a log line, not a flood
+                log.warning("UDP port %d: sendto failed: %s", self.port + kind, error)
             return False
         return True
 

@@ -309,7 +309,8 @@ class Session:
             self._counters.drop(Drop.CLOCK_UNMATCHED)
             return []
         self._echoes.remove(echoed)
-        return self._synced((local & TIMESTAMP_MASK) - echoed, now)
+        # Modulo 2**32: between our CK1 and this CK2 the low 32 bits may have wrapped.
+        return self._synced((local - echoed) & TIMESTAMP_MASK, now)
 
     def _synced(self, ticks: int, now: float) -> list[Event]:
         if not 0 <= ticks <= MAX_RTT * CLOCK_RATE:  # a bogus timestamp, not an RTT

@@ -55,6 +55,7 @@ class HistoryStore(Protocol):
 
     flushes: int  # batched writes so far (exported in /metrics)
     rollup_rebuilds: int  # hourly roll-ups rebuilt from the minutes on start
+    overflowed: int  # samples kept in a port's (others) series (name churn)
 
     async def summary(self) -> list[Any]: ...
 

@@ -210,6 +210,7 @@ class WebCollector(Collector):
 class HistoryCounts(Protocol):
     flushes: int
     rollup_rebuilds: int
+    overflowed: int
 
 
 class HistoryCollector(Collector):
@@ -228,6 +229,12 @@ class HistoryCollector(Collector):
             "midihub_history_rollup_rebuilds",
             "Hourly roll-ups rebuilt from the per-minute rows (on start, when they disagreed).",
             value=self.history.rollup_rebuilds,
+        )
+        yield CounterMetricFamily(
+            "midihub_history_samples_overflowed",
+            "Latency samples kept in a port's (others) series: the port already keeps "
+            "its maximum of distinct participant series over the retention.",
+            value=self.history.overflowed,
         )
 
 
