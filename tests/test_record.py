@@ -294,7 +294,8 @@ async def test_kill_9_mid_recording_recovers_everything_flushed(tmp_path: Path) 
         assert row["state"] == "done" and row["players"] == ["alice"]
         assert not list(hub.directory.glob("*.journal"))
         midi = mido.MidiFile(file=io.BytesIO(await hub.download(row["file"])))
-        assert [bytes(e.bin()) for e in midi.tracks[1] if not e.is_meta] == flushed
+        ended = [note_off(0, 40 + n) for n in range(30)]  # held at the crash: ended at the end
+        assert [bytes(e.bin()) for e in midi.tracks[1] if not e.is_meta] == flushed + ended
     finally:
         await hub.served.stop()
 

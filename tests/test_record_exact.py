@@ -374,7 +374,11 @@ async def test_a_recording_left_unfinished_at_shutdown_is_whole_and_recovered_ne
         assert recording.id in hub.manager.index
         finished = hub.manager.path_of(recording.id)
     assert finished is not None and not path.exists()
-    assert [value for _, value in timeline(finished)["alice"]] == [note_on(0, 60, 100)]
+    # What alice still held is ended at the file's end, as for any recording.
+    assert [value for _, value in timeline(finished)["alice"]] == [
+        note_on(0, 60, 100),
+        note_off(0, 60),
+    ]
 
 
 async def test_a_replay_longer_than_a_read_batch_plays_everything_in_order(

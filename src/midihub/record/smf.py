@@ -179,9 +179,8 @@ def write(reader: journal.Reader, path: Path) -> Info:
         ordered = [tracks[number] for number in sorted(tracks)]
         for track in ordered:
             # Stopped mid-note (by hand, at the cap): the file ends what was held, at its end.
-            for _, release in track.held.release():
+            for _, release in track.held.release():  # the hub's, not counted as played
                 track.add(duration, release)
-                messages += 1
             track.add(track.last, _meta(END_OF_TRACK, b""))
         with open(partial, "wb") as out:
             out.write(b"MThd" + struct.pack(">IHHH", 6, 1, 1 + len(ordered), TICKS_PER_BEAT))
