@@ -50,11 +50,16 @@ def make_config(text: str, bind: str = LOCALHOST, **overrides: object) -> HubCon
     return config.model_copy(update=overrides) if overrides else config
 
 
+GENEROUS = 30.0  # seconds: the shortest a test waits for a condition before failing
+
+
 async def wait_for(
     predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, what: str = ""
 ) -> None:
     """Poll ``predicate`` (plain or async) until true; fail with ``what`` after
-    ``timeout`` seconds."""
+    ``timeout`` seconds, never fewer than ``GENEROUS``: a busy machine may take far
+    longer than the caller expected, and a wait that succeeds returns at once."""
+    timeout = max(timeout, GENEROUS)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
