@@ -25,6 +25,7 @@ from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft, Who
 from midihub.web import Api, WebServer
+from midihub.web.connections import ConnectionLimits
 from midihub.web.recordings import RecordingsApi
 from midihub.web.server import WebError
 
@@ -263,6 +264,13 @@ class App:
             port,
             tls_cert=settings.tls_cert,
             tls_key=settings.tls_key,
+            limits=ConnectionLimits(
+                per_source=settings.connections_per_ip,
+                header_timeout=settings.header_timeout,
+                ceiling=settings.max_connections,
+                ports=lambda: len(self.hub.endpoints),
+            ),
+            registry=self.api.metrics.registry,
         )
         await web.start()
         self.web = web  # only once it answers: tests and tools wait for this
