@@ -6,6 +6,7 @@ run the hub out of file descriptors, so the dashboard, the API and /play still a
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -25,10 +26,20 @@ HALF = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow"
 Socket = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def connect(port: int, source: str, send: bytes = HALF) -> Socket:
+async def connect(port: int, source: str, send: bytes = HALF, window: int = 0) -> Socket:
     """A raw connection from ``source`` (any 127/8 address is this machine) that sends
-    ``send`` and then nothing."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    ``send`` and then nothing; ``window``: a receive buffer that small, when set."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if window:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    reader, writer = await asyncio.open_connection(sock=sock)
     if send:
         writer.write(send)
         await writer.drain()
@@ -161,6 +172,24 @@ async def test_when_every_connection_is_serving_a_newcomer_is_refused_and_counte
             writer.close()
         assert server.gate.counters.refused_total == 1
         assert server.gate.counters.evicted == 0
+
+
+async def test_a_client_that_reads_nothing_cannot_hold_a_serving_connection() -> None:
+    """Pipelined requests whose answers are never read keep the hub writing: once its
+    writes have waited the write timeout the connection is closed and counted."""
+    (port,) = free_ports(1)
+    limits = ConnectionLimits(write_timeout=0.5)
+    async with web_hub(f"[rooms]\nR = {port}", limits=limits) as (_, _, server):
+        # 22 KB of JSON each (on uvloop static files go the same way; the standard loop
+        # sends those with sendfile, which the gate cannot see waiting).
+        request = b"GET /api/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        reader, writer = await connect(server.port, "127.0.0.3", request * 1000, window=4096)
+        try:
+            await wait_for(lambda: server.gate.counters.stalled == 1, 10, "a stalled close")
+            assert server.gate.sources.of("127.0.0.3") == 0
+            assert await closed_by_hub(reader)
+        finally:
+            writer.close()
 
 
 async def test_https_sends_hsts_and_a_stalled_handshake_is_capped_and_timed(

@@ -16,6 +16,8 @@ aiohttp (or, with HTTPS, the TLS handshake) sees it:
 A connection is *busy* from the moment aiohttp hands a request to the application (the
 ``track`` middleware) until that request's task ends, which is after its response has
 been written: a long download, an SSE stream or a WebSocket is never cut by the timer.
+But one whose client reads nothing of it (the hub's writes wait ``write_timeout``) is
+closed, so a busy connection cannot be held by not reading either.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from midihub.web.guard import Handler
 log = logging.getLogger("midihub.web")
 
 HEADER_TIMEOUT = 10.0
+WRITE_TIMEOUT = 30.0
 PER_SOURCE = 64
 CEILING = 4096
 FD_RESERVE = 64
@@ -69,6 +72,8 @@ def connection_cap(ports: int, ceiling: int = CEILING) -> int:
 class ConnectionLimits:
     per_source: int = PER_SOURCE
     header_timeout: float = HEADER_TIMEOUT
+    write_timeout: float = WRITE_TIMEOUT
+    """How long the hub's writes may wait for a client that reads nothing."""
     ceiling: int = CEILING
     ports: Callable[[], int] = lambda: 0
     """How many hub port pairs are open now (the total cap leaves descriptors for them)."""
@@ -87,6 +92,7 @@ class ConnectionCounters:
     idle: int = 0  # sent nothing (after connecting or after a response) in time
     evicted: int = 0  # waiting for a request head when the total cap needed room
     tls_failed: int = 0  # the TLS handshake failed
+    stalled: int = 0  # read nothing of what the hub sent for write_timeout
 
 
 class Connection(asyncio.Protocol):
@@ -103,6 +109,7 @@ class Connection(asyncio.Protocol):
         self.busy = 0  # requests being served
         self.partial = False  # bytes of a request head (or a handshake) came while waiting
         self.timer: asyncio.TimerHandle | None = None
+        self.stall: asyncio.TimerHandle | None = None  # writes waiting on the client
         self.admitted = True
 
     # -- asyncio.Protocol, after any TLS handshake --
@@ -126,10 +133,17 @@ class Connection(asyncio.Protocol):
         return self.inner.eof_received() if self.inner is not None else None
 
     def pause_writing(self) -> None:
+        if self.stall is None and self.admitted:
+            self.stall = asyncio.get_running_loop().call_later(
+                self.gate.limits.write_timeout, self._stalled
+            )
         if self.inner is not None:
             self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
         if self.inner is not None:
             self.inner.resume_writing()
 
@@ -169,6 +183,12 @@ class Connection(asyncio.Protocol):
             self.gate.counters.header_timeout += 1
         else:
             self.gate.counters.idle += 1
+        self.close()
+
+    def _stalled(self) -> None:
+        """A busy connection must not be held by a client that stopped reading."""
+        self.stall = None
+        self.gate.counters.stalled += 1
         self.close()
 
     def close(self) -> None:
@@ -269,9 +289,10 @@ class Gate:
         self.live.discard(connection)
         self.sources.remove(connection.source)
         self.waiting.pop(connection, None)
-        if connection.timer is not None:
-            connection.timer.cancel()
-            connection.timer = None
+        for timer in (connection.timer, connection.stall):
+            if timer is not None:
+                timer.cancel()
+        connection.timer = connection.stall = None
         if connection.inner is not None:
             self._by_handler.pop(connection.inner, None)
 
@@ -328,13 +349,15 @@ class ConnectionsCollector(Collector):
             "midihub_web_connections_closed",
             "Web connections the hub closed: header_timeout (part of a request head or "
             "TLS handshake, not all within web.header_timeout), idle (nothing within it), "
-            "evicted (waiting for a request head when the total cap needed room), tls_failed.",
+            "evicted (waiting for a request head when the total cap needed room), stalled "
+            "(read nothing the hub wrote for 30 s), tls_failed.",
             labels=["reason"],
         )
         for reason, value in (
             ("header_timeout", counters.header_timeout),
             ("idle", counters.idle),
             ("evicted", counters.evicted),
+            ("stalled", counters.stalled),
             ("tls_failed", counters.tls_failed),
         ):
             closed.add_metric([reason], value)
