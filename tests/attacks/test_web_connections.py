@@ -215,6 +215,10 @@ async def test_https_sends_hsts_and_a_stalled_handshake_is_capped_and_timed(
             assert server.gate.counters.header_timeout == 2
         finally:
             drop(stalled)
+        plain = await connect(server.port, "127.0.0.4", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await closed_by_hub(plain[0])  # plain HTTP on the HTTPS port: no handshake
+        await wait_for(lambda: server.gate.counters.tls_failed == 1, 10, "a failed handshake")
+        drop([plain])
         async with (
             client_from("127.0.0.2") as client,
             client.get(server.url + "api/health") as health,

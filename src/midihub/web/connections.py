@@ -235,7 +235,11 @@ class Gate:
                     await asyncio.sleep(ACCEPT_RETRY)
                 continue
             self._accept_failed = False
-            self.accept(sock, address)
+            try:
+                self.accept(sock, address)
+            except Exception:  # a bug here must not stop the web port accepting
+                log.exception("cannot admit a web connection")
+                sock.close()
 
     def accept(self, sock: socket.socket, address: Any) -> None:
         source = source_key(address[0] if address else None)
@@ -276,7 +280,8 @@ class Gate:
             raise
         except Exception:  # whatever a stranger's handshake did wrong
             if connection.admitted:
-                self.counters.tls_failed += tls is not None
+                if tls is not None:
+                    self.counters.tls_failed += 1
                 connection.close()
         finally:
             connection.task = None
