@@ -70,6 +70,9 @@ def connection_cap(ports: int, ceiling: int = CEILING) -> int:
 
 @dataclass(frozen=True)
 class ConnectionLimits:
+    """The web port's caps (``[web]``); ``ports`` is asked at each new connection, so
+    hub ports a reload adds keep their descriptors."""
+
     per_source: int = PER_SOURCE
     header_timeout: float = HEADER_TIMEOUT
     write_timeout: float = WRITE_TIMEOUT

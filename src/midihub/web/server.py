@@ -41,21 +41,16 @@ def load_chain(context: ssl.SSLContext, cert: str, key: str) -> None:
 
 
 async def listen(host: str, port: int) -> list[socket.socket]:
-    """Listening TCP sockets for ``host`` (every address it names; IPv6 ones v6-only,
-    as asyncio's ``create_server`` makes them)."""
+    """Listening TCP sockets for ``host``, one per address it names (SO_REUSEADDR;
+    IPv6 ones v6-only, as asyncio's ``create_server`` made them)."""
     infos = await asyncio.get_running_loop().getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
     sockets: list[socket.socket] = []
     try:
-        for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+        for family, _, _, _, address in dict.fromkeys(infos):
+            sock = socket.create_server(address, family=family, backlog=BACKLOG)
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(BACKLOG)
             sock.setblocking(False)
     except OSError:
         for sock in sockets:
