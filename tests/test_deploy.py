@@ -348,6 +348,7 @@ def test_compose_publishes_the_image_ports_and_keeps_data() -> None:
     assert published == expected_ports()
     volume, _, target = service["volumes"][0].partition(":")
     assert target == "/data" and volume in compose["volumes"]
+    assert service["ulimits"]["nofile"] >= 16384  # as the systemd unit's LimitNOFILE
 
 
 # -- CloudFormation -----------------------------------------------------------------------------
