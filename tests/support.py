@@ -114,7 +114,7 @@ async def serving(
             web_settings=config.web,
         )
         running.server.on_forward = api.metrics.observe_forward
-        web = WebServer(api.application(), "127.0.0.1", 0)
+        web = WebServer(api.application(), "127.0.0.1", 0, registry=api.metrics.registry)
         await web.start()
         try:
             yield running, web.url.rstrip("/")

@@ -27,6 +27,7 @@ import yaml
 from midihub import config as config_module
 from midihub.cli.commands import serve
 from midihub.config import HubConfig, parse_listen
+from midihub.web import connections
 from tests.support import PyPeer, free_port_pair, free_tcp_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +121,16 @@ def test_unit_runs_unprivileged_hardened_and_reloadable() -> None:
     # The log goes to the journal: stdout/stderr are not redirected anywhere else.
     assert one.get("StandardOutput", "journal") == "journal"
     assert one.get("StandardError", "journal") in ("journal", "inherit")
+
+
+def test_unit_raises_the_open_file_limit_to_what_the_web_port_can_use() -> None:
+    """systemd's default soft limit (1024) would hold the web port to a few hundred
+    connections; the unit's limit lets it reach its ceiling even with 64 hub ports."""
+    service = unit_entries(UNIT.read_text())["Service"]
+    (value,) = unit_values(service, "LimitNOFILE")
+    nofile = int(value)
+    spare = nofile - connections.FD_RESERVE - connections.FDS_PER_PORT * 64
+    assert spare // 2 >= connections.CEILING
 
 
 def unit_exec_start() -> list[str]:
@@ -337,6 +348,7 @@ def test_compose_publishes_the_image_ports_and_keeps_data() -> None:
     assert published == expected_ports()
     volume, _, target = service["volumes"][0].partition(":")
     assert target == "/data" and volume in compose["volumes"]
+    assert service["ulimits"]["nofile"] >= 16384  # as the systemd unit's LimitNOFILE
 
 
 # -- CloudFormation -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.attacks.web_support import web_hub
 from tests.support import PyPeer, free_ports, serving, wait_for
 
 
@@ -106,3 +107,27 @@ async def test_live_dashboards_are_capped_per_source_and_counted() -> None:
         finally:
             for response in streams:
                 response.close()
+
+
+async def test_streams_opened_together_cannot_pass_the_viewer_cap_together() -> None:
+    """The cap is taken before the first await: of eight streams opened at once with
+    room for three, exactly three are admitted and five refused with 503."""
+    (port,) = free_ports(1)
+    async with (
+        web_hub(f"[rooms]\nR = {port}") as (_, api, server),
+        aiohttp.ClientSession() as client,
+    ):
+        api.events.max_viewers = 3
+        url = server.url.rstrip("/")
+        responses = await asyncio.gather(*(client.get(url + "/api/events") for _ in range(8)))
+        try:
+            statuses = sorted(response.status for response in responses)
+            assert statuses == [200] * 3 + [503] * 5
+            assert api.events.viewers == 3
+            async with client.get(url + "/metrics") as metrics:
+                text = await metrics.text()
+            assert 'midihub_dashboard_streams_refused_total{reason="total"} 5.0' in text
+        finally:
+            for response in responses:
+                response.close()
+        await wait_for(lambda: api.events.viewers == 0, 10, "the closed streams to be let go")

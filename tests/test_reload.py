@@ -375,3 +375,31 @@ async def test_tightened_browser_limits_reach_a_browser_already_playing(tmp_path
     finally:
         app.stop()
         await asyncio.wait_for(running, 15)
+
+
+async def test_reloaded_web_connection_caps_reach_the_next_connection(tmp_path: Path) -> None:
+    file = tmp_path / "midihub.toml"
+    (room,) = free_ports(1)
+    web = free_tcp_port()
+    base = f"[mdns]\nenabled = false\n[rooms]\nJam = {room}\n[web]\nlisten = '127.0.0.1:{web}'\n"
+    file.write_text(base)
+    config, _ = c.load(file, "127.0.0.1")
+    app = App(config, file, "127.0.0.1", db=":memory:")
+    running = asyncio.create_task(app.run())
+    held: list[asyncio.StreamWriter] = []
+    try:
+        await wait_for(lambda: app.web is not None, 10, "the web port")
+        assert app.web is not None
+        gate = app.web.gate
+        file.write_text(base + "connections_per_ip = 2\nheader_timeout = 5.0\n")
+        assert app.reload() is None
+        for _ in range(3):  # nothing sent: each waits for its request head
+            _, writer = await asyncio.open_connection("127.0.0.1", web)
+            held.append(writer)
+        await wait_for(lambda: gate.counters.refused_per_source == 1, 10, "the third refused")
+        assert gate.limits.header_timeout == 5.0
+    finally:
+        for writer in held:
+            writer.close()
+        app.stop()
+        await asyncio.wait_for(running, 15)

@@ -26,6 +26,7 @@ from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
 from midihub.rtp import Event, LatencyMeasured
 from midihub.web import Api, WebServer
+from midihub.web.connections import ConnectionLimits
 from midihub.web.metrics import CountCollector
 from midihub.web.recordings import RecordingsApi
 from midihub.web.server import WebError
@@ -260,6 +261,16 @@ class App:
                 time.time(),
             )
 
+    def _connection_limits(self) -> ConnectionLimits:
+        """The web port's caps from ``[web]``, at start and at each reload alike."""
+        settings = self.config.web
+        return ConnectionLimits(
+            per_source=settings.connections_per_ip,
+            header_timeout=settings.header_timeout,
+            ceiling=settings.max_connections,
+            ports=lambda: len(self.hub.endpoints),
+        )
+
     async def _start_web(self, loop: asyncio.AbstractEventLoop) -> None:
         settings = self.config.web
         if not settings.listen:
@@ -299,6 +310,8 @@ class App:
             port,
             tls_cert=settings.tls_cert,
             tls_key=settings.tls_key,
+            limits=self._connection_limits(),
+            registry=self.api.metrics.registry,
         )
         await web.start()
         self.web = web  # only once it answers: tests and tools wait for this
@@ -377,6 +390,8 @@ class App:
             self.recordings.settings = self.config.record
         if self.api is not None:
             self.api.configure(self.config.web, asyncio.get_running_loop().time())
+        if self.web is not None:
+            self.web.gate.limits = self._connection_limits()  # from the next connection on
         if self.advertiser is not None:
             self._in_background(self._advertise())
         log.info(

@@ -137,6 +137,21 @@ class WebConfig(_Strict):
     )
     tls_cert: str | None = Field(default=None, description="PEM certificate chain: serve HTTPS")
     tls_key: str | None = Field(default=None, description="PEM private key for tls_cert")
+    connections_per_ip: int = Field(
+        default=64, ge=1, le=65536, description="open connections per client IP (IPv6: per /64)"
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=16,
+        le=65536,
+        description="open connections in all (lower when the open-file limit says so)",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=10.0,
+        description="seconds for a connection to send its request head (or to idle)",
+    )
     monitor_viewers: int = Field(default=64, ge=1, le=4096, description="monitor streams, all")
     monitor_viewers_per_ip: int = Field(
         default=8, ge=1, le=4096, description="monitor streams per client IP (IPv6: per /64)"

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from midihub.web import Api, WebServer
+from midihub.web.connections import ConnectionLimits
 from tests.support import TOKEN, RunningHub, make_config
 
 
@@ -28,15 +29,25 @@ async def web_hub(
     *,
     public: bool = True,
     tls: tuple[Path, Path] | None = None,
+    limits: ConnectionLimits | None = None,
     **options: Any,
 ) -> AsyncIterator[tuple[RunningHub, Api, WebServer]]:
-    """A hub on real sockets with its API; ``options`` go to ``Api`` (hosts, caps)."""
+    """A hub on real sockets with its API; ``options`` go to ``Api`` (hosts, caps),
+    ``limits`` to the web port's connection gate."""
     with RunningHub(make_config(text)) as running:
         loop = asyncio.get_running_loop()
         api = Api(running.hub, token=TOKEN, public=public, hub_time=loop.time, **options)
         running.server.on_forward = api.metrics.observe_forward
         cert, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
-        web = WebServer(api.application(), "127.0.0.1", 0, tls_cert=cert, tls_key=key)
+        web = WebServer(
+            api.application(),
+            "127.0.0.1",
+            0,
+            tls_cert=cert,
+            tls_key=key,
+            limits=limits,
+            registry=api.metrics.registry,
+        )
         await web.start()
         try:
             yield running, api, web

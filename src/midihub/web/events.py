@@ -70,7 +70,9 @@ class LiveEvents:
 
     @property
     def viewers(self) -> int:
-        return len(self._viewers)
+        """Streams admitted, counted from the check on (before their first await), so
+        that streams opened at the same moment cannot pass the caps together."""
+        return self._sources.total
 
     def on_event(self, endpoint: Endpoint, event: Event) -> None:
         if isinstance(event, PeerJoined | PeerLeft):
@@ -124,7 +126,7 @@ class LiveEvents:
             await asyncio.gather(publisher, return_exceptions=True)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        if len(self._viewers) >= self.max_viewers:
+        if self._sources.total >= self.max_viewers:
             self.refused += 1
             return web.json_response(
                 {"error": f"too many live viewers (at most {self.max_viewers}); poll instead"},

@@ -25,6 +25,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+HSTS = "max-age=31536000"
+"""Sent over HTTPS only: browsers that saw it use https:// for the hub's name for a year."""
 MAX_BODY = 64 * 1024
 """Largest request body read (a panic request is a few dozen bytes)."""
 HOST_CHARS = re.compile(r"[a-z0-9._:%-]{1,253}")
@@ -128,6 +130,8 @@ class Guard:
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if request.secure:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
 
 
 def loads(body: bytes) -> Any:
