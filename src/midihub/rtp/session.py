@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Sequence
+import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
 from midihub.midi.held import NoteState
 from midihub.rtp import packets
-from midihub.rtp.commands import FLAG_J, Command, Section, SysexAssembler
+from midihub.rtp.commands import FLAG_J, Command, SysexAssembler
 from midihub.rtp.errors import LocalProtocolError, ProtocolError
 from midihub.rtp.events import (
     Event,
@@ -33,12 +33,12 @@ from midihub.rtp.events import (
     Who,
 )
 from midihub.rtp.limits import Counters, Drop, Limits, TokenBucket, source_key
-from midihub.rtp.packets import Clock, Invitation, RtpHeader
+from midihub.rtp.packets import PAYLOAD_TYPE, RTP_VERSION_BITS, Clock, Invitation, RtpHeader
 from midihub.rtp.recovery import (
     MAX_DATAGRAM,
     RTP_HEADER,
     Journal,
-    JournalSender,
+    JournalCursor,
     decode_journal,
 )
 from midihub.rtp.recovery import repair as recovery_repair
@@ -77,6 +77,8 @@ ECHOES_KEPT: Final = 4  # our recent CK1 stamps a CK2 may echo
 # trims its journal on RS (RFC 4696 §6) keeps it small.
 RS_INTERVAL: Final = 1.0
 MAX_RTT: Final = 10.0  # seconds; a CK answer claiming more is not a measurement
+_RTP: Final = struct.Struct("!BBHII")  # written into a shared packet buffer per receiver
+_CHECKPOINT: Final = struct.Struct("!H")
 _RANDOM: Final = random.SystemRandom()  # initial sequence number (RFC 3550 §5.1)
 
 
@@ -178,7 +180,7 @@ class Session:
         self._ck_done = 0
         self._next_ck = now
         self.feedback_sequence: int | None = None  # last RS from the peer
-        self.journal = JournalSender() if settings.journal else None
+        self.journal = JournalCursor(public_id) if settings.journal else None
         self._guard_at: float | None = None
         self._guards = 0
         self._who: Who | None = None  # fixed when it joins (its name and address are known)
@@ -402,59 +404,54 @@ class Session:
         if self._sysex.incomplete != incomplete:
             self._counters.drop(Drop.SYSEX_INCOMPLETE)
 
-    def send_lists(self, sections: Sequence[Section | bytes], now: float) -> None:
-        """Send encoded MIDI command sections (J = 0), one RTP packet each, adding this
-        receiver's recovery journal. Each packet's journal covers every packet before
-        it (a ``Section`` says what it carries; plain bytes carry nothing journalled),
-        and fits the datagram in ``MAX_DATAGRAM`` bytes. Only to a peer that proved
-        its address recently (``routable``)."""
-        if not self.routable or self.data_addr is None:
-            return
-        timestamp = self.timestamp(now)
-        for section in sections:
-            data, carried = (section, ()) if isinstance(section, bytes) else section
-            self._send_packet(data, carried, timestamp, now)
-        if self.journal is not None:
-            self._guard_at, self._guards = now + GUARD_FIRST, 0
-
-    def _send_packet(
-        self,
-        section: bytes,
-        carried: Sequence[Command],
-        timestamp: int,
-        now: float,
-        *,
-        journal_only: bool = False,
-    ) -> bool:
-        """One RTP packet: ``section`` (a command section carrying ``carried``) plus
-        this receiver's journal, trimmed to fit ``MAX_DATAGRAM``. ``journal_only``: a
-        guard packet, not sent (False) when there is no journal to carry."""
+    def send_packet(self, packet: bytearray, journal_at: int, number: int, now: float) -> None:
+        """One RTP packet of a forward, copied once from ``packet``: room for the RTP
+        header, the command section and (from ``journal_at``, unless it is the end)
+        the journal of this receiver's stream, shared by all its receivers. This
+        receiver's sequence number, timestamp, SSRC and checkpoint are written in.
+        ``number``: the packet's number in that stream journal. Only to a peer that
+        proved its address recently (``routable``; the table checks)."""
         assert self.data_addr is not None
-        journal = self.journal
-        if journal is not None:
-            trimmed = journal.trimmed
-            extra = journal.journal(MAX_DATAGRAM - RTP_HEADER - len(section), now)
-            if journal.trimmed != trimmed:
-                self._counters.journals_trimmed += 1
-            if extra:
-                section = bytes((section[0] | FLAG_J,)) + section[1:] + extra
-            elif journal_only:
-                return False
-            journal.record(self._seq_out, carried, now)
-        elif journal_only:
-            return False
-        header = packets.encode_rtp_header(self._seq_out, timestamp, self.local_ssrc)
-        self._seq_out = (self._seq_out + 1) & 0xFFFF
-        self._outbox.append((PortKind.DATA, header + section, self.data_addr))
-        return True
+        seq = self._seq_out
+        timestamp = (int((now - self._origin) * CLOCK_RATE) + self._clock_offset) & 0xFFFF_FFFF
+        _RTP.pack_into(packet, 0, RTP_VERSION_BITS, PAYLOAD_TYPE, seq, timestamp, self.local_ssrc)
+        cursor = self.journal
+        if journal_at < len(packet):
+            checkpoint = cursor.checkpoint if cursor is not None else None
+            if checkpoint is None:  # its first packet: no history yet
+                first = packet[:journal_at]
+                first[RTP_HEADER] &= ~FLAG_J
+                data = bytes(first)
+            else:
+                _CHECKPOINT.pack_into(packet, journal_at + 1, checkpoint)
+                data = bytes(packet)
+        else:
+            data = bytes(packet)
+        if cursor is not None:
+            cursor.sent(number, seq)
+            self._guard_at, self._guards = now + GUARD_FIRST, 0
+        self._seq_out = (seq + 1) & 0xFFFF
+        self._outbox.append((PortKind.DATA, data, self.data_addr))
 
     def _send_guard(self, now: float) -> None:
-        journal = self.journal
+        """A journal-only packet (RFC 4696 §7.1); the next at a growing interval."""
+        cursor = self.journal
         self._guard_at = None
-        if journal is None or not self.routable or self.data_addr is None or journal.acknowledged:
+        if cursor is None or not self.routable or self.data_addr is None or cursor.acknowledged:
             return  # acknowledged by RS: nothing left to repair
-        if not self._send_packet(EMPTY_LIST, (), self.timestamp(now), now, journal_only=True):
+        stream, checkpoint = cursor.stream, cursor.checkpoint
+        if stream is None or checkpoint is None:
             return
+        trimmed = stream.trimmed
+        journal = stream.journal(MAX_DATAGRAM - RTP_HEADER - len(EMPTY_LIST), now)
+        if stream.trimmed != trimmed:
+            self._counters.journals_trimmed += 1
+        if journal is None:
+            return
+        header = packets.encode_rtp_header(self._seq_out, self.timestamp(now), self.local_ssrc)
+        journal = journal[:1] + _CHECKPOINT.pack(checkpoint) + journal[3:]
+        self._seq_out = (self._seq_out + 1) & 0xFFFF
+        self._outbox.append((PortKind.DATA, header + bytes((FLAG_J,)) + journal, self.data_addr))
         self._guards += 1
         if self._guards < GUARD_COUNT:
             self._guard_at = now + min(GUARD_FIRST * 2**self._guards, GUARD_MAX_INTERVAL)
@@ -591,14 +588,18 @@ class Session:
         """Over: nothing more is sent or accepted (the table forgets the session)."""
         self._move(State.CLOSED)
         self.routable = False
+        if self.journal is not None:
+            self.journal.detach()  # its stream journal no longer waits for its RS
 
     def use_journal(self, wanted: bool) -> None:
         """Journals on or off for this receiver (off: a peer that misreads them). Turned
         back on, the journal covers what is sent from then on."""
         if not wanted:
+            if self.journal is not None:
+                self.journal.detach()
             self.journal = None
         elif self.journal is None:
-            self.journal = JournalSender()
+            self.journal = JournalCursor(self.public_id)
 
     def on_feedback(self, sequence: int, size: int, now: float) -> None:
         """RS from the peer's own address: it has every packet up to ``sequence``, so
@@ -606,7 +607,7 @@ class Session:
         self.heard(size, now)
         self.feedback_sequence = sequence
         if self.journal is not None:
-            self.journal.on_feedback(sequence)
+            self.journal.acknowledge(sequence, self._seq_out)
 
     def _move(self, state: State) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -632,12 +633,14 @@ def fit_name(name: str, size: int) -> str | None:
 
 
 def _missed_before_first(sequence: int, journal: tuple[bytes, int, int]) -> int:
-    """The first packet we get may not be the first sent: its journal's checkpoint
-    says which packets it covers, so packets between are known lost."""
+    """The first packet we get may not be the first sent: its journal covers the
+    checkpoint packet *inclusive* up to the packet before it (RFC 6295 §4-§5), so
+    from the checkpoint on, every packet before this one was sent and is known lost
+    (none: the checkpoint is this packet, an empty history)."""
     data, start, end = journal
     if end - start < 3:
         return 0
-    missed = (sequence - (data[start + 1] << 8 | data[start + 2]) - 1) & 0xFFFF
+    missed = (sequence - (data[start + 1] << 8 | data[start + 2])) & 0xFFFF
     return missed if missed < 0x8000 else 0
 
 

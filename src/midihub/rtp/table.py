@@ -19,11 +19,12 @@ import random
 from collections.abc import Sequence
 
 from midihub.rtp import packets
-from midihub.rtp.commands import Section, decode_payload
+from midihub.rtp.commands import FLAG_J, Section, decode_payload
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LeaveReason, PeerLeft
 from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter, source_key
 from midihub.rtp.packets import Clock, Feedback, Invitation
+from midihub.rtp.recovery import MAX_DATAGRAM, RTP_HEADER, share
 from midihub.rtp.session import (
     Address,
     Datagram,
@@ -34,6 +35,8 @@ from midihub.rtp.session import (
     State,
     data_port_of,
 )
+
+RTP_HEADER_ROOM = bytes(RTP_HEADER)  # each receiver writes its own header there
 
 
 class SessionTable:
@@ -347,12 +350,52 @@ class SessionTable:
         self._touched.append(session)
         return session
 
-    def send(self, sessions: Sequence[Session], sections: Sequence[Section], now: float) -> None:
-        """Send encoded command sections (see ``commands.encode_sections``) to sessions;
-        what each carries feeds each session's recovery journal."""
-        for session in sessions:
-            session.send_lists(sections, now)
-        self._touched += sessions
+    def send(
+        self,
+        sessions: Sequence[Session],
+        sections: Sequence[Section | bytes],
+        now: float,
+        source: str | None = None,
+    ) -> None:
+        """Send encoded command sections (see ``commands.encode_sections``; plain bytes
+        carry nothing journalled), one RTP packet each, to the sessions that may be sent
+        MIDI (``routable``); ``source``: the public id of the session of this port whose
+        MIDI it is (None: another port's, or the hub's own). Each packet's journal is
+        encoded once per stream journal (``recovery.share``), not once per receiver, and
+        each receiver's copy is made once from a shared buffer (``Session.send_packet``)."""
+        ready = [s for s in sessions if s.routable and s.data_addr is not None]
+        if not ready:
+            return
+        self._touched += ready
+        journalled = [s for s in ready if s.journal is not None]
+        plain = [s for s in ready if s.journal is None] if len(journalled) < len(ready) else []
+        groups = [
+            [journalled[i] for i in members]
+            for members in share([s.journal for s in journalled], source)  # type: ignore[misc]
+        ]
+        counters = self.counters
+        for section in sections:
+            data, carried = (section, ()) if isinstance(section, bytes) else section
+            head = RTP_HEADER_ROOM + data
+            for members in groups:
+                stream = members[0].journal.stream  # type: ignore[union-attr]
+                assert stream is not None
+                trimmed = stream.trimmed
+                journal = stream.journal(MAX_DATAGRAM - RTP_HEADER - len(data), now)
+                if stream.trimmed != trimmed:
+                    counters.journals_trimmed += 1
+                number = stream.record(carried, now)
+                if journal is None:
+                    packet = bytearray(head)
+                else:
+                    packet = bytearray(head + journal)
+                    packet[RTP_HEADER] |= FLAG_J
+                for session in members:
+                    session.send_packet(packet, len(head), number, now)
+            if plain:
+                packet = bytearray(head)
+                for session in plain:
+                    session.send_packet(packet, len(head), -1, now)
 
     def sync_clock(self, session: Session, now: float) -> None:
         """Start a clock-sync exchange with ``session`` now, not at its next turn."""
