@@ -511,6 +511,24 @@ class JournalCursor:
                 self._prune()
         runs.append((number, sequence))
 
+    def stamp(self, packet: bytearray, at: int, number: int, sequence: int) -> bool:
+        """Packet ``number`` of the stream goes out as RTP ``sequence`` with the
+        stream's journal at ``packet[at:]``: write this receiver's checkpoint into it.
+        False: its first packet, no history to cover yet (send it without)."""
+        runs = self._runs
+        if not runs:
+            self.sent(number, sequence)
+            return False
+        checkpoint = self.checkpoint
+        start, first = runs[-1]
+        self._last = number
+        if (first + number - start) & 0xFFFF != sequence:
+            self.sent(number, sequence)  # a new run
+        assert checkpoint is not None
+        packet[at + 1] = checkpoint >> 8
+        packet[at + 2] = checkpoint & 0xFF
+        return True
+
     def _prune(self) -> None:
         stream = self.stream
         oldest = min(self.acked, stream.checkpoint if stream is not None else self.acked)
@@ -529,6 +547,9 @@ class JournalCursor:
         if stream is None or not runs:
             return None
         number = stream.checkpoint
+        start, first = runs[-1]
+        if start <= number:
+            return (first + number - start) & 0xFFFF
         for start, first in reversed(runs):
             if start <= number:
                 return (first + number - start) & 0xFFFF
@@ -557,40 +578,63 @@ class JournalCursor:
             bound = start - 1
 
 
-def share(cursors: Sequence[JournalCursor], source: str | None) -> list[list[int]]:
-    """Group the receivers of one forward (by index) so that each group's stream journal
-    is encoded once per packet; ``source`` is whose packets these are.
+def share(
+    cursors: Sequence[JournalCursor], source: str | None
+) -> Sequence[tuple[StreamJournal, list[int] | None]]:
+    """Group the receivers of one forward (by index; None: all of them) so that each
+    group's stream journal is encoded once per packet; ``source`` is whose packets
+    these are.
 
     Every receiver of a stream journal gets all it records. When only some do (a room
     member does not get its own packets; a panic or a stale receiver), the journal forks:
     the smaller side moves to a copy. A receiver new to journals joins the largest group
     whose journal never recorded its own packets (its journal may then describe notes
     held before it joined: docs/protocol.md), or a new journal."""
+    stream = cursors[0].stream
+    if stream is not None and len(stream.members) == len(cursors):  # the usual case:
+        for cursor in cursors:  # one stream, and all its receivers get this
+            if cursor.stream is not stream:
+                break
+        else:
+            if source is not None and len(stream.sources) < MAX_SOURCES:
+                stream.sources.add(source)
+            return [(stream, None)]
+    out: list[tuple[StreamJournal, list[int]]] = []
     groups: dict[StreamJournal, list[int]] = {}
     fresh: list[int] = []
     for i, cursor in enumerate(cursors):
         stream = cursor.stream
         if stream is None:
             fresh.append(i)
+        elif len(stream.members) == 1:  # a stream of its own (a room's players)
+            out.append((stream, [i]))
         elif stream in groups:
             groups[stream].append(i)
         else:
             groups[stream] = [i]
-    out: dict[StreamJournal, list[int]] = {}
     for stream, members in groups.items():
         if len(members) != len(stream.members):
             stream = _fork(stream, [cursors[i] for i in members])
-        out[stream] = members
+        out.append((stream, members))
     for i in fresh:
         owner = cursors[i].owner
-        open_ = [s for s in out if owner not in s.sources and len(s.sources) < MAX_SOURCES]
-        stream = max(open_, key=lambda s: len(out[s])) if open_ else StreamJournal()
+        taken = [
+            (len(members), n)
+            for n, (s, members) in enumerate(out)
+            if owner not in s.sources and len(s.sources) < MAX_SOURCES
+        ]
+        if taken:
+            stream, members = out[max(taken)[1]]
+            members.append(i)
+        else:
+            stream = StreamJournal()
+            out.append((stream, [i]))
         cursors[i].attach(stream)
-        out.setdefault(stream, []).append(i)
     if source is not None:
-        for stream in out:
-            stream.sources.add(source)
-    return list(out.values())
+        for stream, _ in out:
+            if len(stream.sources) < MAX_SOURCES:  # full: it takes no newcomers
+                stream.sources.add(source)
+    return out
 
 
 def _fork(stream: StreamJournal, receiving: list[JournalCursor]) -> StreamJournal:

@@ -411,27 +411,25 @@ class Session:
         receiver's sequence number, timestamp, SSRC and checkpoint are written in.
         ``number``: the packet's number in that stream journal. Only to a peer that
         proved its address recently (``routable``; the table checks)."""
-        assert self.data_addr is not None
         seq = self._seq_out
         timestamp = (int((now - self._origin) * CLOCK_RATE) + self._clock_offset) & 0xFFFF_FFFF
         _RTP.pack_into(packet, 0, RTP_VERSION_BITS, PAYLOAD_TYPE, seq, timestamp, self.local_ssrc)
         cursor = self.journal
-        if journal_at < len(packet):
-            checkpoint = cursor.checkpoint if cursor is not None else None
-            if checkpoint is None:  # its first packet: no history yet
+        if cursor is None:
+            data = bytes(packet)
+        else:
+            self._guard_at, self._guards = now + GUARD_FIRST, 0
+            if journal_at == len(packet):  # nothing to repair yet
+                cursor.sent(number, seq)
+                data = bytes(packet)
+            elif cursor.stamp(packet, journal_at, number, seq):
+                data = bytes(packet)
+            else:  # its first packet: no history yet
                 first = packet[:journal_at]
                 first[RTP_HEADER] &= ~FLAG_J
                 data = bytes(first)
-            else:
-                _CHECKPOINT.pack_into(packet, journal_at + 1, checkpoint)
-                data = bytes(packet)
-        else:
-            data = bytes(packet)
-        if cursor is not None:
-            cursor.sent(number, seq)
-            self._guard_at, self._guards = now + GUARD_FIRST, 0
         self._seq_out = (seq + 1) & 0xFFFF
-        self._outbox.append((PortKind.DATA, data, self.data_addr))
+        self._outbox.append((PortKind.DATA, data, self.data_addr))  # type: ignore[arg-type]
 
     def _send_guard(self, now: float) -> None:
         """A journal-only packet (RFC 4696 §7.1); the next at a growing interval."""

@@ -24,7 +24,7 @@ from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LeaveReason, PeerLeft
 from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter, source_key
 from midihub.rtp.packets import Clock, Feedback, Invitation
-from midihub.rtp.recovery import MAX_DATAGRAM, RTP_HEADER, share
+from midihub.rtp.recovery import MAX_DATAGRAM, RTP_HEADER, JournalCursor, share
 from midihub.rtp.session import (
     Address,
     Datagram,
@@ -35,8 +35,6 @@ from midihub.rtp.session import (
     State,
     data_port_of,
 )
-
-RTP_HEADER_ROOM = bytes(RTP_HEADER)  # each receiver writes its own header there
 
 
 class SessionTable:
@@ -363,39 +361,48 @@ class SessionTable:
         MIDI it is (None: another port's, or the hub's own). Each packet's journal is
         encoded once per stream journal (``recovery.share``), not once per receiver, and
         each receiver's copy is made once from a shared buffer (``Session.send_packet``)."""
-        ready = [s for s in sessions if s.routable and s.data_addr is not None]
-        if not ready:
-            return
-        self._touched += ready
-        journalled = [s for s in ready if s.journal is not None]
-        plain = [s for s in ready if s.journal is None] if len(journalled) < len(ready) else []
+        journalled: list[Session] = []
+        cursors: list[JournalCursor] = []
+        plain: list[Session] = []
+        for session in sessions:
+            if session.routable and session.data_addr is not None:
+                cursor = session.journal
+                if cursor is None:
+                    plain.append(session)
+                else:
+                    journalled.append(session)
+                    cursors.append(cursor)
+        self._touched += journalled
+        self._touched += plain
         groups = [
-            [journalled[i] for i in members]
-            for members in share([s.journal for s in journalled], source)  # type: ignore[misc]
+            (stream, journalled if members is None else [journalled[i] for i in members])
+            for stream, members in (share(cursors, source) if cursors else ())
         ]
         counters = self.counters
         for section in sections:
             data, carried = (section, ()) if isinstance(section, bytes) else section
-            head = RTP_HEADER_ROOM + data
-            for members in groups:
-                stream = members[0].journal.stream  # type: ignore[union-attr]
-                assert stream is not None
+            at = RTP_HEADER + len(data)  # where the journal goes
+            for stream, receivers in groups:
                 trimmed = stream.trimmed
-                journal = stream.journal(MAX_DATAGRAM - RTP_HEADER - len(data), now)
+                journal = stream.journal(MAX_DATAGRAM - at, now)
                 if stream.trimmed != trimmed:
                     counters.journals_trimmed += 1
                 number = stream.record(carried, now)
                 if journal is None:
-                    packet = bytearray(head)
+                    packet = bytearray(at)
+                    packet[RTP_HEADER:] = data
                 else:
-                    packet = bytearray(head + journal)
+                    packet = bytearray(at + len(journal))
+                    packet[RTP_HEADER:at] = data
+                    packet[at:] = journal
                     packet[RTP_HEADER] |= FLAG_J
-                for session in members:
-                    session.send_packet(packet, len(head), number, now)
+                for session in receivers:
+                    session.send_packet(packet, at, number, now)
             if plain:
-                packet = bytearray(head)
+                packet = bytearray(at)
+                packet[RTP_HEADER:] = data
                 for session in plain:
-                    session.send_packet(packet, len(head), -1, now)
+                    session.send_packet(packet, at, -1, now)
 
     def sync_clock(self, session: Session, now: float) -> None:
         """Start a clock-sync exchange with ``session`` now, not at its next turn."""
