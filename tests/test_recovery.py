@@ -304,3 +304,22 @@ def test_sender_journal_says_exactly_what_is_held_and_what_ended(
     journal = decode_journal(data, 0, len(data))
     assert {(c.channel, n): v for c in journal.channels for n, v in c.notes_on} == held
     assert {(c.channel, n) for c in journal.channels for n in c.notes_off} == ended
+
+
+def test_a_receiver_without_rs_and_guards_after_every_packet_stays_bounded_and_mapped() -> None:
+    """Each guard packet shifts the map from stream numbers to the receiver's sequence
+    numbers (a new run); without RS the checkpoint still moves every 64 packets, and
+    the runs before it go, while its checkpoint stays the right sequence number."""
+    stream, cursor = StreamJournal(), JournalCursor("r")
+    cursor.attach(stream)
+    sequence = 65_000  # wraps past 0xFFFF on the way
+    sent: dict[int, int] = {}
+    for _ in range(2_000):
+        number = stream.record([(0, b"\x90\x3c\x40")])
+        cursor.sent(number, sequence & 0xFFFF)
+        sent[number] = sequence & 0xFFFF
+        sequence += 2  # a guard packet of its own follows every packet
+        assert cursor.checkpoint == sent[max(stream.checkpoint, 0)]
+    assert len(cursor._runs) <= MAX_UNACKED + 1
+    cursor.acknowledge(sent[stream.last], (sequence - 1) & 0xFFFF)
+    assert cursor.acknowledged and stream.checkpoint == stream.last

@@ -530,14 +530,19 @@ class JournalCursor:
         return True
 
     def _prune(self) -> None:
+        """Runs wholly before the stream's checkpoint are no longer needed (an RS that
+        old moves nothing the next one will not): at most one per packet since it."""
         stream = self.stream
-        oldest = min(self.acked, stream.checkpoint if stream is not None else self.acked)
         runs = self._runs
-        keep = 0
-        for i, (start, _) in enumerate(runs):
-            if start <= oldest:
-                keep = i
-        del runs[:keep]
+        if stream is not None:
+            checkpoint = stream.checkpoint
+            keep = 0
+            for i, (start, _) in enumerate(runs):
+                if start <= checkpoint:
+                    keep = i
+            del runs[:keep]
+        if len(runs) > 2 * MAX_UNACKED:  # never reached by the hub's own use
+            del runs[: len(runs) - 2 * MAX_UNACKED]
 
     @property
     def checkpoint(self) -> int | None:
