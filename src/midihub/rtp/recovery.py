@@ -516,15 +516,18 @@ class JournalCursor:
         stream's journal at ``packet[at:]``: write this receiver's checkpoint into it.
         False: its first packet, no history to cover yet (send it without)."""
         runs = self._runs
-        if not runs:
+        stream = self.stream
+        if not runs or stream is None:
             self.sent(number, sequence)
             return False
-        checkpoint = self.checkpoint
         start, first = runs[-1]
+        wanted = stream.checkpoint
+        # The usual case first: the checkpoint is in the latest run.
+        checkpoint = (first + wanted - start) & 0xFFFF if start <= wanted else self.checkpoint
+        assert checkpoint is not None
         self._last = number
         if (first + number - start) & 0xFFFF != sequence:
             self.sent(number, sequence)  # a new run
-        assert checkpoint is not None
         packet[at + 1] = checkpoint >> 8
         packet[at + 2] = checkpoint & 0xFF
         return True

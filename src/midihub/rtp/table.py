@@ -24,7 +24,7 @@ from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LeaveReason, PeerLeft
 from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter, source_key
 from midihub.rtp.packets import Clock, Feedback, Invitation
-from midihub.rtp.recovery import MAX_DATAGRAM, RTP_HEADER, JournalCursor, share
+from midihub.rtp.recovery import MAX_DATAGRAM, RTP_HEADER, JournalCursor, StreamJournal, share
 from midihub.rtp.session import (
     Address,
     Datagram,
@@ -35,6 +35,8 @@ from midihub.rtp.session import (
     State,
     data_port_of,
 )
+
+RTP_HEADER_ROOM = bytes(RTP_HEADER)
 
 
 class SessionTable:
@@ -374,14 +376,16 @@ class SessionTable:
                     cursors.append(cursor)
         self._touched += journalled
         self._touched += plain
-        groups = [
-            (stream, journalled if members is None else [journalled[i] for i in members])
-            for stream, members in (share(cursors, source) if cursors else ())
-        ]
+        groups: list[tuple[StreamJournal, list[Session]]] = []
+        if cursors:
+            for stream, members in share(cursors, source):
+                receivers = journalled if members is None else [journalled[i] for i in members]
+                groups.append((stream, receivers))
         counters = self.counters
         for section in sections:
             data, carried = (section, ()) if isinstance(section, bytes) else section
-            at = RTP_HEADER + len(data)  # where the journal goes
+            head = RTP_HEADER_ROOM + data  # the RTP header is each receiver's to write
+            at = len(head)  # where the journal goes
             for stream, receivers in groups:
                 trimmed = stream.trimmed
                 journal = stream.journal(MAX_DATAGRAM - at, now)
@@ -389,18 +393,14 @@ class SessionTable:
                     counters.journals_trimmed += 1
                 number = stream.record(carried, now)
                 if journal is None:
-                    packet = bytearray(at)
-                    packet[RTP_HEADER:] = data
+                    packet = bytearray(head)
                 else:
-                    packet = bytearray(at + len(journal))
-                    packet[RTP_HEADER:at] = data
-                    packet[at:] = journal
+                    packet = bytearray(head + journal)
                     packet[RTP_HEADER] |= FLAG_J
                 for session in receivers:
                     session.send_packet(packet, at, number, now)
             if plain:
-                packet = bytearray(at)
-                packet[RTP_HEADER:] = data
+                packet = bytearray(head)
                 for session in plain:
                     session.send_packet(packet, at, -1, now)
 
