@@ -24,7 +24,7 @@ from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LeaveReason, PeerLeft
 from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter, source_key
 from midihub.rtp.packets import Clock, Feedback, Invitation
-from midihub.rtp.recovery import MAX_DATAGRAM, RTP_HEADER, JournalCursor, StreamJournal, share
+from midihub.rtp.recovery import MAX_DATAGRAM, RTP_HEADER, JournalCursor, share
 from midihub.rtp.session import (
     Address,
     Datagram,
@@ -376,17 +376,14 @@ class SessionTable:
                     cursors.append(cursor)
         self._touched += journalled
         self._touched += plain
-        groups: list[tuple[StreamJournal, list[Session]]] = []
-        if cursors:
-            for stream, members in share(cursors, source):
-                receivers = journalled if members is None else [journalled[i] for i in members]
-                groups.append((stream, receivers))
+        groups = share(cursors, source) if cursors else ()
+        everyone = range(len(journalled))
         counters = self.counters
         for section in sections:
             data, carried = (section, ()) if isinstance(section, bytes) else section
             head = RTP_HEADER_ROOM + data  # the RTP header is each receiver's to write
             at = len(head)  # where the journal goes
-            for stream, receivers in groups:
+            for stream, members in groups:
                 trimmed = stream.trimmed
                 journal = stream.journal(MAX_DATAGRAM - at, now)
                 if stream.trimmed != trimmed:
@@ -397,8 +394,8 @@ class SessionTable:
                 else:
                     packet = bytearray(head + journal)
                     packet[RTP_HEADER] |= FLAG_J
-                for session in receivers:
-                    session.send_packet(packet, at, number, now)
+                for i in everyone if members is None else members:
+                    journalled[i].send_packet(packet, at, number, now)
             if plain:
                 packet = bytearray(head)
                 for session in plain:
