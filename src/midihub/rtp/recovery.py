@@ -665,6 +665,18 @@ def _fork(stream: StreamJournal, receiving: list[JournalCursor]) -> StreamJourna
 # -- receiver ------------------------------------------------------------------
 
 
+def missed_before_first(sequence: int, journal: tuple[bytes, int, int]) -> int:
+    """Packets missed before the first one we get of a stream: its journal covers the
+    checkpoint packet *inclusive* up to the packet before it (RFC 6295 §4-§5), so
+    from the checkpoint on, every packet before this one was sent and is known lost
+    (none: the checkpoint is this packet, an empty history)."""
+    data, start, end = journal
+    if end - start < 3:
+        return 0
+    missed = (sequence - (data[start + 1] << 8 | data[start + 2])) & 0xFFFF
+    return missed if missed < 0x8000 else 0
+
+
 class HeldState(Protocol):
     """What the receiver knows now (the hub's ``NoteState`` satisfies this)."""
 

@@ -40,6 +40,7 @@ from midihub.rtp.recovery import (
     Journal,
     JournalCursor,
     decode_journal,
+    missed_before_first,
 )
 from midihub.rtp.recovery import repair as recovery_repair
 from midihub.rtp.sequence import SequenceTracker
@@ -343,7 +344,7 @@ class Session:
         if gap is None:  # a duplicate, a late packet, or a jump on probation
             return events
         if first and journal is not None:
-            gap = _missed_before_first(header.sequence, journal)
+            gap = missed_before_first(header.sequence, journal)
         if gap:
             self.packets_lost += gap
             before = self._sysex.too_long, self._sysex.incomplete
@@ -628,18 +629,6 @@ def fit_name(name: str, size: int) -> str | None:
         return None
     data = name.encode("utf-8")
     return name if len(data) <= room else data[:room].decode("utf-8", "ignore")
-
-
-def _missed_before_first(sequence: int, journal: tuple[bytes, int, int]) -> int:
-    """The first packet we get may not be the first sent: its journal covers the
-    checkpoint packet *inclusive* up to the packet before it (RFC 6295 §4-§5), so
-    from the checkpoint on, every packet before this one was sent and is known lost
-    (none: the checkpoint is this packet, an empty history)."""
-    data, start, end = journal
-    if end - start < 3:
-        return 0
-    missed = (sequence - (data[start + 1] << 8 | data[start + 2])) & 0xFFFF
-    return missed if missed < 0x8000 else 0
 
 
 def data_port_of(control: Address) -> Address:
