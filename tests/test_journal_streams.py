@@ -11,9 +11,10 @@ from midihub.midi.notes import NoteRange
 from midihub.rtp import packets as p
 from midihub.rtp.commands import decode_payload
 from midihub.rtp.recovery import MAX_UNACKED, Journal, decode_journal
-from tests.memnet import MemNet
+from tests.memnet import MemNet, Wire
 from tests.seeds import seeded
 from tests.support import make_config
+from tests.test_model_loss import differences
 
 IN, OUT, ROOM = 5004, 5006, 5060
 CONFIG = f"[groups]\nG = [{IN}, {OUT}]\n[rooms]\nJam = {ROOM}\n"
@@ -164,3 +165,83 @@ def test_room_listeners_share_one_stream_journal_and_a_player_has_its_own() -> N
     assert l1 is not None
     assert all(c.channel != 1 for c in last_l1.channels)
     assert any(c.channel == 1 and c.notes_on == [(0x30, 0x40)] for c in last_l2.channels)
+
+
+def test_a_lossy_room_ends_as_a_lossless_one_for_players_and_listeners() -> None:
+    """Shared and forked stream journals under loss: three members play the same keys
+    and two listen, 12 % of the hub's RTP to each is lost (RS per receiver moves the
+    shared checkpoints); once quiet, everyone plays what it would without loss."""
+
+    lost = [0]
+
+    def perform(
+        lossy: bool, journal: bool = True
+    ) -> dict[str, tuple[NoteState, set[tuple[int, int]]]]:
+        rng = seeded(9, "room loss")
+
+        def rule(wire: Wire, position: int, count: int) -> list[float]:
+            if lossy and wire.from_hub and wire.is_rtp and rng.random() < 0.12:
+                return []
+            return [0.0]
+
+        config = make_config(CONFIG, journal=journal)
+        net = MemNet(Hub(config.spec(), rng=seeded(1, "hub")), rule, seed=1)
+        peers = [net.add_peer(name, ROOM) for name in ("a", "b", "c", "l1", "l2")]
+        net.run_for(3.5)
+        script = seeded(10, "room script")
+        for _ in range(300):
+            player = peers[script.randrange(3)]
+            note = 60 + script.randrange(8)
+            message = script.choice(
+                [
+                    bytes((0x90, note, 1 + script.randrange(127))),
+                    bytes((0x80, note, 0)),
+                    bytes((0xB0, 64, script.choice((0, 127)))),
+                    bytes((0xE0, 0, script.randrange(128))),
+                ]
+            )
+            net.send(player, [message])
+            net.run_for(script.choice((0.0, 0.003, 0.02)))
+        net.run_for(15.0)  # guards, RS
+        lost[0] = sum(p.session.packets_lost for p in peers if p.session is not None)
+        return {peer.name: (peer.synth, peer.quiet) for peer in peers}
+
+    clean, lossy = perform(False), perform(True)
+    assert lost[0] > 50
+    for name, (want, _) in clean.items():
+        got, quiet = lossy[name]
+        assert differences(want, got, quiet) == [], name
+    # The control: the same losses without journals leave the rooms' synths wrong.
+    bare = perform(True, journal=False)
+    assert any(differences(want, bare[name][0]) for name, (want, _) in clean.items())
+
+
+def test_each_receiver_gets_the_shared_checkpoint_in_its_own_sequence_numbers() -> None:
+    """Two listeners of a group share one stream journal but their RTP sequence numbers
+    start apart: before any RS, every journal's checkpoint is that receiver's own first
+    packet (the history from the stream's start, inclusive); after both sent RS, it is
+    the packet they acknowledged (RFC 4696 §6), in each one's own numbers."""
+    net = hub_net()
+    player = net.add_peer("player", IN)
+    net.add_peer("l1", OUT)
+    net.add_peer("l2", OUT)
+    net.run_for(3.5)
+    for note in range(60, 70):
+        net.send(player, [bytes((0x90, note, 90))])
+        net.run_for(0.01)
+    for name in ("l1", "l2"):
+        packets = stream_to(net, name)[:10]
+        first = packets[0][0]
+        assert packets[0][2] is None  # its first packet: no history to cover yet
+        assert [j.checkpoint for _, _, j in packets[1:] if j is not None] == [first] * 9
+    net.run_for(2.5)  # guards, then each listener's RS acknowledges everything
+    acked = {name: stream_to(net, name)[-1][0] for name in ("l1", "l2")}
+    last_midi = {name: [s for s, m, _ in stream_to(net, name) if m][-1] for name in acked}
+    assert acked["l1"] != acked["l2"]
+    net.send(player, [b"\x80\x3c\x00"])
+    net.run_for(0.01)
+    for name in ("l1", "l2"):
+        journal = stream_to(net, name)[-1][2]
+        # The last packet of the stream it acknowledged (its guards after it carry
+        # nothing), inclusive: not the first any more.
+        assert journal is not None and journal.checkpoint == last_midi[name]
