@@ -37,6 +37,7 @@ from midihub.rtp.session import (
 )
 
 RTP_HEADER_ROOM = bytes(RTP_HEADER)
+_BUFFER = bytearray()  # only its join is used: a new buffer in one allocation
 
 
 class SessionTable:
@@ -392,7 +393,7 @@ class SessionTable:
                 if journal is None:
                     packet = bytearray(head)
                 else:
-                    packet = bytearray(head + journal)
+                    packet = _BUFFER.join((head, journal))  # one allocation
                     packet[RTP_HEADER] |= FLAG_J
                 for i in everyone if members is None else members:
                     journalled[i].send_packet(packet, at, number, now)
