@@ -430,7 +430,9 @@ class Session:
                 first[RTP_HEADER] &= ~FLAG_J
                 data = bytes(first)
         self._seq_out = (seq + 1) & 0xFFFF
-        self._outbox.append((PortKind.DATA, data, self.data_addr))  # type: ignore[arg-type]
+        addr = self.data_addr
+        assert addr is not None  # the table sends only to sessions with one
+        self._outbox.append((PortKind.DATA, data, addr))
 
     def _send_guard(self, now: float) -> None:
         """A journal-only packet (RFC 4696 §7.1); the next at a growing interval."""
