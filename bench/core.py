@@ -1,8 +1,9 @@
 """The hub's packet path without sockets: datagrams/s through ``Hub.receive`` +
-``drain`` for the pair and room shapes, and a cProfile of it (``--profile``).
+``drain`` for the pair, room (16, all playing) and stage (a room of 16 where 2 play)
+shapes, and a cProfile of it (``--profile``).
 
 Complements ``run.py``: no kernel, no event loop, so a change to the sans-IO core
-shows up here undiluted. ``python bench/core.py [--profile pair|room]``.
+shows up here undiluted. ``python bench/core.py [--profile pair|room|stage]``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from midihub.rtp import PortKind, SessionTable, encode_sections
 from tests.memnet import GROUP_AND_ROOM, MemNet
 
 CONFIG = GROUP_AND_ROOM
+SHAPES = ("pair", "room", "stage")
 
 
 class Wire(MemNet):
@@ -65,12 +67,18 @@ def scenario(shape: str) -> tuple[Wire, list[tuple[int, str, bytes]]]:
         wire.peer("a", 5040)
         wire.peer("b", 5042)
         feed = [(5040, "a", data) for data in wire.packets("a", 20_000)]
-    else:
+    elif shape == "room":
         names = [f"p{i}" for i in range(16)]
         for name in names:
             wire.peer(name, 5060)
         streams = [wire.packets(name, 1_250) for name in names]
         feed = [(5060, names[i % 16], streams[i % 16][i // 16]) for i in range(20_000)]
+    else:  # stage: a room of 16 where 2 play and 14 listen
+        names = [f"p{i}" for i in range(16)]
+        for name in names:
+            wire.peer(name, 5060)
+        streams = [wire.packets(name, 10_000) for name in names[:2]]
+        feed = [(5060, names[i % 2], streams[i % 2][i // 2]) for i in range(20_000)]
     return wire, feed
 
 
@@ -88,14 +96,14 @@ def run(shape: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", choices=["pair", "room"])
+    parser.add_argument("--profile", choices=SHAPES)
     args = parser.parse_args()
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, args.profile)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
         return
-    for shape in ("pair", "room"):
+    for shape in SHAPES:
         best = max(run(shape) for _ in range(3))
         print(f"{shape}: {best:,.0f} datagrams in/s through the hub core")
 

@@ -16,11 +16,9 @@ from midihub.rtp.commands import decode_payload
 from midihub.rtp.recovery import (
     MAX_DATAGRAM,
     MAX_LIST_LENGTH,
-    ChannelJournal,
     Journal,
-    JournalSender,
+    StreamJournal,
     decode_journal,
-    encode_journal,
     repair,
 )
 from midihub.rtp.sequence import MAX_DROPOUT, SequenceTracker
@@ -111,9 +109,9 @@ def test_tracker_and_journal_sender_follow_the_same_rules(script: list[bytes], c
     """A receiver that saw the first ``cut`` messages and lost the rest, repaired from
     the journal, holds what the tracker holds: notes, pedals, bend, and every
     controller and program the tracker knows."""
-    truth, receiver, sender = NoteState(), NoteState(), JournalSender()
+    truth, receiver, sender = NoteState(), NoteState(), StreamJournal()
     for seq, message in enumerate(script):
-        sender.record(seq, [(0, message)])
+        sender.record([(0, message)])
         truth.update([(0, message)])
         if seq < cut:
             receiver.update([(0, message)])
@@ -138,9 +136,9 @@ def test_tracker_and_journal_sender_follow_the_same_rules(script: list[bytes], c
 
 
 def _after(*messages: bytes) -> Journal:
-    sender = JournalSender()
-    for seq, message in enumerate(messages):
-        sender.record(seq, [(0, message)])
+    sender = StreamJournal()
+    for message in messages:
+        sender.record([(0, message)])
     data = sender.journal()
     assert data is not None
     return decode_journal(data, 0, len(data))
@@ -171,13 +169,12 @@ def test_y_bit_is_kept_on_decode_and_a_stale_note_is_not_replayed() -> None:
     journal = decode_journal(data, 0, len(data))
     cj = journal.channels[0]
     assert cj.notes_on == [(60, 90)] and cj.quiet == [(62, 90)]
-    assert encode_journal(journal) == data
     assert repair(journal, NoteState()) == [(0, bytes((0x90, 60, 90)))]
 
 
 def test_stale_held_notes_are_written_with_y_zero() -> None:
-    sender = JournalSender()
-    sender.record(1, [(0, b"\x90\x3c\x40")], now=10.0)
+    sender = StreamJournal()
+    sender.record([(0, b"\x90\x3c\x40")], now=10.0)
     fresh = sender.journal(now=10.5)
     stale = sender.journal(now=11.5)
     assert fresh is not None and stale is not None
@@ -186,12 +183,10 @@ def test_stale_held_notes_are_written_with_y_zero() -> None:
 
 
 def test_chapter_n_without_offbits_says_low_15_high_1() -> None:
-    sender = JournalSender()
-    sender.record(1, [(0, b"\x90\x3c\x40")])
+    sender = StreamJournal()
+    sender.record([(0, b"\x90\x3c\x40")])
     data = sender.journal()
     assert data is not None and data[3 + 3 : 3 + 5] == bytes((1, 0xF1))
-    encoded = encode_journal(Journal(1, [ChannelJournal(0, notes_on=[(60, 1)])]))
-    assert encoded[6:8] == bytes((1, 0xF1))
     legacy = bytes((0x20, 0, 1, 0, 7, 0x08, 1, 0x10, 60, 0x81))  # LOW=1 HIGH=0: still read
     assert decode_journal(legacy, 0, len(legacy)).channels[0].notes_on == [(60, 1)]
 
@@ -226,11 +221,11 @@ def test_a_big_forward_with_a_big_journal_stays_within_the_datagram_budget() -> 
 
 
 def test_trimmed_journal_keeps_notes_and_pedals_first() -> None:
-    sender = JournalSender()
+    sender = StreamJournal()
     commands = [(0, bytes((0xB0 | ch, cc, 9))) for ch in range(16) for cc in range(0, 100)]
     commands += [(0, bytes((0x90 | ch, 60, 100))) for ch in range(16)]
     commands += [(0, bytes((0xB0 | ch, 64, 127))) for ch in range(16)]
-    sender.record(1, commands)
+    sender.record(commands)
     data = sender.journal(budget=400)
     assert data is not None and len(data) <= 400
     journal = decode_journal(data, 0, len(data))

@@ -1,5 +1,6 @@
-"""Recovery journal: codec (shared vector, round trips, garbage), the sender's
-bounds, and repair under loss against a control without journals."""
+"""Recovery journal: reading (shared vector, garbage), what the hub's one writer
+(``StreamJournal``) says, its bounds, and repair under loss against a control without
+journals."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from midihub.rtp import packets as p
 from midihub.rtp.commands import decode_payload
 from midihub.rtp.recovery import (
     MAX_JOURNAL,
+    MAX_UNACKED,
     ChannelJournal,
     Journal,
-    JournalSender,
+    JournalCursor,
+    StreamJournal,
     decode_journal,
-    encode_journal,
     repair,
 )
 from tests.performances import random_packets
@@ -30,7 +32,7 @@ VECTOR = bytes.fromhex(
 )
 
 
-def test_shared_vector_decodes_and_encodes_back() -> None:
+def test_shared_vector_decodes_and_the_hub_writes_it_for_the_same_history() -> None:
     header, start, end = p.decode_rtp_header(VECTOR)
     commands, journal_at = decode_payload(VECTOR, start, end)
     assert header.sequence == 5 and commands == [(0, bytes((0x80, 62, 64)))]
@@ -40,32 +42,12 @@ def test_shared_vector_decodes_and_encodes_back() -> None:
     (channel,) = journal.channels
     assert channel.channel == 0 and channel.notes_on == [(60, 100)]
     assert channel.notes_off == {62}
-    assert encode_journal(journal) == VECTOR[journal_at:]
-
-
-channel_journals = st.builds(
-    ChannelJournal,
-    channel=st.integers(0, 15),
-    program=st.none()
-    | st.tuples(st.integers(0, 127), st.integers(0, 127), st.integers(0, 127))
-    | st.tuples(st.integers(0, 127), st.none(), st.none()),
-    controllers=st.lists(st.tuples(st.integers(0, 127), st.integers(0, 127)), max_size=20),
-    wheel=st.none() | st.integers(0, 16383),
-    notes_on=st.lists(st.tuples(st.integers(0, 127), st.integers(1, 127)), max_size=30),
-    notes_off=st.sets(st.integers(0, 127), max_size=40),
-)
-
-
-@given(
-    st.integers(0, 0xFFFF),
-    st.lists(channel_journals, min_size=1, max_size=16),
-    st.booleans(),
-)
-@settings(max_examples=200, deadline=None)
-def test_codec_round_trip(checkpoint: int, channels: list[ChannelJournal], single: bool) -> None:
-    journal = Journal(checkpoint, channels, single)
-    data = b"junk" + encode_journal(journal)
-    assert decode_journal(data, 4, len(data)) == journal
+    stream = StreamJournal()
+    stream.record([(0, bytes((0x90, 62, 64))), (0, bytes((0x90, 60, 100)))])
+    stream.record([(0, bytes((0x80, 62, 64)))])
+    written = stream.journal()
+    assert written is not None  # the checkpoint field is each receiver's: 3 here
+    assert written[:1] + bytes((0, 3)) + written[3:] == VECTOR[journal_at:]
 
 
 @given(st.binary(max_size=120))
@@ -115,9 +97,9 @@ def test_malformed_journals_are_refused(data: bytes) -> None:
 
 def test_sender_stays_bounded_without_feedback_and_lists_what_is_held() -> None:
     rng = seeded(7, "journal sender")
-    sender = JournalSender()
+    sender = StreamJournal()
     truth = NoteState()
-    for seq in range(10_000):
+    for _ in range(10_000):
         channel = rng.randrange(4)
         note = rng.randrange(40, 90)
         message = rng.choice(
@@ -130,7 +112,7 @@ def test_sender_stays_bounded_without_feedback_and_lists_what_is_held() -> None:
         )
         journal = sender.journal()
         assert journal is None or len(journal) <= MAX_JOURNAL
-        sender.record(seq & 0xFFFF, [(0, message)])
+        sender.record([(0, message)])
         truth.update([(0, message)])
     data = sender.journal()
     assert data is not None
@@ -144,21 +126,51 @@ def test_sender_stays_bounded_without_feedback_and_lists_what_is_held() -> None:
 
 
 def test_feedback_moves_the_checkpoint_and_forgets_old_noteoffs() -> None:
-    sender = JournalSender()
-    sender.record(100, [(0, bytes((0x90, 60, 100))), (0, bytes((0x90, 61, 100)))])
-    sender.record(101, [(0, bytes((0x80, 60, 0)))])
-    before = sender.journal()
-    assert before is not None
-    journal = decode_journal(before, 0, len(before))
-    assert journal.checkpoint == 99 and journal.channels[0].notes_off == {60}
-    sender.on_feedback(101)
-    after = sender.journal()
-    assert after is not None
+    stream, cursor = StreamJournal(), JournalCursor("r")
+    cursor.attach(stream)
+    on = [(0, bytes((0x90, n, 100))) for n in (60, 61, 62)]
+    cursor.sent(stream.record(on), 100)
+    cursor.sent(stream.record([(0, bytes((0x80, 60, 0)))]), 101)
+    cursor.sent(stream.record([(0, bytes((0x80, 61, 0)))]), 102)
+    before = stream.journal()
+    assert before is not None and cursor.checkpoint == 100  # its first packet, inclusive
+    assert decode_journal(before, 0, len(before)).channels[0].notes_off == {60, 61}
+    cursor.acknowledge(101, 103)
+    after = stream.journal()
+    assert after is not None and cursor.checkpoint == 101 and not cursor.acknowledged
+    # The checkpoint packet is part of the history it covers: its NoteOff stays.
+    assert decode_journal(after, 0, len(after)).channels[0].notes_off == {60, 61}
+    cursor.acknowledge(102, 103)
+    after = stream.journal()
+    assert after is not None and cursor.checkpoint == 102 and cursor.acknowledged
     journal = decode_journal(after, 0, len(after))
-    assert journal.checkpoint == 101
-    assert journal.channels[0].notes_off == set() and journal.channels[0].notes_on == [(61, 100)]
-    sender.on_feedback(5000)  # about a packet never sent: ignored
-    assert sender.checkpoint == 101
+    assert journal.channels[0].notes_off == {61} and journal.channels[0].notes_on == [(62, 100)]
+    cursor.acknowledge(5000, 103)  # about a packet never sent: ignored
+    assert cursor.checkpoint == 102
+
+
+def test_a_change_made_in_the_checkpoint_packet_stays_in_the_journal() -> None:
+    """RFC 6295 §4: the checkpoint history includes the checkpoint packet itself. When
+    ``MAX_UNACKED`` packets pass without RS and the checkpoint moves on to packet C, a
+    controller or program change made in C must still be journalled."""
+    stream = StreamJournal()
+    while True:
+        number = stream.last + 1
+        if number == MAX_UNACKED // 2:
+            stream.record([(0, bytes((0xB0, 7, 99))), (0, bytes((0xC0, 5)))])
+        else:
+            stream.record([])
+        if stream.checkpoint == MAX_UNACKED // 2:
+            break
+    data = stream.journal()
+    assert data is not None
+    (channel,) = decode_journal(data, 0, len(data)).channels
+    assert channel.controllers == [(7, 99)] and channel.program == (5, None, None)
+    stream.record([])  # the checkpoint passes it: out
+    stream.settle()
+    for _ in range(MAX_UNACKED // 2):
+        stream.record([])
+    assert stream.checkpoint > MAX_UNACKED // 2 and stream.journal() is None
 
 
 def test_repair_is_exact_and_never_applied_twice() -> None:
@@ -185,16 +197,14 @@ def test_repair_is_exact_and_never_applied_twice() -> None:
 def replay(seed: int, use_journal: bool, loss: float = 0.1) -> NoteState:
     """Send through a lossy channel; the receiver repairs from journals when it can."""
     rng = seeded(seed, "loss")
-    sender = JournalSender()
+    sender = StreamJournal()
     receiver = NoteState()
     lost = False
-    for seq, packet in enumerate(
-        random_packets(
-            seed, channels=3, keys=(30, 100), max_held=6, release=0.4, pedal_every=17, bend_every=23
-        )
+    for packet in random_packets(
+        seed, channels=3, keys=(30, 100), max_held=6, release=0.4, pedal_every=17, bend_every=23
     ):
         data = sender.journal() if use_journal else None
-        sender.record(seq, [(0, m) for m in packet])
+        sender.record([(0, m) for m in packet])
         if rng.random() < loss:
             lost = True
             continue
@@ -218,9 +228,12 @@ def test_the_same_loss_without_journal_leaves_stuck_notes() -> None:
 
 def test_127_held_notes_without_noteoffs_round_trip() -> None:
     """127 logs and no bitfield must not read back as RFC 6295's 128-log form."""
-    journal = Journal(1, [ChannelJournal(0, notes_on=[(n, 64) for n in range(127)])])
-    data = encode_journal(journal)
-    assert decode_journal(data, 0, len(data)) == journal
+    stream = StreamJournal()
+    stream.record([(0, bytes((0x90, n, 64))) for n in range(127)])
+    data = stream.journal()
+    assert data is not None
+    (channel,) = decode_journal(data, 0, len(data)).channels
+    assert channel.notes_on == [(n, 64) for n in range(127)] and not channel.notes_off
 
 
 def test_repair_does_not_resend_what_the_receiver_already_has() -> None:
@@ -235,13 +248,13 @@ def test_repair_does_not_resend_what_the_receiver_already_has() -> None:
 def test_a_long_outage_without_feedback_still_releases_ended_notes() -> None:
     """A peer that never sends RS and misses 300 packets (the NoteOff among them)
     repairs from the first packet it gets: the bitfield still says the note ended."""
-    sender = JournalSender()
+    sender = StreamJournal()
     receiver = NoteState()
-    sender.record(0, [(0, bytes((0x90, 60, 100)))])
+    sender.record([(0, bytes((0x90, 60, 100)))])
     receiver.update([(0, bytes((0x90, 60, 100)))])
-    sender.record(1, [(0, bytes((0x80, 60, 0)))])  # lost, with everything after it
+    sender.record([(0, bytes((0x80, 60, 0)))])  # lost, with everything after it
     for seq in range(2, 300):
-        sender.record(seq, [(0, bytes((0xB0, 1, seq & 0x7F)))])
+        sender.record([(0, bytes((0xB0, 1, seq & 0x7F)))])
     data = sender.journal()
     assert data is not None
     receiver.update(repair(decode_journal(data, 0, len(data)), receiver))
@@ -262,10 +275,10 @@ def test_sender_journal_says_exactly_what_is_held_and_what_ended(
 ) -> None:
     """Against a plain model: chapter N lists every held note, and the bitfield every
     note released (and not pressed again) since the first packet."""
-    sender = JournalSender()
+    sender = StreamJournal()
     held: dict[tuple[int, int], int] = {}
     ended: set[tuple[int, int]] = set()
-    for seq, (kind, channel, value) in enumerate(script):
+    for kind, channel, value in script:
         if kind == 0xFF:
             message = b"\xff"
             ended |= set(held)
@@ -282,7 +295,7 @@ def test_sender_journal_says_exactly_what_is_held_and_what_ended(
             message = bytes((0x80 | channel, value, 0))
             if held.pop((channel, value), None) is not None:
                 ended.add((channel, value))
-        sender.record(seq, [(0, message)])
+        sender.record([(0, message)])
     data = sender.journal()
     if not held and not ended:
         assert data is None
@@ -291,3 +304,22 @@ def test_sender_journal_says_exactly_what_is_held_and_what_ended(
     journal = decode_journal(data, 0, len(data))
     assert {(c.channel, n): v for c in journal.channels for n, v in c.notes_on} == held
     assert {(c.channel, n) for c in journal.channels for n in c.notes_off} == ended
+
+
+def test_a_receiver_without_rs_and_guards_after_every_packet_stays_bounded_and_mapped() -> None:
+    """Each guard packet shifts the map from stream numbers to the receiver's sequence
+    numbers (a new run); without RS the checkpoint still moves every 64 packets, and
+    the runs before it go, while its checkpoint stays the right sequence number."""
+    stream, cursor = StreamJournal(), JournalCursor("r")
+    cursor.attach(stream)
+    sequence = 65_000  # wraps past 0xFFFF on the way
+    sent: dict[int, int] = {}
+    for _ in range(2_000):
+        number = stream.record([(0, b"\x90\x3c\x40")])
+        cursor.sent(number, sequence & 0xFFFF)
+        sent[number] = sequence & 0xFFFF
+        sequence += 2  # a guard packet of its own follows every packet
+        assert cursor.checkpoint == sent[max(stream.checkpoint, 0)]
+    assert len(cursor._runs) <= MAX_UNACKED + 1
+    cursor.acknowledge(sent[stream.last], (sequence - 1) & 0xFFFF)
+    assert cursor.acknowledged and stream.checkpoint == stream.last

@@ -334,7 +334,10 @@ class Hub:
                 receivers = [s for s in receivers if s.public_id not in links]
             if guests and sender is None:
                 sender = participant_key(source.port, sender_id)
-            sections = self._deliver(endpoint, receivers, guests, commands, sections, now, sender)
+            own = sender_id if endpoint is source else None  # whose stream lacks these
+            sections = self._deliver(
+                endpoint, receivers, guests, commands, sections, now, sender, own
+            )
             self.messages_forwarded += len(commands) * (len(receivers) + len(guests))
 
     def _deliver(
@@ -346,15 +349,18 @@ class Hub:
         sections: list[Section] | None,
         now: float,
         sender: str | None = None,
+        own: str | None = None,
     ) -> list[Section] | None:
         """``commands`` to these participants of ``endpoint``, counted. RTP sections are
-        encoded once, whatever the number of receivers (and ports: they are returned).
+        encoded once, whatever the number of receivers (and ports: they are returned),
+        and so is each packet's journal per stream journal (``SessionTable.send``).
         ``sender``: the participant id of who played them (guests that show it are
-        told); None: the hub itself."""
+        told); None: the hub itself. ``own``: the public id of the participant of this
+        port that played them (a room member: no stream journal it joins may have them)."""
         if sessions:
             if sections is None:
                 sections = encode_sections(commands, MAX_LIST_LENGTH)
-            endpoint.table.send(sessions, sections, now)
+            endpoint.table.send(sessions, sections, now, own)
             self._dirty.add(endpoint)
         for guest in guests:
             if sender is None:

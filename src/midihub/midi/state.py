@@ -2,7 +2,7 @@
 
 The hub's note tracker (``midi.held.NoteState``: what to release when a player
 leaves, what a journal repair must change) and the recovery-journal sender
-(``rtp.recovery.JournalSender``: what a receiver may have missed) both follow
+(``rtp.recovery.StreamJournal``: what a receiver may have missed) both follow
 ``classify``; a property test checks they agree after any message script.
 
 - NoteOn (velocity > 0) holds a note; NoteOff or NoteOn velocity 0 ends it.

@@ -6,9 +6,11 @@ the state they carried without a retransmission (RFC 6295 §4-§6, Appendix A).
 We write and use chapters P (program), C (controllers), W (pitch wheel) and N
 (notes); every other chapter is skipped by its length.
 
-- ``encode_journal`` / ``decode_journal``: bytes <-> ``Journal``.
-- ``JournalSender`` (one per outgoing session): ``journal()`` for the next packet,
-  ``record(seq, commands)`` after it, ``on_feedback(seq)`` when RS arrives.
+- ``decode_journal``: bytes -> ``Journal`` (what a receiver reads).
+- ``StreamJournal`` (one per distinct outgoing stream of a port, shared by its
+  receivers): ``journal()`` for the next packet, ``record(commands)`` after it; the one
+  place journals are written. ``JournalCursor`` (one per receiver): its checkpoint in its
+  own sequence numbers and its RS. ``share`` groups a forward's receivers by journal.
 - ``repair(journal, state)``: the messages that bring a receiver's state (what the
   hub tracks per source) to what the journal says, to play before the packet's own.
 
@@ -68,62 +70,7 @@ class Journal:
     single_loss: bool = False
 
 
-# -- codec ---------------------------------------------------------------------
-
-
-def encode_journal(journal: Journal) -> bytes:
-    if not 1 <= len(journal.channels) <= 16:
-        raise ValueError("a journal carries 1 to 16 channel journals")
-    first = (0x80 if journal.single_loss else 0) | 0x20 | (len(journal.channels) - 1)
-    out = bytearray((first, journal.checkpoint >> 8 & 0xFF, journal.checkpoint & 0xFF))
-    for channel in journal.channels:
-        out += _encode_channel(channel)
-    return bytes(out)
-
-
-def _encode_channel(cj: ChannelJournal) -> bytes:
-    toc = 0
-    body = bytearray()
-    if cj.program is not None:
-        toc |= TOC_P
-        program, msb, lsb = cj.program
-        banked = msb is not None
-        body += bytes((program, (0x80 if banked else 0) | (msb or 0), lsb or 0))
-    if cj.controllers:
-        toc |= TOC_C
-        body.append(len(cj.controllers) - 1)
-        for number, value in cj.controllers:
-            body += bytes((number, value))
-    if cj.wheel is not None:
-        toc |= TOC_W
-        body += bytes((cj.wheel & 0x7F, cj.wheel >> 7 & 0x7F))
-    if cj.notes_on or cj.notes_off or cj.quiet:
-        toc |= TOC_N
-        body += _encode_notes(cj.notes_on, cj.notes_off, cj.quiet)
-    length = 3 + len(body)
-    if length > 0x3FF:
-        raise ValueError("channel journal longer than its 10-bit length allows")
-    return bytes((cj.channel << 3 | length >> 8, length & 0xFF, toc)) + body
-
-
-def _encode_notes(
-    notes_on: Sequence[tuple[int, int]], notes_off: set[int], quiet: Sequence[tuple[int, int]] = ()
-) -> bytes:
-    if len(notes_on) + len(quiet) > 127:
-        raise ValueError("chapter N: at most 127 note logs")
-    if notes_off:
-        low, high = min(notes_off) >> 3, max(notes_off) >> 3
-        bits = bytearray(high - low + 1)
-        for note in notes_off:
-            bits[(note >> 3) - low] |= 0x80 >> (note & 7)
-    else:
-        low, high, bits = NO_OFFBITS_LOW, NO_OFFBITS_HIGH, bytearray()
-    out = bytearray((len(notes_on) + len(quiet), low << 4 | high))
-    for note, velocity in notes_on:
-        out += bytes((note, 0x80 | velocity))  # Y = 1: play it
-    for note, velocity in quiet:
-        out += bytes((note, velocity))  # Y = 0: stale, held but not worth starting late
-    return bytes(out + bits)
+# -- codec (reading; the one writer is ``StreamJournal``) ---------------------
 
 
 def decode_journal(data: bytes, start: int, end: int) -> Journal:
@@ -255,6 +202,16 @@ class _Channel:
         self.encoded: tuple[bytes, bytes] | None = None  # (full, essential)
         self.stale_at = math.inf
 
+    def copy(self) -> _Channel:
+        other = _Channel()
+        other.program, other.program_seq, other.bank = self.program, self.program_seq, self.bank
+        other.controllers = dict(self.controllers)
+        other.wheel, other.wheel_seq = self.wheel, self.wheel_seq
+        other.sounding, other.pressed = dict(self.sounding), dict(self.pressed)
+        other.off, other.offmask = dict(self.off), self.offmask
+        other.encoded, other.stale_at = self.encoded, self.stale_at
+        return other
+
     def end_notes(self, seq: int) -> None:
         for note in self.sounding:
             self.off[note] = seq
@@ -384,36 +341,56 @@ def _channel_bytes(
     return bytes((number << 3 | length >> 8, length & 0xFF, toc)) + body
 
 
-class JournalSender:
-    """What one receiver may have missed since the checkpoint.
+MAX_SOURCES: Final = 256
+"""Sources a stream journal remembers having recorded; past that it takes no newcomers."""
+
+
+class StreamJournal:
+    """The outbound history of one stream: what every receiver sharing it was sent.
+
+    One per distinct stream on a port, not one per receiver: every receiver of a group's
+    out port gets the same stream, and so do a room's listeners; a room member that has
+    played gets its own (its stream lacks its own notes; ``share`` forks it off). Packets
+    are numbered 0, 1, 2… in the order recorded (each receiver's cursor maps them to its
+    own RTP sequence numbers). The checkpoint history runs from ``checkpoint`` *inclusive*
+    to the last packet (RFC 6295 §4, §5: "Checkpoint Packet Seqnum"); ``checkpoint`` is the
+    oldest packet some receiver has not acknowledged by RS (RFC 4696 §6), moved on after
+    ``MAX_UNACKED`` packets without one. An entry leaves the journal only once the
+    checkpoint is past the packet that made it.
 
     Held notes, the pedals (64, 66) and a moved wheel are always in the journal (they
-    are what leaves notes stuck), and so are released notes until the receiver's RS
-    confirms it has them: a receiver that missed a long stretch must still learn
-    which of the notes it thinks held have ended (at most 16 bytes per channel).
-    Other changes stay until RS, or until ``MAX_UNACKED`` packets have passed without
-    one, which keeps the journal small for peers that never send RS.
+    are what leaves notes stuck), and so are released notes until every receiver's RS
+    confirms it has them: a receiver that missed a long stretch must still learn which
+    of the notes it thinks held have ended (at most 16 bytes per channel). Other changes
+    stay while their packet is in the checkpoint history.
 
     ``journal(budget)`` never exceeds ``budget`` bytes: when everything does not fit,
     each channel keeps only notes, pedals and wheel; when even that does not fit, the
     channels that fit (lowest first) — see docs/protocol.md, "Journal size".
     """
 
-    __slots__ = ("_channels", "_count", "checkpoint", "last_seq", "trimmed")
+    __slots__ = ("_channels", "acked", "checkpoint", "last", "members", "sources", "trimmed")
 
     def __init__(self) -> None:
         self._channels: dict[int, _Channel] = {}
-        self.checkpoint: int | None = None  # sequence number; None: nothing sent yet
-        self.last_seq: int | None = None
-        self._count = 0  # packets recorded since the checkpoint
+        self.checkpoint = 0  # number of the checkpoint packet (inclusive)
+        self.acked = -1  # every receiver has every packet up to this one (RS)
+        self.last = -1  # number of the last packet recorded; -1: none yet
+        self.members: set[JournalCursor] = set()
+        self.sources: set[str] = set()  # whose packets it recorded (see ``share``)
         self.trimmed = 0  # journals cut down to fit their packet
 
-    def record(self, seq: int, commands: Iterable[Command], now: float = 0.0) -> None:
-        """The packet ``seq`` has left (at ``now``) carrying ``commands``."""
-        if self.checkpoint is None:
-            self.checkpoint = (seq - 1) & 0xFFFF
-        self.last_seq = seq
-        self._count += 1
+    def copy(self) -> StreamJournal:
+        """The same history, for receivers whose streams part from here (no members)."""
+        other = StreamJournal()
+        other._channels = {n: c.copy() for n, c in self._channels.items()}
+        other.checkpoint, other.acked, other.last = self.checkpoint, self.acked, self.last
+        other.sources = set(self.sources)
+        return other
+
+    def record(self, commands: Iterable[Command], now: float = 0.0) -> int:
+        """A packet carrying ``commands`` leaves (at ``now``) for every member; its number."""
+        seq = self.last = self.last + 1
         channels = self._channels
         for _, message in commands:
             effect, number, a, b = classify(message)
@@ -427,50 +404,42 @@ class JournalSender:
             if state is None:
                 state = channels[number] = _Channel()
             state.apply(effect, a, b, seq, now)
-        if self._count > MAX_UNACKED:
-            self._advance((seq - MAX_UNACKED // 2) & 0xFFFF, acknowledged=False)
+        if seq - self.checkpoint >= MAX_UNACKED:
+            self._advance(seq - MAX_UNACKED // 2)
+        return seq
 
-    def on_feedback(self, seq: int) -> None:
-        """RS: the receiver has every packet up to ``seq``."""
-        if self.checkpoint is None or self.last_seq is None:
+    def settle(self) -> None:
+        """The members' RS (or who the members are) changed: the checkpoint may move on."""
+        floor = min((m.acked for m in self.members), default=self.last)
+        if floor <= self.acked:
             return
-        ahead = (self.last_seq - seq) & 0xFFFF
-        if ahead >= 0x8000:  # feedback about packets we never sent
-            return
-        behind = (seq - self.checkpoint) & 0xFFFF
-        if 0 < behind < 0x8000:
-            self._advance(seq)
+        self.acked = floor
+        for state in self._channels.values():
+            if any(s < floor for s in state.off.values()):
+                state.off = {note: s for note, s in state.off.items() if s >= floor}
+                state.offmask = sum(1 << (127 - note) for note in state.off)
+                state.encoded = None
+        if floor > self.checkpoint:
+            self._advance(floor)
 
-    @property
-    def acknowledged(self) -> bool:
-        """RS has confirmed every packet sent: nothing left to repair."""
-        return self.checkpoint == self.last_seq
-
-    def _advance(self, checkpoint: int, *, acknowledged: bool = True) -> None:
+    def _advance(self, checkpoint: int) -> None:
+        """Controllers and programs changed before ``checkpoint`` leave the journal; one
+        changed *in* the checkpoint packet stays (the history includes it)."""
         self.checkpoint = checkpoint
-        self._count = (self.last_seq - checkpoint) & 0xFFFF if self.last_seq is not None else 0
-
-        def newer(seq: int) -> bool:
-            return seq >= 0 and 0 < (seq - checkpoint) & 0xFFFF < 0x8000
-
         for state in self._channels.values():
             state.encoded = None
-            if acknowledged:
-                state.off = {note: s for note, s in state.off.items() if newer(s)}
-                state.offmask = sum(1 << (127 - note) for note in state.off)
             state.controllers = {
-                n: (v, s if newer(s) else -1) for n, (v, s) in state.controllers.items()
+                n: (v, s if s >= checkpoint else -1) for n, (v, s) in state.controllers.items()
             }
-            if not newer(state.program_seq):
+            if state.program_seq < checkpoint:
                 state.program_seq = -1
             # The wheel, once moved, stays in (2 bytes), like the pedals: a receiver
             # that missed a long stretch must still get the bend back to centre.
 
     def journal(self, budget: int = MAX_JOURNAL, now: float = 0.0) -> bytes | None:
-        """The journal for the next packet, at most ``budget`` bytes, or None when
-        there is nothing to repair (or not even the essentials of one channel fit)."""
-        if self.checkpoint is None:
-            return None
+        """The journal for the next packet, at most ``budget`` bytes, or None when there
+        is nothing to repair (or not even the essentials of one channel fit). Its
+        checkpoint field is left 0: each receiver's cursor writes its own."""
         full: list[bytes] = []
         essential: list[bytes] = []
         for number in sorted(self._channels):
@@ -493,12 +462,219 @@ class JournalSender:
                     room -= len(part)
             if not parts:
                 return None
-        checkpoint = self.checkpoint
-        header = bytes((0x20 | (len(parts) - 1), checkpoint >> 8, checkpoint & 0xFF))
-        return header + b"".join(parts)
+        return bytes((0x20 | (len(parts) - 1), 0, 0)) + b"".join(parts)
+
+
+class JournalCursor:
+    """One receiver's place in a ``StreamJournal``: what it acknowledged, and how the
+    journal's packet numbers map to its own RTP sequence numbers (a run per stretch
+    sent without a guard packet of its own in between)."""
+
+    __slots__ = ("_last", "_runs", "acked", "owner", "stream")
+
+    def __init__(self, owner: str = "") -> None:
+        self.owner = owner  # the receiver's public id: whose packets it must not be told of
+        self.stream: StreamJournal | None = None  # None: not sent anything journalled yet
+        self.acked = -1
+        self._last = -1  # number of the last packet of the stream it was sent
+        self._runs: list[tuple[int, int]] = []  # (packet number, RTP sequence) run starts
+
+    def attach(self, stream: StreamJournal) -> None:
+        """Join ``stream``: its history from the next packet on is this receiver's."""
+        self.stream = stream
+        stream.members.add(self)
+        self.acked = self._last = stream.last
+        self._runs = []
+
+    def move(self, stream: StreamJournal) -> None:
+        """The same history under another journal (a fork: the numbers carry over)."""
+        if self.stream is not None:
+            self.stream.members.discard(self)
+        self.stream = stream
+        stream.members.add(self)
+
+    def detach(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.members.discard(self)
+            stream.settle()
+
+    def sent(self, number: int, sequence: int) -> None:
+        """Packet ``number`` of the stream went out with RTP sequence ``sequence``."""
+        self._last = number
+        runs = self._runs
+        if runs:
+            start, first = runs[-1]
+            if (first + number - start) & 0xFFFF == sequence:
+                return
+            if len(runs) >= 8:
+                self._prune()
+        runs.append((number, sequence))
+
+    def stamp(self, packet: bytearray, at: int, number: int, sequence: int) -> bool:
+        """Packet ``number`` of the stream goes out as RTP ``sequence`` with the
+        stream's journal at ``packet[at:]``: write this receiver's checkpoint into it.
+        False: its first packet, no history to cover yet (send it without)."""
+        runs = self._runs
+        stream = self.stream
+        if not runs or stream is None:
+            self.sent(number, sequence)
+            return False
+        start, first = runs[-1]
+        wanted = stream.checkpoint
+        # The usual case first: the checkpoint is in the latest run.
+        checkpoint = (first + wanted - start) & 0xFFFF if start <= wanted else self.checkpoint
+        assert checkpoint is not None
+        self._last = number
+        if (first + number - start) & 0xFFFF != sequence:
+            self.sent(number, sequence)  # a new run
+        packet[at + 1] = checkpoint >> 8
+        packet[at + 2] = checkpoint & 0xFF
+        return True
+
+    def _prune(self) -> None:
+        """Runs wholly before the stream's checkpoint are no longer needed (an RS that
+        old moves nothing the next one will not): at most one per packet since it."""
+        stream = self.stream
+        runs = self._runs
+        if stream is not None:
+            checkpoint = stream.checkpoint
+            keep = 0
+            for i, (start, _) in enumerate(runs):
+                if start <= checkpoint:
+                    keep = i
+            del runs[:keep]
+        if len(runs) > 2 * MAX_UNACKED:  # never reached by the hub's own use
+            del runs[: len(runs) - 2 * MAX_UNACKED]
+
+    @property
+    def checkpoint(self) -> int | None:
+        """The RTP sequence number of this receiver's checkpoint packet (RFC 6295 §5):
+        the stream's, or its own first packet if it joined later; None before that."""
+        stream, runs = self.stream, self._runs
+        if stream is None or not runs:
+            return None
+        number = stream.checkpoint
+        start, first = runs[-1]
+        if start <= number:
+            return (first + number - start) & 0xFFFF
+        for start, first in reversed(runs):
+            if start <= number:
+                return (first + number - start) & 0xFFFF
+        return runs[0][1]
+
+    @property
+    def acknowledged(self) -> bool:
+        """RS has confirmed every journalled packet sent: nothing left to repair."""
+        return self.acked >= self._last
+
+    def acknowledge(self, sequence: int, next_sequence: int) -> None:
+        """RS: the receiver has every packet up to RTP ``sequence`` (``next_sequence``:
+        the one we send next; feedback about packets never sent is ignored)."""
+        if (next_sequence - 1 - sequence) & 0xFFFF >= 0x8000 or self.stream is None:
+            return
+        runs = self._runs
+        bound = self._last
+        for start, first in reversed(runs):
+            ahead = (sequence - first) & 0xFFFF
+            if ahead < 0x8000:
+                number = min(start + ahead, bound)
+                if number > self.acked:
+                    self.acked = number
+                    self.stream.settle()
+                return
+            bound = start - 1
+
+
+def share(
+    cursors: Sequence[JournalCursor], source: str | None
+) -> Sequence[tuple[StreamJournal, list[int] | None]]:
+    """Group the receivers of one forward (by index; None: all of them) so that each
+    group's stream journal is encoded once per packet; ``source`` is whose packets
+    these are.
+
+    Every receiver of a stream journal gets all it records. When only some do (a room
+    member does not get its own packets; a panic or a stale receiver), the journal forks:
+    the smaller side moves to a copy. A receiver new to journals joins the largest group
+    whose journal never recorded its own packets (its journal may then describe notes
+    held before it joined: docs/protocol.md), or a new journal."""
+    stream = cursors[0].stream
+    if stream is not None and len(stream.members) == len(cursors):  # the usual case:
+        for cursor in cursors:  # one stream, and all its receivers get this
+            if cursor.stream is not stream:
+                break
+        else:
+            if source is not None and len(stream.sources) < MAX_SOURCES:
+                stream.sources.add(source)
+            return [(stream, None)]
+    out: list[tuple[StreamJournal, list[int]]] = []
+    groups: dict[StreamJournal, list[int]] = {}
+    fresh: list[int] = []
+    for i, cursor in enumerate(cursors):
+        stream = cursor.stream
+        if stream is None:
+            fresh.append(i)
+        elif len(stream.members) == 1:  # a stream of its own (a room's players)
+            out.append((stream, [i]))
+        elif stream in groups:
+            groups[stream].append(i)
+        else:
+            groups[stream] = [i]
+    for stream, members in groups.items():
+        if len(members) != len(stream.members):
+            stream = _fork(stream, [cursors[i] for i in members])
+        out.append((stream, members))
+    for i in fresh:
+        owner = cursors[i].owner
+        taken = [
+            (len(members), n)
+            for n, (s, members) in enumerate(out)
+            if owner not in s.sources and len(s.sources) < MAX_SOURCES
+        ]
+        if taken:
+            stream, members = out[max(taken)[1]]
+            members.append(i)
+        else:
+            stream = StreamJournal()
+            out.append((stream, [i]))
+        cursors[i].attach(stream)
+    if source is not None:
+        for stream, _ in out:
+            if len(stream.sources) < MAX_SOURCES:  # full: it takes no newcomers
+                stream.sources.add(source)
+    return out
+
+
+def _fork(stream: StreamJournal, receiving: list[JournalCursor]) -> StreamJournal:
+    """Part ``stream``'s receivers (those ``receiving`` the next packet from the rest);
+    the smaller side moves to a copy. Returns the journal of those receiving."""
+    copy = stream.copy()
+    if 2 * len(receiving) <= len(stream.members):
+        movers: Iterable[JournalCursor] = receiving
+        result = copy
+    else:
+        movers = stream.members.difference(receiving)
+        result = stream
+    for cursor in list(movers):
+        cursor.move(copy)
+    stream.settle()
+    copy.settle()
+    return result
 
 
 # -- receiver ------------------------------------------------------------------
+
+
+def missed_before_first(sequence: int, journal: tuple[bytes, int, int]) -> int:
+    """Packets missed before the first one we get of a stream: its journal covers the
+    checkpoint packet *inclusive* up to the packet before it (RFC 6295 §4-§5), so
+    from the checkpoint on, every packet before this one was sent and is known lost
+    (none: the checkpoint is this packet, an empty history)."""
+    data, start, end = journal
+    if end - start < 3:
+        return 0
+    missed = (sequence - (data[start + 1] << 8 | data[start + 2])) & 0xFFFF
+    return missed if missed < 0x8000 else 0
 
 
 class HeldState(Protocol):

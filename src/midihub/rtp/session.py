@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Sequence
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from midihub.midi.held import NoteState
 from midihub.rtp import packets
-from midihub.rtp.commands import FLAG_J, Command, Section
+from midihub.rtp.commands import FLAG_J, Command
 from midihub.rtp.errors import LocalProtocolError, ProtocolError
 from midihub.rtp.events import (
     Event,
@@ -36,13 +37,14 @@ from midihub.rtp.events import (
 )
 from midihub.rtp.intake import Intake
 from midihub.rtp.limits import Counters, Drop, Limits, source_key
-from midihub.rtp.packets import Clock, Invitation, RtpHeader
+from midihub.rtp.packets import PAYLOAD_TYPE, RTP_VERSION_BITS, Clock, Invitation, RtpHeader
 from midihub.rtp.recovery import (
     MAX_DATAGRAM,
     RTP_HEADER,
     Journal,
-    JournalSender,
+    JournalCursor,
     decode_journal,
+    missed_before_first,
 )
 from midihub.rtp.recovery import repair as recovery_repair
 from midihub.rtp.sequence import SequenceTracker
@@ -81,6 +83,8 @@ ECHOES_KEPT: Final = 4  # our recent CK1 stamps a CK2 may echo
 # trims its journal on RS (RFC 4696 §6) keeps it small.
 RS_INTERVAL: Final = 1.0
 MAX_RTT: Final = 10.0  # seconds; a CK answer claiming more is not a measurement
+_RTP: Final = struct.Struct("!BBHII")  # written into a shared packet buffer per receiver
+_CHECKPOINT: Final = struct.Struct("!H")
 _RANDOM: Final = random.SystemRandom()  # initial sequence number (RFC 3550 §5.1)
 
 
@@ -185,7 +189,7 @@ class Session:
         self._ck_done = 0
         self._next_ck = now
         self.feedback_sequence: int | None = None  # last RS from the peer
-        self.journal = JournalSender() if settings.journal else None
+        self.journal = JournalCursor(public_id) if settings.journal else None
         self._guard_at: float | None = None
         self._guards = 0
         self._who: Who | None = None  # fixed when it joins (its name and address are known)
@@ -353,7 +357,7 @@ class Session:
         if gap is None:  # a duplicate, a late packet, or a jump on probation
             return events
         if first and journal is not None:
-            gap = _missed_before_first(header.sequence, journal)
+            gap = missed_before_first(header.sequence, journal)
         if gap:
             self.packets_lost += gap
             self.intake.packet_lost()
@@ -398,59 +402,54 @@ class Session:
         self._counters.loss_releases += len(release)
         return NotesReleased(self.who, tuple(release))
 
-    def send_lists(self, sections: Sequence[Section | bytes], now: float) -> None:
-        """Send encoded MIDI command sections (J = 0), one RTP packet each, adding this
-        receiver's recovery journal. Each packet's journal covers every packet before
-        it (a ``Section`` says what it carries; plain bytes carry nothing journalled),
-        and fits the datagram in ``MAX_DATAGRAM`` bytes. Only to a peer that proved
-        its address recently (``routable``)."""
-        if not self.routable or self.data_addr is None:
-            return
-        timestamp = self.timestamp(now)
-        for section in sections:
-            data, carried = (section, ()) if isinstance(section, bytes) else section
-            self._send_packet(data, carried, timestamp, now)
-        if self.journal is not None:
+    def send_packet(self, packet: bytearray, journal_at: int, number: int, now: float) -> None:
+        """One RTP packet of a forward, copied once from ``packet``: room for the RTP
+        header, the command section and (from ``journal_at``, unless it is the end)
+        the journal of this receiver's stream, shared by all its receivers. This
+        receiver's sequence number, timestamp, SSRC and checkpoint are written in.
+        ``number``: the packet's number in that stream journal. Only to a peer that
+        proved its address recently (``routable``; the table checks)."""
+        seq = self._seq_out
+        timestamp = (int((now - self._origin) * CLOCK_RATE) + self._clock_offset) & 0xFFFF_FFFF
+        _RTP.pack_into(packet, 0, RTP_VERSION_BITS, PAYLOAD_TYPE, seq, timestamp, self.local_ssrc)
+        cursor = self.journal
+        if cursor is None:
+            data = bytes(packet)
+        else:
             self._guard_at, self._guards = now + GUARD_FIRST, 0
-
-    def _send_packet(
-        self,
-        section: bytes,
-        carried: Sequence[Command],
-        timestamp: int,
-        now: float,
-        *,
-        journal_only: bool = False,
-    ) -> bool:
-        """One RTP packet: ``section`` (a command section carrying ``carried``) plus
-        this receiver's journal, trimmed to fit ``MAX_DATAGRAM``. ``journal_only``: a
-        guard packet, not sent (False) when there is no journal to carry."""
-        assert self.data_addr is not None
-        journal = self.journal
-        if journal is not None:
-            trimmed = journal.trimmed
-            extra = journal.journal(MAX_DATAGRAM - RTP_HEADER - len(section), now)
-            if journal.trimmed != trimmed:
-                self._counters.journals_trimmed += 1
-            if extra:
-                section = bytes((section[0] | FLAG_J,)) + section[1:] + extra
-            elif journal_only:
-                return False
-            journal.record(self._seq_out, carried, now)
-        elif journal_only:
-            return False
-        header = packets.encode_rtp_header(self._seq_out, timestamp, self.local_ssrc)
-        self._seq_out = (self._seq_out + 1) & 0xFFFF
-        self._outbox.append((PortKind.DATA, header + section, self.data_addr))
-        return True
+            if journal_at == len(packet):  # nothing to repair yet
+                cursor.sent(number, seq)
+                data = bytes(packet)
+            elif cursor.stamp(packet, journal_at, number, seq):
+                data = bytes(packet)
+            else:  # its first packet: no history yet
+                first = packet[:journal_at]
+                first[RTP_HEADER] &= ~FLAG_J
+                data = bytes(first)
+        self._seq_out = (seq + 1) & 0xFFFF
+        addr = self.data_addr
+        assert addr is not None  # the table sends only to sessions with one
+        self._outbox.append((PortKind.DATA, data, addr))
 
     def _send_guard(self, now: float) -> None:
-        journal = self.journal
+        """A journal-only packet (RFC 4696 §7.1); the next at a growing interval."""
+        cursor = self.journal
         self._guard_at = None
-        if journal is None or not self.routable or self.data_addr is None or journal.acknowledged:
+        if cursor is None or not self.routable or self.data_addr is None or cursor.acknowledged:
             return  # acknowledged by RS: nothing left to repair
-        if not self._send_packet(EMPTY_LIST, (), self.timestamp(now), now, journal_only=True):
+        stream, checkpoint = cursor.stream, cursor.checkpoint
+        if stream is None or checkpoint is None:
             return
+        trimmed = stream.trimmed
+        journal = stream.journal(MAX_DATAGRAM - RTP_HEADER - len(EMPTY_LIST), now)
+        if stream.trimmed != trimmed:
+            self._counters.journals_trimmed += 1
+        if journal is None:
+            return
+        header = packets.encode_rtp_header(self._seq_out, self.timestamp(now), self.local_ssrc)
+        journal = journal[:1] + _CHECKPOINT.pack(checkpoint) + journal[3:]
+        self._seq_out = (self._seq_out + 1) & 0xFFFF
+        self._outbox.append((PortKind.DATA, header + bytes((FLAG_J,)) + journal, self.data_addr))
         self._guards += 1
         if self._guards < GUARD_COUNT:
             self._guard_at = now + min(GUARD_FIRST * 2**self._guards, GUARD_MAX_INTERVAL)
@@ -589,14 +588,18 @@ class Session:
         """Over: nothing more is sent or accepted (the table forgets the session)."""
         self._move(State.CLOSED)
         self.routable = False
+        if self.journal is not None:
+            self.journal.detach()  # its stream journal no longer waits for its RS
 
     def use_journal(self, wanted: bool) -> None:
         """Journals on or off for this receiver (off: a peer that misreads them). Turned
         back on, the journal covers what is sent from then on."""
         if not wanted:
+            if self.journal is not None:
+                self.journal.detach()
             self.journal = None
         elif self.journal is None:
-            self.journal = JournalSender()
+            self.journal = JournalCursor(self.public_id)
 
     def use_limits(self, limits: Limits, now: float) -> None:
         """New ``[limits]`` (a reload), live: the handshake and proof timers, the SysEx
@@ -611,7 +614,7 @@ class Session:
         self.heard(size, now)
         self.feedback_sequence = sequence
         if self.journal is not None:
-            self.journal.on_feedback(sequence)
+            self.journal.acknowledge(sequence, self._seq_out)
 
     def _move(self, state: State) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -634,16 +637,6 @@ def fit_name(name: str, size: int) -> str | None:
         return None
     data = name.encode("utf-8")
     return name if len(data) <= room else data[:room].decode("utf-8", "ignore")
-
-
-def _missed_before_first(sequence: int, journal: tuple[bytes, int, int]) -> int:
-    """The first packet we get may not be the first sent: its journal's checkpoint
-    says which packets it covers, so packets between are known lost."""
-    data, start, end = journal
-    if end - start < 3:
-        return 0
-    missed = (sequence - (data[start + 1] << 8 | data[start + 2]) - 1) & 0xFFFF
-    return missed if missed < 0x8000 else 0
 
 
 def data_port_of(control: Address) -> Address:

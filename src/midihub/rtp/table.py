@@ -19,11 +19,12 @@ import random
 from collections.abc import Callable, Sequence
 
 from midihub.rtp import packets
-from midihub.rtp.commands import Section, decode_payload
+from midihub.rtp.commands import FLAG_J, Section, decode_payload
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.events import Event, LeaveReason, PeerLeft
 from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter, source_key
 from midihub.rtp.packets import Clock, Feedback, Invitation
+from midihub.rtp.recovery import MAX_DATAGRAM, RTP_HEADER, JournalCursor, share
 from midihub.rtp.session import (
     Address,
     Datagram,
@@ -34,6 +35,9 @@ from midihub.rtp.session import (
     State,
     data_port_of,
 )
+
+RTP_HEADER_ROOM = bytes(RTP_HEADER)
+_BUFFER = bytearray()  # only its join is used: a new buffer in one allocation
 
 
 class SessionTable:
@@ -381,12 +385,56 @@ class SessionTable:
         self._touched.append(session)
         return session
 
-    def send(self, sessions: Sequence[Session], sections: Sequence[Section], now: float) -> None:
-        """Send encoded command sections (see ``commands.encode_sections``) to sessions;
-        what each carries feeds each session's recovery journal."""
+    def send(
+        self,
+        sessions: Sequence[Session],
+        sections: Sequence[Section | bytes],
+        now: float,
+        source: str | None = None,
+    ) -> None:
+        """Send encoded command sections (see ``commands.encode_sections``; plain bytes
+        carry nothing journalled), one RTP packet each, to the sessions that may be sent
+        MIDI (``routable``); ``source``: the public id of the session of this port whose
+        MIDI it is (None: another port's, or the hub's own). Each packet's journal is
+        encoded once per stream journal (``recovery.share``), not once per receiver, and
+        each receiver's copy is made once from a shared buffer (``Session.send_packet``)."""
+        journalled: list[Session] = []
+        cursors: list[JournalCursor] = []
+        plain: list[Session] = []
         for session in sessions:
-            session.send_lists(sections, now)
-        self._touched += sessions
+            if session.routable and session.data_addr is not None:
+                cursor = session.journal
+                if cursor is None:
+                    plain.append(session)
+                else:
+                    journalled.append(session)
+                    cursors.append(cursor)
+        self._touched += journalled
+        self._touched += plain
+        groups = share(cursors, source) if cursors else ()
+        everyone = range(len(journalled))
+        counters = self.counters
+        for section in sections:
+            data, carried = (section, ()) if isinstance(section, bytes) else section
+            head = RTP_HEADER_ROOM + data  # the RTP header is each receiver's to write
+            at = len(head)  # where the journal goes
+            for stream, members in groups:
+                trimmed = stream.trimmed
+                journal = stream.journal(MAX_DATAGRAM - at, now)
+                if stream.trimmed != trimmed:
+                    counters.journals_trimmed += 1
+                number = stream.record(carried, now)
+                if journal is None:
+                    packet = bytearray(head)
+                else:
+                    packet = _BUFFER.join((head, journal))  # one allocation
+                    packet[RTP_HEADER] |= FLAG_J
+                for i in everyone if members is None else members:
+                    journalled[i].send_packet(packet, at, number, now)
+            if plain:
+                packet = bytearray(head)
+                for session in plain:
+                    session.send_packet(packet, at, -1, now)
 
     def sync_clock(self, session: Session, now: float) -> None:
         """Start a clock-sync exchange with ``session`` now, not at its next turn."""
