@@ -3,6 +3,7 @@ module: it needs nothing but the standard library)."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 LOCALHOST = "127.0.0.1"
@@ -23,14 +24,26 @@ def port_pair_free(port: int, host: str = LOCALHOST) -> bool:
     return True
 
 
+# Ports the tests take come from below the kernel's ephemeral range (32768-60999 here),
+# so no socket bound to port 0 (a peer, a client, another process's) can take one between
+# the check and the hub's bind. A cursor walks the range, starting where this process's
+# id points, so tests and processes running side by side rarely even try the same port.
+LOW, HIGH = 20000, 32760
+_cursor = LOW + (os.getpid() * 7919) % ((HIGH - LOW) // 2) * 2
+
+
+def _next_candidate() -> int:
+    global _cursor
+    port = _cursor
+    _cursor = LOW if _cursor + 2 >= HIGH else _cursor + 2
+    return port
+
+
 def free_port_pair(host: str = LOCALHOST) -> int:
-    """An even port P with P and P+1 both free for UDP on ``host`` (the kernel picks)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(200):
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1] & ~1
-        if 1024 <= port <= 65530 and port_pair_free(port, host):
+    """An even port P with P and P+1 both free for UDP on ``host`` now."""
+    for _ in range((HIGH - LOW) // 2):
+        port = _next_candidate()
+        if port_pair_free(port, host):
             return port
     raise RuntimeError("no free UDP port pair")
 
@@ -60,7 +73,16 @@ def free_port_block(count: int, start: int = 21000, stop: int = 60000) -> list[i
 
 
 def free_tcp_port(host: str = LOCALHOST) -> int:
-    """A TCP port free on ``host`` now (for a web server started with it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A TCP port free on ``host`` now (for a web server started with it), from the
+    same range as the UDP ports."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range((HIGH - LOW) // 2):
+        port = _next_candidate()
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port")
