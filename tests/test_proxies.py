@@ -92,6 +92,9 @@ def test_forwarded_is_read_as_rfc_7239_says() -> None:
         (("X-Forwarded-For", "203.0.113.7, unknown"),),  # the hop in the way is unknown
         (("X-Forwarded-For", "203.0.113.7:port"),),
         (("X-Forwarded-For", "203.0.113.7:70000"),),
+        (("X-Forwarded-For", "203.0.113.7:\u0661\u0662"),),  # digits, but not ASCII ones
+        (("X-Forwarded-For", "fe80::1%\x1b[31m"),),  # a zone is the sender's free text
+        (("Forwarded", 'for="[fe80::1%eth0]:80"'),),
         (("X-Forwarded-For", ", ".join(["10.0.0.1"] * 40)),),  # too many hops
         (("Forwarded", "for=unknown"),),
         (("Forwarded", "for=_hidden"),),

@@ -36,9 +36,14 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _PAIR = re.compile(rf"\s*({_TOKEN})\s*=\s*({_TOKEN}|{_QUOTED})\s*")
 _SEPARATOR = re.compile(r"\s*([;,])")
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only (str.isdigit takes other scripts')
 
 
 def _ip(text: str) -> IPAddress | None:
+    """An IP address; IPv4-mapped IPv6 as IPv4. None for anything else, also an IPv6
+    zone (``%name``), which is the sender's free text."""
+    if "%" in text:
+        return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -68,9 +73,9 @@ def node(text: str) -> tuple[IPAddress, int] | None:
     else:
         host = text
     address = _ip(host)
-    if address is None or (port_text and not (port_text.isascii() and port_text.isdigit())):
+    if address is None or not (port_text == "" or _PORT.fullmatch(port_text)):
         return None
-    port = int(port_text[:6]) if port_text else 0
+    port = int(port_text or 0)
     return (address, port) if port < 65536 else None
 
 
