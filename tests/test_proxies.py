@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -267,7 +268,10 @@ async def test_monitor_and_dashboard_streams_count_by_the_forwarded_address() ->
                 response.close()
 
 
-async def test_trusted_proxies_reload_live_for_requests_and_the_gate(tmp_path: Path) -> None:
+async def test_trusted_proxies_reload_live_for_requests_and_the_gate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "midihub")
     file = tmp_path / "midihub.toml"
     (port,) = free_ports(1)
     web = free_tcp_port()
@@ -296,6 +300,7 @@ async def test_trusted_proxies_reload_live_for_requests_and_the_gate(tmp_path: P
             seen = await addresses(session, url)
             assert seen["after"] == "203.0.113.2:0"
             assert seen["before"].startswith("127.0.0.1:")  # keeps what it came in with
+            assert f"Jam :{port}: 'after' from 203.0.113.2:0 joined" in caplog.text
             # The proxy's connections are exempt from connections_per_ip (2).
             for n in range(3):
                 ws, welcome = await join(session, url, port, f"more{n}", xff=f"192.0.2.{n}")
