@@ -269,6 +269,7 @@ class App:
             header_timeout=settings.header_timeout,
             ceiling=settings.max_connections,
             ports=lambda: len(self.hub.endpoints),
+            trusted_proxies=settings.proxy_networks,
         )
 
     async def _start_web(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -119,6 +119,26 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxy_network(text: str) -> IPNetwork:
+    """An address (``127.0.0.1``, ``::1``) or a network (``10.0.0.0/8``), or ValueError
+    saying what is wrong with it."""
+    cleaned = text.strip().removeprefix("[").removesuffix("]")
+    try:
+        return ipaddress.ip_network(cleaned)
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(cleaned, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an IP address or network (write 127.0.0.1, ::1 or 10.0.0.0/8)"
+        ) from None
+    raise ValueError(f"{text!r} has bits set past its prefix length; did you mean {network}?")
+
+
 class WebConfig(_Strict):
     """The dashboard and JSON API."""
 
@@ -137,6 +157,12 @@ class WebConfig(_Strict):
     )
     tls_cert: str | None = Field(default=None, description="PEM certificate chain: serve HTTPS")
     tls_key: str | None = Field(default=None, description="PEM private key for tls_cert")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For or"
+        " Forwarded header names the client",
+    )
     connections_per_ip: int = Field(
         default=64, ge=1, le=65536, description="open connections per client IP (IPv6: per /64)"
     )
@@ -191,6 +217,11 @@ class WebConfig(_Strict):
             cleaned.append(name)
         return cleaned
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        return [str(network) for network in map(proxy_network, value)]
+
     @model_validator(mode="after")
     def _tls_pair(self) -> WebConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -205,6 +236,11 @@ class WebConfig(_Strict):
         if not self.listen:
             return True
         return is_loopback(parse_listen(self.listen)[0])
+
+    @property
+    def proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies`` as networks (validated: this cannot fail)."""
+        return tuple(ipaddress.ip_network(text) for text in self.trusted_proxies)
 
 
 class LinkConfig(_Strict):

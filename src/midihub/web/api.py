@@ -102,7 +102,9 @@ class Api:
         self._hub_time = hub_time
         self._wall_time = wall_time
         self.started = wall_time()
-        self.guard = Guard(hosts, bind)
+        self.guard = Guard(
+            hosts, bind, web_settings.proxy_networks if web_settings is not None else ()
+        )
         self.monitor = Monitor(hub, limit=monitor_viewers, per_ip=monitor_viewers_per_ip)
         self.metrics = Metrics(hub, web=self.guard.counters, monitor=self.monitor)
         self.events = LiveEvents(hub, self._live_document)
@@ -114,8 +116,9 @@ class Api:
         self.metrics.registry.register(self.play.collector())
 
     def configure(self, settings: WebConfig, now: float) -> None:
-        """A reload: the viewer and browser caps and the browsers' rate limits (the rest
-        of ``[web]`` is set up at start)."""
+        """A reload: the trusted proxies, the viewer and browser caps and the browsers'
+        rate limits (the rest of ``[web]`` is set up at start)."""
+        self.guard.proxies.networks = settings.proxy_networks
         self.monitor.limit = settings.monitor_viewers
         self.monitor.per_ip = settings.monitor_viewers_per_ip
         self.play.configure(settings, now)

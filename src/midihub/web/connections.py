@@ -5,7 +5,11 @@ until the process runs out of file descriptors, and then every page, the API and
 ``/play`` fail. So the ``Gate`` accepts, and each TCP connection passes it before
 aiohttp (or, with HTTPS, the TLS handshake) sees it:
 
-- a per-source cap (an IPv4 address, an IPv6 /64) refuses the excess at once;
+- a per-source cap (an IPv4 address, an IPv6 /64) refuses the excess at once. A
+  trusted reverse proxy (``[web] trusted_proxies``) is exempt: every browser behind it
+  shares its address, so a per-source cap would cap the whole site; the total cap
+  still holds its connections, and the request-level per-address limits count the
+  clients its headers name (``proxies.py``);
 - a total cap, kept below the open-file limit (``connection_cap``), makes room by
   closing the connection that has waited longest for a request head; only when every
   connection is serving a request is a newcomer refused;
@@ -36,8 +40,10 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from midihub.config import IPNetwork
 from midihub.rtp.limits import SourceCounts, source_key
 from midihub.web.guard import Handler
+from midihub.web.proxies import trusted
 
 log = logging.getLogger("midihub.web")
 
@@ -80,6 +86,8 @@ class ConnectionLimits:
     ceiling: int = CEILING
     ports: Callable[[], int] = lambda: 0
     """How many hub port pairs are open now (the total cap leaves descriptors for them)."""
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    """Sources exempt from ``per_source`` (``[web] trusted_proxies``)."""
 
     def total(self) -> int:
         return connection_cap(self.ports(), self.ceiling)
@@ -245,8 +253,9 @@ class Gate:
                 sock.close()
 
     def accept(self, sock: socket.socket, address: Any) -> None:
-        source = source_key(address[0] if address else None)
-        if not self.admit(source):
+        host = address[0] if address else None
+        source = source_key(host)
+        if not self.admit(source, proxy=trusted(host, self.limits.trusted_proxies)):
             sock.close()
             return
         connection = Connection(self, source, sock)
@@ -255,8 +264,8 @@ class Gate:
         connection.wait()
         connection.task = asyncio.get_running_loop().create_task(self._connect(connection))
 
-    def admit(self, source: str) -> bool:
-        if self.sources.of(source) >= self.limits.per_source:
+    def admit(self, source: str, *, proxy: bool = False) -> bool:
+        if not proxy and self.sources.of(source) >= self.limits.per_source:
             self.counters.refused_per_source += 1
             return False
         if self.sources.total >= self.limits.total():

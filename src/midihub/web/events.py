@@ -23,6 +23,7 @@ from midihub.hub import Endpoint, Hub
 from midihub.rtp import Event, LatencyMeasured, PacketsLost, PeerJoined, PeerLeft
 from midihub.rtp.limits import SourceCounts, source_key
 from midihub.web.guard import event_stream
+from midihub.web.proxies import client_of
 
 INTERVAL = 0.5
 KEEPALIVE = 15.0
@@ -133,7 +134,7 @@ class LiveEvents:
                 status=503,
                 headers={"Retry-After": "10"},
             )
-        source = source_key(request.remote)
+        source = source_key(client_of(request)[0])
         if self._sources.of(source) >= self.per_source:
             self.refused_per_source += 1
             return web.json_response(

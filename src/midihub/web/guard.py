@@ -1,6 +1,7 @@
 """What every web request passes before a handler sees it: the Host check against DNS
 rebinding, security headers on every response, and no traceback ever reaching a
-stranger (an unexpected error is a generic JSON 500, logged here)."""
+stranger (an unexpected error is a generic JSON 500, logged here). The guard also holds
+the trusted proxies (``proxies.py``) that ``client_of`` asks whom a request is from."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from midihub.config import is_loopback
+from midihub.config import IPNetwork, is_loopback
+from midihub.web.proxies import PROXIES, TrustedProxies
 
 log = logging.getLogger("midihub.web")
 
@@ -79,8 +81,14 @@ def host_name(header: str) -> str | None:
 class Guard:
     """The middlewares and the response hook, sharing one set of counters."""
 
-    def __init__(self, hosts: Iterable[str] = (), bind: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        hosts: Iterable[str] = (),
+        bind: str = "127.0.0.1",
+        trusted_proxies: Iterable[IPNetwork] = (),
+    ) -> None:
         self.counters = WebCounters()
+        self.proxies = TrustedProxies(tuple(trusted_proxies))
         allowed = {h.lower().strip("[]").rstrip(".") for h in hosts}
         bind = bind.lower().strip("[]")
         if bind not in WILDCARD_BINDS:
@@ -88,6 +96,7 @@ class Guard:
         self.hosts = frozenset(allowed)
 
     def install(self, app: web.Application) -> None:
+        app[PROXIES] = self.proxies
         app.middlewares.append(self.errors)
         app.middlewares.append(self.host_check)
         app.on_response_prepare.append(self._headers)

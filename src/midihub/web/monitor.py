@@ -28,6 +28,7 @@ from midihub.rtp import Event, MidiReceived, PeerJoined, PeerLeft
 from midihub.rtp.limits import SourceCounts
 from midihub.rtp.limits import source_key as client_key
 from midihub.web.guard import error, event_stream
+from midihub.web.proxies import client_of
 
 BATCH_INTERVAL = 0.05
 KEEPALIVE = 15.0
@@ -273,7 +274,7 @@ class Monitor:
         self._open.remove(key)
 
     async def stream(self, request: web.Request, port: int) -> web.StreamResponse:
-        key = client_key(request.remote)
+        key = client_key(client_of(request)[0])
         refusal = self._admit(key)
         if refusal is not None:
             return refusal

@@ -45,6 +45,7 @@ from midihub.web.playwire import (
     encode_frame,
     parse_frame,
 )
+from midihub.web.proxies import Address, client_of
 
 log = logging.getLogger("midihub.web")
 
@@ -360,7 +361,8 @@ class PlayApi:
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         if not origin_allowed(request.headers.get("Origin"), request.scheme, request.host):
             return self.refuse(Refusal.ORIGIN, 403)
-        key = client_key(request.remote)
+        client = client_of(request)
+        key = client_key(client[0])
         if self._open.of(key) >= self.settings.browser_per_ip:
             return self.refuse(Refusal.PER_IP, 429)
         ws = web.WebSocketResponse(
@@ -369,7 +371,7 @@ class PlayApi:
         await ws.prepare(request)
         self._open.add(key)
         try:
-            browser = await self._hello(ws, request)
+            browser = await self._hello(ws, client)
             if browser is not None:
                 await self._serve(browser)
         finally:
@@ -383,7 +385,7 @@ class PlayApi:
             await ws.send_str(json.dumps(text))
         await ws.close(code=reason.code, message=reason.message.encode()[:120])
 
-    async def _hello(self, ws: web.WebSocketResponse, request: web.Request) -> Browser | None:
+    async def _hello(self, ws: web.WebSocketResponse, address: Address) -> Browser | None:
         """The first message names the player and the port; anything else is refused."""
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
@@ -421,8 +423,6 @@ class PlayApi:
             await self._refuse_joining(ws, Refusal.FULL)
             return None
         loop = asyncio.get_running_loop()
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        address = tuple(peer[:2]) if peer else (request.remote or "?", 0)
         browser = Browser(self, ws, endpoint, name, address, loop.time())
         self.browsers.add(browser)
         refusal = self.hub.admit(port, browser, loop.time())
