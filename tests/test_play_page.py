@@ -5,7 +5,6 @@ page's read-only test hook is ``window.midihubPlay``."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,14 +21,9 @@ from tests.support import PyPeer, free_ports, serving, wait_for
 from tests.test_dashboard import browser  # noqa: F401  (the Chromium fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-# The README's picture: `MIDIHUB_SCREENSHOTS=1 pytest tests/test_play_page.py` refreshes
-# docs/img/play.png; an ordinary run writes test-output/ and leaves the tree clean.
+# What the pages looked like, in test-output/ (tools/screenshots.py makes docs/img).
 _ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOT = (
-    _ROOT / "docs" / "img" / "play.png"
-    if os.environ.get("MIDIHUB_SCREENSHOTS")
-    else _ROOT / "test-output" / "play.png"
-)
+SCREENSHOT = _ROOT / "test-output" / "play.png"
 
 FAKE_MIDI = """
 (() => {

@@ -198,7 +198,7 @@ async function drawChart() {
   }
   items.push(node("text", { x: L, y: H - 8 }, new Date(t0).toLocaleTimeString()));
   items.push(node("text", { x: W - R - 60, y: H - 8 }, new Date(t1).toLocaleTimeString()));
-  items.push(node("text", { x: W - R - 260, y: T + 12 }, "line: average · band: min to max, per minute"));
+  items.push(node("text", { x: W / 2 - 120, y: H - 8 }, "line: average · band: min to max, per minute"));
   svg.replaceChildren(...items);
 }
 
