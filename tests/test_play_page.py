@@ -348,6 +348,9 @@ async def test_a_phone_plays_by_touch_with_keys_a_finger_can_hit(browser: Browse
             for hint in await page.locator(".keys-only").all():
                 await expect(hint).to_be_hidden()
             await page.screenshot(path=str(_ROOT / "test-output" / "play-phone.png"))
+            # What a MIDI network app would need instead: this host and the room's port.
+            await expect(page.locator("#rtp-host")).to_have_text("127.0.0.1")
+            await expect(page.locator("#rtp-port")).to_have_text(str(port))
 
             await tap_key(page, 60)  # a tapped middle C reaches the room, and ends
             await wait_for(lambda: len(alice.received) >= 2, 10, "the tapped C4")

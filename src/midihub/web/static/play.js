@@ -500,6 +500,9 @@ async function loadPorts() {
 function showKey() {
   const port = state.ports.find((p) => String(p.port) === $("#port").value);
   $("#key-label").hidden = !(port && port.keyed);
+  // The same hub port takes RTP MIDI sessions: what to type into a MIDI network app.
+  $("#rtp-host").textContent = location.hostname;
+  $("#rtp-port").textContent = port ? String(port.port) : "–";
 }
 
 // -- Web MIDI --------------------------------------------------------------------
