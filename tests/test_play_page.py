@@ -363,6 +363,9 @@ async def test_a_phone_plays_by_touch_with_keys_a_finger_can_hit(browser: Browse
             await tap_key(page, 72)
             await wait_for(lambda: len(alice.received) >= 4, 10, "the tapped C5")
             assert alice.received[2][:2] == note_on(0, 72, 1)[:2]
+            await page.tap("#sustain")  # the pedal on screen: down while touched, then up
+            await wait_for(lambda: len(alice.received) >= 6, 10, "the pedal")
+            assert alice.received[4:6] == [bytes((0xB0, 64, 127)), bytes((0xB0, 64, 0))]
             assert errors.seen == []
     finally:
         alice.close()
