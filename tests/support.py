@@ -100,8 +100,10 @@ class RunningHub:
 
 @asynccontextmanager
 async def serving(
-    text: str, public: bool = True, **overrides: Any
+    text: str, public: bool = True, store: Any = None, **overrides: Any
 ) -> AsyncIterator[tuple[RunningHub, str]]:
+    """A hub and its web API on loopback; ``store`` is a started latency history
+    (``midihub.history.LatencyStore``) or None."""
     config = make_config(text, **overrides)
     with RunningHub(config) as running:
         loop = asyncio.get_running_loop()
@@ -109,6 +111,7 @@ async def serving(
             running.hub,
             token=TOKEN,
             public=public,
+            store=store,
             hub_time=loop.time,
             flush=running.server.flush,
             web_settings=config.web,

@@ -3,6 +3,7 @@ a live hub with real RTP MIDI sessions. Screenshots go to test-output/screenshot
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -98,6 +99,38 @@ async def test_overview_and_monitor_follow_a_real_peer(browser: Browser) -> None
         finally:
             alice.close()
         only_the_hub(requested, url)
+
+
+async def test_the_monitor_opens_on_the_busiest_port_and_lays_out_cleanly(
+    browser: Browser,
+) -> None:
+    """Whatever the ports' order, the monitor first shows the one with people on it; its
+    keyboard spans the page, no note name wraps, and an empty log says it is empty."""
+    quiet, busy = sorted(free_ports(2))  # the busy one listed second
+    async with serving(f"[rooms]\nQuiet = {quiet}\nBusy = {busy}") as (_, url):
+        alice = PyPeer("alice")
+        try:
+            await alice.connect(busy)
+            page, _ = await open_page(browser, url)
+            await page.click("#tab-monitor")
+            await expect(page.locator("#monitor-port")).to_have_value(str(busy))
+            await expect(page.locator("#monitor-who")).to_contain_text("alice")
+            log = page.locator("#monitor-log")
+            placeholder = "getComputedStyle(document.querySelector('#monitor-log'), '::before')"
+            assert "No MIDI on this port yet" in await page.evaluate(f"{placeholder}.content")
+            board = await page.locator("#keyboard").bounding_box()
+            lowest = await page.locator(".key[data-note='0']").bounding_box()
+            highest = await page.locator(".key[data-note='127']").bounding_box()
+            assert board and lowest and highest
+            assert abs(lowest["x"] - board["x"]) <= 2
+            assert abs(highest["x"] + highest["width"] - (board["x"] + board["width"])) <= 2
+            name = await page.locator(".key[data-note='0'] .name").bounding_box()
+            assert name and name["height"] < 14, name  # "C-1" on one line
+            alice.send(note_on(0, 60, 100))
+            await expect(log).to_contain_text("note_on ch1 C4 100")
+            assert await page.evaluate(f"{placeholder}.content") == "none"
+        finally:
+            alice.close()
 
 
 async def test_stuck_note_buttons_need_the_token_and_send_the_range(browser: Browser) -> None:
@@ -212,3 +245,75 @@ async def test_the_overview_shows_half_open_invitations(browser: Browser) -> Non
                 assert table.pending == 1  # what the page showed is still so
             finally:
                 alice.close()
+
+
+async def test_latency_page_parts_live_from_history_and_charts_sessions_apart(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """carol played twice (two addresses, the later one sorting first) and left; bob is
+    connected. The table shows bob as connected and carol under earlier sessions; the
+    chart draws each unbroken run of minutes as its own line, forward in time."""
+    import sqlite3
+    import time
+
+    from midihub.history import LatencyStore
+    from tests.history_seed import SCHEMA
+
+    path = tmp_path / "history.db"
+    now = int(time.time() // 60 * 60)
+    earlier = [now - 3000 + 60 * i for i in range(12)]  # session 1, from :40002
+    later = [now - 1800 + 60 * i for i in range(8)] + [now - 300]  # session 2 and a lone minute
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA)
+        db.execute(
+            "INSERT INTO participants VALUES (1, 'carol', '127.0.0.1:40001', 5004, ?, ?)",
+            (later[0], later[-1]),
+        )
+        db.execute(
+            "INSERT INTO participants VALUES (2, 'carol', '127.0.0.1:40002', 5004, ?, ?)",
+            (earlier[0], earlier[-1]),
+        )
+        db.executemany(
+            "INSERT INTO latency_minutes VALUES (?, ?, 6, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (pid, m, 6 * (5 + i % 4), 2 + i % 3, m + 5, 9 + i % 5, m + 30, 5, m + 50)
+                for pid, minutes in ((1, later), (2, earlier))
+                for i, m in enumerate(minutes)
+            ],
+        )
+    db.close()
+    store = LatencyStore(str(path))
+    await store.start()
+    (port,) = free_ports(1)
+    try:
+        async with serving(f"[rooms]\nJam = {port}", store=store) as (_, url):
+            bob = PyPeer("bob")
+            try:
+                await bob.connect(port)
+                page, _ = await open_page(browser, url)
+                await page.click("#tab-latency")
+                live = page.locator("#latency-table tbody tr")
+                past = page.locator("#latency-past tbody tr")
+                await expect(live.and_(page.locator("[data-name='bob']"))).to_have_count(1)
+                await expect(past.and_(page.locator("[data-name='carol']"))).to_have_count(2)
+                await expect(live.and_(page.locator("[data-name='carol']"))).to_have_count(0)
+                await expect(past.and_(page.locator("[data-name='bob']"))).to_have_count(0)
+                await expect(page.locator("#latency-history")).to_contain_text("Earlier sessions")
+
+                await page.select_option("#chart-participant", "carol")
+                await expect(page.locator("#chart polyline.avg")).to_have_count(2)
+                await expect(page.locator("#chart circle.dot")).to_have_count(1)
+                lines = await page.evaluate(
+                    """[...document.querySelectorAll('#chart polyline.avg')].map((l) =>
+                        l.getAttribute('points').split(' ').map((p) => Number(p.split(',')[0])))"""
+                )
+                assert sorted(len(xs) for xs in lines) == [8, 12]
+                for xs in lines:
+                    assert all(a < b for a, b in itertools.pairwise(xs)), xs
+                first, second = sorted(lines)
+                assert max(first) < min(second)  # the sessions apart, in time order
+                await shot(page, "latency-history")
+            finally:
+                bob.close()
+    finally:
+        await store.close()

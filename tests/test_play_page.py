@@ -5,7 +5,6 @@ page's read-only test hook is ``window.midihubPlay``."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,14 +21,9 @@ from tests.support import PyPeer, free_ports, serving, wait_for
 from tests.test_dashboard import browser  # noqa: F401  (the Chromium fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-# The README's picture: `MIDIHUB_SCREENSHOTS=1 pytest tests/test_play_page.py` refreshes
-# docs/img/play.png; an ordinary run writes test-output/ and leaves the tree clean.
+# What the pages looked like, in test-output/ (tools/screenshots.py makes docs/img).
 _ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOT = (
-    _ROOT / "docs" / "img" / "play.png"
-    if os.environ.get("MIDIHUB_SCREENSHOTS")
-    else _ROOT / "test-output" / "play.png"
-)
+SCREENSHOT = _ROOT / "test-output" / "play.png"
 
 FAKE_MIDI = """
 (() => {
@@ -310,4 +304,69 @@ async def test_play_page_and_dashboard_load_without_console_errors(browser: Brow
             ).to_contain_text("browser")
             assert errors.seen == [] and play_errors.seen == []
     finally:
+        await context.close()
+
+
+PHONE: dict[str, Any] = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 3,
+    "is_mobile": True,
+    "has_touch": True,
+}
+FINGER = 28  # px: the narrowest white key a fingertip can be asked to hit
+
+
+async def tap_key(page: Page, note: int, depth: float = 0.85) -> None:
+    box = await page.locator(f".pkey[data-note='{note}']").bounding_box()
+    assert box is not None
+    await page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] * depth)
+
+
+async def test_a_phone_plays_by_touch_with_keys_a_finger_can_hit(browser: Browser) -> None:  # noqa: F811
+    """At 390 px a touch screen gets fewer, wider keys around the octave (the octave
+    buttons move them), no page wider than the screen, and no computer-keyboard help."""
+    (port,) = free_ports(1)
+    context = await browser.new_context(**PHONE)
+    alice = PyPeer("alice")
+    try:
+        async with serving(f"[rooms.Jam]\nport = {port}\nbrowser = true\n") as (_, url):
+            await alice.connect(port)
+            page, errors = await open_play(context, url, f"?port={port}")
+            await join(page, "Pat", port)
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+
+            whites = await page.locator(".pkey.white:visible").all()
+            boxes = [box for key in whites if (box := await key.bounding_box())]
+            assert len(boxes) >= 7, boxes
+            assert min(b["width"] for b in boxes) >= FINGER, [b["width"] for b in boxes]
+            assert all(b["x"] >= 0 and b["x"] + b["width"] <= 390 for b in boxes), boxes
+            blacks = await page.locator(".pkey.black:visible").all()
+            narrow = [box for key in blacks if (box := await key.bounding_box())]
+            assert narrow and min(b["width"] for b in narrow) >= FINGER * 0.6, narrow
+            await expect(page.locator(".pkey[data-note='60']")).to_be_visible()
+            await expect(page.locator(".keys-help")).to_be_hidden()
+            for hint in await page.locator(".keys-only").all():
+                await expect(hint).to_be_hidden()
+            await page.screenshot(path=str(_ROOT / "test-output" / "play-phone.png"))
+            # What a MIDI network app would need instead: this host and the room's port.
+            await expect(page.locator("#rtp-host")).to_have_text("127.0.0.1")
+            await expect(page.locator("#rtp-port")).to_have_text(str(port))
+
+            await tap_key(page, 60)  # a tapped middle C reaches the room, and ends
+            await wait_for(lambda: len(alice.received) >= 2, 10, "the tapped C4")
+            assert alice.received[0][:2] == note_on(0, 60, 1)[:2]
+            assert alice.received[1] == note_off(0, 60, 64)
+
+            await page.tap("#octave-up")  # the window moves up an octave
+            await expect(page.locator("#octave")).to_have_text("5")
+            await expect(page.locator(".pkey[data-note='60']")).to_be_hidden()
+            await tap_key(page, 72)
+            await wait_for(lambda: len(alice.received) >= 4, 10, "the tapped C5")
+            assert alice.received[2][:2] == note_on(0, 72, 1)[:2]
+            await page.tap("#sustain")  # the pedal on screen: down while touched, then up
+            await wait_for(lambda: len(alice.received) >= 6, 10, "the pedal")
+            assert alice.received[4:6] == [bytes((0xB0, 64, 127)), bytes((0xB0, 64, 0))]
+            assert errors.seen == []
+    finally:
+        alice.close()
         await context.close()

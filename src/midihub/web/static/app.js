@@ -15,7 +15,11 @@ const el = (tag, attrs = {}, ...children) => {
 const NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
 const noteName = (n) => `${NAMES[n % 12]}${Math.floor(n / 12) - 1}`;
 const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(1));
-const when = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "–");
+const when = (iso) => { // a time today, a date and time before
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+};
 const duration = (s) => {
   s = Math.floor(s);
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
@@ -104,15 +108,22 @@ async function refreshLatency() {
   drawChart();
 }
 
+// Who is connected now, apart from earlier sessions the history database remembers.
 function renderLatency(rows) {
   const cell = (v, cls = "") => el("td", { class: cls }, v);
-  $("#latency-table tbody").replaceChildren(...rows.map((r) => el("tr", { "data-name": r.name, class: r.connected ? "" : "offline" },
-    cell(r.clientName || "(unnamed)"), cell(String(r.clientPort)), cell(when(r.timestamp)),
+  const line = (r) => el("tr", { "data-name": r.name },
+    cell(r.clientName || "(unnamed)"), cell(r.address || "–", "addr"), cell(String(r.clientPort)), cell(when(r.timestamp)),
     cell(fmt(r.averageLatency), "num"), cell(fmt(r.minLatency), "num"), cell(when(r.minLatencyTime)),
     cell(fmt(r.maxLatency), "num"), cell(when(r.maxLatencyTime)), cell(fmt(r.lastLatency), "num"),
-    cell(when(r.lastLatencyTime)), cell(fmt(r.jitter), "num"), cell(r.lossPercent === undefined ? "–" : fmt(r.lossPercent), "num"))));
+    cell(when(r.lastLatencyTime)), cell(fmt(r.jitter), "num"), cell(r.lossPercent === undefined ? "–" : fmt(r.lossPercent), "num"));
+  const live = rows.filter((r) => r.connected);
+  const past = rows.filter((r) => !r.connected);
+  $("#latency-table tbody").replaceChildren(...live.map(line));
+  $("#latency-none").hidden = live.length > 0;
+  $("#latency-past tbody").replaceChildren(...past.map(line));
+  $("#latency-history").hidden = past.length === 0;
   const select = $("#chart-participant");
-  const names = [...new Set(rows.map((r) => r.name))];
+  const names = [...new Set([...live, ...past].map((r) => r.name))];
   const chosen = select.value;
   select.replaceChildren(...names.map((n) => el("option", { value: n }, n || "(unnamed)")));
   if (names.includes(chosen)) select.value = chosen;
@@ -145,21 +156,49 @@ async function drawChart() {
     svg.replaceChildren(...items);
     return;
   }
-  const t = rows.map((r) => Date.parse(r.minute));
-  const t0 = Math.min(...t), t1 = Math.max(...t) + (rows[rows.length - 1].step || 60) * 1000;
-  const top = Math.max(...rows.map((r) => r.maxLatency)) * 1.1 || 1;
-  const x = (v) => L + ((v - t0) / (t1 - t0)) * (W - L - R);
+  // One series per session (name, address, hub port), in time order, broken where
+  // minutes are missing: a line never runs back in time or across a gap.
+  const sessions = new Map();
+  for (const r of rows) {
+    const key = `${r.address} ${r.port}`;
+    if (!sessions.has(key)) sessions.set(key, []);
+    sessions.get(key).push({ ...r, t: Date.parse(r.minute), step: (r.step || 60) * 1000 });
+  }
+  const runs = [];
+  for (const points of sessions.values()) {
+    points.sort((a, b) => a.t - b.t);
+    let run = [];
+    for (const point of points) {
+      const last = run[run.length - 1];
+      if (last && point.t - last.t > 1.5 * last.step) { runs.push(run); run = []; }
+      run.push(point);
+    }
+    runs.push(run);
+  }
+  const all = runs.flat();
+  const t0 = Math.min(...all.map((p) => p.t)), t1 = Math.max(...all.map((p) => p.t + p.step));
+  const top = Math.max(...all.map((p) => p.maxLatency)) * 1.1 || 1;
+  const x = (p) => L + ((p.t + p.step / 2 - t0) / (t1 - t0)) * (W - L - R); // a bucket's middle
   const y = (v) => H - B - (v / top) * (H - T - B);
   for (const frac of [0, 0.5, 1]) {
     items.push(node("line", { class: "grid", x1: L, x2: W - R, y1: y(top * frac), y2: y(top * frac) }));
     items.push(node("text", { x: 4, y: y(top * frac) + 4 }, `${(top * frac).toFixed(0)} ms`));
   }
-  const upper = rows.map((r, i) => `${x(t[i])},${y(r.maxLatency)}`);
-  const lower = rows.map((r, i) => `${x(t[i])},${y(r.minLatency)}`).reverse();
-  items.push(node("polygon", { class: "band", points: [...upper, ...lower].join(" ") }));
-  items.push(node("polyline", { class: "avg", points: rows.map((r, i) => `${x(t[i])},${y(r.avgLatency)}`).join(" ") }));
+  for (const run of runs) {
+    if (run.length === 1) { // a lone minute: its range as a whisker, its average as a dot
+      const [p] = run;
+      items.push(node("line", { class: "whisker", x1: x(p), x2: x(p), y1: y(p.minLatency), y2: y(p.maxLatency) }));
+      items.push(node("circle", { class: "dot", cx: x(p), cy: y(p.avgLatency), r: 3 }));
+      continue;
+    }
+    const upper = run.map((p) => `${x(p)},${y(p.maxLatency)}`);
+    const lower = run.map((p) => `${x(p)},${y(p.minLatency)}`).reverse();
+    items.push(node("polygon", { class: "band", points: [...upper, ...lower].join(" ") }));
+    items.push(node("polyline", { class: "avg", points: run.map((p) => `${x(p)},${y(p.avgLatency)}`).join(" ") }));
+  }
   items.push(node("text", { x: L, y: H - 8 }, new Date(t0).toLocaleTimeString()));
   items.push(node("text", { x: W - R - 60, y: H - 8 }, new Date(t1).toLocaleTimeString()));
+  items.push(node("text", { x: W / 2 - 120, y: H - 8 }, "line: average · band: min to max, per minute"));
   svg.replaceChildren(...items);
 }
 
@@ -211,29 +250,26 @@ function renderStuck() {
 // -- monitor ------------------------------------------------------------------
 let source = null;
 
+// All 128 notes, filling the page's width (scrolling below 75 keys of 14 px).
 function buildKeyboard() {
   const board = $("#keyboard");
   if (board.children.length) return;
-  const whiteWidth = 14;
-  let whites = 0;
+  const keys = el("div", { class: "keys" });
+  const width = 100 / 75; // 75 white keys in notes 0..127
+  let white = 0;
   for (let n = 0; n < 128; n++) {
     const black = NAMES[n % 12].includes("#");
     const key = el("div", { class: `key ${black ? "black" : "white"}`, "data-note": String(n), title: noteName(n) });
     key.append(el("span", { class: "ch" }));
-    if (black) {
-      key.style.left = `${whites * whiteWidth - 4}px`;
-      key.style.width = "9px";
-    } else {
-      key.style.left = `${whites * whiteWidth}px`;
-      key.style.width = `${whiteWidth}px`;
-      if (n % 12 === 0) key.append(el("span", {}, noteName(n)));
-      whites++;
+    key.style.left = `${(black ? white - 0.32 : white) * width}%`;
+    key.style.width = `${black ? width * 0.64 : width}%`;
+    if (!black) {
+      if (n % 12 === 0) key.append(el("span", { class: "name" }, noteName(n)));
+      white++;
     }
-    board.append(key);
+    keys.append(key);
   }
-  const spacer = el("div");
-  spacer.style.width = `${whites * whiteWidth}px`;
-  board.append(spacer);
+  board.append(keys);
 }
 
 function showHeld(held) {
@@ -265,14 +301,20 @@ async function openMonitor() {
   await loadPorts();
   const select = $("#monitor-port");
   const chosen = select.value;
-  select.replaceChildren(...ports.map((p) => el("option", { value: String(p.port) }, `${p.port} ${p.label}`)));
+  select.replaceChildren(...ports.map((p) => el("option", { value: String(p.port) },
+    `${p.port} ${p.label} (${p.participants.length} connected)`)));
   if (chosen && ports.some((p) => String(p.port) === chosen)) select.value = chosen;
+  else if (ports.length) { // first visit: the port where most people are
+    const busiest = ports.reduce((a, b) => (b.participants.length > a.participants.length ? b : a));
+    select.value = String(busiest.port);
+  }
   connectMonitor();
 }
 $("#monitor-port").addEventListener("change", connectMonitor);
 
 function connectMonitor() {
   closeMonitor();
+  $("#monitor-log").replaceChildren(); // one port's events at a time
   const port = $("#monitor-port").value;
   if (!port) return;
   const query = token() ? `&token=${encodeURIComponent(token())}` : "";

@@ -106,24 +106,52 @@ function splitMessages(bytes) {
 
 // -- the keyboard on screen ------------------------------------------------------
 
+// The on-screen keys: all of LOW..HIGH where they fit, else as many white keys as fit at
+// a width a finger can hit, around the octave the computer keyboard plays (the octave
+// buttons move it). Keys outside the window stay in the page, hidden, so what is lit
+// there is still known.
+const FINGER_PX = 40; // a white key's least width on a touch screen
+const MOUSE_PX = 30; // ... and with a mouse
+const WHITES = [];
+for (let n = LOW; n <= HIGH; n++) if (!NAMES[n % 12].includes("#")) WHITES.push(n);
+
 function buildPiano() {
   const piano = $("#piano");
-  const white = 100 / (((HIGH - LOW) / 12) * 7 + 1);
-  let whites = 0;
   for (let n = LOW; n <= HIGH; n++) {
     const black = NAMES[n % 12].includes("#");
     const key = el("div", { class: `pkey ${black ? "black" : "white"}`, "data-note": String(n), title: noteName(n) });
-    if (black) {
-      key.style.left = `${whites * white - white * 0.32}%`;
-      key.style.width = `${white * 0.64}%`;
-    } else {
-      key.style.left = `${whites * white}%`;
-      key.style.width = `${white}%`;
-      if (n % 12 === 0) key.append(el("span", { class: "label" }, noteName(n)));
-      whites++;
-    }
+    if (!black && n % 12 === 0) key.append(el("span", { class: "label" }, noteName(n)));
     piano.append(key);
   }
+  layoutPiano();
+}
+
+function layoutPiano() {
+  const piano = $("#piano");
+  const least = matchMedia("(pointer: coarse)").matches ? FINGER_PX : MOUSE_PX;
+  const count = Math.max(7, Math.min(WHITES.length, Math.floor(piano.clientWidth / least)));
+  // Centre the window on the octave's C..B, kept inside LOW..HIGH.
+  const c = WHITES.indexOf(Math.max(LOW, Math.min(HIGH, 12 * (state.octave + 1))));
+  const first = Math.max(0, Math.min(WHITES.length - count, c - Math.floor((count - 7) / 2)));
+  const width = 100 / count;
+  let whites = 0; // white keys below the current note
+  for (const key of piano.querySelectorAll(".pkey")) {
+    const black = key.classList.contains("black");
+    const at = whites - first; // in white-key widths from the window's left edge
+    const shown = black ? at >= 1 && at <= count - 1 : at >= 0 && at < count;
+    key.hidden = !shown;
+    key.style.left = `${(black ? at - 0.32 : at) * width}%`;
+    key.style.width = `${black ? width * 0.64 : width}%`;
+    if (!black) whites++;
+  }
+  piano.dataset.first = String(WHITES[first]);
+  piano.dataset.last = String(WHITES[first + count - 1]);
+}
+
+function setOctave(octave) {
+  state.octave = Math.max(0, Math.min(8, octave));
+  $("#octave").textContent = String(state.octave);
+  layoutPiano();
 }
 
 function keyAt(x, y) {
@@ -173,6 +201,18 @@ function bindPiano() {
   piano.addEventListener("pointerup", up);
   piano.addEventListener("pointercancel", up);
   piano.addEventListener("contextmenu", (event) => event.preventDefault());
+  new ResizeObserver(() => layoutPiano()).observe(piano);
+  $("#octave-down").addEventListener("click", () => setOctave(state.octave - 1));
+  $("#octave-up").addEventListener("click", () => setOctave(state.octave + 1));
+  // The sustain pedal on screen: held while pressed (a second finger on a phone).
+  const pedal = $("#sustain");
+  pedal.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    pedal.setPointerCapture(event.pointerId);
+    setSustain(true);
+  });
+  for (const type of ["pointerup", "pointercancel"]) pedal.addEventListener(type, () => setSustain(false));
+  pedal.addEventListener("contextmenu", (event) => event.preventDefault());
 }
 
 function showLit() {
@@ -266,8 +306,7 @@ function bindComputerKeyboard() {
       event.preventDefault();
       setSustain(true);
     } else if (code === "KeyZ" || code === "KeyX") {
-      state.octave = Math.max(0, Math.min(8, state.octave + (code === "KeyZ" ? -1 : 1)));
-      $("#octave").textContent = String(state.octave);
+      setOctave(state.octave + (code === "KeyZ" ? -1 : 1));
     } else if (code === "KeyC" || code === "KeyV") {
       state.velocity = Math.max(10, Math.min(127, state.velocity + (code === "KeyC" ? -15 : 15)));
       $("#velocity").textContent = String(state.velocity);
@@ -461,6 +500,9 @@ async function loadPorts() {
 function showKey() {
   const port = state.ports.find((p) => String(p.port) === $("#port").value);
   $("#key-label").hidden = !(port && port.keyed);
+  // The same hub port takes RTP MIDI sessions: what to type into a MIDI network app.
+  $("#rtp-host").textContent = location.hostname;
+  $("#rtp-port").textContent = port ? String(port.port) : "–";
 }
 
 // -- Web MIDI --------------------------------------------------------------------
