@@ -63,6 +63,7 @@ def hub_errors(refused: str = REFUSED, usage: Collection[int] = ()) -> Iterator[
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
         _fail(
             f"the hub's answer is not what this midihub expects "
-            f"({type(error).__name__}: {inert(error)}); is --web a midihub hub of this version?",
+            f"({type(error).__name__}: {inert(error)}); is the hub at that address a "
+            "midihub of this version?",
             1,
         )
