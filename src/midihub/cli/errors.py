@@ -21,6 +21,7 @@ from midihub.cli.client import HubBadAnswer, HubRefused, HubUnreachable
 from midihub.cli.printable import MESSAGE_WIDTH, printable
 
 REFUSED = "the hub refused: {message} (HTTP {status})"
+TOKEN_SOURCES = "--token, $MIDIHUB_TOKEN or [web] token in ./midihub.toml"
 
 
 class CommandError(Exception):
@@ -59,6 +60,8 @@ def hub_errors(refused: str = REFUSED, usage: Collection[int] = ()) -> Iterator[
         _fail(str(error), 1)
     except HubRefused as error:
         message = refused.format(message=inert(error), status=error.status)
+        if error.status == 401:
+            message += f"; give the hub's token with {TOKEN_SOURCES}"
         _fail(message, 2 if error.status in usage else 1)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
         _fail(

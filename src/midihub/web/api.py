@@ -153,7 +153,7 @@ class Api:
 
     # -- access ------------------------------------------------------------------
 
-    def authorised(self, request: web.Request, *, query: bool = False) -> bool:
+    def given_token(self, request: web.Request, *, query: bool = False) -> str:
         """The token from a header; from ``?token=`` only when ``query`` (EventSource
         cannot send headers, so the read-only monitor stream may carry it in the URL)."""
         given = request.headers.get("X-Midihub-Token", "")
@@ -162,6 +162,10 @@ class Api:
             given = bearer[7:].strip()
         if not given and query:
             given = request.query.get("token", "")
+        return given
+
+    def authorised(self, request: web.Request, *, query: bool = False) -> bool:
+        given = self.given_token(request, query=query)
         return bool(given) and hmac.compare_digest(
             given.encode(errors="replace"), self.token.encode()
         )
@@ -175,6 +179,12 @@ class Api:
             if not self.authorised(request, query=query):
                 self.guard.counters.refused_token += 1
                 what = "control actions" if control else "this hub's pages"
+                if self.given_token(request, query=query):
+                    return error(
+                        401,
+                        f"wrong token: {what} need this hub's token (its log shows it at "
+                        "start, or it is web.token in its configuration)",
+                    )
                 return error(
                     401,
                     f"{what} need the hub's token in a header "
