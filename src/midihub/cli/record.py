@@ -68,7 +68,8 @@ def start(hub: Hub, token: str | None, port: int) -> None:
 def stop(hub: Hub, token: str | None, recording_id: str) -> None:
     """Stop a recording; its SMF is written before this returns."""
     row = _call(hub, f"/api/recordings/{recording_id}/stop", token, body={})
-    click.echo(_line(row))
+    click.echo(f"stopped {_line(row)}")
+    click.echo(f"download it with `midihub record get {row['id']}`")
 
 
 @record.command("list")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -37,10 +38,11 @@ from midihub.web.guard import (
     shorten,
 )
 from midihub.web.metrics import CONTENT_TYPE, HistoryCollector, Metrics
-from midihub.web.monitor import Monitor
+from midihub.web.monitor import Monitor, panic_text
 from midihub.web.play import PlayApi
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("midihub.web")
 OPEN_PATHS = frozenset(  # no token: the home page, and what musicians joining from a browser use
     {"/", "/api/health", "/api/openapi.json", "/favicon.ico", "/play", "/api/play/ports"}
     | {"/api/play/ws"}
@@ -387,6 +389,15 @@ class Api:
             return error(400, str(exc))
         targets = self.hub.panic(
             port, note_range, self._hub_time(), channels=channels, participant=participant
+        )
+        whom = "everyone" if participant is None else repr(participant.name)
+        log.info(
+            "%s :%d: %s (%d participant(s)), asked from %s",
+            self.hub.endpoints[port].label,
+            port,
+            panic_text(note_range, channels, whom),
+            len(targets),
+            request.remote,
         )
         return web.json_response(
             {
