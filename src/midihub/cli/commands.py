@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -43,13 +44,23 @@ def main() -> None:
 @click.option("--web", help="Dashboard and API address HOST:PORT (default 127.0.0.1:8080).")
 @click.option("--db", help="Latency history database file (default ./midihub.db; :memory:).")
 @click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False),
+    help="Write the hub's process id here while it runs (for kill -HUP); removed at exit.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
 def serve(
-    config_path: str | None, bind: str | None, web: str | None, db: str | None, log_level: str
+    config_path: str | None,
+    bind: str | None,
+    web: str | None,
+    db: str | None,
+    pid_file: str | None,
+    log_level: str,
 ) -> None:
     """Run the hub until Ctrl-C or SIGTERM; SIGHUP re-reads the configuration."""
     import asyncio
@@ -57,6 +68,7 @@ def serve(
 
     from midihub import config as config_module
     from midihub.app import App, DatabaseError, fast_loop
+    from midihub.cli import pidfile
     from midihub.config import ConfigError
     from midihub.net import BindError
     from midihub.web.server import WebError
@@ -75,16 +87,17 @@ def serve(
         sys.exit(2)
     loop_name, new_loop = fast_loop()
     logging.getLogger("midihub").info(
-        "midihub %s (%s event loop), config: %s",
+        "midihub %s (%s event loop, pid %d), config: %s",
         __version__,
         loop_name,
+        os.getpid(),
         path or "built-in defaults",
     )
     app = App(config, path, bind, web=web, db=db)
     try:
-        with asyncio.Runner(loop_factory=new_loop) as runner:
+        with pidfile.pid_file(pid_file), asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(app.run())
-    except (BindError, WebError, DatabaseError) as error:
+    except (BindError, WebError, DatabaseError, pidfile.PidFileError) as error:
         hint = ""
         if getattr(error, "errno", None) == errno.EADDRINUSE:
             hint = (
