@@ -324,3 +324,13 @@ async def test_a_busy_web_port_names_the_option_to_choose_another(tmp_path: Path
         )
     assert code == 1, log
     assert f"cannot open the web port {taken}" in log and "--web HOST:PORT" in log, log
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_a_legacy_midiports_config_names_no_address(tmp_path: Path) -> None:
+    (tmp_path / "midiports").write_text('{"GroupOne": [5040, 5042]}')
+    _, _, err = await run_in(tmp_path, "status", "--config", "midiports")
+    assert (
+        "at http://127.0.0.1:8080 (" in one_line(err)
+        and "the default (midiports sets no [web] listen)" in err
+    )

@@ -81,7 +81,11 @@ def find_hub(web: str | None = None, config: str | None = None) -> Hub:
     if config is None and not path.is_file():
         return Hub(base_url(DEFAULT_WEB), "the default (no --web, MIDIHUB_WEB or ./midihub.toml)")
     section = _web_section(path)
-    origin = f"[web] listen in {path}"
+    origin = (
+        f"[web] listen in {path}"
+        if "listen" in section
+        else f"the default ({path} sets no [web] listen)"
+    )
     listen = section.get("listen", DEFAULT_WEB)
     if not isinstance(listen, str):
         raise HubConfigError(f"{path}: [web] listen must be HOST:PORT, not {listen!r}")
@@ -102,7 +106,10 @@ def find_hub(web: str | None = None, config: str | None = None) -> Hub:
 def _web_section(path: Path) -> dict[str, Any]:
     """The ``[web]`` table, read with tomllib alone (the client loads no pydantic)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if text.lstrip().startswith("{"):  # the legacy midiports JSON: groups only
+            return {}
+        data = tomllib.loads(text)
     except OSError as error:
         raise HubConfigError(f"{path}: cannot read: {error.strerror or error}") from None
     except UnicodeDecodeError:

@@ -41,7 +41,10 @@ def main() -> None:
     help="TOML file or legacy midiports JSON (default: ./midihub.toml, ./midiports).",
 )
 @click.option("--bind", help="Address to listen on (default 0.0.0.0; '::' for IPv6).")
-@click.option("--web", help="Dashboard and API address HOST:PORT (default 127.0.0.1:8080).")
+@click.option(
+    "--web",
+    help="Dashboard and API address HOST:PORT (default [web] listen, else 127.0.0.1:8080).",
+)
 @click.option("--db", help="Latency history database file (default ./midihub.db; :memory:).")
 @click.option(
     "--pid-file",
