@@ -145,7 +145,7 @@ async def test_the_pid_file_names_this_hub_while_it_runs(tmp_path: Path) -> None
     served = await Served.start("--bind", "127.0.0.1", "--pid-file", str(pid_file), cwd=tmp_path)
     try:
         assert pid_file.read_text() == f"{served.proc.pid}\n"
-        assert f"pid {served.proc.pid}), config: midihub.toml" in served.log()
+        assert f"event loop), pid {served.proc.pid}, config: midihub.toml" in served.log()
         os.kill(int(pid_file.read_text()), signal.SIGHUP)
         await served.has("configuration reloaded")
     finally:

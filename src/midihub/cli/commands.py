@@ -90,7 +90,7 @@ def serve(
         sys.exit(2)
     loop_name, new_loop = fast_loop()
     logging.getLogger("midihub").info(
-        "midihub %s (%s event loop, pid %d), config: %s",
+        "midihub %s (%s event loop), pid %d, config: %s",
         __version__,
         loop_name,
         os.getpid(),
