@@ -187,3 +187,12 @@ def test_a_whole_number_is_a_number() -> None:
     )
     assert config.timeout == 30.0 and isinstance(config.timeout, float)
     assert config.rooms["Jam"].release_after == 2.0 and config.limits.sysex_rate == 1000.0
+
+
+def test_limits_are_said_without_the_librarys_words() -> None:
+    problems = problems_of('timeout = 0\n[web]\ntoken = "short"\nhosts = [' + '"a",' * 65 + "]\n")
+    assert problems == [
+        "line 1: timeout: should be greater than 0, not 0",
+        'line 3: web.token: should have at least 8 characters, not "short"',
+        "line 4: web.hosts: should have at most 64 items, not 65",
+    ]

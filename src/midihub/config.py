@@ -498,8 +498,9 @@ def _in_words(error: Any) -> str:
     if error["type"] == "missing":
         return "missing: this option is required here"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if message.startswith("Input should be "):
-        message = "should be " + message.removeprefix("Input should be ")
+    subject, _, rest = message.partition(" should ")
+    if subject in ("Input", "String", "List", "Dictionary") and rest:
+        message = "should " + rest.replace(" after validation", "")
         if isinstance(value, str | int | float):
             message += f", not {_as_written(value)}"
     return message
