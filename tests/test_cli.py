@@ -334,3 +334,21 @@ async def test_a_legacy_midiports_config_names_no_address(tmp_path: Path) -> Non
         "at http://127.0.0.1:8080 (" in one_line(err)
         and "the default (midiports sets no [web] listen)" in err
     )
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_a_refused_token_says_where_it_came_from(tmp_path: Path) -> None:
+    """A stale ./midihub.token (a hub started here before) is named, not just "wrong"."""
+    routes = {"/api/panic": answering({"error": "wrong token: control actions need"}, 401)}
+    async with stranger(routes) as address:
+        args = ("panic", "--port", "5004", "--web", address)
+        _, _, err = await run_in(tmp_path, *args)
+        assert "; give the hub's token with --token, $MIDIHUB_TOKEN or [web] token" in err
+        (tmp_path / "midihub.token").write_text("stale\n")
+        status, _, err = await run_in(tmp_path, *args)
+        assert status == 1 and one_line(err) == (
+            "panic refused: wrong token: control actions need "
+            "(the token sent came from midihub.token)\n"
+        )
+        _, _, err = await run_in(tmp_path, *args, env={"MIDIHUB_TOKEN": "x"})
+        assert err.endswith("(the token sent came from MIDIHUB_TOKEN)\n"), err

@@ -42,11 +42,22 @@ class HubBadAnswer(HubError):
 
 
 class HubRefused(HubError):
-    """The hub answered with an error (HTTP status and its message)."""
+    """The hub answered with an error (HTTP status and its message); ``token`` is the
+    one the request carried, for a 401 to say where it came from."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, token: Token | None = None) -> None:
         self.status = status
+        self.token = token
         super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Token:
+    """A token and where it was found (``--token``, a file…), for the error that says
+    the hub did not take it."""
+
+    value: str
+    origin: str
 
 
 class HubConfigError(HubError):
@@ -60,7 +71,7 @@ class Hub:
 
     url: str
     origin: str
-    token: str | None = None  # [web] token of the configuration the address came from
+    token: Token | None = None  # [web] token of the configuration the address came from
 
 
 def base_url(web: str) -> str:
@@ -100,7 +111,8 @@ def find_hub(web: str | None = None, config: str | None = None) -> Hub:
     host = f"[{host}]" if ":" in host else host
     scheme = "https" if section.get("tls_cert") else "http"
     token = section.get("token")
-    return Hub(f"{scheme}://{host}:{port}", origin, token if isinstance(token, str) else None)
+    secret = Token(token, f"[web] token in {path}") if isinstance(token, str) and token else None
+    return Hub(f"{scheme}://{host}:{port}", origin, secret)
 
 
 def _web_section(path: Path) -> dict[str, Any]:
@@ -126,20 +138,21 @@ def _web_section(path: Path) -> dict[str, Any]:
 
 def find_token(
     token: str | None, token_file: str | None = None, hub: Hub | None = None
-) -> str | None:
-    """--token, else $MIDIHUB_TOKEN, else the configuration's ``[web] token``, else the
-    file a hub writes when it generates one."""
+) -> Token | None:
+    """--token, else $MIDIHUB_TOKEN, else --token-file, else the configuration's
+    ``[web] token``, else the file a hub writes when it generates one."""
     if token:
-        return token
+        return Token(token, "--token")
     if os.environ.get("MIDIHUB_TOKEN"):
-        return os.environ["MIDIHUB_TOKEN"]
+        return Token(os.environ["MIDIHUB_TOKEN"], "MIDIHUB_TOKEN")
     if token_file is None and hub is not None and hub.token:
         return hub.token
     path = Path(token_file or TOKEN_FILE)
     try:
-        return path.read_text(encoding="utf-8").strip() or None
+        value = path.read_text(encoding="utf-8").strip()
     except OSError:
         return None
+    return Token(value, str(path)) if value else None
 
 
 def request(
@@ -147,7 +160,7 @@ def request(
     path: str,
     *,
     body: dict[str, Any] | None = None,
-    token: str | None = None,
+    token: Token | None = None,
     timeout: float = 5.0,
     method: str | None = None,
     raw: bool = False,
@@ -163,7 +176,7 @@ def request(
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if token:
-            req.add_header("Authorization", f"Bearer {token}")
+            req.add_header("Authorization", f"Bearer {token.value}")
         with urllib.request.urlopen(req, timeout=timeout) as response:
             answer = response.read()
     except urllib.error.HTTPError as error:
@@ -171,7 +184,7 @@ def request(
             message = json.load(error).get("error", error.reason)
         except (ValueError, AttributeError):
             message = str(error.reason)
-        raise HubRefused(error.code, message) from None
+        raise HubRefused(error.code, message, token) from None
     except (urllib.error.URLError, OSError, ValueError, http.client.InvalidURL) as error:
         reason = getattr(error, "reason", error)  # ValueError, InvalidURL: a bad --web
         raise HubUnreachable(

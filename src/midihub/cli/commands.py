@@ -225,7 +225,7 @@ def monitor(hub: Hub, port: str, plain: bool, token: str | None) -> None:
     from midihub.cli.monitor import resolve_port, run  # aiohttp
 
     secret = find_token(token, hub=hub)
-    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    headers = {"Authorization": f"Bearer {secret.value}"} if secret else {}
     ports = request(hub, "/api/participants", token=secret)["ports"]
     number = resolve_port(ports, port)  # its error text is made printable there
     url = f"{hub.url}/api/monitor?port={number}"

@@ -60,7 +60,9 @@ def hub_errors(refused: str = REFUSED, usage: Collection[int] = ()) -> Iterator[
         _fail(str(error), 1)
     except HubRefused as error:
         message = refused.format(message=inert(error), status=error.status)
-        if error.status == 401:
+        if error.status == 401 and error.token is not None:
+            message += f" (the token sent came from {inert(error.token.origin)})"
+        elif error.status == 401:
             message += f"; give the hub's token with {TOKEN_SOURCES}"
         _fail(message, 2 if error.status in usage else 1)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
