@@ -134,6 +134,7 @@ async def test_serve_reports_a_bad_config_and_a_busy_port(tmp_path: Path) -> Non
         (tmp_path / "midihub.toml").write_text(f"[rooms]\nR = {port}\n")
         code, log = await serve_to_the_end("--bind", "127.0.0.1", cwd=tmp_path, timeout=10)
     assert code == 1 and f"port {port + 1}" in log
+    assert "choose other ports in [groups] and [rooms] of the configuration" in log
 
 
 async def test_the_pid_file_names_this_hub_while_it_runs(tmp_path: Path) -> None:
