@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: run test install node browser tools lint check clean bench fuzz
 
 run: install
-	$(BIN)/midihub serve
+	$(BIN)/midihub serve $(ARGS)
 
 test: install node browser tools lint
 	$(BIN)/pytest

@@ -160,8 +160,9 @@ async def test_panic_needs_the_token_and_names_valid_values(serve_room: ServeRoo
     _, url, port, (peer, other) = await serve_room("peer", "other")
     status, body = await post(url + "/api/panic", {"port": port, "range": "Low"}, None)
     assert status == 401 and "token" in body["error"]
+    assert "wrong" not in body["error"]
     status, body = await post(url + "/api/panic", {"port": port, "range": "Low"}, "wrong-token")
-    assert status == 401
+    assert status == 401 and body["error"].startswith("wrong token: control actions need")
     status, body = await post(url + "/api/panic", {"port": port + 2, "range": "Low"})
     assert status == 400 and f"valid ports: {port}" in body["error"]
     conforms("/api/panic", body, "post", "400")
@@ -256,7 +257,8 @@ async def test_cli_status_and_panic_against_a_running_hub(serve_room: ServeRoom)
     result = await asyncio.to_thread(
         runner.invoke, main, ["panic", "--web", web, "--token", "nope", "--port", str(port)]
     )
-    assert result.exit_code == 1 and "token" in result.output
+    assert result.exit_code == 1 and "panic refused: wrong token" in result.output
+    assert "(the token sent came from --token)" in result.output
     result = await asyncio.to_thread(
         runner.invoke, main, [*args, "--port", str(port), "--range", "high"]
     )

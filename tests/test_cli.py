@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import subprocess
 import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from midihub.cli import client
-from tests.support import free_tcp_port
+from tests.support import free_ports, free_tcp_port, serve_to_the_end
 from tests.test_cli_monitor import MIDIHUB, run_cli
 from tests.test_layers import ALLOWED
 
@@ -222,3 +225,130 @@ def test_a_bad_address_is_one_line() -> None:
     )
     assert done.returncode == 1, done.stderr
     assert "no hub answers at http://127.0.0.1:abc (nonnumeric port" in one_line(done.stderr)
+
+
+# -- where a client command finds its hub -------------------------------------------
+
+
+async def run_in(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``midihub ARGS`` run in ``cwd`` with no MIDIHUB_WEB or MIDIHUB_TOKEN but ``env``'s."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MIDIHUB_")}
+    clean.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        MIDIHUB, *args, cwd=cwd, env=clean, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def seen_token(tokens: list[str | None]) -> dict[str, Handler]:
+    """A hub with one room that keeps the bearer token each request brought."""
+
+    def keeping(body: object) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            tokens.append(request.headers.get("Authorization"))
+            return web.json_response(body)
+
+        return handle
+
+    return {"/api/participants": keeping(PARTICIPANTS), "/api/latency": keeping([])}
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_a_client_command_finds_the_hub_of_the_configuration_here(tmp_path: Path) -> None:
+    tokens: list[str | None] = []
+    async with stranger(seen_token(tokens)) as address:
+        port = address.rpartition(":")[2]
+        # What `midihub serve` here would listen on: any address means this machine too.
+        (tmp_path / "midihub.toml").write_text(
+            f'[web]\nlisten = "0.0.0.0:{port}"\ntoken = "from-the-config"\n'
+        )
+        status, out, err = await run_in(tmp_path, "status", "--json")
+        assert status == 0, err
+        assert json.loads(out)["ports"] == PARTICIPANTS["ports"]
+        assert tokens == ["Bearer from-the-config"] * 2
+        # --config names another file, in another directory.
+        elsewhere = tmp_path / "etc"
+        elsewhere.mkdir()
+        (elsewhere / "hub.toml").write_text(f'[web]\nlisten = "127.0.0.1:{port}"\n')
+        status, _, err = await run_in(elsewhere, "status", "--json", "--config", "hub.toml")
+        assert status == 0, err
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_web_then_the_environment_then_the_config_then_the_default(tmp_path: Path) -> None:
+    nobody = [f"127.0.0.1:{free_tcp_port()}" for _ in range(3)]
+    (tmp_path / "midihub.toml").write_text(f'[web]\nlisten = "{nobody[2]}"\n')
+    env = {"MIDIHUB_WEB": nobody[1]}
+    said = [
+        (("--web", nobody[0]), env, f"{nobody[0]} (", "the address from --web;"),
+        ((), env, f"{nobody[1]} (", "the address from MIDIHUB_WEB;"),
+        ((), None, f"{nobody[2]} (", "the address from [web] listen in midihub.toml;"),
+    ]
+    for args, environment, where, origin in said:
+        status, _, err = await run_in(tmp_path, "panic", "--port", "5004", *args, env=environment)
+        assert status == 1 and where in one_line(err) and origin in err, err
+    (tmp_path / "midihub.toml").unlink()
+    _, _, err = await run_in(tmp_path, "record", "list")
+    assert "at http://127.0.0.1:8080 (" in err and "from the default (no --web" in err, err
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ('[web]\nlisten = ""\n', 'the hub\'s web port is off ([web] listen = "")'),
+        ("[web\nlisten = 1\n", "midihub.toml: TOML syntax: "),
+        ("[web]\nlisten = 8080\n", "[web] listen must be HOST:PORT, not 8080"),
+    ],
+)
+async def test_a_config_that_names_no_address_says_so(
+    tmp_path: Path, config: str, said: str
+) -> None:
+    (tmp_path / "midihub.toml").write_text(config)
+    status, _, err = await run_in(tmp_path, "status")
+    assert status == 1 and said in one_line(err), err
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_a_busy_web_port_names_the_option_to_choose_another(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        (room,) = free_ports(1)
+        (tmp_path / "midihub.toml").write_text(f"[rooms]\nJam = {room}\n")
+        code, log = await serve_to_the_end(
+            "--web", taken, "--bind", "127.0.0.1", cwd=tmp_path, timeout=15
+        )
+    assert code == 1, log
+    assert f"cannot open the web port {taken}" in log and "--web HOST:PORT" in log, log
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_a_legacy_midiports_config_names_no_address(tmp_path: Path) -> None:
+    (tmp_path / "midiports").write_text('{"GroupOne": [5040, 5042]}')
+    _, _, err = await run_in(tmp_path, "status", "--config", "midiports")
+    assert (
+        "at http://127.0.0.1:8080 (" in one_line(err)
+        and "the default (midiports sets no [web] listen)" in err
+    )
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_a_refused_token_says_where_it_came_from(tmp_path: Path) -> None:
+    """A stale ./midihub.token (a hub started here before) is named, not just "wrong"."""
+    routes = {"/api/panic": answering({"error": "wrong token: control actions need"}, 401)}
+    async with stranger(routes) as address:
+        args = ("panic", "--port", "5004", "--web", address)
+        _, _, err = await run_in(tmp_path, *args)
+        assert "; give the hub's token with --token, $MIDIHUB_TOKEN or [web] token" in err
+        (tmp_path / "midihub.token").write_text("stale\n")
+        status, _, err = await run_in(tmp_path, *args)
+        assert status == 1 and one_line(err) == (
+            "panic refused: wrong token: control actions need "
+            "(the token sent came from midihub.token)\n"
+        )
+        _, _, err = await run_in(tmp_path, *args, env={"MIDIHUB_TOKEN": "x"})
+        assert err.endswith("(the token sent came from MIDIHUB_TOKEN)\n"), err

@@ -4,6 +4,7 @@ peer, as ``--plain`` lines, and its pure view functions."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from midihub.cli.monitor import HELD_STYLE, MonitorError, View, resolve_port
 from tests.fixtures import MakePeer
-from tests.support import free_ports, joined, serving, wait_for
+from tests.support import TOKEN, free_ports, joined, serving, wait_for
 
 MIDIHUB = str(Path(sys.executable).with_name("midihub"))
 STAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} ")
@@ -144,6 +145,33 @@ async def test_plain_prints_one_line_per_event(make_peer: MakePeer) -> None:
             "alice-keys sysex (6 bytes) f0 7e 7f 06 01 f7",
             "alice-keys note_off ch1 C4 0",
         ]
+
+
+async def test_a_panic_is_in_the_monitors_events_and_the_hubs_log(
+    make_peer: MakePeer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "midihub.web")
+    (room,) = free_ports(1)
+    async with serving(f"[rooms]\nJam = {room}") as (_, url):
+        web = url.removeprefix("http://")
+        keys = make_peer("alice-keys")
+        async with plain_monitor("Jam", web) as out:
+            await asyncio.wait_for(out.readline(), 10)  # -- monitoring port …
+            await keys.connect(room)
+            await asyncio.wait_for(out.readline(), 10)  # -- joined: alice-keys
+            args = ("--web", web, "--token", TOKEN, "--port", str(room))
+            status, _, err = await run_cli("panic", *args, "--range", "Low", "--channel", "2")
+            assert status == 0, err
+            line = (await asyncio.wait_for(out.readline(), 10)).decode()
+        assert STAMP.match(line), line
+        assert STAMP.sub("", line).rstrip("\n") == (
+            "-- panic: Low (0-42) notes off on channel 2, to everyone"
+        )
+    logged = [r.getMessage() for r in caplog.records if "panic:" in r.getMessage()]
+    assert logged == [
+        f"Jam :{room}: panic: Low (0-42) notes off on channel 2, to everyone "
+        "(1 participant(s)), asked from 127.0.0.1"
+    ]
 
 
 async def test_unknown_port_and_no_hub_are_clear_errors() -> None:

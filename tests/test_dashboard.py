@@ -91,6 +91,12 @@ async def test_overview_and_monitor_follow_a_real_peer(browser: Browser) -> None
             alice.send(note_off(2, 60))
             await expect(middle_c).to_have_class("key white")
             await expect(page.locator(".key[data-note='64']")).to_have_class("key white held")
+            panic = {"port": port_in, "range": "Mid"}  # a panic shows in the event list
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            assert (await page.request.post(url + "/api/panic", data=panic, headers=bearer)).ok
+            await expect(page.locator("#monitor-log")).to_contain_text(
+                "panic: Mid (43-85) notes off on every channel, to everyone"
+            )
 
             await page.click("#tab-overview")
             alice.bye()

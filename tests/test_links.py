@@ -230,7 +230,7 @@ def test_back_off_doubles_to_a_ceiling_and_resets_on_join() -> None:
     [
         ("remote = '127.0.0.1'\nport = 5060", "links.0.remote: expected HOST:PORT"),
         ("remote = '127.0.0.1:6060'\nport = 5062", "links.0.port: 5062 is not one of the hub"),
-        ("remote = '127.0.0.1:6060'", "links.0.port: Field required"),
+        ("remote = '127.0.0.1:6060'", "links.0.port: missing: this option is required"),
     ],
 )
 def test_bad_links_are_named(links: str, problem: str) -> None:

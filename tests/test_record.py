@@ -247,7 +247,8 @@ async def test_cli_record_commands(tmp_path: Path) -> None:
             await wait_for(lambda: hub.manager.active[rid].messages == 2)
             assert "[recording]" in await run("list", *web)
             out = await run("stop", rid, *web, *token)
-            assert rid in out and "alice" in out
+            assert out.startswith(f"stopped {rid}  port {port} Jam") and "alice" in out
+            assert f"download it with `midihub record get {rid}`" in out
             target = tmp_path / "take.mid"
             assert f"{target}:" in await run("get", rid, "-o", str(target), *web)
             assert tracks_of(target) == {"alice": [note_on(0, 64, 90), note_off(0, 64)]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 from pathlib import Path
@@ -133,3 +134,29 @@ async def test_serve_reports_a_bad_config_and_a_busy_port(tmp_path: Path) -> Non
         (tmp_path / "midihub.toml").write_text(f"[rooms]\nR = {port}\n")
         code, log = await serve_to_the_end("--bind", "127.0.0.1", cwd=tmp_path, timeout=10)
     assert code == 1 and f"port {port + 1}" in log
+    assert "choose other ports in [groups] and [rooms] of the configuration" in log
+
+
+async def test_the_pid_file_names_this_hub_while_it_runs(tmp_path: Path) -> None:
+    """``kill -HUP $(cat PID_FILE)`` reloads this hub (``pidof`` would signal every one)."""
+    (room,) = free_ports(1)
+    (tmp_path / "midihub.toml").write_text(f"[rooms]\nJam = {room}\n")
+    pid_file = tmp_path / "run" / "midihub.pid"
+    pid_file.parent.mkdir()
+    served = await Served.start("--bind", "127.0.0.1", "--pid-file", str(pid_file), cwd=tmp_path)
+    try:
+        assert pid_file.read_text() == f"{served.proc.pid}\n"
+        assert f"event loop), pid {served.proc.pid}, config: midihub.toml" in served.log()
+        os.kill(int(pid_file.read_text()), signal.SIGHUP)
+        await served.has("configuration reloaded")
+    finally:
+        await served.stop()
+    assert served.proc.returncode == 0, served.log()
+    assert not pid_file.exists() and list(pid_file.parent.iterdir()) == []
+
+
+async def test_a_pid_file_that_cannot_be_written_stops_the_start(tmp_path: Path) -> None:
+    code, log = await serve_to_the_end(
+        "--pid-file", str(tmp_path / "missing" / "midihub.pid"), cwd=tmp_path, timeout=15
+    )
+    assert code == 1 and "cannot write the pid file" in log and "missing" in log, log

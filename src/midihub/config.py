@@ -6,12 +6,13 @@ file format lets us find it), so an admin fixes a file in one pass.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -42,7 +43,9 @@ RecordMode = Literal["off", "auto"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: "yes" is not a boolean nor "30" a number (TOML has types; a whole number
+    # for a float, timeout = 30, is still a number).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 class _PortOptions(_Strict):
@@ -76,6 +79,8 @@ class GroupConfig(_PortOptions):
             if len(value) != 2:
                 raise ValueError("a group is [in, out]: exactly two ports")
             return {"in": value[0], "out": value[1]}
+        if not isinstance(value, dict):
+            raise ValueError(f"a group is [in, out] or a table, not {_as_written(value)}")
         return value
 
     _ports = field_validator("in_port", "out_port")(_check_port)
@@ -91,6 +96,8 @@ class RoomConfig(_PortOptions):
     def _from_port(cls, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return {"port": value}
+        if not isinstance(value, dict):
+            raise ValueError(f"a room is a port number or a table, not {_as_written(value)}")
         return value
 
     _port = field_validator("port")(_check_port)
@@ -280,6 +287,13 @@ class MdnsConfig(_Strict):
         default="auto", description="auto: only when bound to a LAN or loopback address"
     )
 
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _enabled(cls, value: Any) -> Any:
+        if value is True or value is False or value == "auto":
+            return value  # one message for the union, not one per member
+        raise ValueError(f'expected true, false or "auto", not {_as_written(value)}')
+
 
 class StatsConfig(_Strict):
     """Latency history."""
@@ -441,7 +455,7 @@ def parse(text: str, source: str = "<config>", bind: str | None = None) -> HubCo
     try:
         config = HubConfig.model_validate(raw)
     except ValidationError as error:
-        problems += [_describe(err, text) for err in error.errors()]
+        problems += sorted((_describe(err, text) for err in error.errors()), key=_line_number)
         raise ConfigError(source, problems) from None
     problems += _cross_check(config, text)
     if problems:
@@ -492,10 +506,84 @@ def _parse_legacy_json(text: str, source: str) -> tuple[dict[str, Any], list[str
 def _describe(error: Any, text: str) -> str:
     loc = [str(part) for part in error["loc"]]
     # Pydantic names the alias for table fields; in/out of a pair read better as such.
-    field = ".".join(loc) or "(top level)"
-    message = str(error["msg"]).removeprefix("Value error, ")
     line = _line_of(text, loc)
-    return f"{line}{field}: {message}"
+    if error["type"] == "extra_forbidden":
+        place = ".".join(loc[:-1])
+        return f"{line}{place + ': ' if place else ''}{_unknown(loc)}"
+    field = ".".join(loc) or "(top level)"
+    return f"{line}{field}: {_in_words(error)}"
+
+
+# What pydantic says of a value of the wrong type, in a configuration's words.
+EXPECTED = {
+    "bool_type": "true or false",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "string_type": "text in quotes",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "list_type": "an array [...]",
+}
+
+
+def _in_words(error: Any) -> str:
+    value = error.get("input")
+    if error["type"] in EXPECTED:
+        return f"expected {EXPECTED[error['type']]}, not {_as_written(value)}"
+    if error["type"] == "missing":
+        return "missing: this option is required here"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    subject, _, rest = message.partition(" should ")
+    if subject in ("Input", "String", "List", "Dictionary") and rest:
+        message = "should " + rest.replace(" after validation", "")
+        if isinstance(value, str | int | float):
+            message += f", not {_as_written(value)}"
+    return message
+
+
+def _as_written(value: Any) -> str:
+    """A value as the TOML file spells it (a string in quotes, true, 3.5)."""
+    if isinstance(value, str | bool | int | float):
+        return json.dumps(value)
+    return "a table" if isinstance(value, dict) else "an array" if isinstance(value, list) else "?"
+
+
+def _unknown(loc: list[str]) -> str:
+    """``unknown option 'kye' (did you mean 'key'?)``: the closest name the table has."""
+    name, options = loc[-1], _options_at(loc[:-1])
+    close = difflib.get_close_matches(name, options, n=1)
+    if close:
+        return f"unknown option {name!r} (did you mean {close[0]!r}?)"
+    if options:
+        return f"unknown option {name!r}; the options here: {', '.join(sorted(options))}"
+    return f"unknown option {name!r}"
+
+
+def _options_at(path: list[str]) -> list[str]:
+    """The names a table at ``path`` takes (aliases where they have one, ``in``/``out``)."""
+    kind: Any = HubConfig
+    for part in path:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            field = kind.model_fields.get(part) or next(
+                (f for f in kind.model_fields.values() if f.alias == part), None
+            )
+            if field is None:
+                return []
+            kind = field.annotation
+        elif get_origin(kind) in (dict, list):  # a group's or room's name, a link's index
+            kind = get_args(kind)[-1]
+        else:
+            return []
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return [field.alias or name for name, field in kind.model_fields.items()]
+    return []
+
+
+def _line_number(problem: str) -> int:
+    """Where a problem is in the file, to list them top to bottom (no line: at the end)."""
+    found = re.match(r"line (\d+): ", problem)
+    return int(found.group(1)) if found else 1 << 30
 
 
 def _line_of(text: str, loc: list[str]) -> str:
@@ -504,7 +592,7 @@ def _line_of(text: str, loc: list[str]) -> str:
     if not names or not text:
         return ""
     pattern = re.compile(
-        r"""^\s*[{,]?\s*(\[[\w.]*\.)?["']?""" + re.escape(names[-1]) + r"""["']?\s*[=:\]]"""
+        r"""^\s*[{,]?\s*(\[\[?([\w.]*\.)?)?["']?""" + re.escape(names[-1]) + r"""["']?\s*[=:\]]"""
     )
     for number, line in enumerate(text.splitlines(), 1):
         if pattern.match(line):

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from rich.cells import cell_len
 from rich.console import Console
 
-from midihub.cli.client import request
+from midihub.cli.client import find_hub, request
 from midihub.cli.monitor import MonitorError, View, message_text, render, resolve_port
 from midihub.cli.printable import NAME_WIDTH, printable
 from midihub.cli.status import render_status
@@ -208,7 +208,7 @@ def test_printable_is_one_bounded_line_and_keeps_what_is_harmless(text: str, wid
 
 
 async def hub_names(web: str) -> list[str]:
-    ports = (await asyncio.to_thread(request, web, "/api/participants"))["ports"]
+    ports = (await asyncio.to_thread(request, find_hub(web), "/api/participants"))["ports"]
     return [p["name"] for port in ports for p in port["participants"]]
 
 

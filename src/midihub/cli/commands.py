@@ -9,15 +9,18 @@ one command needs (asyncio, rich, aiohttp) is imported in that command, so
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
 import click
 
 from midihub import __version__
-from midihub.cli.client import base_url, find_token, request
+from midihub.cli.client import Hub, find_token, request
 from midihub.cli.errors import hub_errors, inert
+from midihub.cli.options import hub_options
 from midihub.cli.record import record
 
 if TYPE_CHECKING:
@@ -38,8 +41,16 @@ def main() -> None:
     help="TOML file or legacy midiports JSON (default: ./midihub.toml, ./midiports).",
 )
 @click.option("--bind", help="Address to listen on (default 0.0.0.0; '::' for IPv6).")
-@click.option("--web", help="Dashboard and API address HOST:PORT (default 127.0.0.1:8080).")
+@click.option(
+    "--web",
+    help="Dashboard and API address HOST:PORT (default [web] listen, else 127.0.0.1:8080).",
+)
 @click.option("--db", help="Latency history database file (default ./midihub.db; :memory:).")
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False),
+    help="Write the hub's process id here while it runs (for kill -HUP); removed at exit.",
+)
 @click.option(
     "--log-level",
     default="info",
@@ -47,7 +58,12 @@ def main() -> None:
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
 def serve(
-    config_path: str | None, bind: str | None, web: str | None, db: str | None, log_level: str
+    config_path: str | None,
+    bind: str | None,
+    web: str | None,
+    db: str | None,
+    pid_file: str | None,
+    log_level: str,
 ) -> None:
     """Run the hub until Ctrl-C or SIGTERM; SIGHUP re-reads the configuration."""
     import asyncio
@@ -55,6 +71,7 @@ def serve(
 
     from midihub import config as config_module
     from midihub.app import App, DatabaseError, fast_loop
+    from midihub.cli import pidfile
     from midihub.config import ConfigError
     from midihub.net import BindError
     from midihub.web.server import WebError
@@ -73,17 +90,27 @@ def serve(
         sys.exit(2)
     loop_name, new_loop = fast_loop()
     logging.getLogger("midihub").info(
-        "midihub %s (%s event loop), config: %s",
+        "midihub %s (%s event loop), pid %d, config: %s",
         __version__,
         loop_name,
+        os.getpid(),
         path or "built-in defaults",
     )
     app = App(config, path, bind, web=web, db=db)
     try:
-        with asyncio.Runner(loop_factory=new_loop) as runner:
+        with pidfile.pid_file(pid_file), asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(app.run())
-    except (BindError, WebError, DatabaseError) as error:
-        logging.getLogger("midihub").error("%s", error)
+    except (BindError, WebError, DatabaseError, pidfile.PidFileError) as error:
+        hint = ""
+        if getattr(error, "errno", None) == errno.EADDRINUSE:
+            hint = (
+                "; another program (another hub?) has it: choose another address with --web "
+                'HOST:PORT or [web] listen (make run ARGS="--web 127.0.0.1:8081")'
+                if isinstance(error, WebError)
+                else "; another program (another hub?) has it: choose other ports in "
+                "[groups] and [rooms] of the configuration, or another --bind address"
+            )
+        logging.getLogger("midihub").error("%s%s", error, hint)
         sys.exit(1)
 
 
@@ -115,26 +142,22 @@ def _report(error: ConfigError) -> None:
         click.echo(f"  {problem}", err=True)
 
 
-_web_option = click.option(
-    "--web", help="The hub's web address HOST:PORT (default $MIDIHUB_WEB or 127.0.0.1:8080)."
-)
-
-
 @main.command()
-@_web_option
+@hub_options
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON for scripts.")
 @click.option(
     "--token",
-    help="Token, when the hub's pages are private (default $MIDIHUB_TOKEN or ./midihub.token).",
+    help="Token, when the hub's pages are private (default $MIDIHUB_TOKEN, [web] token, "
+    "./midihub.token).",
 )
 @hub_errors()
-def status(web: str | None, as_json: bool, token: str | None) -> None:
+def status(hub: Hub, as_json: bool, token: str | None) -> None:
     """Who is connected to the running hub, with latency and loss."""
     from midihub.cli.status import render_status  # rich
 
-    secret = find_token(token)
-    ports = request(web, "/api/participants", token=secret)["ports"]
-    rows = request(web, "/api/latency", token=secret)
+    secret = find_token(token, hub=hub)
+    ports = request(hub, "/api/participants", token=secret)["ports"]
+    rows = request(hub, "/api/latency", token=secret)
     if as_json:
         click.echo(json.dumps({"ports": ports, "latency": rows}, indent=2))
         return
@@ -142,7 +165,7 @@ def status(web: str | None, as_json: bool, token: str | None) -> None:
 
 
 @main.command()
-@_web_option
+@hub_options
 @click.option("--port", "port", type=int, help="Hub port whose participants get the NoteOffs.")
 @click.option(
     "--range",
@@ -154,11 +177,13 @@ def status(web: str | None, as_json: bool, token: str | None) -> None:
 )
 @click.option("--channel", "channels", type=click.IntRange(1, 16), multiple=True)
 @click.option("--participant", help="Only this participant (an id from `midihub status --json`).")
-@click.option("--token", help="Control token (default $MIDIHUB_TOKEN or ./midihub.token).")
+@click.option(
+    "--token", help="Control token (default $MIDIHUB_TOKEN, [web] token, ./midihub.token)."
+)
 @click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the token.")
 @hub_errors(refused="panic refused: {message}", usage=(400,))
 def panic(
-    web: str | None,
+    hub: Hub,
     port: int | None,
     note_range: str,
     channels: tuple[int, ...],
@@ -176,7 +201,7 @@ def panic(
         body["channels"] = sorted(set(channels))
     if participant:
         body["participant"] = participant
-    result = request(web, "/api/panic", body=body, token=find_token(token, token_file))
+    result = request(hub, "/api/panic", body=body, token=find_token(token, token_file, hub))
     low, high = result["notes"]
     click.echo(
         inert(
@@ -187,23 +212,23 @@ def panic(
 
 
 @main.command()
-@_web_option
+@hub_options
 @click.argument("port")
 @click.option("--plain", is_flag=True, help="One line per event, for piping; no screen.")
 @click.option("--token", help="Token, when the hub's pages are private (web.public = false).")
 @hub_errors()
-def monitor(web: str | None, port: str, plain: bool, token: str | None) -> None:
+def monitor(hub: Hub, port: str, plain: bool, token: str | None) -> None:
     """Watch what arrives on hub PORT (number, or group/room name): held notes per
     channel, pedals, bend and a log of other events. q or Ctrl-C quits."""
     import asyncio
 
     from midihub.cli.monitor import resolve_port, run  # aiohttp
 
-    secret = find_token(token)
-    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    ports = request(web, "/api/participants", token=secret)["ports"]
+    secret = find_token(token, hub=hub)
+    headers = {"Authorization": f"Bearer {secret.value}"} if secret else {}
+    ports = request(hub, "/api/participants", token=secret)["ports"]
     number = resolve_port(ports, port)  # its error text is made printable there
-    url = f"{base_url(web)}/api/monitor?port={number}"
+    url = f"{hub.url}/api/monitor?port={number}"
     asyncio.run(run(url, headers, plain=plain, out=sys.stdout))
 
 

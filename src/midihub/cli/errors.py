@@ -21,6 +21,7 @@ from midihub.cli.client import HubBadAnswer, HubRefused, HubUnreachable
 from midihub.cli.printable import MESSAGE_WIDTH, printable
 
 REFUSED = "the hub refused: {message} (HTTP {status})"
+TOKEN_SOURCES = "--token, $MIDIHUB_TOKEN or [web] token in ./midihub.toml"
 
 
 class CommandError(Exception):
@@ -59,10 +60,15 @@ def hub_errors(refused: str = REFUSED, usage: Collection[int] = ()) -> Iterator[
         _fail(str(error), 1)
     except HubRefused as error:
         message = refused.format(message=inert(error), status=error.status)
+        if error.status == 401 and error.token is not None:
+            message += f" (the token sent came from {inert(error.token.origin)})"
+        elif error.status == 401:
+            message += f"; give the hub's token with {TOKEN_SOURCES}"
         _fail(message, 2 if error.status in usage else 1)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
         _fail(
             f"the hub's answer is not what this midihub expects "
-            f"({type(error).__name__}: {inert(error)}); is --web a midihub hub of this version?",
+            f"({type(error).__name__}: {inert(error)}); is the hub at that address a "
+            "midihub of this version?",
             1,
         )

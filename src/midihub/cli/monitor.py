@@ -101,6 +101,9 @@ class View:
                     lines.append(line)
                     if not kind.startswith("note_"):
                         self.log.append(line)
+        elif event == "panic":
+            lines = [f"{stamp(data['at'])} -- {printable(data['text'], MESSAGE_WIDTH)}"]
+            self.log.extend(lines)
         if "held" in data:
             self.held = data["held"]
         return lines

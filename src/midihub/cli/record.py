@@ -8,20 +8,20 @@ from typing import Any
 
 import click
 
-from midihub.cli.client import find_token, request
+from midihub.cli.client import Hub, find_token, request
 from midihub.cli.errors import hub_errors
+from midihub.cli.options import hub_options
 
-_web = click.option(
-    "--web", help="The hub's web address HOST:PORT (default $MIDIHUB_WEB or 127.0.0.1:8080)."
+_token = click.option(
+    "--token", help="Control token (default $MIDIHUB_TOKEN, [web] token, ./midihub.token)."
 )
-_token = click.option("--token", help="Control token (default $MIDIHUB_TOKEN or ./midihub.token).")
 # No such recording, or one in the wrong state for the request, is the caller's mistake.
 _errors = hub_errors(usage=(400, 404, 409))
 
 
-def _call(web: str | None, path: str, token: str | None = None, **options: Any) -> Any:
+def _call(hub: Hub, path: str, token: str | None = None, **options: Any) -> Any:
     """One API request; the long timeout covers a stop writing its SMF."""
-    return request(web, path, token=find_token(token), timeout=35.0, **options)
+    return request(hub, path, token=find_token(token, hub=hub), timeout=35.0, **options)
 
 
 def _size(size: int) -> str:
@@ -50,34 +50,35 @@ def record() -> None:
 
 
 @record.command("start")
-@_web
+@hub_options
 @_token
 @click.argument("port", type=int)
 @_errors
-def start(web: str | None, token: str | None, port: int) -> None:
+def start(hub: Hub, token: str | None, port: int) -> None:
     """Start recording the room or group of hub PORT; prints the recording's id."""
-    row = _call(web, "/api/recordings", token, body={"port": port})
+    row = _call(hub, "/api/recordings", token, body={"port": port})
     click.echo(f"recording {row['id']} started on port {row['port']} ({row['label']})")
 
 
 @record.command("stop")
-@_web
+@hub_options
 @_token
 @click.argument("recording_id")
 @_errors
-def stop(web: str | None, token: str | None, recording_id: str) -> None:
+def stop(hub: Hub, token: str | None, recording_id: str) -> None:
     """Stop a recording; its SMF is written before this returns."""
-    row = _call(web, f"/api/recordings/{recording_id}/stop", token, body={})
-    click.echo(_line(row))
+    row = _call(hub, f"/api/recordings/{recording_id}/stop", token, body={})
+    click.echo(f"stopped {_line(row)}")
+    click.echo(f"download it with `midihub record get {row['id']}`")
 
 
 @record.command("list")
-@_web
+@hub_options
 @click.option("--token", help="Token, when the hub's pages are private.")
 @_errors
-def list_(web: str | None, token: str | None) -> None:
+def list_(hub: Hub, token: str | None) -> None:
     """Recordings, newest first: id, port, start (UTC), duration, size, players."""
-    rows = _call(web, "/api/recordings", token)["recordings"]
+    rows = _call(hub, "/api/recordings", token)["recordings"]
     if not rows:
         click.echo("no recordings")
     for row in rows:
@@ -85,28 +86,28 @@ def list_(web: str | None, token: str | None) -> None:
 
 
 @record.command("get")
-@_web
+@hub_options
 @click.option("--token", help="Token, when the hub's pages are private.")
 @click.argument("recording_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: ID.mid")
 @_errors
-def get(web: str | None, token: str | None, recording_id: str, output: str | None) -> None:
+def get(hub: Hub, token: str | None, recording_id: str, output: str | None) -> None:
     """Download a recording's Standard MIDI File."""
-    data = _call(web, f"/api/recordings/{recording_id}/file", token, raw=True)
+    data = _call(hub, f"/api/recordings/{recording_id}/file", token, raw=True)
     target = Path(output or f"{recording_id}.mid")
     target.write_bytes(data)
     click.echo(f"{target}: {len(data)} bytes")
 
 
 @record.command("play")
-@_web
+@hub_options
 @_token
 @click.argument("recording_id")
 @click.argument("port", type=int)
 @_errors
-def play(web: str | None, token: str | None, recording_id: str, port: int) -> None:
+def play(hub: Hub, token: str | None, recording_id: str, port: int) -> None:
     """Replay a recording into hub PORT as a participant named after it."""
-    row = _call(web, f"/api/recordings/{recording_id}/play", token, body={"port": port})
+    row = _call(hub, f"/api/recordings/{recording_id}/play", token, body={"port": port})
     click.echo(
         f"replay {row['id']} of {row['recording']} playing into port {row['port']} "
         f"({_duration(row['duration'])}); stop it with `midihub record stop-replay {row['id']}`"
@@ -114,22 +115,22 @@ def play(web: str | None, token: str | None, recording_id: str, port: int) -> No
 
 
 @record.command("stop-replay")
-@_web
+@hub_options
 @_token
 @click.argument("replay_id")
 @_errors
-def stop_replay(web: str | None, token: str | None, replay_id: str) -> None:
+def stop_replay(hub: Hub, token: str | None, replay_id: str) -> None:
     """Stop a replay; what it holds is released."""
-    row = _call(web, f"/api/replays/{replay_id}/stop", token, body={})
+    row = _call(hub, f"/api/replays/{replay_id}/stop", token, body={})
     click.echo(f"replay {row['id']} of {row['recording']}: {row['state']}")
 
 
 @record.command("delete")
-@_web
+@hub_options
 @_token
 @click.argument("recording_id")
 @_errors
-def delete(web: str | None, token: str | None, recording_id: str) -> None:
+def delete(hub: Hub, token: str | None, recording_id: str) -> None:
     """Delete a recording's file."""
-    _call(web, f"/api/recordings/{recording_id}", token, method="DELETE")
+    _call(hub, f"/api/recordings/{recording_id}", token, method="DELETE")
     click.echo(f"deleted {recording_id}")

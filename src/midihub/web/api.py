@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -37,10 +38,11 @@ from midihub.web.guard import (
     shorten,
 )
 from midihub.web.metrics import CONTENT_TYPE, HistoryCollector, Metrics
-from midihub.web.monitor import Monitor
+from midihub.web.monitor import Monitor, panic_text
 from midihub.web.play import PlayApi
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("midihub.web")
 OPEN_PATHS = frozenset(  # no token: the home page, and what musicians joining from a browser use
     {"/", "/api/health", "/api/openapi.json", "/favicon.ico", "/play", "/api/play/ports"}
     | {"/api/play/ws"}
@@ -156,7 +158,7 @@ class Api:
 
     # -- access ------------------------------------------------------------------
 
-    def authorised(self, request: web.Request, *, query: bool = False) -> bool:
+    def given_token(self, request: web.Request, *, query: bool = False) -> str:
         """The token from a header; from ``?token=`` only when ``query`` (EventSource
         cannot send headers, so the read-only monitor stream may carry it in the URL)."""
         given = request.headers.get("X-Midihub-Token", "")
@@ -165,6 +167,10 @@ class Api:
             given = bearer[7:].strip()
         if not given and query:
             given = request.query.get("token", "")
+        return given
+
+    def authorised(self, request: web.Request, *, query: bool = False) -> bool:
+        given = self.given_token(request, query=query)
         return bool(given) and hmac.compare_digest(
             given.encode(errors="replace"), self.token.encode()
         )
@@ -178,6 +184,12 @@ class Api:
             if not self.authorised(request, query=query):
                 self.guard.counters.refused_token += 1
                 what = "control actions" if control else "this hub's pages"
+                if self.given_token(request, query=query):
+                    return error(
+                        401,
+                        f"wrong token: {what} need this hub's token (its log shows it at "
+                        "start, or it is web.token in its configuration)",
+                    )
                 return error(
                     401,
                     f"{what} need the hub's token in a header "
@@ -380,6 +392,15 @@ class Api:
             return error(400, str(exc))
         targets = self.hub.panic(
             port, note_range, self._hub_time(), channels=channels, participant=participant
+        )
+        whom = "everyone" if participant is None else repr(participant.name)
+        log.info(
+            "%s :%d: %s (%d participant(s)), asked from %s",
+            self.hub.endpoints[port].label,
+            port,
+            panic_text(note_range, channels, whom),
+            len(targets),
+            request.remote,
         )
         return web.json_response(
             {

@@ -15,14 +15,16 @@ import contextlib
 import json
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from midihub.hub import Endpoint, Hub, participant_id
+from midihub.hub.panic import Panicked
 from midihub.midi import messages as m
-from midihub.midi.notes import note_name
+from midihub.midi.notes import NoteRange, note_name
 from midihub.midi.state import ChannelState
 from midihub.rtp import Event, MidiReceived, PeerJoined, PeerLeft
 from midihub.rtp.limits import SourceCounts
@@ -88,6 +90,36 @@ def message_json(message: bytes) -> dict[str, Any]:
         "length": len(message),
         "kind": m.kind(message),
         "text": m.describe(message),
+    }
+
+
+def panic_text(note_range: NoteRange, channels: Sequence[int], whom: str) -> str:
+    """A panic in words, for the monitor's event list and the hub's log."""
+    on = (
+        "every channel"
+        if len(channels) == 16
+        else "channel " + ", ".join(str(c + 1) for c in channels)
+    )
+    name = note_range.name.title()
+    return f"panic: {name} ({note_range.low}-{note_range.high}) notes off on {on}, to {whom}"
+
+
+def panic_json(endpoint: Endpoint, event: Panicked) -> dict[str, Any]:
+    """A panic for the monitor's event list, with its line of text (``text``)."""
+    note_range = event.note_range
+    to = None
+    if not event.everyone:
+        to = {"id": participant_id(endpoint, event.who), "name": event.who.name}
+    return {
+        "type": "panic",
+        "at": time.time(),
+        "range": note_range.name.title(),
+        "notes": [note_range.low, note_range.high],
+        "channels": [c + 1 for c in event.channels],
+        "to": to,
+        "text": panic_text(
+            note_range, event.channels, "everyone" if to is None else repr(to["name"] or to["id"])
+        ),
     }
 
 
@@ -172,6 +204,8 @@ class Monitor:
             }
         elif isinstance(event, PeerJoined | PeerLeft):
             item = PARTICIPANTS
+        elif isinstance(event, Panicked):
+            item = panic_json(endpoint, event)
         else:
             return
         pending = self._pending.setdefault(port, [])
@@ -215,17 +249,21 @@ class Monitor:
     def _encode(self, port: int, items: list[dict[str, Any]]) -> bytes:
         """In arrival order: MIDI runs as one ``midi`` event each, a join or leave
         between them as a ``participants`` event (so a monitor prints who joined
-        before what they played)."""
+        before what they played), a panic as a ``panic`` event."""
         parts: list[bytes] = []
         events: list[dict[str, Any]] = []
         for index, item in enumerate(items):
-            if item is not PARTICIPANTS:
+            midi = item["type"] == "midi"
+            if midi:
                 events.append(item)
-            if (item is PARTICIPANTS or index == len(items) - 1) and events:
+            if (not midi or index == len(items) - 1) and events:
                 held = held_snapshot(self.hub, port)
                 parts.append(sse("midi", {"port": port, "events": events, "held": held}))
                 events = []
-            if item is PARTICIPANTS:
+            if item["type"] == "panic":
+                held = held_snapshot(self.hub, port)
+                parts.append(sse("panic", {**item, "port": port, "held": held}))
+            elif item is PARTICIPANTS:
                 parts.append(
                     sse(
                         "participants",

@@ -330,6 +330,11 @@ function connectMonitor() {
     }
     showHeld(d.held);
   });
+  source.addEventListener("panic", (e) => {
+    const d = JSON.parse(e.data);
+    log(`${new Date(d.at * 1000).toLocaleTimeString()}  ${d.text}`);
+    showHeld(d.held);
+  });
   source.onerror = () => setStatus("monitor: connection lost, retrying");
   source.onopen = () => setStatus("");
 }
