@@ -290,6 +290,13 @@ async def test_play_page_and_dashboard_load_without_console_errors(browser: Brow
             await dashboard.goto(url + "/")
             await dashboard.wait_for_load_state("networkidle")
             await expect(dashboard.locator("#nav-play")).to_have_attribute("href", "/play")
+            refused, _ = await open_play(context, url, f"?port={port}&key=wrong")
+            await refused.fill("#name", "Guess")
+            await expect(refused.locator(f"#port option[value='{port}']")).to_have_count(1)
+            await refused.select_option("#port", str(port))
+            await refused.click("#join")
+            # The player's words, not a raw close code such as "closed (4403)".
+            await expect(refused.locator("#state")).to_have_text("not joined: wrong room key")
             page, play_errors = await open_play(context, url, f"?port={port}&key=letmein")
             await page.wait_for_load_state("networkidle")
             await expect(page.locator("#key-label")).to_be_visible()

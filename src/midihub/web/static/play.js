@@ -15,6 +15,24 @@ const KEYMAP = {
 };
 const SENDER_BYTES = 2; // each frame from the hub starts with the sender's index (big-endian)
 const QUIET_CLOSE = new Set([4400, 4403, 4404, 4409, 4429, 1009]); // retrying would not help
+// What a close code means to the player (docs/protocol.md, the play page's wire).
+const CLOSED_BECAUSE = {
+  1001: "the hub is stopping",
+  1009: "disconnected: a message was too large",
+  4400: "not joined: the hub did not understand the join",
+  4403: "not joined: wrong room key",
+  4404: "not joined: this room is not open to browsers",
+  4408: "disconnected: the hub heard nothing from this page",
+  4409: "not joined: the room is full",
+  4410: "the hub closed this room to browsers",
+  4429: "disconnected: too many refused messages",
+  4503: "disconnected: this page could not keep up",
+};
+
+function closedLabel(code) {
+  if (code === 1000 || code === 1005) return "not connected";
+  return CLOSED_BECAUSE[code] || `connection closed (code ${code})`;
+}
 const STORE = { name: "midihub.play.name", input: "midihub.play.midiIn", output: "midihub.play.midiOut", sound: "midihub.play.sound", volume: "midihub.play.volume" };
 
 const synth = new window.Synth();
@@ -442,7 +460,7 @@ function connect(name, port, key) {
       setTimeout(() => { if (state.wanted) connect(name, port, key); }, wait * 1000);
     } else {
       state.wanted = false;
-      setConnection("closed", event.code === 1000 || event.code === 1005 ? "not connected" : `closed (${event.code})`);
+      setConnection("closed", closedLabel(event.code));
     }
   };
 }
