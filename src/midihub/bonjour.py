@@ -3,8 +3,8 @@ the service macOS Audio MIDI Setup, iOS, rtpMIDI and rtpmidid browse for, so a
 musician on the same network picks the hub from a list instead of typing ports.
 
 Uses ``zeroconf``'s asyncio API in the hub's loop, imported when an ``Advertiser``
-starts (about 5 MiB a hub that advertises nothing never loads). Advertising is best
-effort: a network without multicast only costs a warning, never the hub.
+starts (2.4 MiB of idle RSS that a hub advertising nothing never loads). Advertising
+is best effort: a network without multicast only costs a warning, never the hub.
 """
 
 from __future__ import annotations

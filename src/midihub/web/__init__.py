@@ -1,8 +1,8 @@
 """The hub's web side: JSON API (and dashboard), served from the hub's own loop.
 
 Its names load on first use (PEP 562): importing ``midihub.web.errors`` (``serve``
-catches ``WebError``) must not load aiohttp and prometheus-client, about 20 MiB a hub
-with ``[web] listen = ""`` never needs.
+catches ``WebError``) must not load aiohttp and prometheus-client, 13.6 MiB of idle
+RSS that a hub with ``[web] listen = ""`` never needs.
 """
 
 from __future__ import annotations
