@@ -248,3 +248,22 @@ def test_hub_and_net_know_no_pydantic_or_config() -> None:
         if inside(i.name, "pydantic", "midihub.config")
     ]
     assert wrong == []
+
+
+def test_serve_imports_the_web_and_bonjour_libraries_only_where_used() -> None:
+    """The app loads the web stack in ``_start_web`` and Bonjour's zeroconf when an
+    advertiser starts; ``midihub.web`` names its parts lazily, so importing its
+    ``errors`` (``serve`` catches ``WebError``) loads no aiohttp
+    (tests/test_startup_imports.py checks the running process)."""
+    features = ("aiohttp", "prometheus_client", "zeroconf", "mido")
+    eager = [i for i in from_("midihub.app", "midihub.bonjour") if i.module_level]
+    eager += [i for i in ALL_IMPORTS if i.module == "midihub.web" and i.module_level]
+    wrong = [
+        str(i)
+        for i in eager
+        if inside(i.name, *features)
+        or (inside(i.name, "midihub.web") and not inside(i.name, "midihub.web.errors"))
+    ]
+    assert wrong == []
+    cli = [i.name for i in from_("midihub.cli") if inside(i.name, "midihub.web")]
+    assert cli == ["midihub.web.errors.WebError"]  # serve's, inside the command

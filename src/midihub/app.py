@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from midihub import config as config_module
 from midihub.bonjour import Advertiser, advertise_addresses
@@ -25,11 +25,11 @@ from midihub.hub.joinlog import JoinLog
 from midihub.net import HubServer
 from midihub.record.manager import RecordingManager, default_directory
 from midihub.rtp import Event, LatencyMeasured
-from midihub.web import Api, WebServer
-from midihub.web.connections import ConnectionLimits
-from midihub.web.metrics import CountCollector
-from midihub.web.recordings import RecordingsApi
-from midihub.web.server import WebError
+from midihub.web.errors import WebError
+
+if TYPE_CHECKING:  # the web stack loads in ``_start_web``, only when the web is on
+    from midihub.web import Api, WebServer
+    from midihub.web.connections import ConnectionLimits
 
 log = logging.getLogger("midihub")
 
@@ -263,6 +263,8 @@ class App:
 
     def _connection_limits(self) -> ConnectionLimits:
         """The web port's caps from ``[web]``, at start and at each reload alike."""
+        from midihub.web.connections import ConnectionLimits
+
         settings = self.config.web
         return ConnectionLimits(
             per_source=settings.connections_per_ip,
@@ -276,6 +278,10 @@ class App:
         settings = self.config.web
         if not settings.listen:
             return
+        from midihub.web import Api, WebServer
+        from midihub.web.metrics import CountCollector
+        from midihub.web.recordings import RecordingsApi
+
         host, port = parse_listen(settings.listen)
         self.token = settings.token or self._generated_token()
         self.api = Api(

@@ -74,7 +74,7 @@ def serve(
     from midihub.cli import pidfile
     from midihub.config import ConfigError
     from midihub.net import BindError
-    from midihub.web.server import WebError
+    from midihub.web.errors import WebError
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr

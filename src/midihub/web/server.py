@@ -12,13 +12,10 @@ from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
 from midihub.web.connections import LOW_CAP, ConnectionLimits, ConnectionsCollector, Gate
+from midihub.web.errors import WebError
 
 log = logging.getLogger("midihub.web")
 BACKLOG = 128
-
-
-class WebError(OSError):
-    """The web port could not be opened, or its certificate not read; names which."""
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
