@@ -141,3 +141,21 @@ def test_the_heap_agrees_with_a_scan_of_every_session() -> None:
     net.leave(net.peers["c"])
     net.run_for(15.0, agrees)
     assert checks > 100
+
+
+def test_the_heap_keeps_no_more_than_its_live_sessions_need() -> None:
+    """Participants that join and leave before their timers come leave their entries
+    behind as stale: the heap drops them once they outnumber the live ones, so churn
+    cannot grow it without bound."""
+    net = MemNet(Hub(c.parse(GROUP_AND_ROOM).spec(), rng=seeded(3, "hub")), latency=0.0)
+    table = net.hub.endpoints[5060].table
+    net.add_peer("stays", 5060)
+    net.run_for(0.0)
+    for i in range(300):
+        peer = net.add_peer(f"p{i}", 5060)
+        net.run_for(0.0)
+        net.leave(peer)
+        net.run_for(0.0)
+        assert len(table._timers) <= 2 * len(table.sessions) + 64 + 1
+    assert [s.peer_name for s in table.established] == ["stays"]
+    assert table.next_deadline() == table.established[0].next_deadline()

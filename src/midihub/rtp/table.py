@@ -157,13 +157,12 @@ class SessionTable:
         """When ``tick`` next has something to do (None: no sessions). The earliest
         filed session is asked for its real deadline; if a timer of its has moved later
         since, it is filed again and the next one asked."""
-        timers = self._timers
         while (when := self._top()) is not None:
-            session = timers[0][2]
+            session = self._timers[0][2]
             deadline = session.next_deadline()
             if deadline == when:
                 return when
-            heapq.heappop(timers)
+            heapq.heappop(self._timers)
             self._file(session, deadline)
         return None
 
@@ -195,7 +194,7 @@ class SessionTable:
     def _compact(self) -> None:
         """Drop the stale entries (many sessions brought forward, or closed, before
         their filed times came)."""
-        self._timers = [
+        self._timers[:] = [
             entry
             for entry in self._timers
             if entry[0] == entry[2].scheduled and entry[2].state is not State.CLOSED
