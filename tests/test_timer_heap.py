@@ -12,7 +12,7 @@ import pytest
 from midihub import config as c
 from midihub.hub import Hub
 from midihub.rtp import PortKind, Session, encode_sections
-from tests.memnet import GROUP_AND_ROOM, LATENCY, MemNet
+from tests.memnet import GROUP_AND_ROOM, LATENCY, MemNet, Wire
 from tests.seeds import seeded
 
 IDLE_PORTS = [5100 + 2 * i for i in range(20)]  # 50 idle participants on each
@@ -105,32 +105,55 @@ def test_a_tick_visits_only_the_session_due(asked: Counter[Session]) -> None:
     assert sum(asked.values()) <= len(hub.endpoints)
 
 
+class LoseEveryFourthRtp:
+    """A rule: every fourth RTP datagram on the wire is lost (session packets arrive)."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, wire: Wire, position: int, count: int) -> list[float]:
+        if not wire.is_rtp:
+            return [0.0]
+        self.seen += 1
+        return [] if self.seen % 4 == 0 else [0.0]
+
+
 def test_the_heap_agrees_with_a_scan_of_every_session() -> None:
-    """Through joins, MIDI with guards and RS, lost clock syncs, timeouts, a reload
-    that shortens the timers, and leaves, each port's next deadline is the earliest
-    of its sessions' (what a scan of all of them said before the heap)."""
-    text = GROUP_AND_ROOM
-    net = MemNet(Hub(c.parse(text).spec(), rng=seeded(11, "hub")), seed=11)
-    hub = net.hub
+    """Through joins, MIDI with guards and RS, losses (repaired from journals, or
+    released after ``release_after`` for a sender without), lost clock syncs, a
+    timeout, a reload that shortens the timers, and leaves, each port's next deadline
+    is the earliest of its sessions' (what a scan of all of them said before the heap)."""
+    text = GROUP_AND_ROOM.replace("Jam = 5060", "Jam = { port = 5060, release_after = 0.5 }")
+    hub = Hub(c.parse(text).spec(), rng=seeded(11, "hub"))
+    net = MemNet(hub, rule=LoseEveryFourthRtp(), seed=11)
     checks = 0
 
     def agrees() -> bool:
         nonlocal checks
         for endpoint in hub.endpoints.values():
             table = endpoint.table
+            for session in table.sessions:  # filed no later than its deadline: never missed
+                assert session.scheduled <= session.next_deadline(), session
             scan = [s.next_deadline() for s in table.sessions]
-            assert table.next_deadline() == min(scan, default=None)
             wake = table.next_wake()
             assert (wake is None) == (not scan) and (wake is None or wake <= min(scan))
+            assert table.next_deadline() == min(scan, default=None)
         checks += 1
         return False
 
     for name, port in [("a", 5040), ("b", 5042), ("c", 5060), ("d", 5060), ("e", 5060)]:
-        net.add_peer(name, port)
+        net.add_peer(name, port, journal=name != "c")  # c: no journal, as rtpmidid
     net.run_for(5.0, agrees)
     for i in range(40):
         net.send(net.peers["abcde"[i % 5]], [bytes((0x90, 40 + i, 90))])
         net.run_for(0.013, agrees)
+    net.run_for(1.0, agrees)
+    for i in range(30):  # c alone: no guards to it, so only its own timers wake it
+        net.send(net.peers["c"], [bytes((0x90, 40 + i, 90))])
+        net.run_for(0.07, agrees)
+    net.run_for(1.0, agrees)
+    assert hub.endpoints[5060].table.counters.loss_releases > 0  # c's notes, after a loss
+    assert hub.endpoints[5042].journal_repairs + hub.endpoints[5060].journal_repairs > 0
     net.run_for(3.0, agrees)
     net.die(net.peers["d"])  # its clock syncs go unanswered: stale, then timed out
     reload = "ck_interval = 2.0\n" + text

@@ -341,8 +341,7 @@ class Session:
         if self.joined_at is None and self.state is State.ESTABLISHED:
             if self._admit is not None and not self._admit():
                 self.proven_at = now  # it receives at its address: a BY may go there
-                self.refused = True
-                self.reschedule()
+                self.refused = True  # the table ends it at once: no timer to file
                 return events
             self.joined_at = now
             events.append(PeerJoined(self.who))
