@@ -1,9 +1,15 @@
 """The hub's packet path without sockets: datagrams/s through ``Hub.receive`` +
 ``drain`` for the pair, room (16, all playing) and stage (a room of 16 where 2 play)
-shapes, and a cProfile of it (``--profile``).
+shapes, the pair again with 1000 idle participants on 20 other ports (idle), and a
+cProfile of it (``--profile``).
+
+The clock runs as on a live hub (``STEP`` apart, 4000 datagrams/s): the loop calls
+``Hub.tick`` when the deadline it was given is due, as ``net.server`` does with its one
+timer, so timers (guards, RS, clock sync) cost what they cost there.
 
 Complements ``run.py``: no kernel, no event loop, so a change to the sans-IO core
-shows up here undiluted. ``python bench/core.py [--profile pair|room|stage]``.
+shows up here undiluted. ``python bench/core.py [--profile pair|room|stage|idle]
+[--shapes ...]``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ from midihub.rtp import PortKind, SessionTable, encode_sections
 from tests.memnet import GROUP_AND_ROOM, MemNet
 
 CONFIG = GROUP_AND_ROOM
-SHAPES = ("pair", "room", "stage")
+SHAPES = ("pair", "room", "stage", "idle")
+IDLE_PORTS = [5100 + 2 * i for i in range(20)]  # 50 idle participants on each
+IDLE_CONFIG = CONFIG + "".join(f"Idle{i} = {port}\n" for i, port in enumerate(IDLE_PORTS))
+STEP = 0.00025  # simulated seconds between datagrams: 20 000 take 5 s, before idle CKs
+MAX_SLEEP = 1.0  # net.server's: the timer never sleeps longer
 
 
 class Wire(MemNet):
@@ -33,8 +43,8 @@ class Wire(MemNet):
     during setup; the measured loop then feeds the hub directly, so it times the hub's
     work alone."""
 
-    def __init__(self) -> None:
-        super().__init__(Hub(c.parse(CONFIG).spec(), rng=random.Random(7)), latency=0.0)
+    def __init__(self, config: str = CONFIG) -> None:
+        super().__init__(Hub(c.parse(config).spec(), rng=random.Random(7)), latency=0.0)
         self.run_for(10.0)
 
     def peer(self, name: str, port: int) -> SessionTable:
@@ -61,11 +71,16 @@ class Wire(MemNet):
 
 
 def scenario(shape: str) -> tuple[Wire, list[tuple[int, str, bytes]]]:
-    wire = Wire()
+    wire = Wire(IDLE_CONFIG if shape == "idle" else CONFIG)
     feed: list[tuple[int, str, bytes]] = []
-    if shape == "pair":
+    if shape in ("pair", "idle"):
         wire.peer("a", 5040)
         wire.peer("b", 5042)
+        if shape == "idle":  # they join, then say nothing: only their timers remain
+            for i in range(1000):
+                wire.add_peer(f"idle{i}", IDLE_PORTS[i % len(IDLE_PORTS)])
+            wire.run_for(0.0)
+            assert sum(len(wire.hub.endpoints[p].table.established) for p in IDLE_PORTS) == 1000
         feed = [(5040, "a", data) for data in wire.packets("a", 20_000)]
     elif shape == "room":
         names = [f"p{i}" for i in range(16)]
@@ -83,27 +98,41 @@ def scenario(shape: str) -> tuple[Wire, list[tuple[int, str, bytes]]]:
 
 
 def run(shape: str) -> float:
+    """Datagrams/s; between them the clock moves ``STEP`` on, and the hub's timers run
+    as ``net.server`` runs them: one wake-up, only ever brought forward by a drain's
+    ``pending_deadline``, and set from ``next_deadline`` after each tick."""
     wire, feed = scenario(shape)
     hub, now = wire.hub, wire.now
     addrs = {name: wire.data_addr(name) for name in wire.peers}
+    wake = min(hub.next_deadline() or now + MAX_SLEEP, now + MAX_SLEEP)
     start = time.perf_counter()
     for port, name, data in feed:
+        now += STEP
+        if now >= wake:
+            hub.tick(now)
+            for _ in hub.drain():
+                pass
+            wake = min(hub.next_deadline() or now + MAX_SLEEP, now + MAX_SLEEP)
         hub.receive(port, PortKind.DATA, data, addrs[name], now)
         for _ in hub.drain():
             pass
+        due = hub.pending_deadline
+        if due is not None and due < wake:
+            wake = due
     return len(feed) / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", choices=SHAPES)
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=SHAPES)
     args = parser.parse_args()
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, args.profile)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
         return
-    for shape in SHAPES:
+    for shape in args.shapes:
         best = max(run(shape) for _ in range(3))
         print(f"{shape}: {best:,.0f} datagrams in/s through the hub core")
 

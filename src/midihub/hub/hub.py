@@ -117,6 +117,7 @@ class Hub:
                 limits=config.limits,
                 now=now,
             )
+            self._dirty.add(endpoint)  # its timers may come sooner: the next drain says so
             for session in endpoint.table.established:
                 self._apply_journal_policy(endpoint, session)
             for guest in endpoint.guests:  # the same SysEx caps as the sessions, live
@@ -460,15 +461,22 @@ class Hub:
     # -- time ------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        """The timers due at ``now``: only the ports whose earliest filed session timer
+        has come are visited, and in them only the sessions due (``SessionTable.tick``)."""
         for endpoint in self.endpoints.values():
-            events = endpoint.table.tick(now)
+            table = endpoint.table
+            wake = table.next_wake()
+            if wake is None or now < wake:
+                continue
+            events = table.tick(now)
             if events:
                 self._handle(endpoint, events, now)
             self._dirty.add(endpoint)  # retries and clock syncs may be due
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do: the earliest session timer (guard
-        packets, RS, clock sync, retries, timeouts) or link retry; None: nothing."""
+        packets, RS, clock sync, retries, timeouts) or link retry; None: nothing. Each
+        port's is the top of its timer heap, not a scan of its sessions."""
         tables = [endpoint.table for endpoint in self.endpoints.values()]
         times = [t for table in tables if (t := table.next_deadline()) is not None]
         times += [link.next_attempt for link in self.links.values() if link.session is None]
@@ -488,13 +496,15 @@ class Hub:
     # -- output ----------------------------------------------------------------
 
     def drain(self) -> Iterator[Outgoing]:
-        """Everything due to be sent, removed endpoints' farewells included."""
+        """Everything due to be sent, removed endpoints' farewells included;
+        ``pending_deadline``: a time no later than the next timer of the ports it
+        drained (``SessionTable.next_wake``: the top of a heap, no session asked)."""
         dirty, self._dirty = self._dirty, set()
         deadline: float | None = None
         for endpoint in dirty:
             for kind, data, addr in endpoint.table.datagrams_to_send():
                 yield Outgoing(endpoint, kind, data, addr)
-            timer = endpoint.table.next_deadline()
+            timer = endpoint.table.next_wake()
             if timer is not None and (deadline is None or timer < deadline):
                 deadline = timer
         self.pending_deadline = deadline

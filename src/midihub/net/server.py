@@ -1,6 +1,8 @@
 """Runs a ``Hub`` on real sockets: one ``PortPair`` per endpoint, and one timer that is
 re-armed after every flush for the hub's next deadline (guard packets, RS, clock
-sync, retries), so nothing waits for a fixed tick."""
+sync, retries), so nothing waits for a fixed tick. A flush only brings it forward
+(``Hub.pending_deadline``: the top of each drained port's timer heap, no session asked,
+never later than the real deadline); after it fires it is set for ``next_deadline()``."""
 
 from __future__ import annotations
 

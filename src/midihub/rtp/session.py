@@ -5,6 +5,13 @@ origin); the datagrams it wants sent wait in its own outbox until
 ``datagrams_to_send()``, and ``next_deadline()`` says when to call ``tick`` next (the
 shape of aioquic's connection). See docs/protocol.md for the packet flows.
 
+Its table files it in a timer heap by that deadline, so a table never scans its
+sessions for one: whenever the session's state changes in a way that may bring a timer
+forward, it tells the table (``on_earlier``), and only then; a timer that moves later
+(a guard pushed back by the next packet, ``last_heard`` by the next datagram) leaves
+the filed time early, which costs one look when it comes (the table then files the
+session again at its real deadline).
+
 A session joins (``PeerJoined``) only once the peer has proved it receives at its
 address: it completed a clock-sync exchange echoing a timestamp we chose, and then only
 if its port has a place for it (``admit``: the table's one admission rule). Until then
@@ -15,6 +22,7 @@ invitation cannot turn the hub into a reflector (docs/security.md).
 from __future__ import annotations
 
 import enum
+import math
 import random
 import struct
 from collections.abc import Callable
@@ -86,6 +94,7 @@ MAX_RTT: Final = 10.0  # seconds; a CK answer claiming more is not a measurement
 _RTP: Final = struct.Struct("!BBHII")  # written into a shared packet buffer per receiver
 _CHECKPOINT: Final = struct.Struct("!H")
 _RANDOM: Final = random.SystemRandom()  # initial sequence number (RFC 3550 §5.1)
+TICKING: Final = -math.inf  # ``scheduled`` while its table ticks it (it files it after)
 
 
 class Role(enum.Enum):
@@ -193,6 +202,11 @@ class Session:
         self._guard_at: float | None = None
         self._guards = 0
         self._who: Who | None = None  # fixed when it joins (its name and address are known)
+        # Its table's timer heap: when the session is filed for (never later than
+        # ``next_deadline()``; inf: not filed) and whom to tell when a timer may come
+        # due before that. Both are the table's to set.
+        self.scheduled = math.inf
+        self.on_earlier: Callable[[Session, float], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -268,6 +282,7 @@ class Session:
             self.data_addr = addr
             if self.state is State.HALF_OPEN:
                 self._establish(now)
+                self.reschedule()
 
     def on_accept(self, packet: Invitation, kind: PortKind, addr: Address, now: float) -> bool:
         """Initiator side of OK. Returns True when this OK completed the handshake."""
@@ -279,10 +294,12 @@ class Session:
             self._move(State.INVITING_DATA)
             self._invite_attempts = 0
             self._send_invitation(now)
+            self.reschedule()
             return False
         if kind is PortKind.DATA and self.state is State.INVITING_DATA:
             self.data_addr = addr
             self._establish(now)
+            self.reschedule()
             return True
         return False
 
@@ -324,7 +341,7 @@ class Session:
         if self.joined_at is None and self.state is State.ESTABLISHED:
             if self._admit is not None and not self._admit():
                 self.proven_at = now  # it receives at its address: a BY may go there
-                self.refused = True
+                self.refused = True  # the table ends it at once: no timer to file
                 return events
             self.joined_at = now
             events.append(PeerJoined(self.who))
@@ -333,6 +350,7 @@ class Session:
         self.rtt = ticks / CLOCK_RATE
         self._ck_done += 1
         self._schedule_clock_sync(now)
+        self.reschedule()
         events.append(LatencyMeasured(self.who, self.rtt))
         return events
 
@@ -364,13 +382,17 @@ class Session:
             events.append(PacketsLost(self.who, gap))
             if journal is None and self._release_after is not None:
                 self._unrepaired.lost(self.held, now + self._release_after)
+                if self._unrepaired.deadline is not None:
+                    self._earlier(self._unrepaired.deadline)
             if journal is not None:
                 try:
                     repair = decode_journal(*journal)
                 except ProtocolError:
                     self._counters.journals_unreadable += 1  # the commands are still good
         if self._rs_due is None:
-            self._rs_due = now + RS_INTERVAL
+            self._rs_due = rs_due = now + RS_INTERVAL
+            if rs_due < self.scheduled:
+                self._earlier(rs_due)
         self.packets_received += 1
         assembled = self.intake.accept(commands, now)
         repaired = 0
@@ -416,7 +438,10 @@ class Session:
         if cursor is None:
             data = bytes(packet)
         else:
-            self._guard_at, self._guards = now + GUARD_FIRST, 0
+            self._guard_at = guard = now + GUARD_FIRST
+            self._guards = 0
+            if guard < self.scheduled:  # later than its filed time: nothing to tell
+                self._earlier(guard)
             if journal_at == len(packet):  # nothing to repair yet
                 cursor.sent(number, seq)
                 data = bytes(packet)
@@ -502,6 +527,8 @@ class Session:
         return self._limits.proof_intervals * self._settings.ck_interval
 
     def next_deadline(self) -> float:
+        """When ``tick`` next has something to do, computed from the timers (its table
+        asks only when a filed time comes, or when told of an earlier one)."""
         if self.state in (State.INVITING_CONTROL, State.INVITING_DATA):
             return self._next_invite
         if self.proven_at is None:
@@ -537,6 +564,19 @@ class Session:
         self._send(
             PortKind.DATA, packets.encode_clock(self.local_ssrc, 0, (ts1, 0, 0)), self.data_addr
         )
+        self.reschedule()
+
+    def reschedule(self) -> None:
+        """After a change that may bring any timer forward: tell the table if the
+        deadline is now before the time the session is filed for."""
+        if self.on_earlier is not None and self.scheduled != TICKING:
+            self._earlier(self.next_deadline())
+
+    def _earlier(self, when: float) -> None:
+        """A timer is now due at ``when``: tell the table if that is before the time
+        the session is filed for (a later one it finds out about when that comes)."""
+        if when < self.scheduled and self.on_earlier is not None:
+            self.on_earlier(self, when)
 
     def _schedule_clock_sync(self, now: float) -> None:
         """The initiator's opening burst keeps its pace; after it (and for any exchange
@@ -607,6 +647,7 @@ class Session:
         bucket keeps what this participant already spent."""
         self._limits = limits
         self.intake.configure(limits, now)
+        self.reschedule()  # shorter handshake or proof timers, or the settings' timers
 
     def on_feedback(self, sequence: int, size: int, now: float) -> None:
         """RS from the peer's own address: it has every packet up to ``sequence``, so

@@ -10,11 +10,18 @@ A session is bound to the addresses it came from: once known, its SSRC is honour
 only from its own control or data address, and BY or a data-port IN also need its
 initiator token. Invitations that never complete are limited per port and per
 source IP and expire on their own (docs/security.md).
+
+Timers: the table files each session in a heap by its deadline (``Session.scheduled``;
+the session tells the table when a change brings a timer forward), so ``tick`` visits
+only the sessions whose time has come and ``next_deadline`` looks at the heap's top,
+whatever the number of sessions: idle participants cost nothing per datagram.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 import random
 from collections.abc import Callable, Sequence
 
@@ -26,6 +33,7 @@ from midihub.rtp.limits import Counters, Drop, Limits, SourceLimiter, source_key
 from midihub.rtp.packets import Clock, Feedback, Invitation
 from midihub.rtp.recovery import MAX_DATAGRAM, RTP_HEADER, JournalCursor, share
 from midihub.rtp.session import (
+    TICKING,
     Address,
     Datagram,
     PortKind,
@@ -72,6 +80,11 @@ class SessionTable:
         self._by_public_id: dict[str, Session] = {}
         self._established: list[Session] | None = None  # see ``established``
         self._replies = SourceLimiter(self.limits.reject_rate, self.limits.reject_burst)
+        # Each live session's timer: (time it is filed for, order, session). An entry whose
+        # time is no longer the session's ``scheduled``, or whose session closed, is stale
+        # and skipped when it reaches the top (``_top``).
+        self._timers: list[tuple[float, int, Session]] = []
+        self._order = itertools.count()
 
     def configure(
         self,
@@ -93,7 +106,7 @@ class SessionTable:
         for session in self.sessions:
             if session.local_name == self.name:
                 session.local_name = name
-            session.use_limits(limits, now)
+            session.use_limits(limits, now)  # its timers may come sooner: it refiles
         self.name = name
         self.max_sessions = max_sessions
         self.limits = limits
@@ -141,9 +154,52 @@ class SessionTable:
         return out
 
     def next_deadline(self) -> float | None:
-        """When ``tick`` next has something to do (None: no sessions)."""
-        deadlines = [s.next_deadline() for s in self.sessions]  # a list: faster than a genexpr
-        return min(deadlines) if deadlines else None
+        """When ``tick`` next has something to do (None: no sessions). The earliest
+        filed session is asked for its real deadline; if a timer of its has moved later
+        since, it is filed again and the next one asked."""
+        while (when := self._top()) is not None:
+            session = self._timers[0][2]
+            deadline = session.next_deadline()
+            if deadline == when:
+                return when
+            heapq.heappop(self._timers)
+            self._file(session, deadline)
+        return None
+
+    def next_wake(self) -> float | None:
+        """A time no later than ``next_deadline()``, without asking any session: the
+        earliest filed time (a wake-up then may find that timer moved later, and
+        ``tick`` files it again). What ``Hub.drain`` reports after every datagram."""
+        return self._top()
+
+    def _top(self) -> float | None:
+        """The earliest filed time, stale entries dropped on the way."""
+        timers = self._timers
+        while timers:
+            when, _, session = timers[0]
+            if when == session.scheduled and session.state is not State.CLOSED:
+                return when
+            heapq.heappop(timers)
+        return None
+
+    def _file(self, session: Session, when: float) -> None:
+        """File ``session`` for ``when`` (its ``on_earlier``: only ever brought forward
+        between ticks; the older entry goes stale)."""
+        session.scheduled = when
+        timers = self._timers
+        heapq.heappush(timers, (when, next(self._order), session))
+        if len(timers) > 2 * (len(self._by_peer) + len(self._by_token)) + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the stale entries (many sessions brought forward, or closed, before
+        their filed times came)."""
+        self._timers[:] = [
+            entry
+            for entry in self._timers
+            if entry[0] == entry[2].scheduled and entry[2].state is not State.CLOSED
+        ]
+        heapq.heapify(self._timers)
 
     # -- input -----------------------------------------------------------------
 
@@ -381,6 +437,8 @@ class SessionTable:
             initial_sequence=self._rng.getrandbits(16),
             admit=self.has_room,
         )
+        session.on_earlier = self._file
+        self._file(session, session.next_deadline())
         self._by_public_id[session.public_id] = session
         self._touched.append(session)
         return session
@@ -442,20 +500,32 @@ class SessionTable:
         session.sync_clock(now)
 
     def tick(self, now: float) -> list[Event]:
+        """The timers due at ``now``: only the sessions filed for ``now`` or earlier are
+        visited; each is filed again at its next deadline."""
         events: list[Event] = []
-        for session in self.sessions:
-            if now < session.next_deadline():
-                continue
-            self._touched.append(session)
-            released = session.release_unrepaired(now)
-            if released is not None:
-                events.append(released)
-            reason = session.tick(now)
-            if reason is not None:
-                if reason is LeaveReason.HANDSHAKE_TIMEOUT:
-                    self.counters.drop(Drop.HANDSHAKE_TIMEOUT)
-                self._forget(session)
-                events += self._ended(session, reason, bye=reason is LeaveReason.TIMEOUT)
+        timers = self._timers
+        due: list[Session] = []
+        while timers and timers[0][0] <= now:
+            when, _, session = heapq.heappop(timers)
+            if when == session.scheduled and session.state is not State.CLOSED:
+                session.scheduled = TICKING  # what it changes now, it is filed for after
+                due.append(session)
+        for session in due:
+            deadline = session.next_deadline()
+            if now >= deadline:
+                self._touched.append(session)
+                released = session.release_unrepaired(now)
+                if released is not None:
+                    events.append(released)
+                reason = session.tick(now)
+                if reason is not None:
+                    if reason is LeaveReason.HANDSHAKE_TIMEOUT:
+                        self.counters.drop(Drop.HANDSHAKE_TIMEOUT)
+                    self._forget(session)
+                    events += self._ended(session, reason, bye=reason is LeaveReason.TIMEOUT)
+                    continue
+                deadline = session.next_deadline()
+            self._file(session, deadline)
         return events
 
     def disconnect(self, session: Session, reason: LeaveReason = LeaveReason.CLOSED) -> list[Event]:
