@@ -382,6 +382,20 @@ def brief(result: dict[str, Any]) -> str:
 METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
+HAND_WRITTEN = "<!-- Hand-written sections below (other benchmarks): bench/run.py keeps them. -->"
+
+
+def write_markdown(path: Path, generated: str) -> None:
+    """``generated`` as the page, keeping whatever follows the ``HAND_WRITTEN`` marker
+    (the sans-IO core, recording and memory benchmarks are run by their own commands)."""
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        if HAND_WRITTEN in old:
+            kept = "\n" + old[old.index(HAND_WRITTEN) :]
+    path.write_text(generated + "\n" + kept)
+
+
 def scrape_metrics(web: str) -> dict[str, float]:
     """``/metrics`` as {name{labels}: value}; empty when it cannot be read."""
     try:
@@ -1306,7 +1320,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         md_path = args.markdown or ROOT / "docs" / "benchmarks.md"
-        md_path.write_text(markdown(json.loads(args.render.read_text())) + "\n")
+        write_markdown(md_path, markdown(json.loads(args.render.read_text())))
         log(f"wrote {md_path}")
         return
     started = time.monotonic()
@@ -1358,7 +1372,7 @@ def main() -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path.write_text(markdown(report) + "\n")
+    write_markdown(md_path, markdown(report))
     log(f"done in {report['runtime_s']:.0f} s: {json_path}, {md_path}")
 
 
