@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from midihub.hub.spec import EndpointSpec, HubSpec, LinkSpec
-from midihub.rtp.limits import Limits
+from midihub.rtp.limits import Limits, unmapped
 
 DEFAULT_GROUPS: dict[str, tuple[int, int]] = {"GroupOne": (5040, 5042), "GroupTwo": (5050, 5052)}
 SEARCH_PATHS = ("midihub.toml", "midiports")
@@ -112,9 +112,7 @@ def is_loopback(host: str) -> bool:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
+    return unmapped(address).is_loopback
 
 
 def parse_listen(text: str) -> tuple[str, int]:

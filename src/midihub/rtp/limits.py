@@ -80,6 +80,16 @@ class Counters:
         self.drops[reason] = self.drops.get(reason, 0) + count
 
 
+def unmapped(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4-mapped IPv6 address (``::ffff:192.0.2.7``, what a dual-stack socket
+    reports for an IPv4 peer) as the IPv4 address it is; any other unchanged."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def source_key(host: object) -> str:
     """Whom a per-source limit counts against: an IPv4 address, or an IPv6 /64 (one
     host usually holds a whole /64, so per-address limits would not hold there)."""
@@ -88,9 +98,8 @@ def source_key(host: object) -> str:
         address = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return text or "?"
+    address = unmapped(address)
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from midihub.config import IPNetwork
+from midihub.rtp.limits import unmapped
 
 Address = tuple[str, int]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,9 +49,7 @@ def _ip(text: str) -> IPAddress | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    return unmapped(address)
 
 
 def node(text: str) -> tuple[IPAddress, int] | None:
