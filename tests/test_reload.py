@@ -90,25 +90,7 @@ def test_a_changed_reject_rate_reaches_the_no_reply_limiter() -> None:
     assert net.hub.endpoints[5060].table.counters.drops[Drop.REPLY_LIMITED] == 22
 
 
-def test_a_tightened_sysex_rate_limits_a_live_session() -> None:
-    net = make_net()
-    join(net, "attacker", 5060)
-    join(net, "listener", 5060)
-    sysex = b"\xf0" + bytes(998) + b"\xf7"  # 1000 bytes
-    reload(net, limits("sysex_rate = 16.0\n"))
-    for _ in range(100):  # 10 KB/s for 10 s: well under the old 64 KiB/s
-        net.send(peer(net, "attacker"), [sysex])
-        net.flush_hub()
-        net.run_for(0.1)
-    heard = peer(net, "listener").heard
-    # What was left of the 64 KiB burst passes, then 16 B/s: one more in 10 s at most.
-    assert 60 <= len(heard) <= 66
-    assert net.hub.endpoints[5060].table.counters.drops[Drop.SYSEX_RATE] == 100 - len(heard)
-
-
-class _Browser(Guest):
-    """A guest whose transport is nothing: what it plays is what matters here."""
-
+class Player(Guest):
     transport = "test"
 
     def deliver(self, commands: Sequence[Command], now: float) -> None:
@@ -118,19 +100,35 @@ class _Browser(Guest):
         pass
 
 
-def test_a_tightened_sysex_rate_limits_a_live_guest_too() -> None:
+@pytest.mark.parametrize("kind", ["session", "browser"])
+def test_a_tightened_sysex_rate_limits_a_live_participant(kind: str) -> None:
+    """RTP sessions and browsers share one SysEx intake, and a reload reaches both."""
     net = make_net()
-    join(net, "listener", 5060)
-    guest = _Browser("browser", ("192.0.2.7", 4242), net.now)
-    assert net.hub.admit(5060, guest, net.now) is None
-    sysex = b"\xf0" + bytes(998) + b"\xf7"
+    listener = "listener"
+    if kind == "session":
+        join(net, "attacker", 5060)
+        join(net, listener, 5060)
+
+        def play(message: bytes) -> None:
+            net.send(peer(net, "attacker"), [message])
+
+    else:
+        join(net, listener, 5060)
+        guest = Player("browser", ("192.0.2.7", 4242), net.now)
+        assert net.hub.admit(5060, guest, net.now) is None
+
+        def play(message: bytes) -> None:
+            net.hub.play(guest, [(0, message)], net.now)
+
+    sysex = b"\xf0" + bytes(998) + b"\xf7"  # 1000 bytes
     reload(net, limits("sysex_rate = 16.0\n"))
     for _ in range(100):  # 10 KB/s for 10 s: well under the old 64 KiB/s
-        net.hub.play(guest, [(0, sysex)], net.now)
+        play(sysex)
         net.flush_hub()
         net.run_for(0.1)
-    heard = peer(net, "listener").heard
-    assert 60 <= len(heard) <= 66  # the rest of the 64 KiB burst, then 16 B/s
+    heard = peer(net, listener).heard
+    # What was left of the 64 KiB burst passes, then 16 B/s: one more in 10 s at most.
+    assert 60 <= len(heard) <= 66
     assert net.hub.endpoints[5060].table.counters.drops[Drop.SYSEX_RATE] == 100 - len(heard)
 
 
@@ -282,16 +280,6 @@ async def test_the_running_hub_applies_what_it_can_and_names_what_needs_a_restar
     finally:
         app.stop()
         await asyncio.wait_for(running, 15)
-
-
-class Player(Guest):
-    transport = "test"
-
-    def deliver(self, commands: Sequence[Command], now: float) -> None:
-        pass
-
-    def close(self, reason: LeaveReason) -> None:
-        pass
 
 
 async def test_the_running_hub_follows_a_rooms_record_and_keeps_its_bind_address(
