@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from midihub.hub.spec import EndpointSpec, HubSpec, LinkSpec
+from midihub.hub.spec import EndpointSpec, HubSpec, LinkSpec, Midi2Spec
 from midihub.rtp.limits import Limits, unmapped
 
 DEFAULT_GROUPS: dict[str, tuple[int, int]] = {"GroupOne": (5040, 5042), "GroupTwo": (5050, 5052)}
@@ -39,6 +39,12 @@ def _check_port(port: int) -> int:
     return port
 
 
+def _check_midi2_port(port: int | None) -> int | None:
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 1..65535")
+    return port
+
+
 RecordMode = Literal["off", "auto"]
 
 
@@ -55,7 +61,10 @@ class _PortOptions(_Strict):
     journal: bool = Field(default=True, description="recovery journals to its peers")
     browser: bool = Field(default=False, description="browsers may join from /play")
     key: str | None = Field(
-        default=None, min_length=4, max_length=128, description="browsers need it (the link has it)"
+        default=None,
+        min_length=4,
+        max_length=128,
+        description="browsers need it, and Network MIDI 2.0 clients (its shared secret)",
     )
     release_after: float | None = Field(
         default=None,
@@ -71,6 +80,8 @@ class GroupConfig(_PortOptions):
 
     in_port: int = Field(alias="in")
     out_port: int = Field(alias="out")
+    midi2_in: int | None = Field(default=None, description="Network MIDI 2.0 UDP port of in")
+    midi2_out: int | None = Field(default=None, description="Network MIDI 2.0 UDP port of out")
 
     @model_validator(mode="before")
     @classmethod
@@ -84,12 +95,14 @@ class GroupConfig(_PortOptions):
         return value
 
     _ports = field_validator("in_port", "out_port")(_check_port)
+    _midi2 = field_validator("midi2_in", "midi2_out")(_check_midi2_port)
 
 
 class RoomConfig(_PortOptions):
     """One port; everyone hears everyone else, never their own echo."""
 
     port: int
+    midi2: int | None = Field(default=None, description="Network MIDI 2.0 UDP port")
 
     @model_validator(mode="before")
     @classmethod
@@ -101,6 +114,7 @@ class RoomConfig(_PortOptions):
         return value
 
     _port = field_validator("port")(_check_port)
+    _midi2 = field_validator("midi2")(_check_midi2_port)
 
 
 def is_loopback(host: str) -> bool:
@@ -293,6 +307,49 @@ class MdnsConfig(_Strict):
         raise ValueError(f'expected true, false or "auto", not {_as_written(value)}')
 
 
+class Midi2Config(_Strict):
+    """What every Network MIDI 2.0 port shares (a room's or group's ``key`` is its shared
+    secret; ``users`` may join any Network MIDI 2.0 port with their password)."""
+
+    fec: int = Field(
+        default=3, ge=0, le=10, description="earlier UMP Data commands repeated in each datagram"
+    )
+    ping_interval: float = Field(
+        default=5.0, gt=0, le=60, description="seconds between pings (the RTT shown)"
+    )
+    product_id: str = Field(
+        default="",
+        max_length=42,
+        pattern=r"^[\x20-\x7e]*$",
+        description="ProductInstanceId in replies and Bonjour; empty: the hub name and the port",
+    )
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=256,
+        description="user = password: user authentication on every Network MIDI 2.0 port",
+    )
+
+    @field_validator("users")
+    @classmethod
+    def _users(cls, value: dict[str, str]) -> dict[str, str]:
+        for user, password in value.items():
+            if not user or len(user.encode()) > 64 or not user.isprintable():
+                raise ValueError(
+                    f"user {user!r}: a user name is 1 to 64 bytes of printable characters"
+                )
+            if not 8 <= len(password) <= 128:
+                raise ValueError(f"user {user!r}: a password is 8 to 128 characters")
+        return value
+
+    def spec(self) -> Midi2Spec:
+        return Midi2Spec(
+            fec=self.fec,
+            ping_interval=self.ping_interval,
+            product_id=self.product_id,
+            users=tuple(self.users.items()),
+        )
+
+
 class StatsConfig(_Strict):
     """Latency history."""
 
@@ -364,6 +421,7 @@ class HubConfig(_Strict):
     mdns: MdnsConfig = Field(default_factory=MdnsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
+    midi2: Midi2Config = Field(default_factory=Midi2Config)
 
     def with_overrides(self, *, web: str | None = None, db: str | None = None) -> HubConfig:
         """Command-line options win over the file (``--web``, ``--db``)."""
@@ -392,7 +450,10 @@ class HubConfig(_Strict):
         """Every port pair the hub listens on, with its role."""
         specs: list[EndpointSpec] = []
         for name, group in self.groups.items():
-            for port, role in ((group.in_port, "in"), (group.out_port, "out")):
+            for port, role, midi2 in (
+                (group.in_port, "in", group.midi2_in),
+                (group.out_port, "out", group.midi2_out),
+            ):
                 specs.append(
                     EndpointSpec(
                         port,
@@ -403,6 +464,7 @@ class HubConfig(_Strict):
                         browser=group.browser,
                         key=group.key,
                         release_after=group.release_after,
+                        midi2=midi2,
                     )
                 )
         for name, room in self.rooms.items():
@@ -416,6 +478,7 @@ class HubConfig(_Strict):
                     browser=room.browser,
                     key=room.key,
                     release_after=room.release_after,
+                    midi2=room.midi2,
                 )
             )
         return specs
@@ -433,6 +496,7 @@ class HubConfig(_Strict):
             limits=self.limits.spec(),
             endpoints=tuple(self.endpoints()),
             links=tuple(link.spec() for link in self.links),
+            midi2=self.midi2.spec(),
         )
 
 
@@ -621,6 +685,7 @@ def _cross_check(config: HubConfig, text: str) -> list[str]:
                     f"{owners[neighbour]} ({neighbour}-{neighbour + 1})"
                 )
         owners[spec.port] = field
+    problems += _check_midi2_ports(config, text, owners)
     seen_links: set[tuple[str, int, int]] = set()
     for index, link in enumerate(config.links):
         where = _line_of(text, ["remote"]) if len(config.links) == 1 else ""
@@ -639,7 +704,36 @@ def _cross_check(config: HubConfig, text: str) -> list[str]:
     return problems
 
 
-def _field_of(spec: EndpointSpec) -> str:
+def _check_midi2_ports(config: HubConfig, text: str, rtp: dict[int, str]) -> list[str]:
+    """A Network MIDI 2.0 port is one UDP port of its own: never another's, nor either
+    port of an RTP MIDI pair (``rtp``: control port → its field)."""
+    problems: list[str] = []
+    used: dict[int, str] = {}
+    for spec in config.endpoints():
+        port = spec.midi2
+        if port is None:
+            continue
+        field = _field_of(spec, midi2=True)
+        where = _line_of(text, [spec.owner])
+        if port in used:
+            what: str | None = used[port]
+        elif port in rtp:
+            what = rtp[port]
+        elif port - 1 in rtp:
+            what = f"{rtp[port - 1]} (its RTP data port)"
+        else:
+            what = None
+        if what is not None:
+            problems.append(f"{where}{field}: port {port} is already used by {what}")
+        used.setdefault(port, field)
+    return problems
+
+
+def _field_of(spec: EndpointSpec, *, midi2: bool = False) -> str:
+    if midi2:
+        owner = "rooms" if spec.role == "room" else "groups"
+        suffix = "midi2" if spec.role == "room" else f"midi2_{spec.role}"
+        return f"{owner}.{spec.owner}.{suffix}"
     if spec.role == "room":
         return f"rooms.{spec.owner}"
     return f"groups.{spec.owner}.{spec.role}"

@@ -133,7 +133,8 @@ def config_check(file: str) -> None:
         sys.exit(1)
     click.echo(f"{file}: OK")
     for spec in config.endpoints():
-        click.echo(f"  {spec.port}/{spec.port + 1}  {spec.label}")
+        midi2 = "" if spec.midi2 is None else f"  (Network MIDI 2.0: {spec.midi2})"
+        click.echo(f"  {spec.port}/{spec.port + 1}  {spec.label}{midi2}")
 
 
 def _report(error: ConfigError) -> None:

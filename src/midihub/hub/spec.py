@@ -26,9 +26,11 @@ class EndpointSpec:
     browser: bool = False  # browsers may join it over WebSocket (/play)
     key: str | None = None  # ... when they know this
     release_after: float | None = None  # seconds: notes stuck by a loss without journal
+    midi2: int | None = None  # its Network MIDI 2.0 UDP port (``key``: the shared secret)
 
     def __repr__(self) -> str:  # never the key (logs, tracebacks)
-        return f"EndpointSpec({self.port}, {self.label!r}, browser={self.browser})"
+        midi2 = "" if self.midi2 is None else f", midi2={self.midi2}"
+        return f"EndpointSpec({self.port}, {self.label!r}, browser={self.browser}{midi2})"
 
     @property
     def label(self) -> str:
@@ -56,6 +58,19 @@ class LinkSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Midi2Spec:
+    """``[midi2]``: what every Network MIDI 2.0 port of the hub shares."""
+
+    fec: int = 3  # previous UMP Data commands repeated in each datagram
+    ping_interval: float = 5.0  # seconds between pings (the RTT the API shows)
+    product_id: str = ""  # the hub's ProductInstanceId; empty: the hub name and the port
+    users: tuple[tuple[str, str], ...] = ()  # (user, password) for user authentication
+
+    def __repr__(self) -> str:  # never a password (logs, tracebacks)
+        return f"Midi2Spec(fec={self.fec}, users={len(self.users)})"
+
+
+@dataclass(frozen=True, slots=True)
 class HubSpec:
     name: str = "midihub"
     bind: str = "0.0.0.0"
@@ -67,6 +82,7 @@ class HubSpec:
     limits: Limits = field(default_factory=Limits)
     endpoints: tuple[EndpointSpec, ...] = ()
     links: tuple[LinkSpec, ...] = ()
+    midi2: Midi2Spec = field(default_factory=Midi2Spec)
 
     def group_ports(self, owner: str) -> tuple[int, int] | None:
         """A group's (in, out) ports; None for a room or an unknown name."""
