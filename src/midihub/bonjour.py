@@ -1,6 +1,8 @@
 """Bonjour (mDNS/DNS-SD) advertisement of the hub's ports as ``_apple-midi._udp``,
 the service macOS Audio MIDI Setup, iOS, rtpMIDI and rtpmidid browse for, so a
-musician on the same network picks the hub from a list instead of typing ports.
+musician on the same network picks the hub from a list instead of typing ports; and
+of its Network MIDI 2.0 ports as ``_midi2._udp`` (TXT ``UMPEndpointName`` and
+``ProductInstanceId``), which Windows MIDI Services and other MIDI 2.0 clients browse for.
 
 Uses ``zeroconf``'s asyncio API in the hub's loop, imported when an ``Advertiser``
 starts (2.4 MiB of idle RSS that a hub advertising nothing never loads). Advertising
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("midihub.bonjour")
 
 SERVICE_TYPE = "_apple-midi._udp.local."
+MIDI2_SERVICE_TYPE = "_midi2._udp.local."
 MAX_LABEL = 63  # bytes in one DNS label
 
 
@@ -68,13 +71,20 @@ def instance_name(name: str) -> str:
     return encoded.decode(errors="ignore").rstrip(".") or "midihub"
 
 
+Wanted = Mapping[int, tuple[str, dict[str, str]]]
+"""Services of one type: port → (instance name, TXT properties)."""
+
+
 class Advertiser:
-    """One ``_apple-midi._udp`` service per hub port, kept in step with the config."""
+    """One ``_apple-midi._udp`` service per hub port and one ``_midi2._udp`` per
+    Network MIDI 2.0 port, kept in step with the config."""
 
     def __init__(self, addresses: list[str]) -> None:
         self.addresses = addresses
-        self.services: dict[int, ServiceInfo] = {}
-        self._names: dict[int, str] = {}  # port → the session name it was asked for
+        self.services: dict[int, ServiceInfo] = {}  # _apple-midi._udp, by control port
+        self.midi2_services: dict[int, ServiceInfo] = {}  # _midi2._udp, by UDP port
+        # What each service was asked for (name, TXT): a change re-announces it.
+        self._asked: dict[tuple[str, int], tuple[str, dict[str, str]]] = {}
         self._zeroconf: AsyncZeroconf | None = None
         self._syncing = asyncio.Lock()  # one sync at a time: each awaits the network
         self._server = f"midihub-{socket.gethostname().split('.')[0] or 'host'}.local."
@@ -90,32 +100,41 @@ class Advertiser:
         )
         self._zeroconf = AsyncZeroconf(interfaces=self.addresses, ip_version=version)
 
-    async def sync(self, services: Mapping[int, str]) -> None:
-        """Announce ``services`` (control port → session name); withdraw the rest, and
-        a port's service whose name changed (a reload renamed it), announced anew.
+    async def sync(
+        self, services: Mapping[int, str], midi2: Mapping[int, tuple[str, str]] | None = None
+    ) -> None:
+        """Announce ``services`` (control port → session name) and ``midi2`` (Network
+        MIDI 2.0 port → endpoint name, product instance id); withdraw the rest, and a
+        port's service whose name changed (a reload renamed it), announced anew.
         Calls wait for each other: a reload during the start would otherwise register
         a port twice (the second under a changed name)."""
+        apple = {port: (name, {"session": name}) for port, name in services.items()}
+        midi2_txt = {
+            port: (name, {"UMPEndpointName": name, "ProductInstanceId": product})
+            for port, (name, product) in (midi2 or {}).items()
+        }
         async with self._syncing:
-            await self._sync(services)
+            await self._sync(SERVICE_TYPE, self.services, apple)
+            await self._sync(MIDI2_SERVICE_TYPE, self.midi2_services, midi2_txt)
 
-    async def _sync(self, services: Mapping[int, str]) -> None:
+    async def _sync(self, kind: str, registered: dict[int, ServiceInfo], wanted: Wanted) -> None:
         from zeroconf import NonUniqueNameException, ServiceInfo
 
         zeroconf = self._zeroconf
         if zeroconf is None:
             return
-        for port, info in list(self.services.items()):
-            if services.get(port) != self._names[port]:
-                del self.services[port], self._names[port]
+        for port, info in list(registered.items()):
+            if wanted.get(port) != self._asked[kind, port]:
+                del registered[port], self._asked[kind, port]
                 await zeroconf.async_unregister_service(info)
-        for port, name in services.items():
-            if port in self.services:
+        for port, (name, properties) in wanted.items():
+            if port in registered:
                 continue
             info = ServiceInfo(
-                SERVICE_TYPE,
-                f"{instance_name(name)}.{SERVICE_TYPE}",
+                kind,
+                f"{instance_name(name)}.{kind}",
                 port=port,
-                properties={"session": name},
+                properties=properties,
                 server=self._server,
                 parsed_addresses=self.addresses,
             )
@@ -124,10 +143,10 @@ class Advertiser:
             except NonUniqueNameException:
                 log.warning("Bonjour: the name %r is taken on this network", name)
                 continue
-            if info.name != f"{instance_name(name)}.{SERVICE_TYPE}":
+            if info.name != f"{instance_name(name)}.{kind}":
                 log.info("Bonjour: %r was taken; advertised as %r", name, info.name)
-            self.services[port] = info
-            self._names[port] = name
+            registered[port] = info
+            self._asked[kind, port] = (name, properties)
 
     async def close(self) -> None:
         """Withdraw everything (goodbye packets) and stop answering."""
@@ -136,5 +155,6 @@ class Advertiser:
             return
         await zeroconf.async_unregister_all_services()
         self.services.clear()
-        self._names.clear()
+        self.midi2_services.clear()
+        self._asked.clear()
         await zeroconf.async_close()

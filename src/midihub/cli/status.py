@@ -34,6 +34,13 @@ def _port(port: Any, labels: dict[Any, Any]) -> str:
     return printable(f"{port} {labels.get(port, '')}".strip())
 
 
+def _address(row: dict[str, Any]) -> str:
+    """Where it is, and how it joined when that is not RTP MIDI (as the dashboard shows)."""
+    transport = row.get("transport")
+    address = printable(row["address"])
+    return address if transport in (None, "rtp") else f"{address} · {printable(transport)}"
+
+
 def render_status(
     ports: list[dict[str, Any]], rows: list[dict[str, Any]], console: Console | None = None
 ) -> None:
@@ -58,7 +65,7 @@ def render_status(
             cells = [
                 printable(row["name"] or "(unnamed)"),
                 _port(row["port"], labels),
-                printable(row["address"]),
+                _address(row),
                 _duration(row.get("connectedFor")),
                 _ms(row["lastLatency"]),
                 _ms(row["averageLatency"]),
