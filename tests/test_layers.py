@@ -20,8 +20,9 @@ ROOT = "midihub"
 ALLOWED: dict[str, set[str]] = {
     "midihub.midi": set(),
     "midihub.rtp": {"midihub.midi"},
+    "midihub.midi2": {"midihub.midi", "midihub.rtp"},  # sans-IO Network MIDI 2.0, like rtp
     "midihub.config": {"midihub.hub", "midihub.rtp"},  # it builds the hub's specs
-    "midihub.hub": {"midihub.midi", "midihub.rtp"},
+    "midihub.hub": {"midihub.midi", "midihub.midi2", "midihub.rtp"},
     "midihub.net": {"midihub.hub", "midihub.rtp"},
     "midihub.history": set(),
     "midihub.bonjour": set(),
@@ -220,7 +221,8 @@ def test_midi_imports_nothing_else_from_midihub() -> None:
 
 def test_the_sans_io_core_imports_no_io() -> None:
     """No sockets, clocks, threads or event loop below the hub (design.md)."""
-    io = [str(i) for i in from_("midihub.rtp", "midihub.midi") if inside(i.name, *NO_IO)]
+    core = ("midihub.rtp", "midihub.midi", "midihub.midi2")
+    io = [str(i) for i in from_(*core) if inside(i.name, *NO_IO)]
     assert io == []
 
 

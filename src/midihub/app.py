@@ -215,6 +215,14 @@ class App:
                 spec.port + 1,
                 spec.label,
             )
+            if spec.midi2 is not None:
+                log.info(
+                    "listening on %s port %d: %s over Network MIDI 2.0%s",
+                    self.config.bind,
+                    spec.midi2,
+                    spec.label,
+                    " (shared secret)" if spec.key is not None else "",
+                )
         addresses = advertise_addresses(self.config.bind, self.config.mdns.enabled)
         if addresses:
             self.advertiser = Advertiser(addresses)
@@ -236,17 +244,25 @@ class App:
         advertiser = self.advertiser
         if advertiser is None:
             return
+        midi2_ports = self.server.midi2_ports if self.server is not None else {}
         try:
             if start:
                 await advertiser.start()
-            await advertiser.sync({port: e.table.name for port, e in self.hub.endpoints.items()})
+            await advertiser.sync(
+                {port: e.table.name for port, e in self.hub.endpoints.items()},
+                {
+                    number: (port.settings.name, port.settings.product_id)
+                    for number, port in midi2_ports.items()
+                },
+            )
         except Exception as error:  # best effort by design
             log.warning("Bonjour advertisement failed: %s", error)
             return
         if start:
             log.info(
-                "Bonjour: %d port(s) advertised as _apple-midi._udp on %s",
+                "Bonjour: %d port(s) advertised as _apple-midi._udp, %d as _midi2._udp on %s",
                 len(advertiser.services),
+                len(advertiser.midi2_services),
                 ", ".join(advertiser.addresses),
             )
 
@@ -279,7 +295,7 @@ class App:
         if not settings.listen:
             return
         from midihub.web import Api, WebServer
-        from midihub.web.metrics import CountCollector
+        from midihub.web.metrics import CountCollector, Midi2Collector
         from midihub.web.recordings import RecordingsApi
 
         host, port = parse_listen(settings.listen)
@@ -300,6 +316,9 @@ class App:
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
+        if self.server is not None:
+            server = self.server
+            self.api.metrics.registry.register(Midi2Collector(lambda: server.midi2_ports))
         self.api.metrics.registry.register(
             CountCollector(
                 "midihub_log_lines_suppressed",

@@ -2,23 +2,29 @@
 re-armed after every flush for the hub's next deadline (guard packets, RS, clock
 sync, retries), so nothing waits for a fixed tick. A flush only brings it forward
 (``Hub.pending_deadline``: the top of each drained port's timer heap, no session asked,
-never later than the real deadline); after it fires it is set for ``next_deadline()``."""
+never later than the real deadline); after it fires it is set for ``next_deadline()``.
+Network MIDI 2.0 ports (``Midi2Server``) are flushed and timed with them."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from midihub.hub import Endpoint, Hub
 from midihub.hub.links import Link
 from midihub.hub.spec import HubSpec
 from midihub.net.udp import BindError, PortPair, address_family
 from midihub.rtp import Address, LeaveReason, PortKind
+
+if TYPE_CHECKING:  # Network MIDI 2.0 loads with the first such port (its own package)
+    from midihub.hub.midi2 import Midi2Port
+    from midihub.net.midi2 import Midi2Server
 
 log = logging.getLogger("midihub.net")
 
@@ -30,11 +36,18 @@ class HubServer:
     """``on_forward(seconds)``, when set, is told for each batch of datagrams that
     made the hub forward MIDI how long it took from reading them to sending."""
 
-    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        loop: asyncio.AbstractEventLoop | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.hub = hub
         self.bind = hub.spec.bind
         self._loop = loop or asyncio.get_running_loop()
+        self._rng = rng or random.SystemRandom()
         self._pairs: dict[int, PortPair] = {}
+        self._midi2: dict[int, Midi2Server] = {}  # by Network MIDI 2.0 UDP port
         self._ticker: asyncio.TimerHandle | None = None
         self._ticker_at = 0.0
         self._lookups: set[asyncio.Task[None]] = set()
@@ -45,15 +58,75 @@ class HubServer:
     def pairs(self) -> dict[int, PortPair]:
         return self._pairs
 
+    @property
+    def midi2_ports(self) -> dict[int, Midi2Port]:
+        """The Network MIDI 2.0 ports open now, by UDP port."""
+        return {number: server.port for number, server in self._midi2.items()}
+
     def start(self) -> None:
         """Open every port; if one cannot be opened, close all and raise BindError."""
         try:
             for endpoint in self.hub.endpoints.values():
                 self._open(endpoint)
+            problems = self._sync_midi2(self._loop.time())
+            if problems:
+                raise BindError(0, problems[0])
         except BindError:
             self.close_sockets()
             raise
-        self._rearm(self.hub.next_deadline())
+        self._rearm(self._next_deadline())
+
+    def _sync_midi2(self, now: float) -> list[str]:
+        """Network MIDI 2.0 ports as the hub's spec asks, at start and at each reload
+        alike: a kept port takes the new settings live (``Midi2Port.configure``); a port
+        gone, or now joined to another hub port, releases its clients and says Bye.
+        Returns the ports that could not be opened."""
+        hub = self.hub
+        wanted = {
+            spec.midi2: spec
+            for spec in hub.spec.endpoints
+            if spec.midi2 is not None and spec.port in hub.endpoints
+        }
+        for number, server in list(self._midi2.items()):
+            spec = wanted.get(number)
+            if spec is not None and spec.port == server.port.endpoint_port:
+                server.port.configure(hub.spec, spec, now)
+                continue
+            server.port.close(LeaveReason.REMOVED, now)
+            self.flush()  # its Byes, from its own socket
+            server.close()
+            del self._midi2[number]
+        problems: list[str] = []
+        for number, spec in wanted.items():
+            if number in self._midi2:
+                continue
+            from midihub.net.midi2 import Midi2Server
+
+            server = Midi2Server(
+                hub, self._loop, self.bind, spec, self._rng, self.flush, self._forwarded
+            )
+            try:
+                server.open()
+            except BindError as error:
+                problems.append(str(error))
+                continue
+            self._midi2[number] = server
+        return problems
+
+    def _forwarded(self, seconds: float) -> None:
+        if self.on_forward is not None:
+            self.on_forward(seconds)
+
+    def _next_deadline(
+        self, hub_deadline: float | None = None, *, drained: bool = False
+    ) -> float | None:
+        """The earliest of the hub's deadline and every Network MIDI 2.0 host's."""
+        deadline = hub_deadline if drained else self.hub.next_deadline()
+        for server in self._midi2.values():
+            when = server.port.next_deadline()
+            if when is not None and (deadline is None or when < deadline):
+                deadline = when
+        return deadline
 
     def _open(self, endpoint: Endpoint) -> None:
         port = endpoint.port
@@ -90,8 +163,10 @@ class HubServer:
                     log.exception("sending to %s on port %d failed", out.addr, pair.port)
             if not sent:
                 out.endpoint.table.counters.send_errors += 1
+        for server in self._midi2.values():
+            server.send_all()
         if pairs:
-            self._rearm(hub.pending_deadline)
+            self._rearm(self._next_deadline(hub.pending_deadline, drained=True))
 
     def _rearm(self, deadline: float | None) -> None:
         """Keep one timer, for the earliest of ``deadline`` and the one already set
@@ -115,7 +190,8 @@ class HubServer:
                 f"bind address change to {config.bind} needs a restart; kept {self.bind}"
             )
         config = dataclasses.replace(config, bind=self.bind)
-        change = self.hub.reconfigure(config, self._loop.time())
+        now = self._loop.time()
+        change = self.hub.reconfigure(config, now)
         self.flush()  # BYs to the participants of removed ports, on their old sockets
         for endpoint in change.removed:
             pair = self._pairs.pop(endpoint.port, None)
@@ -127,6 +203,8 @@ class HubServer:
             except BindError as error:
                 problems.append(str(error))
                 self.hub.endpoints.pop(endpoint.port, None)
+        problems += self._sync_midi2(now)
+        self._rearm(self._next_deadline())
         return problems
 
     def _tick(self) -> None:
@@ -134,6 +212,11 @@ class HubServer:
         try:
             now = self._loop.time()
             self.hub.tick(now)
+            for server in list(self._midi2.values()):
+                port = server.port
+                when = port.next_deadline()
+                if when is not None and when <= now:
+                    port.tick(now)
             for link in self.hub.due_links(now):
                 task = self._loop.create_task(self._connect_link(link))
                 self._lookups.add(task)
@@ -141,7 +224,7 @@ class HubServer:
             self.flush()
         finally:
             if self._pairs:
-                self._rearm(self.hub.next_deadline())
+                self._rearm(self._next_deadline())
 
     async def _connect_link(self, link: Link) -> None:
         """Look the remote up (without blocking the hub) and invite it."""
@@ -190,6 +273,9 @@ class HubServer:
         for pair in self._pairs.values():
             pair.close()
         self._pairs.clear()
+        for server in self._midi2.values():
+            server.close()
+        self._midi2.clear()
 
     def __repr__(self) -> str:
         return f"<HubServer {self.bind} ports={sorted(self._pairs)}>"

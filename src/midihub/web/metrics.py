@@ -11,8 +11,9 @@ big JSON answer, the collector) delays MIDI by as much, and shows up here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from typing import Protocol
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,6 +23,9 @@ from midihub.hub import Endpoint, Hub
 from midihub.rtp import Drop, Event, LatencyMeasured
 from midihub.web.guard import WebCounters
 from midihub.web.monitor import Monitor
+
+if TYPE_CHECKING:
+    from midihub.hub.midi2 import Midi2Port
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2)
@@ -311,3 +315,61 @@ class CountCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.name, self.doc, value=self.read())
+
+
+MAX_KINDS = 64  # label values one Network MIDI 2.0 counter family may show per port
+
+
+def _kinds(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """A counter's keys as label values: the code's fixed names (never a sender's),
+    checked and capped all the same."""
+    kept = [(k, v) for k, v in sorted(counts.items()) if re.fullmatch(r"[a-z0-9_.-]{1,48}", k)]
+    return kept[:MAX_KINDS]
+
+
+class Midi2Collector(Collector):
+    """Each Network MIDI 2.0 port: its clients, its host's protocol counters (datagrams
+    dropped by reason, NAKs, authentication failures, FEC duplicates, retransmits),
+    invitations refused by the hub's caps, and UMP with no MIDI 1.0 form, by kind."""
+
+    def __init__(self, ports: Callable[[], Mapping[int, Midi2Port]]) -> None:
+        self.ports = ports
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["port", "name"]
+        clients = GaugeMetricFamily(
+            "midihub_midi2_participants", "Network MIDI 2.0 clients joined.", labels=labels
+        )
+        send_errors = CounterMetricFamily(
+            "midihub_midi2_send_errors",
+            "Datagrams the Network MIDI 2.0 socket could not send.",
+            labels=labels,
+        )
+        protocol = CounterMetricFamily(
+            "midihub_midi2_protocol",
+            "Network MIDI 2.0 session events by kind (datagrams received and sent, drops by"
+            " reason, NAKs, authentication failures, FEC duplicates, retransmits...).",
+            labels=[*labels, "kind"],
+        )
+        refused = CounterMetricFamily(
+            "midihub_midi2_refused",
+            "Invitations refused by the hub (full: max_participants; source-full:"
+            " sessions_per_source), answered with Bye 0x40.",
+            labels=[*labels, "reason"],
+        )
+        dropped = CounterMetricFamily(
+            "midihub_midi2_ump_dropped",
+            "UMP from clients with no MIDI 1.0 form (or on another group), by kind.",
+            labels=[*labels, "kind"],
+        )
+        for number, port in sorted(self.ports().items()):
+            values = [str(number), port.settings.name]
+            clients.add_metric(values, len(port.guests))
+            send_errors.add_metric(values, port.send_errors)
+            for kind, value in _kinds(port.host.counters):
+                protocol.add_metric([*values, kind], value)
+            for reason in ("full", "source-full"):
+                refused.add_metric([*values, reason], port.refused.get(reason, 0))
+            for kind, value in _kinds(port.dropped_by_kind):
+                dropped.add_metric([*values, kind], value)
+        yield from (clients, send_errors, protocol, refused, dropped)

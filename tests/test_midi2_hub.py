@@ -1,0 +1,406 @@
+"""Network MIDI 2.0 clients as participants, end to end on real UDP sockets on 127.0.0.1:
+the independent test client (tests/midi2_client.py, no code shared with midihub.midi2)
+joins a room's ``midi2`` port, plays with an RTP MIDI peer both ways, is listed, measured,
+counted, admitted and refused like everyone else, and released when it goes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from midihub.midi.messages import note_off, note_on
+from midihub.rtp import LeaveReason, PeerJoined, PeerLeft
+from midihub.web.metrics import Midi2Collector
+from tests.midi2_client import Midi2Client, UdpMidi2Client
+from tests.seeds import seeded
+from tests.support import (
+    LOCALHOST,
+    PyPeer,
+    RunningHub,
+    free_ports,
+    make_config,
+    marked,
+    serving,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+BYE_TOO_MANY_SESSIONS = 0x40
+
+
+def cv1(status: int, data1: int, data2: int = 0, group: int = 0) -> tuple[int]:
+    """A MIDI 1.0 Channel Voice message in UMP (type 2)."""
+    return ((0x2 << 28) | (group << 24) | (status << 16) | (data1 << 8) | data2,)
+
+
+def note2(on: bool, channel: int, note: int, velocity: int) -> tuple[int, int]:
+    """A MIDI 2.0 Note On/Off (type 4) with a 16-bit velocity."""
+    status = (0x90 if on else 0x80) | channel
+    return ((0x4 << 28) | (status << 16) | (note << 8), velocity << 16)
+
+
+def room(port: int, midi2: int, extra: str = "", top: str = "") -> str:
+    return f'name = "hub"\n{top}\n[rooms.Jam]\nport = {port}\nmidi2 = {midi2}\n{extra}'
+
+
+def running_hub(text: str) -> RunningHub:
+    return RunningHub(make_config(text))
+
+
+async def join(
+    midi2: int, client: Midi2Client | None = None, *, until: str = "established"
+) -> UdpMidi2Client:
+    """A test client invited to the hub's Network MIDI 2.0 port; returns once it is in
+    ``until`` (established, or closed when it is to be refused)."""
+    core = client or Midi2Client(rng=seeded("client", "midi2 client"))
+    udp = await UdpMidi2Client.open((LOCALHOST, midi2), core)
+    core.invite()
+    udp.flush()
+    await wait_for(lambda: core.state == until, 10, f"{core.name}: {until}")
+    return udp
+
+
+def send(udp: UdpMidi2Client, *messages: tuple[int, ...]) -> None:
+    udp.core.send(list(messages))
+    udp.flush()
+
+
+def midi2_guests(running: RunningHub, port: int) -> list[Any]:
+    return [g for g in running.hub.endpoints[port].guests if g.transport == "midi2"]
+
+
+@asynccontextmanager
+async def clients() -> AsyncIterator[list[UdpMidi2Client]]:
+    opened: list[UdpMidi2Client] = []
+    try:
+        yield opened
+    finally:
+        for udp in opened:
+            udp.close()
+
+
+async def test_a_keyed_room_admits_its_secret_and_refuses_no_or_a_wrong_secret() -> None:
+    port, midi2 = free_ports(2)
+    peer = PyPeer("rtp")
+    async with clients() as opened:
+        with running_hub(room(port, midi2, 'key = "sesame"')) as running:
+            await peer.connect(port)
+            good = Midi2Client(name="Keys", secret="sesame", rng=seeded(1, "midi2 client"))
+            opened.append(await join(midi2, good))
+            assert good.host_name == "hub Jam"
+            assert ("auth-required", 0x12, 0) in good.log  # challenged, then accepted
+            plain = Midi2Client(name="Plain", rng=seeded(2, "midi2 client"))
+            wrong = Midi2Client(name="Wrong", secret="open sesame", rng=seeded(3, "midi2 client"))
+            for client in (plain, wrong):
+                udp = await UdpMidi2Client.open((LOCALHOST, midi2), client)
+                opened.append(udp)
+                client.invite()
+                udp.flush()
+            await wait_for(lambda: wrong.state == "closed", 10, "the wrong secret refused")
+            await wait_for(
+                lambda: plain.state == "closed" or ("auth-required", 0x12, 0) in plain.log,
+                10,
+                "the plain invitation challenged",
+            )
+            assert ("auth-required", 0x12, 1) in wrong.log  # told its digest was wrong
+            assert not any(entry[0] == "accepted" for entry in plain.log + wrong.log)
+            assert [g.name for g in midi2_guests(running, port)] == ["Keys"]
+            # The one that joined plays with the room; the refused never could.
+            send(opened[0], cv1(0x90, 60, 100))
+            await wait_for(lambda: peer.received == [note_on(0, 60, 100)], 10, "the note")
+    peer.close()
+
+
+async def test_midi_is_exact_both_ways_and_midi2_velocities_are_scaled() -> None:
+    port, midi2 = free_ports(2)
+    alice, bob = PyPeer("alice"), PyPeer("bob")
+    async with clients() as opened:
+        with running_hub(room(port, midi2)) as running:
+            await alice.connect(port)
+            await bob.connect(port)
+            udp = await join(midi2)
+            opened.append(udp)
+            core = udp.core
+            # MIDI 1.0 in UMP, System, SysEx7 (two packets), then MIDI 2.0 notes whose
+            # 16-bit velocities the room hears by their top 7 bits.
+            send(
+                udp,
+                cv1(0x90, 60, 100),
+                cv1(0xB1, 64, 127),
+                cv1(0xE2, 0x00, 0x40),
+                ((0x1 << 28) | (0xF8 << 16),),  # timing clock
+                ((0x3 << 28) | (0x1 << 20) | (6 << 16) | 0x7E7F, 0x06010203),  # start
+                ((0x3 << 28) | (0x3 << 20) | (2 << 16) | 0x0405, 0),  # end
+                note2(True, 3, 62, 0xFFFF),
+                note2(True, 3, 64, 0x8000),
+                note2(True, 3, 67, 0xC8A0),
+                note2(False, 3, 62, 0x0000),
+                cv1(0x80, 60, 0),
+            )
+            expected = [
+                note_on(0, 60, 100),
+                bytes((0xB1, 64, 127)),
+                bytes((0xE2, 0x00, 0x40)),
+                bytes((0xF8,)),
+                bytes((0xF0, 0x7E, 0x7F, 0x06, 0x01, 0x02, 0x03, 0x04, 0x05, 0xF7)),
+                note_on(3, 62, 127),
+                note_on(3, 64, 64),
+                note_on(3, 67, 100),
+                note_off(3, 62, 0),
+                note_off(0, 60, 0),
+            ]
+            for peer in (alice, bob):
+                await wait_for(lambda p=peer: len(p.received) >= len(expected), 10, "the MIDI")
+                assert peer.received == expected
+            # The room to the client: what alice plays, as MIDI 1.0 in UMP on group 0,
+            # SysEx split into 6-byte packets; never its own echo.
+            alice.send(
+                note_on(5, 70, 33), bytes((0xC5, 12)), bytes((0xF0, 1, 2, 3, 4, 5, 6, 7, 0xF7))
+            )
+            want = [
+                cv1(0x95, 70, 33),
+                cv1(0xC5, 12),
+                ((0x3 << 28) | (0x1 << 20) | (6 << 16) | 0x0102, 0x03040506),
+                ((0x3 << 28) | (0x3 << 20) | (1 << 16) | 0x0700, 0),
+            ]
+            await wait_for(lambda: len(core.received) >= len(want), 10, "the room's MIDI")
+            await marked(alice, bob)
+            assert core.received == want
+            guest = midi2_guests(running, port)[0]
+            assert running.hub.endpoints[port].stats_of(guest.public_id).messages_in == len(
+                expected
+            )
+    alice.close()
+    bob.close()
+
+
+async def test_endpoint_discovery_is_answered_with_the_rooms_name_and_product_id() -> None:
+    port, midi2 = free_ports(2)
+    async with clients() as opened:
+        with running_hub(room(port, midi2, '[midi2]\nproduct_id = "hub-test-1"\n')):
+            udp = await join(midi2)
+            opened.append(udp)
+            core = udp.core
+            # Endpoint Discovery (status 0x000, UMP 1.1), asking for everything.
+            send(udp, (0xF0000101, 0x1F, 0, 0))
+            statuses: Callable[[], list[int]] = lambda: [  # noqa: E731
+                (m[0] >> 16) & 0x3FF for m in core.received if m[0] >> 28 == 0xF
+            ]
+            await wait_for(lambda: {0x001, 0x003, 0x004} <= set(statuses()), 10, "the replies")
+
+            def text(status: int) -> str:
+                data = b""
+                for m in core.received:
+                    if m[0] >> 28 == 0xF and (m[0] >> 16) & 0x3FF == status:
+                        data += (m[0] & 0xFFFF).to_bytes(2, "big")
+                        data += b"".join(w.to_bytes(4, "big") for w in m[1:4])
+                return data.rstrip(b"\x00").decode()
+
+            assert text(0x003) == "hub Jam"
+            assert text(0x004) == "hub-test-1"
+            assert core.host_product_id == "hub-test-1"
+
+
+async def test_listed_measured_and_counted_like_any_participant() -> None:
+    port, midi2 = free_ports(2)
+    text = room(port, midi2, "[midi2]\nping_interval = 0.2\n")
+    async with clients() as opened, serving(text) as (running, url):
+        server = running.server
+        udp = await join(midi2, Midi2Client(name="Win MIDI", rng=seeded(4, "midi2 client")))
+        opened.append(udp)
+        send(udp, cv1(0x90, 61, 90), (0x5 << 28, 0, 0, 0))  # a type 5 (data) message: dropped
+        await wait_for(lambda: running.hub.endpoints[port].messages_in == 1, 10, "the note")
+        await wait_for(
+            lambda: any(g.rtt is not None for g in midi2_guests(running, port)), 10, "an RTT"
+        )
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/api/participants") as response:
+                ports = (await response.json())["ports"]
+            (person,) = [p for entry in ports for p in entry["participants"]]
+            assert (person["name"], person["transport"], person["port"]) == (
+                "Win MIDI",
+                "midi2",
+                port,
+            )
+            async with http.get(f"{url}/api/latency") as response:
+                rows = await response.json()
+            (row,) = [r for r in rows if r.get("connected")]
+            assert row["name"] == "Win MIDI" and row["samples"] >= 1 and row["lastLatency"] >= 0
+        registry = text_string_to_metric_families(
+            _render(Midi2Collector(lambda: server.midi2_ports))
+        )
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry
+            for s in family.samples
+        }
+        labels = (("name", "hub Jam"), ("port", str(midi2)))
+        assert samples[("midihub_midi2_participants", labels)] == 1
+        assert samples[("midihub_midi2_protocol_total", (*labels, ("kind", "joined")))] == 1
+        dropped = [
+            v for (name, lab), v in samples.items() if name == "midihub_midi2_ump_dropped_total"
+        ]
+        assert sum(dropped) == 1
+
+
+def _render(collector: Midi2Collector) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+async def test_a_client_that_vanishes_holding_notes_is_released_to_the_others() -> None:
+    port, midi2 = free_ports(2)
+    text = room(port, midi2, "[midi2]\nping_interval = 0.2\n", "timeout = 1.5\nck_interval = 0.3")
+    peer = PyPeer("listener")
+    async with clients() as opened:
+        with running_hub(text) as running:
+            await peer.connect(port)
+            gone = await join(midi2, Midi2Client(name="gone", rng=seeded(5, "midi2 client")))
+            polite = await join(midi2, Midi2Client(name="polite", rng=seeded(6, "midi2 client")))
+            opened += [gone, polite]
+            send(gone, cv1(0x90, 60, 100), cv1(0x90, 64, 100), cv1(0xB0, 64, 127))
+            send(polite, cv1(0x91, 48, 80))
+            await wait_for(lambda: len(peer.received) == 4, 10, "the notes")
+            gone.close()  # no Bye: it just stops answering
+            await wait_for(lambda: len(peer.received) >= 7, 20, "the release after the timeout")
+            assert peer.received[4:] == [note_off(0, 60), note_off(0, 64), bytes((0xB0, 64, 0))]
+            polite.core.bye()  # a Bye releases at once
+            polite.flush()
+            await wait_for(lambda: len(peer.received) >= 8, 10, "the release after the Bye")
+            assert peer.received[7:] == [note_off(1, 48)]
+            left = [(e.who.name, e.reason) for _, e in running.events if isinstance(e, PeerLeft)]
+            assert left == [("gone", LeaveReason.TIMEOUT), ("polite", LeaveReason.BYE)]
+            assert peer.state.release() == []  # nothing stuck
+    peer.close()
+
+
+async def test_a_full_port_answers_bye_too_many_sessions() -> None:
+    port, midi2 = free_ports(2)
+    text = room(port, midi2, top="max_participants = 2")
+    peer = PyPeer("rtp")
+    async with clients() as opened:
+        with running_hub(text) as running:
+            await peer.connect(port)
+            opened.append(await join(midi2, Midi2Client(name="in", rng=seeded(7, "midi2 client"))))
+            late = Midi2Client(name="late", rng=seeded(8, "midi2 client"))
+            opened.append(await join(midi2, late, until="closed"))
+            assert late.bye_reason == BYE_TOO_MANY_SESSIONS
+            assert [g.name for g in midi2_guests(running, port)] == ["in"]
+            joins = [e.who.name for _, e in running.events if isinstance(e, PeerJoined)]
+            assert joins == ["rtp", "in"]
+    peer.close()
+
+
+async def test_a_reload_moves_the_port_and_a_new_key_lets_old_clients_go() -> None:
+    port, midi2, moved = free_ports(3)
+    peer = PyPeer("rtp")
+    async with clients() as opened:
+        with running_hub(room(port, midi2, 'key = "first"')) as running:
+            await peer.connect(port)
+            client = Midi2Client(name="keys", secret="first", rng=seeded(9, "midi2 client"))
+            opened.append(await join(midi2, client))
+            send(opened[0], cv1(0x90, 60, 100))
+            await wait_for(lambda: len(peer.received) == 1, 10, "the note")
+            running.server.reconfigure(make_config(room(port, midi2, 'key = "second"')).spec())
+            await wait_for(lambda: client.state == "closed", 10, "the Bye after the key change")
+            assert peer.received[1:] == [note_off(0, 60)]
+            assert midi2_guests(running, port) == []
+            fresh = Midi2Client(name="again", secret="second", rng=seeded(10, "midi2 client"))
+            opened.append(await join(midi2, fresh))
+            running.server.reconfigure(make_config(room(port, moved, 'key = "second"')).spec())
+            await wait_for(lambda: fresh.state == "closed", 10, "the Bye when the port moved")
+            assert sorted(running.server.midi2_ports) == [moved]
+            moved_client = Midi2Client(
+                name="moved", secret="second", rng=seeded(11, "midi2 client")
+            )
+            opened.append(await join(moved, moved_client))
+            assert [g.name for g in midi2_guests(running, port)] == ["moved"]
+    peer.close()
+
+
+class LossyProxy(asyncio.DatagramProtocol):
+    """One UDP port between a client and the hub's Network MIDI 2.0 port, dropping a
+    seeded share of datagrams both ways once ``lossy`` is set (the handshake passes)."""
+
+    def __init__(self, target: int, rng: random.Random, loss: float) -> None:
+        self.target = (LOCALHOST, target)
+        self.rng = rng
+        self.loss = loss
+        self.lossy = False
+        self.client: tuple[str, int] | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.dropped = {"to-hub": 0, "to-client": 0}
+        self.passed = {"to-hub": 0, "to-client": 0}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        if addr == self.target:
+            way, destination = "to-client", self.client
+        else:
+            self.client = addr
+            way, destination = "to-hub", self.target
+        if destination is None:
+            return
+        if self.lossy and self.rng.random() < self.loss:
+            self.dropped[way] += 1
+            return
+        self.passed[way] += 1
+        self.transport.sendto(data, destination)
+
+
+async def test_ten_percent_loss_both_ways_every_message_once_in_order_no_stuck_note() -> None:
+    port, midi2 = free_ports(2)
+    peer = PyPeer("rtp")
+    rng = seeded(23, "midi2 loss proxy")
+    loop = asyncio.get_running_loop()
+    transport, proxy = await loop.create_datagram_endpoint(
+        lambda: LossyProxy(midi2, rng, 0.10), local_addr=(LOCALHOST, 0)
+    )
+    proxy_port = transport.get_extra_info("sockname")[1]
+    async with clients() as opened:
+        with running_hub(room(port, midi2)) as running:
+            await peer.connect(port)
+            udp = await join(proxy_port, Midi2Client(name="lossy", rng=seeded(12, "midi2 client")))
+            opened.append(udp)
+            core = udp.core
+            proxy.lossy = True
+            notes = [(n % 16, 36 + n % 60) for n in range(200)]
+            played: list[bytes] = []
+            for index, (channel, note) in enumerate(notes):  # a datagram each, as played
+                send(udp, cv1(0x90 | channel, note, 1 + index % 127), cv1(0x80 | channel, note, 0))
+                played += [note_on(channel, note, 1 + index % 127), note_off(channel, note, 0)]
+                peer.send(note_on(channel, note, 100), note_off(channel, note))
+                if index % 20 == 19:
+                    await asyncio.sleep(0)  # let both sides read
+            want = [m for c, n in notes for m in (cv1(0x90 | c, n, 100), cv1(0x80 | c, n, 0))]
+
+            async def settled() -> bool:
+                if len(peer.received) < len(played):
+                    udp.core.keepalive()  # carries the FEC copies of the tail
+                    udp.flush()
+                return len(peer.received) >= len(played) and len(core.received) >= len(want)
+
+            await wait_for(settled, 60, "every message through the loss")
+            assert peer.received == played
+            assert core.received == want
+            assert proxy.dropped["to-hub"] > 10 and proxy.dropped["to-client"] > 10
+            assert peer.state.release() == []
+            guest = midi2_guests(running, port)[0]
+            assert guest.held.release() == []
+    transport.close()
+    peer.close()
