@@ -20,6 +20,7 @@ ROOT = "midihub"
 ALLOWED: dict[str, set[str]] = {
     "midihub.midi": set(),
     "midihub.rtp": {"midihub.midi"},
+    "midihub.midi2": {"midihub.midi", "midihub.rtp"},
     "midihub.config": {"midihub.hub", "midihub.rtp"},  # it builds the hub's specs
     "midihub.hub": {"midihub.midi", "midihub.rtp"},
     "midihub.net": {"midihub.hub", "midihub.rtp"},
