@@ -1,0 +1,119 @@
+"""UMP Data sequence numbers both ways: what we sent (for FEC and retransmission) and
+what we received (duplicates dropped, early arrivals held until the gap fills).
+
+Sequence numbers are 16 bits and wrap; comparisons are by signed 16-bit difference.
+An empty UMP Data command (a keep-alive) takes a number like any other (amidi2net,
+Microsoft): it carries nothing to deliver but closes the gap before it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+MOD: Final = 0x10000
+MAX_AHEAD: Final = 512  # commands held past a gap; further ahead are dropped (counted)
+
+
+def diff(a: int, b: int) -> int:
+    """``a - b`` as a signed 16-bit distance."""
+    d = (a - b) % MOD
+    return d - MOD if d >= MOD // 2 else d
+
+
+class SendHistory:
+    """Our UMP Data commands, newest last, at most ``size`` of them."""
+
+    __slots__ = ("_entries", "next_seq")
+
+    def __init__(self, size: int) -> None:
+        self.next_seq = 0
+        self._entries: deque[tuple[int, tuple[int, ...]]] = deque(maxlen=max(1, size))
+
+    def add(self, words: tuple[int, ...]) -> int:
+        seq = self.next_seq
+        self._entries.append((seq, words))
+        self.next_seq = (seq + 1) % MOD
+        return seq
+
+    def before(self, seq: int, count: int) -> list[tuple[int, tuple[int, ...]]]:
+        """Up to ``count`` commands just before ``seq``, oldest first (the FEC part).
+        The history holds consecutive numbers, so positions are arithmetic."""
+        entries = self._entries
+        if count <= 0 or not entries:
+            return []
+        end = len(entries) - diff(self.next_seq, seq)  # index of ``seq`` itself
+        if end <= 0 or end > len(entries):
+            return []
+        return [entries[i] for i in range(max(0, end - count), end)]
+
+    def since(self, seq: int, count: int) -> list[tuple[int, tuple[int, ...]]] | None:
+        """Commands from ``seq`` on (``count`` of them; 0: all we sent), or None if
+        ``seq`` itself is no longer (or not yet) here."""
+        entries = self._entries
+        start = len(entries) - diff(self.next_seq, seq)
+        if not entries or start < 0 or start >= len(entries):
+            return None
+        stop = len(entries) if not count else min(len(entries), start + count)
+        return [entries[i] for i in range(start, stop)]
+
+    def resize(self, size: int) -> None:
+        self._entries = deque(self._entries, maxlen=max(1, size))
+
+    def reset(self) -> None:
+        self._entries.clear()
+        self.next_seq = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class ReceiveWindow:
+    """The next sequence number we deliver, and commands that came before their turn.
+
+    The first command seen sets the start (amidi2net starts at 1, Zephyr at 0; after a
+    Session Reset both start again)."""
+
+    __slots__ = ("_ahead", "expected")
+
+    def __init__(self) -> None:
+        self.expected: int | None = None
+        self._ahead: dict[int, tuple[int, ...]] = {}
+
+    def accept(self, seq: int, words: tuple[int, ...]) -> list[tuple[int, ...]] | None:
+        """The commands now deliverable in order (possibly none: it came early), or None
+        for a duplicate or one too far ahead (the caller counts which by ``is_ahead``)."""
+        expected = self.expected
+        if expected is None:
+            expected = seq
+        d = diff(seq, expected)
+        if d < 0 or seq in self._ahead:
+            return None
+        if d > 0:
+            if d > MAX_AHEAD or len(self._ahead) >= MAX_AHEAD:
+                return None
+            self.expected = expected
+            self._ahead[seq] = words
+            return []
+        out = [words]
+        seq = (seq + 1) % MOD
+        while seq in self._ahead:
+            out.append(self._ahead.pop(seq))
+            seq = (seq + 1) % MOD
+        self.expected = seq
+        return out
+
+    def is_ahead(self, seq: int) -> bool:
+        return self.expected is not None and diff(seq, self.expected) > 0
+
+    def gap(self) -> tuple[int, int] | None:
+        """(first missing, how many up to the earliest held command), or None."""
+        if not self._ahead or self.expected is None:
+            return None
+        expected = self.expected
+        first = min(diff(seq, expected) for seq in self._ahead)
+        return expected, first
+
+    def reset(self) -> None:
+        self.expected = None
+        self._ahead.clear()

@@ -1,0 +1,635 @@
+"""One Network MIDI 2.0 client of the host, from its invitation to its Bye.
+
+Sans-IO like ``midihub.rtp.session``: every method takes ``now``; datagrams wait in the
+session's outbox for ``Midi2Host.datagrams_to_send``; ``next_deadline`` says when
+``tick`` has work (pings, the silence timeout, a gap's retransmit timer, the keep-alive
+tail after data). The only moves between states are those in ``TRANSITIONS``.
+
+Until a client has proved it receives at its address (its digest answered our nonce,
+or its Ping Reply echoed our random ping id), we send it no more octets than it sent
+us (``credit``), and what the hub sends it waits in the history: a spoofed invitation
+cannot turn the host into a reflector. docs/protocol.md has the flows.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from midihub.midi2 import commands as wire
+from midihub.midi2.auth import check_secret, check_user, new_nonce
+from midihub.midi2.commands import (
+    AuthState,
+    ByeReason,
+    Code,
+    CommandPacket,
+    Identity,
+    NakReason,
+    RetransmitErrorReason,
+)
+from midihub.midi2.events import Address, Departed, Invited, Midi2Event, RttMeasured, UmpReceived
+from midihub.midi2.events import UmpMessage as UmpMessage
+from midihub.midi2.loss import ReceiveWindow, SendHistory, diff
+from midihub.rtp.errors import LocalProtocolError, ProtocolError
+from midihub.rtp.limits import TokenBucket, source_key
+
+HANDSHAKE_TIMEOUT: Final = 10.0  # invited (or challenged) to accepted, not refreshed
+MAX_AUTH_FAILURES: Final = 3  # wrong digests before Bye 0x43
+MISSING_WAIT: Final = 0.03  # a gap FEC did not fill: wait this long, then ask (amidi2net)
+RETRANSMIT_WAIT: Final = 0.1  # between Retransmit Requests for one gap (at least 1.5 RTT)
+RETRANSMIT_ATTEMPTS: Final = 5
+KEEPALIVE_AFTER: Final = 0.1  # idle after data: empty UMP Data carrying the FEC tail
+NAK_RATE: Final = 2.0  # NAKs per second per session (burst NAK_BURST)
+NAK_BURST: Final = 4
+PING_SIZE: Final = 8  # one Ping command packet, octets
+
+
+# UMP message type -> words (UMP spec table 1): a UMP Data payload must match its type.
+UMP_WORDS: Final = (1, 1, 1, 2, 2, 4, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4)
+
+
+class Count(enum.StrEnum):
+    """Counter keys (``Midi2Host.counters``): a fixed set, never what a sender chose."""
+
+    RECEIVED = "datagrams-received"
+    SENT = "datagrams-sent"
+    NOT_MIDI2 = "not-midi2"  # no signature or ragged length: dropped silently
+    TRUNCATED = "truncated-command"  # payload past the datagram's end: NAK malformed
+    MALFORMED = "malformed-command"  # wrong payload for its code: NAK malformed
+    UNSUPPORTED = "unsupported-command"  # unknown code: NAK not supported
+    UNEXPECTED = "unexpected-command"  # not for this state: NAK not expected
+    STRANGER = "stranger-command"  # session command from an address without one
+    REPLY_LIMITED = "reply-limited"  # a reply to a stranger not sent: its IP's budget
+    REPLY_TOO_LARGE = "reply-too-large"  # a reply to a stranger larger than it sent
+    CREDIT_LIMITED = "credit-limited"  # unproven client: nothing beyond what it sent
+    NAK_LIMITED = "nak-limited"
+    NAKS_SENT = "naks-sent"
+    NAKS_RECEIVED = "naks-received"
+    PENDING_FULL = "pending-full"  # invitations awaiting auth from one IP at the cap
+    PENDING_EVICTED = "pending-evicted"  # the oldest made room (max_pending)
+    HANDSHAKE_TIMEOUT = "handshake-timeout"
+    NO_AUTH_METHOD = "no-auth-method"
+    AUTH_FAILURES = "auth-failures"
+    AUTH_REJECTED = "auth-rejected"  # MAX_AUTH_FAILURES reached: Bye 0x43
+    INVITATIONS = "invitations"
+    REFUSED = "refused"
+    JOINED = "joined"
+    FEC_DUPLICATES = "fec-duplicates"  # UMP Data seen before (FEC copies, retransmits)
+    REORDERED = "held-for-gap"  # UMP Data held until an earlier one arrives
+    TOO_FAR_AHEAD = "too-far-ahead"
+    BAD_UMP = "malformed-ump"  # UMP Data whose length does not fit its message type
+    KEEPALIVES_RECEIVED = "keepalives-received"
+    RETRANSMIT_ASKED = "retransmit-requests-sent"
+    RETRANSMIT_ANSWERED = "retransmit-requests-answered"
+    RETRANSMIT_FAILED = "retransmit-errors-sent"  # asked for what the history lost
+    RETRANSMIT_ERRORS = "retransmit-errors-received"
+    GAPS_UNRECOVERED = "gaps-unrecovered"  # ended with Bye 0x03
+    UMP_LOST = "ump-lost"  # UMP Data commands in those gaps
+    RESETS = "session-resets"
+    PING_UNMATCHED = "ping-reply-unmatched"
+    TIMEOUTS = "timeouts"
+    BYES_RECEIVED = "byes-received"
+    BYES_SENT = "byes-sent"
+    SEND_UNKNOWN = "send-without-session"  # the caller sent to a gone client
+
+
+@dataclass(frozen=True, slots=True)
+class Midi2Settings:
+    """One Network MIDI 2.0 port's knobs. ``secret`` and ``users`` both unset: plain
+    invitations are accepted; either set: the client must authenticate."""
+
+    name: str = "midihub"  # endpoint name in our replies (hub name + room)
+    product_id: str = "midihub"  # product instance id in our replies
+    secret: str | None = None  # shared secret (Invitation with Authentication, 0x02)
+    users: Mapping[str, str] = field(default_factory=dict)  # user -> password (0x03)
+    fec: int = 3  # earlier UMP Data commands repeated in each datagram (0..10)
+    history: int = 256  # sent UMP Data commands kept for Retransmit Request
+    ping_interval: float = 5.0
+    timeout: float = 30.0  # silence before the host ends the session (Bye 0x04)
+    max_pending: int = 128  # invitations awaiting authentication or accept(), per port
+    pending_per_source: int = 4  # of those, from one IP (an IPv6 /64)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fec <= 10:
+            raise ValueError("fec must be 0..10")
+        if self.history < 1 or self.max_pending < 1 or self.pending_per_source < 1:
+            raise ValueError("history, max_pending and pending_per_source must be at least 1")
+        if self.ping_interval <= 0 or self.timeout <= 0:
+            raise ValueError("ping_interval and timeout must be positive")
+
+    @property
+    def needs_auth(self) -> bool:
+        return self.secret is not None or bool(self.users)
+
+
+class State(enum.Enum):
+    AUTHENTICATING = "authenticating"  # challenged with a nonce, digest awaited
+    INVITED = "invited"  # authenticated (or plain): the caller's accept()/refuse() awaited
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+TRANSITIONS: Final[dict[State, frozenset[State]]] = {
+    State.AUTHENTICATING: frozenset({State.INVITED, State.CLOSED}),
+    State.INVITED: frozenset({State.ESTABLISHED, State.CLOSED}),
+    State.ESTABLISHED: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset({State.CLOSED}),
+}
+
+
+class Midi2Session:
+    """One client at one address. Made by ``Midi2Host`` on an Invitation."""
+
+    def __init__(
+        self,
+        addr: Address,
+        identity: Identity,
+        settings: Midi2Settings,
+        *,
+        rng: random.Random,
+        counters: collections.Counter[str],
+        now: float,
+    ) -> None:
+        self.addr = addr
+        self.source = source_key(addr[0] if addr else "")
+        self.name = identity.name
+        self.product_id = identity.product_id
+        self.capabilities = identity.capabilities
+        self.settings = settings
+        self.state = State.INVITED
+        self.created = now
+        self.joined_at: float | None = None
+        self.last_heard = now
+        self.rtt: float | None = None
+        self.packets_received = 0  # datagrams from the client
+        self.packets_lost = 0  # UMP Data commands it sent that never arrived
+        self.proven = False
+        self.credit = 0  # octets we may still send before it is proven
+        self._rng = rng
+        self._counters = counters
+        self._outbox: list[bytes] = []
+        self._nonce = b""
+        self._auth_code = 0  # 0x12 or 0x13 while AUTHENTICATING
+        self._auth_failures = 0
+        self._history = SendHistory(settings.history)
+        self._unsent: int | None = None  # first sequence number held until proven
+        self._window = ReceiveWindow()
+        self._missing_at: float | None = None
+        self._missing_tries = 0
+        self._tail_at: float | None = None
+        self._tail_left = 0
+        self._next_ping = now
+        self._ping_id: int | None = None
+        self._ping_sent_at = 0.0
+        self._naks = TokenBucket(NAK_RATE, NAK_BURST, now)
+
+    def __repr__(self) -> str:
+        return f"<Midi2Session {self.addr!r} {self.state.value}>"
+
+    # -- queries ---------------------------------------------------------------------
+
+    @property
+    def joined(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
+    def pending(self) -> bool:
+        return self.state in (State.AUTHENTICATING, State.INVITED)
+
+    def next_deadline(self) -> float | None:
+        if self.state is State.CLOSED:
+            return None
+        if self.pending:
+            return self.created + HANDSHAKE_TIMEOUT
+        deadlines = [self.last_heard + self.settings.timeout, self._next_ping]
+        if self._missing_at is not None:
+            deadlines.append(self._missing_at)
+        if self._tail_at is not None:
+            deadlines.append(self._tail_at)
+        return min(deadlines)
+
+    def datagrams_to_send(self) -> list[bytes]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    # -- handshake -------------------------------------------------------------------
+
+    def challenge(self, code: int, now: float) -> None:
+        """Ask for a digest: Authentication Required (0x12) or User (0x13), first try."""
+        self._move(State.AUTHENTICATING)
+        self._auth_code = code
+        self._nonce = new_nonce(self._rng)
+        self._send_challenge(AuthState.FIRST)
+
+    def _send_challenge(self, state: int) -> None:
+        self._send([self._identity_reply(self._auth_code, state)])
+
+    def _identity_reply(self, code: int, state: int = 0, reserve: int = 0) -> CommandPacket:
+        """Our name and product id in an invitation reply, cut so that an unproven
+        client gets no more than its credit (less ``reserve`` for what goes with it)."""
+        fixed = 4 + 4 + (wire.NONCE_SIZE if code in _CHALLENGES else 0) + reserve
+        name = self.settings.name
+        product = self.settings.product_id
+        if not self.proven:
+            room = max(0, self.credit - fixed)
+            name_data = wire.cut_utf8(name, room & ~3)
+            name = name_data.decode("utf-8")
+            room -= len(wire.padded(name_data))
+            product = product[: max(0, room & ~3)]
+        if code in _CHALLENGES:
+            return wire.auth_required(code, self._nonce, state, name, product)
+        return wire.invitation_reply(code, name, product)
+
+    def on_reinvitation(self, now: float) -> None:
+        """The client sent its Invitation again (our reply was lost, or it restarted)."""
+        if self.state is State.AUTHENTICATING:
+            self._send_challenge(AuthState.FIRST)
+        elif self.state is State.ESTABLISHED:
+            self._send([self._identity_reply(Code.ACCEPTED)])
+
+    def on_digest(self, command: CommandPacket, now: float) -> list[Midi2Event]:
+        """Invitation with (User) Authentication while challenged."""
+        expected = (
+            Code.INVITATION_AUTH
+            if self._auth_code == Code.AUTH_REQUIRED
+            else (Code.INVITATION_USER_AUTH)
+        )
+        if self.state is not State.AUTHENTICATING or command.code != expected:
+            self._nak(NakReason.NOT_EXPECTED, command)
+            return []
+        payload = command.payload
+        if len(payload) < wire.DIGEST_SIZE:
+            self._nak(NakReason.MALFORMED, command)
+            return []
+        digest = payload[: wire.DIGEST_SIZE]
+        if command.code == Code.INVITATION_AUTH:
+            good = check_secret(self._nonce, self.settings.secret or "", digest)
+            good = good and self.settings.secret is not None
+        else:
+            user = payload[wire.DIGEST_SIZE :].split(b"\x00", 1)[0].decode("utf-8", "replace")
+            good = check_user(self._nonce, self.settings.users, user, digest)
+        if good:
+            self.proven = True  # it read our nonce at this address
+            self._move(State.INVITED)
+            return [Invited(self.addr, self.name, self.product_id)]
+        self._counters[Count.AUTH_FAILURES] += 1
+        self._auth_failures += 1
+        if self._auth_failures >= MAX_AUTH_FAILURES:
+            self._counters[Count.AUTH_REJECTED] += 1
+            self.close(ByeReason.AUTH_FAILED)
+            return []
+        self._nonce = new_nonce(self._rng)
+        self._send_challenge(AuthState.INCORRECT)
+        return []
+
+    def accept(self, now: float) -> None:
+        """Reply Accepted; an unproven client also gets our first Ping in the same
+        datagram (within its credit), whose answer proves its address."""
+        self._move(State.ESTABLISHED)
+        self.joined_at = now
+        self.last_heard = now
+        self._counters[Count.JOINED] += 1
+        if self.proven:
+            self._send([self._identity_reply(Code.ACCEPTED)])
+            self._next_ping = now + self.settings.ping_interval
+            return
+        reply = self._identity_reply(Code.ACCEPTED, reserve=PING_SIZE)
+        self._send([reply, self._new_ping(now)])
+
+    def close(self, reason: int) -> None:
+        """Bye with ``reason``, and nothing more from either side."""
+        if self.state is State.CLOSED:
+            return
+        self._send([wire.bye(reason)])
+        self._counters[Count.BYES_SENT] += 1
+        self._move(State.CLOSED)
+
+    # -- established -----------------------------------------------------------------
+
+    def receive(self, decoded: wire.Decoded, size: int, now: float) -> list[Midi2Event]:
+        """One datagram from the client's address (the host has routed it here)."""
+        self.last_heard = now
+        self.packets_received += 1
+        if not self.proven:
+            self.credit += size
+        events: list[Midi2Event] = []
+        delivered: list[UmpMessage] = []
+        for command in decoded.commands:
+            if self.state is State.CLOSED:
+                break
+            if command.code == Code.UMP_DATA and self.joined:
+                self._on_ump(command, delivered)
+                continue
+            if delivered:  # keep the order of what it said
+                events.append(UmpReceived(self.addr, delivered))
+                delivered = []
+            events += self._on_command(command, now)
+        if delivered:
+            events.append(UmpReceived(self.addr, delivered))
+        if decoded.truncated is not None and self.state is not State.CLOSED:
+            self._counters[Count.TRUNCATED] += 1
+            self._nak(NakReason.MALFORMED, header=decoded.truncated)
+        if self.joined:
+            self._arm_missing(now)
+        return events
+
+    def _on_command(self, command: CommandPacket, now: float) -> list[Midi2Event]:
+        code = command.code
+        if code == Code.PING:
+            try:
+                ping_id = wire.word_of(command)
+            except ProtocolError:
+                self._nak(NakReason.MALFORMED, command)
+                return []
+            self._send([wire.ping(Code.PING_REPLY, ping_id)])
+            return []
+        if code == Code.BYE:
+            self._counters[Count.BYES_RECEIVED] += 1
+            self._send([wire.empty(Code.BYE_REPLY)])
+            joined = self.joined
+            self._move(State.CLOSED)
+            return [Departed(self.addr, command.csd1, by_client=True)] if joined else []
+        if code == Code.INVITATION:
+            self.on_reinvitation(now)
+            return []
+        if code in (Code.INVITATION_AUTH, Code.INVITATION_USER_AUTH):
+            return self.on_digest(command, now)
+        if code == Code.NAK:
+            return self._on_nak(command, now)
+        if code in (Code.BYE_REPLY, Code.SESSION_RESET_REPLY):
+            return []  # answers to what we sent: nothing to do
+        if code not in wire.KNOWN_CODES:
+            self._counters[Count.UNSUPPORTED] += 1
+            self._nak(NakReason.NOT_SUPPORTED, command)
+            return []
+        if not self.joined or code in _HOST_ONLY:
+            self._counters[Count.UNEXPECTED] += 1
+            self._nak(NakReason.NOT_EXPECTED, command)
+            return []
+        if code == Code.PING_REPLY:
+            return self._on_ping_reply(command, now)
+        if code == Code.SESSION_RESET:
+            self._counters[Count.RESETS] += 1
+            self._reset()
+            self._send([wire.empty(Code.SESSION_RESET_REPLY)])
+            return []
+        if code == Code.RETRANSMIT_REQUEST:
+            self._on_retransmit_request(command)
+            return []
+        if code == Code.RETRANSMIT_ERROR:
+            self._counters[Count.RETRANSMIT_ERRORS] += 1
+            if self._window.gap() is not None:
+                return self._give_up()
+            return []
+        return []  # pragma: no cover  (every code is handled above)
+
+    def _on_ump(self, command: CommandPacket, delivered: list[UmpMessage]) -> None:
+        words = wire.ump_words(command)
+        seq = command.csd
+        if len(words) > 4:
+            self._counters[Count.BAD_UMP] += 1
+            words = ()  # its number still counts: the gap closes, nothing is delivered
+            bad = True
+        else:
+            bad = bool(words) and UMP_WORDS[words[0] >> 28] != len(words)
+        ready = self._window.accept(seq, words)
+        if ready is None:
+            if self._window.is_ahead(seq):
+                self._counters[Count.TOO_FAR_AHEAD] += 1
+            else:
+                self._counters[Count.FEC_DUPLICATES] += 1
+            return
+        if bad:
+            self._counters[Count.BAD_UMP] += 1
+            self._nak(NakReason.MALFORMED, command)
+        if not ready:
+            self._counters[Count.REORDERED] += 1
+        for message in ready:
+            if not message:
+                self._counters[Count.KEEPALIVES_RECEIVED] += 1
+            elif UMP_WORDS[message[0] >> 28] == len(message):
+                delivered.append(message)
+
+    def _arm_missing(self, now: float) -> None:
+        if self._window.gap() is None:
+            self._missing_at = None
+            self._missing_tries = 0
+        elif self._missing_at is None:
+            self._missing_at = now + MISSING_WAIT
+
+    def _on_ping_reply(self, command: CommandPacket, now: float) -> list[Midi2Event]:
+        try:
+            ping_id = wire.word_of(command)
+        except ProtocolError:
+            self._nak(NakReason.MALFORMED, command)
+            return []
+        if ping_id != self._ping_id:
+            self._counters[Count.PING_UNMATCHED] += 1
+            return []
+        self._ping_id = None
+        self.rtt = now - self._ping_sent_at
+        if not self.proven:
+            self.proven = True
+            self._flush_held()
+        return [RttMeasured(self.addr, self.rtt)]
+
+    def _on_nak(self, command: CommandPacket, now: float) -> list[Midi2Event]:
+        self._counters[Count.NAKS_RECEIVED] += 1
+        refused = command.payload[:1]
+        if (
+            refused == bytes([Code.RETRANSMIT_REQUEST])
+            and command.csd1 == NakReason.NOT_SUPPORTED
+            and self._window.gap() is not None
+        ):
+            return self._give_up()  # it cannot fill the gap: nor can anyone
+        return []
+
+    def _on_retransmit_request(self, command: CommandPacket) -> None:
+        try:
+            count = wire.seq_word(command)
+        except ProtocolError:
+            self._nak(NakReason.MALFORMED, command)
+            return
+        seq = command.csd
+        held = self._unsent is not None and diff(seq, self._unsent) >= 0
+        entries = None if held else self._history.since(seq, min(count, len(self._history)))
+        if not entries:
+            self._counters[Count.RETRANSMIT_FAILED] += 1
+            self._send([wire.retransmit_error(seq, RetransmitErrorReason.NO_DATA)])
+            return
+        self._counters[Count.RETRANSMIT_ANSWERED] += 1
+        self._send([wire.ump_data(s, words) for s, words in entries])
+
+    def _give_up(self) -> list[Midi2Event]:
+        """A gap neither FEC nor retransmission filled: Bye 0x03 (the hub releases what
+        the client held: its NoteOff may be in the gap)."""
+        gap = self._window.gap()
+        lost = gap[1] if gap else 0
+        self.packets_lost += lost
+        self._counters[Count.UMP_LOST] += lost
+        self._counters[Count.GAPS_UNRECOVERED] += 1
+        self.close(ByeReason.TOO_MANY_MISSING)
+        return [Departed(self.addr, ByeReason.TOO_MANY_MISSING, by_client=False)]
+
+    def _reset(self) -> None:
+        """Session Reset: both directions start their numbering again (Zephyr, amidi2net)."""
+        self._history.reset()
+        self._unsent = None
+        self._window.reset()
+        self._missing_at = None
+        self._missing_tries = 0
+        self._tail_at = None
+        self._tail_left = 0
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send(self, messages: Sequence[UmpMessage], now: float) -> None:
+        """UMP Data to the client: numbered, each datagram led by the previous ``fec``
+        commands; held in the history (not sent) until the client is proven."""
+        if not self.joined:
+            raise LocalProtocolError(f"{self!r}: not established")
+        if not messages:
+            return
+        first = self._history.next_seq
+        for message in messages:
+            if not 1 <= len(message) <= 4:
+                raise ValueError(f"a UMP is 1 to 4 words, not {len(message)}")
+            self._history.add(tuple(message))
+        self._tail_left = self.settings.fec + 1
+        self._tail_at = now + KEEPALIVE_AFTER
+        if not self.proven:
+            if self._unsent is None:
+                self._unsent = first
+            return
+        self._transmit(first)
+
+    def _transmit(self, first: int) -> None:
+        """Everything from ``first`` to the newest, each datagram led by the ``fec``
+        commands before its first new one, none over ``MAX_DATAGRAM``."""
+        new = self._history.since(first, 0) or []
+        fec = self.settings.fec
+        at = 0
+        while at < len(new):
+            lead = self._history.before(new[at][0], fec)
+            size = 4 + sum(8 + 4 * len(w) for _, w in lead)
+            batch: list[tuple[int, tuple[int, ...]]] = []
+            while at < len(new):
+                grows = 4 + 4 * len(new[at][1])
+                if batch and size + grows > wire.MAX_DATAGRAM:
+                    break
+                size += grows
+                batch.append(new[at])
+                at += 1
+            self._send([wire.ump_data(s, w) for s, w in (*lead, *batch)])
+
+    def _flush_held(self) -> None:
+        if self._unsent is not None:
+            first, self._unsent = self._unsent, None
+            if self._history.since(first, 1) is None:  # the history overflowed meanwhile
+                oldest = self._history.before(self._history.next_seq, len(self._history))
+                if not oldest:
+                    return
+                first = oldest[0][0]
+            self._transmit(first)
+
+    def _new_ping(self, now: float) -> CommandPacket:
+        self._ping_id = self._rng.getrandbits(32)
+        self._ping_sent_at = now
+        self._next_ping = now + self.settings.ping_interval
+        return wire.ping(Code.PING, self._ping_id)
+
+    # -- timers ----------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Midi2Event]:
+        if self.state is State.CLOSED:
+            return []
+        if self.pending:
+            if now >= self.created + HANDSHAKE_TIMEOUT:
+                self._counters[Count.HANDSHAKE_TIMEOUT] += 1
+                self._move(State.CLOSED)  # no Bye: it may be a spoofed address
+            return []
+        if now >= self.last_heard + self.settings.timeout:
+            self._counters[Count.TIMEOUTS] += 1
+            self.close(ByeReason.TIMEOUT)
+            return [Departed(self.addr, ByeReason.TIMEOUT, by_client=False)]
+        events: list[Midi2Event] = []
+        if self._missing_at is not None and now >= self._missing_at:
+            events += self._ask_again(now)
+            if not self.joined:  # it gave up: Bye 0x03
+                return events
+        if self._tail_at is not None and now >= self._tail_at:
+            self._keepalive(now)
+        if now >= self._next_ping:
+            if self.proven or self.credit >= 4 + PING_SIZE:
+                self._send([self._new_ping(now)])
+            else:
+                self._next_ping = now + self.settings.ping_interval
+        return events
+
+    def _ask_again(self, now: float) -> list[Midi2Event]:
+        gap = self._window.gap()
+        if gap is None:
+            self._missing_at = None
+            return []
+        if self._missing_tries >= RETRANSMIT_ATTEMPTS:
+            return self._give_up()
+        self._missing_tries += 1
+        self._counters[Count.RETRANSMIT_ASKED] += 1
+        self._send([wire.retransmit_request(gap[0], gap[1])])
+        wait = max(RETRANSMIT_WAIT, 1.5 * self.rtt) if self.rtt is not None else RETRANSMIT_WAIT
+        self._missing_at = now + wait
+        return []
+
+    def _keepalive(self, now: float) -> None:
+        """Empty UMP Data after the hub stops sending: each carries the FEC copies of
+        the last commands, so a lost final datagram is repaired without a request."""
+        if self._tail_left <= 0:
+            self._tail_at = None
+            return
+        self._tail_left -= 1
+        self._tail_at = now + KEEPALIVE_AFTER if self._tail_left else None
+        first = self._history.add(())
+        if self.proven and self._unsent is None:
+            self._transmit(first)
+        elif self._unsent is None:
+            self._unsent = first
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def configure(self, settings: Midi2Settings) -> None:
+        if settings.history != self.settings.history:
+            self._history.resize(settings.history)
+        if settings.ping_interval < self.settings.ping_interval:
+            self._next_ping = min(self._next_ping, self.created + settings.ping_interval)
+        self.settings = settings
+
+    def _nak(self, reason: int, command: CommandPacket | None = None, header: bytes = b"") -> None:
+        if not self._naks.take(1, self.last_heard):
+            self._counters[Count.NAK_LIMITED] += 1
+            return
+        self._counters[Count.NAKS_SENT] += 1
+        self._send([wire.nak(reason, command.header if command else header)])
+
+    def _send(self, packets: list[CommandPacket]) -> None:
+        data = wire.encode_datagram(packets)
+        if not self.proven:
+            if len(data) > self.credit:
+                self._counters[Count.CREDIT_LIMITED] += 1
+                return
+            self.credit -= len(data)
+        self._outbox.append(data)
+
+    def _move(self, state: State) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"{self!r}: no move from {self.state.value} to {state.value}")
+        self.state = state
+
+
+_CHALLENGES: Final = frozenset({Code.AUTH_REQUIRED, Code.USER_AUTH_REQUIRED})
+_HOST_ONLY: Final = frozenset(
+    {Code.ACCEPTED, Code.PENDING, Code.AUTH_REQUIRED, Code.USER_AUTH_REQUIRED}
+)

@@ -1,0 +1,299 @@
+"""An independent Network MIDI 2.0 (UDP) client for tests: written from the spec facts
+in docs/protocol.md, sharing no code with ``midihub.midi2`` (its own byte layouts, its
+own sequence handling), so tests check the host against a second implementation.
+
+``Midi2Client`` is sans-IO: feed it the host's datagrams (``receive``) and the time
+(``tick``), and send what ``take()`` returns. It answers pings, authentication
+challenges (with its secret or user/password) and the host's Retransmit Requests by
+itself; it sends UMP Data with FEC, delivers what it receives exactly once in order,
+and asks for gaps with Retransmit Request. ``UdpMidi2Client`` runs one over a real UDP
+socket in asyncio (for end-to-end tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+MAGIC = b"MIDI"
+INV, INV_AUTH, INV_USER = 0x01, 0x02, 0x03
+ACCEPTED, PENDING, AUTH_REQ, USER_AUTH_REQ = 0x10, 0x11, 0x12, 0x13
+PING, PING_REPLY = 0x20, 0x21
+RETR_REQ, RETR_ERR, RESET, RESET_REPLY = 0x80, 0x81, 0x82, 0x83
+NAK, BYE, BYE_REPLY, DATA = 0x8F, 0xF0, 0xF1, 0xFF
+
+
+def command(code: int, b2: int = 0, b3: int = 0, payload: bytes = b"") -> bytes:
+    """One command packet: code, payload words, two specific octets, payload."""
+    assert len(payload) % 4 == 0
+    return bytes([code, len(payload) // 4, b2, b3]) + payload
+
+
+def pad(data: bytes) -> bytes:
+    while len(data) % 4:
+        data += b"\x00"
+    return data
+
+
+def split(datagram: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(code, octet 2, octet 3, payload) of each command; asserts the framing."""
+    assert datagram[:4] == MAGIC, datagram
+    out = []
+    i = 4
+    while i < len(datagram):
+        words = datagram[i + 1]
+        end = i + 4 + 4 * words
+        assert end <= len(datagram), "truncated command from the host"
+        out.append((datagram[i], datagram[i + 2], datagram[i + 3], datagram[i + 4 : end]))
+        i += 4 + 4 * words
+    return out
+
+
+def words_of(payload: bytes) -> tuple[int, ...]:
+    return tuple(struct.unpack(f">{len(payload) // 4}I", payload))
+
+
+@dataclass
+class Midi2Client:
+    name: str = "test client"
+    product_id: str = "tc-1"
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    fec: int = 3
+    secret: str | None = None
+    user: str | None = None
+    password: str = ""
+    capabilities: int | None = None  # None: from secret/user
+    retransmit_wait: float = 0.05
+    first_seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.out: list[bytes] = []
+        self.state = "idle"  # idle, inviting, established, closed
+        self.host_name = ""
+        self.host_product_id = ""
+        self.received: list[tuple[int, ...]] = []  # UMP messages, in order, once each
+        self.log: list[tuple[Any, ...]] = []  # everything else the host said, in order
+        self.bye_reason: int | None = None
+        self.nonces: list[bytes] = []
+        self.rtts: list[float] = []
+        self.keepalives = 0
+        self.duplicates = 0
+        self.requests_sent = 0
+        self._sent: dict[int, bytes] = {}  # seq -> encoded UMP Data command (history)
+        self._order: list[int] = []
+        self._next = self.first_seq
+        self._expect: int | None = None
+        self._early: dict[int, tuple[int, ...]] = {}
+        self._gap_at: float | None = None
+        self._pings: dict[int, float] = {}
+
+    # -- what the client sends ----------------------------------------------------------
+
+    def take(self) -> list[bytes]:
+        out, self.out = self.out, []
+        return out
+
+    def _emit(self, *commands: bytes) -> None:
+        self.out.append(MAGIC + b"".join(commands))
+
+    def invite(self) -> None:
+        caps = self.capabilities
+        if caps is None:
+            caps = (1 if self.secret is not None else 0) | (2 if self.user is not None else 0)
+        name = pad(self.name.encode())
+        body = name + pad(self.product_id.encode())
+        self.state = "inviting"
+        self._emit(command(INV, len(name) // 4, caps, body))
+
+    def ping(self, now: float) -> int:
+        ping_id = self.rng.getrandbits(32)
+        self._pings[ping_id] = now
+        self._emit(command(PING, 0, 0, struct.pack(">I", ping_id)))
+        return ping_id
+
+    def bye(self, reason: int = 0x01) -> None:
+        self.state = "closed"
+        self._emit(command(BYE, reason, 0))
+
+    def reset(self) -> None:
+        """Session Reset: both sides number from the start again."""
+        self._next = self.first_seq
+        self._sent.clear()
+        self._order.clear()
+        self._expect = None
+        self._early.clear()
+        self._emit(command(RESET))
+
+    def retransmit_request(self, seq: int, count: int) -> None:
+        self.requests_sent += 1
+        self._emit(command(RETR_REQ, seq >> 8, seq & 0xFF, struct.pack(">HH", count, 0)))
+
+    def send(self, messages: list[tuple[int, ...]]) -> None:
+        """Each message a UMP Data command; one datagram per call, led by FEC copies."""
+        fresh = []
+        for words in messages:
+            seq = self._next
+            self._next = (seq + 1) & 0xFFFF
+            cmd = command(DATA, seq >> 8, seq & 0xFF, b"".join(struct.pack(">I", w) for w in words))
+            self._sent[seq] = cmd
+            self._order.append(seq)
+            fresh.append(cmd)
+        if len(self._order) > 1024:
+            for old in self._order[:-1024]:
+                self._sent.pop(old, None)
+            self._order = self._order[-1024:]
+        before = self._order[-len(fresh) - self.fec : -len(fresh)] if self.fec else []
+        self._emit(*[self._sent[s] for s in before], *fresh)
+
+    def keepalive(self) -> None:
+        self.send([()])
+
+    # -- what the host sends ------------------------------------------------------------
+
+    def receive(self, datagram: bytes, now: float) -> None:
+        for code, b2, b3, payload in split(datagram):
+            self._on(code, b2, b3, payload, now)
+        self._check_gap(now)
+
+    def _on(self, code: int, b2: int, b3: int, payload: bytes, now: float) -> None:
+        if code == ACCEPTED:
+            self.state = "established"
+            self.host_name = payload[: 4 * b2].rstrip(b"\x00").decode()
+            self.host_product_id = payload[4 * b2 :].rstrip(b"\x00").decode()
+            self.log.append(("accepted", self.host_name, self.host_product_id))
+        elif code in (AUTH_REQ, USER_AUTH_REQ):
+            nonce = payload[:16]
+            self.nonces.append(nonce)
+            self.log.append(("auth-required", code, b3))
+            if code == AUTH_REQ and self.secret is not None:
+                digest = hashlib.sha256(nonce + self.secret.encode()).digest()
+                self._emit(command(INV_AUTH, 0, 0, digest))
+            elif code == USER_AUTH_REQ and self.user is not None:
+                raw = nonce + self.user.encode() + self.password.encode()
+                digest = hashlib.sha256(raw).digest()
+                self._emit(command(INV_USER, 0, 0, digest + pad(self.user.encode())))
+        elif code == PING:
+            self._emit(command(PING_REPLY, 0, 0, payload[:4]))
+            self.log.append(("ping",))
+        elif code == PING_REPLY:
+            (ping_id,) = struct.unpack(">I", payload[:4])
+            if ping_id in self._pings:
+                self.rtts.append(now - self._pings.pop(ping_id))
+        elif code == BYE:
+            self.state = "closed"
+            self.bye_reason = b2
+            self.log.append(("bye", b2))
+            self._emit(command(BYE_REPLY))
+        elif code == DATA:
+            self._data((b2 << 8) | b3, words_of(payload))
+        elif code == RETR_REQ:
+            seq = (b2 << 8) | b3
+            (count,) = struct.unpack(">H", payload[:2])
+            wanted = [(seq + i) & 0xFFFF for i in range(count or len(self._order))]
+            have = [self._sent[s] for s in wanted if s in self._sent]
+            if seq not in self._sent:
+                self._emit(command(RETR_ERR, 0x01, 0, struct.pack(">HH", seq, 0)))
+            else:
+                self._emit(*have)
+            self.log.append(("retransmit-request", seq, count))
+        else:
+            self.log.append((code, b2, b3, payload))
+
+    def _data(self, seq: int, words: tuple[int, ...]) -> None:
+        if self._expect is None:
+            self._expect = seq
+        ahead = (seq - self._expect) & 0xFFFF
+        if ahead >= 0x8000 or seq in self._early:
+            self.duplicates += 1
+            return
+        if ahead:
+            self._early[seq] = words
+            return
+        self._deliver(words)
+        self._expect = (seq + 1) & 0xFFFF
+        while self._expect in self._early:
+            self._deliver(self._early.pop(self._expect))
+            self._expect = (self._expect + 1) & 0xFFFF
+
+    def _deliver(self, words: tuple[int, ...]) -> None:
+        if words:
+            self.received.append(words)
+        else:
+            self.keepalives += 1
+
+    def _check_gap(self, now: float) -> None:
+        if not self._early:
+            self._gap_at = None
+        elif self._gap_at is None:
+            self._gap_at = now + self.retransmit_wait
+
+    def tick(self, now: float) -> None:
+        if self._gap_at is not None and now >= self._gap_at and self._expect is not None:
+            first = min((s - self._expect) & 0xFFFF for s in self._early)
+            self.retransmit_request(self._expect, first)
+            self._gap_at = now + self.retransmit_wait
+
+    def deadline(self) -> float | None:
+        return self._gap_at
+
+
+class UdpMidi2Client(asyncio.DatagramProtocol):
+    """A ``Midi2Client`` on a real UDP socket, for end-to-end tests:
+    ``client = await UdpMidi2Client.open(("127.0.0.1", port), Midi2Client(...))``,
+    then ``client.core.invite(); client.flush()``, and ``await client.until(cond)``."""
+
+    def __init__(self, core: Midi2Client, remote: tuple[str, int]) -> None:
+        self.core = core
+        self.remote = remote
+        self.transport: asyncio.DatagramTransport | None = None
+        self._changed = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    async def open(cls, remote: tuple[str, int], core: Midi2Client) -> UdpMidi2Client:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: cls(core, remote), local_addr=("127.0.0.1", 0)
+        )
+        return protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.core.receive(data, asyncio.get_running_loop().time())
+        self.flush()
+        self._changed.set()
+
+    def flush(self) -> None:
+        """Send what the core has queued, and arm its retransmit timer."""
+        assert self.transport is not None
+        for datagram in self.core.take():
+            self.transport.sendto(datagram, self.remote)
+        deadline = self.core.deadline()
+        if deadline is not None and self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(deadline, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.core.tick(asyncio.get_running_loop().time())
+        self.flush()
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
