@@ -212,15 +212,18 @@ class Midi2Host:
             self.counters[Count.PENDING_EVICTED] += 1
             self._drop(oldest)  # no Bye: it may be a spoofed address
         session = Midi2Session(
-            addr, identity, settings, rng=self._rng, counters=self.counters, now=now
+            addr,
+            identity,
+            settings,
+            rng=self._rng,
+            counters=self.counters,
+            now=now,
+            challenge=code,
+            credit=size,
         )
-        session.credit = size
         self._sessions[addr] = session
         self._touched[id(session)] = session
-        if code == 0:
-            return [Invited(addr, identity.name, identity.product_id)]
-        session.challenge(code, now)
-        return []
+        return [] if code else [Invited(addr, identity.name, identity.product_id)]
 
     # -- the caller's answers and output ---------------------------------------------
 
