@@ -124,3 +124,19 @@ def test_sequence_numbers_wrap_in_the_history_and_the_window() -> None:
     assert window.accept(0xFFFF, (1,)) is None  # a duplicate
     assert window.accept(0, (2,)) == [(2,), (3,)]
     assert window.gap() is None and window.expected == 2
+
+
+def test_the_midi2_core_is_sans_io() -> None:
+    """Like rtp/: no sockets, clocks, threads or event loop (tests/test_layers.py's rule)."""
+    from tests.test_layers import NO_IO, ROOT, from_, inside
+
+    imports = from_("midihub.midi2")
+    assert imports, "the parser found the package"
+    assert [str(i) for i in imports if inside(i.name, *NO_IO)] == []
+    outside = [
+        str(i)
+        for i in imports
+        if inside(i.name, ROOT)
+        and not inside(i.name, "midihub.midi2", "midihub.rtp", "midihub.midi")
+    ]
+    assert outside == []
