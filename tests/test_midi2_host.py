@@ -519,3 +519,56 @@ def test_configure_changes_fec_depth_and_names_live() -> None:
     assert sent(host)[-1] == H("4d494449 ff010001 10000000")
     host.receive(INVITE_PLAIN, ADDR, 2.0)  # a re-invitation: Reply Accepted again
     assert sent(host) == [H("4d494449 10020100 6e657700 70000000")]
+
+
+def test_no_datagram_exceeds_1400_octets_sending_or_answering() -> None:
+    host = make_host(fec=3, history=256)
+    joined(host)
+    flex = (0xD0000000, 1, 2, 3)  # a 4-word UMP: 20 octets as UMP Data
+    host.send(ADDR, [flex] * 200, 1.0)
+    datagrams = sent(host)
+    assert len(datagrams) > 2 and all(len(d) <= 1400 for d in datagrams)
+    seqs: list[int] = []
+    for data in datagrams:
+        seqs += [int.from_bytes(data[at + 2 : at + 4], "big") for at in range(4, len(data), 20)]
+    # each datagram after the first leads with the 3 commands before its new ones
+    assert sorted(set(seqs)) == list(range(200)) and len(seqs) == 200 + 3 * (len(datagrams) - 1)
+    host.receive(H("4d494449 80010000 00000000"), ADDR, 2.0)  # all from 0 on
+    answers = sent(host)
+    assert all(len(d) <= 1400 for d in answers)
+    assert b"".join(d[4:] for d in answers) == b"".join(
+        H("ff04") + struct.pack(">H", n) + H("d0000000 00000001 00000002 00000003")
+        for n in range(200)
+    )
+
+
+def test_a_client_that_invites_again_starts_its_numbering_again() -> None:
+    host = make_host()
+    joined(host)
+    host.receive(H("4d494449 ff010100 20903c64"), ADDR, 1.0)  # it numbered from 256
+    host.receive(INVITE_PLAIN, ADDR, 2.0)  # restarted on the same port
+    assert sent(host)[0][4] == 0x10  # Reply Accepted again
+    events = host.receive(H("4d494449 ff010000 20803c00"), ADDR, 2.1)
+    assert events == [UmpReceived(ADDR, [(0x20803C00,)])]  # not taken for an old one
+
+
+def test_a_digest_sent_again_after_joining_gets_reply_accepted_again() -> None:
+    host = make_host(secret="s3cret")
+    host.receive(INVITE_SECRET, ADDR, 0.0)
+    nonce = twin().randbytes(16)
+    sent(host)
+    answer = H("4d494449 02080000") + hashlib.sha256(nonce + b"s3cret").digest()
+    host.receive(answer, ADDR, 0.1)
+    host.accept(ADDR, 0.1)
+    assert sent(host) == [H("4d494449 10030200") + HOST_ID]
+    assert host.receive(answer, ADDR, 0.5) == []  # our reply was lost: it tries again
+    assert sent(host) == [H("4d494449 10030200") + HOST_ID]
+
+
+def test_a_client_cancelling_its_invitation_leaves_no_trace() -> None:
+    host = make_host(secret="s3cret")
+    host.receive(INVITE_SECRET, ADDR, 0.0)
+    sent(host)
+    assert host.receive(H("4d494449 f0008000"), ADDR, 0.1) == []  # Bye 0x80: cancelled
+    assert sent(host) == [H("4d494449 f1000000")]
+    assert host.session(ADDR) is None and host.pending == 0

@@ -246,11 +246,17 @@ class Midi2Session:
         return wire.invitation_reply(code, name, product)
 
     def on_reinvitation(self, now: float) -> None:
-        """The client sent its Invitation again (our reply was lost, or it restarted)."""
+        """The client sent its Invitation again: our reply was lost, or it restarted
+        (then its numbering starts again: so does what we expect of it)."""
         if self.state is State.AUTHENTICATING:
             self._send_challenge(AuthState.FIRST)
         elif self.state is State.ESTABLISHED:
-            self._send([self._identity_reply(Code.ACCEPTED)])
+            self._restart_receiving()
+            if self.proven:
+                self._send([self._identity_reply(Code.ACCEPTED)])
+            else:  # with a new Ping: the first may have been lost with our reply
+                reply = self._identity_reply(Code.ACCEPTED, reserve=PING_SIZE)
+                self._send([reply, self._new_ping(now)])
 
     def on_digest(self, command: CommandPacket, now: float) -> list[Midi2Event]:
         """Invitation with (User) Authentication while challenged."""
@@ -259,6 +265,9 @@ class Midi2Session:
             if self._auth_code == Code.AUTH_REQUIRED
             else (Code.INVITATION_USER_AUTH)
         )
+        if self.state is State.ESTABLISHED and self._auth_code and command.code == expected:
+            self._send([self._identity_reply(Code.ACCEPTED)])  # our Reply Accepted was lost
+            return []
         if self.state is not State.AUTHENTICATING or command.code != expected:
             self._nak(NakReason.NOT_EXPECTED, command)
             return []
@@ -472,7 +481,21 @@ class Midi2Session:
             self._send([wire.retransmit_error(seq, RetransmitErrorReason.NO_DATA)])
             return
         self._counters[Count.RETRANSMIT_ANSWERED] += 1
-        self._send([wire.ump_data(s, words) for s, words in entries])
+        self._send_data(entries)
+
+    def _send_data(self, entries: list[tuple[int, tuple[int, ...]]]) -> None:
+        """UMP Data commands in as few datagrams as ``MAX_DATAGRAM`` allows."""
+        batch: list[CommandPacket] = []
+        size = 4
+        for seq, words in entries:
+            command = wire.ump_data(seq, words)
+            if batch and size + command.size > wire.MAX_DATAGRAM:
+                self._send(batch)
+                batch, size = [], 4
+            batch.append(command)
+            size += command.size
+        if batch:
+            self._send(batch)
 
     def _give_up(self) -> list[Midi2Event]:
         """A gap neither FEC nor retransmission filled: Bye 0x03 (the hub releases what
@@ -489,12 +512,15 @@ class Midi2Session:
         """Session Reset: both directions start their numbering again (Zephyr, amidi2net)."""
         self._history.reset()
         self._unsent = None
+        self._tail_at = None
+        self._tail_left = 0
+        self._restart_receiving()
+
+    def _restart_receiving(self) -> None:
         self._window.reset()
         self._missing_at = None
         self._missing_seq = None
         self._missing_tries = 0
-        self._tail_at = None
-        self._tail_left = 0
 
     # -- sending ---------------------------------------------------------------------
 
@@ -526,7 +552,7 @@ class Midi2Session:
         at = 0
         while at < len(new):
             lead = self._history.before(new[at][0], fec)
-            size = 4 + sum(8 + 4 * len(w) for _, w in lead)
+            size = 4 + sum(4 + 4 * len(w) for _, w in lead)
             batch: list[tuple[int, tuple[int, ...]]] = []
             while at < len(new):
                 grows = 4 + 4 * len(new[at][1])
