@@ -27,6 +27,7 @@ from midihub.midi2.session import (
     NAK_BURST,
     RETRANSMIT_ATTEMPTS,
 )
+from midihub.rtp.errors import LocalProtocolError
 from tests.midi2_client import MemLink, Midi2Client
 from tests.seeds import seeded
 
@@ -572,3 +573,14 @@ def test_a_client_cancelling_its_invitation_leaves_no_trace() -> None:
     assert host.receive(H("4d494449 f0008000"), ADDR, 0.1) == []  # Bye 0x80: cancelled
     assert sent(host) == [H("4d494449 f1000000")]
     assert host.session(ADDR) is None and host.pending == 0
+
+
+def test_accept_and_refuse_need_an_invited_client() -> None:
+    host = make_host(secret="s3cret")
+    with pytest.raises(LocalProtocolError):
+        host.accept(ADDR, 0.0)  # nobody there
+    host.receive(INVITE_SECRET, ADDR, 0.0)
+    with pytest.raises(LocalProtocolError):
+        host.accept(ADDR, 0.0)  # challenged, not yet authenticated
+    with pytest.raises(LocalProtocolError):
+        host.refuse(ADDR, 0x40, 0.0)

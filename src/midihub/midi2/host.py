@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from midihub.midi2 import commands as wire
 from midihub.midi2.commands import ByeReason, Capability, Code, CommandPacket, NakReason
 from midihub.midi2.events import Address, Departed, Invited, Midi2Event, UmpMessage
-from midihub.midi2.session import Count, Midi2Session, Midi2Settings
+from midihub.midi2.session import Count, Midi2Session, Midi2Settings, State
 from midihub.rtp.errors import LocalProtocolError, ProtocolError
 from midihub.rtp.limits import Limits, SourceLimiter, source_key
 
@@ -71,8 +71,9 @@ class Midi2Host:
         self._now = now
 
     def configure(self, settings: Midi2Settings, now: float) -> None:
-        """A reload: live sessions take the new settings (name, FEC depth, history,
-        timers) from their next datagram; a secret change binds new invitations only."""
+        """A reload, live: every session takes the new settings (name, FEC depth,
+        history, timers; a challenged client's digest is checked against the new secret
+        or users). Lowering a cap turns newcomers away and drops no one."""
         self.settings = settings
         for session in self._sessions.values():
             session.configure(settings)
@@ -229,7 +230,7 @@ class Midi2Host:
 
     def _invited(self, addr: Address) -> Midi2Session:
         session = self._sessions.get(addr)
-        if session is None or not session.pending:
+        if session is None or session.state is not State.INVITED:
             raise LocalProtocolError(f"no invitation from {addr!r} awaits an answer")
         return session
 
