@@ -129,20 +129,16 @@ class Midi2Host:
     def _from_stranger(
         self, decoded: wire.Decoded, size: int, addr: Address, now: float
     ) -> list[Midi2Event]:
+        """A datagram from an address without a session. With an Invitation in it, the
+        rest is ignored: the new session's replies spend all of its size."""
+        for command in decoded.commands:
+            if command.code == Code.INVITATION:
+                ignored = len(decoded.commands) - 1 + (decoded.truncated is not None)
+                self.counters[Count.UNEXPECTED] += ignored
+                return self._on_invitation(command, size, addr, now)
         replies: list[CommandPacket] = []
-        events: list[Midi2Event] = []
         for command in decoded.commands:
             code = command.code
-            if code == Code.INVITATION:
-                session = self._sessions.get(addr)
-                if session is None:
-                    events += self._on_invitation(command, size, addr, now)
-                else:  # a second Invitation in the same datagram
-                    session.on_reinvitation(now)
-                continue
-            if addr in self._sessions:  # what followed its invitation
-                self.counters[Count.UNEXPECTED] += 1
-                continue
             self.counters[Count.STRANGER] += 1
             if code in _NEEDS_SESSION:
                 replies.append(wire.bye(ByeReason.SESSION_NOT_ESTABLISHED))
@@ -155,16 +151,14 @@ class Midi2Host:
                 replies.append(wire.empty(Code.BYE_REPLY))
             elif code in (Code.INVITATION_AUTH, Code.INVITATION_USER_AUTH):
                 replies.append(wire.nak(NakReason.NOT_EXPECTED, command.header))
-            elif code in _IGNORED_FROM_STRANGERS:
-                pass
-            else:
+            elif code not in _IGNORED_FROM_STRANGERS:
                 replies.append(wire.nak(NakReason.NOT_SUPPORTED, command.header))
         if decoded.truncated is not None:
             self.counters[Count.TRUNCATED] += 1
             replies.append(wire.nak(NakReason.MALFORMED, decoded.truncated))
         if replies:
             self._reply(replies, size, addr, now)
-        return events
+        return []
 
     def _reply(self, replies: list[CommandPacket], size: int, addr: Address, now: float) -> None:
         """One datagram to a stranger: no larger than the ``size`` it sent (what does not
