@@ -263,8 +263,7 @@ class UdpMidi2Client(asyncio.DatagramProtocol):
         return protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.core.receive(data, asyncio.get_running_loop().time())
@@ -297,3 +296,78 @@ class UdpMidi2Client(asyncio.DatagramProtocol):
             self._timer.cancel()
         if self.transport is not None:
             self.transport.close()
+
+
+class MemLink:
+    """A host (anything with ``receive``/``datagrams_to_send``/``tick``/``next_deadline``,
+    a ``Midi2Host``) and one ``Midi2Client`` at ``addr``, on a simulated clock: every
+    datagram takes ``latency`` and ``drop(direction, datagram)`` may lose it
+    ("up": client to host, "down": host to client). Nothing sleeps."""
+
+    def __init__(
+        self,
+        host: Any,
+        client: Midi2Client,
+        addr: tuple[Any, ...] = ("192.0.2.10", 40000),
+        *,
+        latency: float = 0.005,
+        drop: Callable[[str, bytes], bool] | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.host = host
+        self.client = client
+        self.addr = addr
+        self.latency = latency
+        self.drop = drop or (lambda direction, data: False)
+        self.now = now
+        self.events: list[Any] = []  # what the host's calls returned, in order
+        self.down: list[bytes] = []  # every datagram the host sent (before loss)
+        self.up: list[bytes] = []
+        self._wire: list[tuple[float, int, str, bytes]] = []
+        self._order = 0
+
+    def _post(self) -> None:
+        for data in self.client.take():
+            self.up.append(data)
+            if not self.drop("up", data):
+                self._wire.append((self.now + self.latency, self._next(), "up", data))
+        for data, addr in self.host.datagrams_to_send():
+            assert addr == self.addr
+            self.down.append(data)
+            if not self.drop("down", data):
+                self._wire.append((self.now + self.latency, self._next(), "down", data))
+        self._wire.sort()
+
+    def _next(self) -> int:
+        self._order += 1
+        return self._order
+
+    def flush(self) -> None:
+        """Put what both sides queued on the wire (call after driving either)."""
+        self._post()
+
+    def run_until(self, end: float) -> None:
+        self._post()
+        while True:
+            deadlines = (self.host.next_deadline(), self.client.deadline())
+            times = [t for t in deadlines if t is not None]
+            if self._wire:
+                times.append(self._wire[0][0])
+            when = min(times, default=None)
+            if when is None or when > end:
+                self.now = max(self.now, end)
+                return
+            self.now = max(self.now, when)
+            if self._wire and self._wire[0][0] <= self.now:
+                _, _, direction, data = self._wire.pop(0)
+                if direction == "up":
+                    self.events += self.host.receive(data, self.addr, self.now)
+                else:
+                    self.client.receive(data, self.now)
+            else:
+                self.events += self.host.tick(self.now)
+                self.client.tick(self.now)
+            self._post()
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from midihub.midi2 import commands as wire
 from midihub.midi2.commands import ByeReason, Capability, Code, CommandPacket, NakReason
 from midihub.midi2.events import Address, Departed, Invited, Midi2Event, UmpMessage
-from midihub.midi2.session import Count, Midi2Session, Midi2Settings
+from midihub.midi2.session import Count, Midi2Session, Midi2Settings, State
 from midihub.rtp.errors import LocalProtocolError, ProtocolError
 from midihub.rtp.limits import Limits, SourceLimiter, source_key
 
@@ -71,8 +71,9 @@ class Midi2Host:
         self._now = now
 
     def configure(self, settings: Midi2Settings, now: float) -> None:
-        """A reload: live sessions take the new settings (name, FEC depth, history,
-        timers) from their next datagram; a secret change binds new invitations only."""
+        """A reload, live: every session takes the new settings (name, FEC depth,
+        history, timers; a challenged client's digest is checked against the new secret
+        or users). Lowering a cap turns newcomers away and drops no one."""
         self.settings = settings
         for session in self._sessions.values():
             session.configure(settings)
@@ -128,20 +129,16 @@ class Midi2Host:
     def _from_stranger(
         self, decoded: wire.Decoded, size: int, addr: Address, now: float
     ) -> list[Midi2Event]:
+        """A datagram from an address without a session. With an Invitation in it, the
+        rest is ignored: the new session's replies spend all of its size."""
+        for command in decoded.commands:
+            if command.code == Code.INVITATION:
+                ignored = len(decoded.commands) - 1 + (decoded.truncated is not None)
+                self.counters[Count.UNEXPECTED] += ignored
+                return self._on_invitation(command, size, addr, now)
         replies: list[CommandPacket] = []
-        events: list[Midi2Event] = []
         for command in decoded.commands:
             code = command.code
-            if code == Code.INVITATION:
-                session = self._sessions.get(addr)
-                if session is None:
-                    events += self._on_invitation(command, size, addr, now)
-                else:  # a second Invitation in the same datagram
-                    session.on_reinvitation(now)
-                continue
-            if addr in self._sessions:  # what followed its invitation
-                self.counters[Count.UNEXPECTED] += 1
-                continue
             self.counters[Count.STRANGER] += 1
             if code in _NEEDS_SESSION:
                 replies.append(wire.bye(ByeReason.SESSION_NOT_ESTABLISHED))
@@ -154,16 +151,14 @@ class Midi2Host:
                 replies.append(wire.empty(Code.BYE_REPLY))
             elif code in (Code.INVITATION_AUTH, Code.INVITATION_USER_AUTH):
                 replies.append(wire.nak(NakReason.NOT_EXPECTED, command.header))
-            elif code in _IGNORED_FROM_STRANGERS:
-                pass
-            else:
+            elif code not in _IGNORED_FROM_STRANGERS:
                 replies.append(wire.nak(NakReason.NOT_SUPPORTED, command.header))
         if decoded.truncated is not None:
             self.counters[Count.TRUNCATED] += 1
             replies.append(wire.nak(NakReason.MALFORMED, decoded.truncated))
         if replies:
             self._reply(replies, size, addr, now)
-        return events
+        return []
 
     def _reply(self, replies: list[CommandPacket], size: int, addr: Address, now: float) -> None:
         """One datagram to a stranger: no larger than the ``size`` it sent (what does not
@@ -212,21 +207,24 @@ class Midi2Host:
             self.counters[Count.PENDING_EVICTED] += 1
             self._drop(oldest)  # no Bye: it may be a spoofed address
         session = Midi2Session(
-            addr, identity, settings, rng=self._rng, counters=self.counters, now=now
+            addr,
+            identity,
+            settings,
+            rng=self._rng,
+            counters=self.counters,
+            now=now,
+            challenge=code,
+            credit=size,
         )
-        session.credit = size
         self._sessions[addr] = session
         self._touched[id(session)] = session
-        if code == 0:
-            return [Invited(addr, identity.name, identity.product_id)]
-        session.challenge(code, now)
-        return []
+        return [] if code else [Invited(addr, identity.name, identity.product_id)]
 
     # -- the caller's answers and output ---------------------------------------------
 
     def _invited(self, addr: Address) -> Midi2Session:
         session = self._sessions.get(addr)
-        if session is None or not session.pending:
+        if session is None or session.state is not State.INVITED:
             raise LocalProtocolError(f"no invitation from {addr!r} awaits an answer")
         return session
 

@@ -74,15 +74,16 @@ class ReceiveWindow:
     The first command seen sets the start (amidi2net starts at 1, Zephyr at 0; after a
     Session Reset both start again)."""
 
-    __slots__ = ("_ahead", "expected")
+    __slots__ = ("_ahead", "expected", "refused")
 
     def __init__(self) -> None:
         self.expected: int | None = None
+        self.refused = 0  # commands dropped for being too far ahead
         self._ahead: dict[int, tuple[int, ...]] = {}
 
     def accept(self, seq: int, words: tuple[int, ...]) -> list[tuple[int, ...]] | None:
         """The commands now deliverable in order (possibly none: it came early), or None
-        for a duplicate or one too far ahead (the caller counts which by ``is_ahead``)."""
+        for a duplicate or one too far ahead (``refused`` counts those)."""
         expected = self.expected
         if expected is None:
             expected = seq
@@ -91,6 +92,7 @@ class ReceiveWindow:
             return None
         if d > 0:
             if d > MAX_AHEAD or len(self._ahead) >= MAX_AHEAD:
+                self.refused += 1
                 return None
             self.expected = expected
             self._ahead[seq] = words
@@ -102,9 +104,6 @@ class ReceiveWindow:
             seq = (seq + 1) % MOD
         self.expected = seq
         return out
-
-    def is_ahead(self, seq: int) -> bool:
-        return self.expected is not None and diff(seq, self.expected) > 0
 
     def gap(self) -> tuple[int, int] | None:
         """(first missing, how many up to the earliest held command), or None."""

@@ -153,14 +153,19 @@ class Midi2Session:
         rng: random.Random,
         counters: collections.Counter[str],
         now: float,
+        challenge: int = 0,
+        credit: int = 0,
     ) -> None:
+        """``challenge``: 0x12 or 0x13 to start by asking for a digest (sent at once);
+        0: no authentication, the caller's ``accept`` awaited. ``credit``: the size of
+        the invitation."""
         self.addr = addr
         self.source = source_key(addr[0] if addr else "")
         self.name = identity.name
         self.product_id = identity.product_id
         self.capabilities = identity.capabilities
         self.settings = settings
-        self.state = State.INVITED
+        self.state = State.AUTHENTICATING if challenge else State.INVITED
         self.created = now
         self.joined_at: float | None = None
         self.last_heard = now
@@ -168,24 +173,27 @@ class Midi2Session:
         self.packets_received = 0  # datagrams from the client
         self.packets_lost = 0  # UMP Data commands it sent that never arrived
         self.proven = False
-        self.credit = 0  # octets we may still send before it is proven
+        self.credit = credit  # octets we may still send before it is proven
         self._rng = rng
         self._counters = counters
         self._outbox: list[bytes] = []
-        self._nonce = b""
-        self._auth_code = 0  # 0x12 or 0x13 while AUTHENTICATING
+        self._nonce = new_nonce(rng) if challenge else b""
+        self._auth_code = challenge  # 0x12 or 0x13 while AUTHENTICATING
         self._auth_failures = 0
         self._history = SendHistory(settings.history)
         self._unsent: int | None = None  # first sequence number held until proven
         self._window = ReceiveWindow()
         self._missing_at: float | None = None
         self._missing_tries = 0
+        self._missing_seq: int | None = None  # the gap's first missing number
         self._tail_at: float | None = None
         self._tail_left = 0
         self._next_ping = now
         self._ping_id: int | None = None
         self._ping_sent_at = 0.0
         self._naks = TokenBucket(NAK_RATE, NAK_BURST, now)
+        if challenge:
+            self._send_challenge(AuthState.FIRST)
 
     def __repr__(self) -> str:
         return f"<Midi2Session {self.addr!r} {self.state.value}>"
@@ -218,13 +226,6 @@ class Midi2Session:
 
     # -- handshake -------------------------------------------------------------------
 
-    def challenge(self, code: int, now: float) -> None:
-        """Ask for a digest: Authentication Required (0x12) or User (0x13), first try."""
-        self._move(State.AUTHENTICATING)
-        self._auth_code = code
-        self._nonce = new_nonce(self._rng)
-        self._send_challenge(AuthState.FIRST)
-
     def _send_challenge(self, state: int) -> None:
         self._send([self._identity_reply(self._auth_code, state)])
 
@@ -245,11 +246,17 @@ class Midi2Session:
         return wire.invitation_reply(code, name, product)
 
     def on_reinvitation(self, now: float) -> None:
-        """The client sent its Invitation again (our reply was lost, or it restarted)."""
+        """The client sent its Invitation again: our reply was lost, or it restarted
+        (then its numbering starts again: so does what we expect of it)."""
         if self.state is State.AUTHENTICATING:
             self._send_challenge(AuthState.FIRST)
         elif self.state is State.ESTABLISHED:
-            self._send([self._identity_reply(Code.ACCEPTED)])
+            self._restart_receiving()
+            if self.proven:
+                self._send([self._identity_reply(Code.ACCEPTED)])
+            else:  # with a new Ping: the first may have been lost with our reply
+                reply = self._identity_reply(Code.ACCEPTED, reserve=PING_SIZE)
+                self._send([reply, self._new_ping(now)])
 
     def on_digest(self, command: CommandPacket, now: float) -> list[Midi2Event]:
         """Invitation with (User) Authentication while challenged."""
@@ -258,6 +265,9 @@ class Midi2Session:
             if self._auth_code == Code.AUTH_REQUIRED
             else (Code.INVITATION_USER_AUTH)
         )
+        if self.state is State.ESTABLISHED and self._auth_code and command.code == expected:
+            self._send([self._identity_reply(Code.ACCEPTED)])  # our Reply Accepted was lost
+            return []
         if self.state is not State.AUTHENTICATING or command.code != expected:
             self._nak(NakReason.NOT_EXPECTED, command)
             return []
@@ -396,9 +406,10 @@ class Midi2Session:
             bad = True
         else:
             bad = bool(words) and UMP_WORDS[words[0] >> 28] != len(words)
+        refused = self._window.refused
         ready = self._window.accept(seq, words)
         if ready is None:
-            if self._window.is_ahead(seq):
+            if self._window.refused != refused:
                 self._counters[Count.TOO_FAR_AHEAD] += 1
             else:
                 self._counters[Count.FEC_DUPLICATES] += 1
@@ -415,11 +426,19 @@ class Midi2Session:
                 delivered.append(message)
 
     def _arm_missing(self, now: float) -> None:
-        if self._window.gap() is None:
+        """A gap starts the wait before asking; progress (its first missing command
+        arrived) gives the rest of it a fresh set of attempts."""
+        gap = self._window.gap()
+        if gap is None:
             self._missing_at = None
+            self._missing_seq = None
             self._missing_tries = 0
-        elif self._missing_at is None:
-            self._missing_at = now + MISSING_WAIT
+            return
+        if gap[0] != self._missing_seq:
+            self._missing_seq = gap[0]
+            self._missing_tries = 0
+            if self._missing_at is None:
+                self._missing_at = now + MISSING_WAIT
 
     def _on_ping_reply(self, command: CommandPacket, now: float) -> list[Midi2Event]:
         try:
@@ -462,7 +481,21 @@ class Midi2Session:
             self._send([wire.retransmit_error(seq, RetransmitErrorReason.NO_DATA)])
             return
         self._counters[Count.RETRANSMIT_ANSWERED] += 1
-        self._send([wire.ump_data(s, words) for s, words in entries])
+        self._send_data(entries)
+
+    def _send_data(self, entries: list[tuple[int, tuple[int, ...]]]) -> None:
+        """UMP Data commands in as few datagrams as ``MAX_DATAGRAM`` allows."""
+        batch: list[CommandPacket] = []
+        size = 4
+        for seq, words in entries:
+            command = wire.ump_data(seq, words)
+            if batch and size + command.size > wire.MAX_DATAGRAM:
+                self._send(batch)
+                batch, size = [], 4
+            batch.append(command)
+            size += command.size
+        if batch:
+            self._send(batch)
 
     def _give_up(self) -> list[Midi2Event]:
         """A gap neither FEC nor retransmission filled: Bye 0x03 (the hub releases what
@@ -479,11 +512,15 @@ class Midi2Session:
         """Session Reset: both directions start their numbering again (Zephyr, amidi2net)."""
         self._history.reset()
         self._unsent = None
-        self._window.reset()
-        self._missing_at = None
-        self._missing_tries = 0
         self._tail_at = None
         self._tail_left = 0
+        self._restart_receiving()
+
+    def _restart_receiving(self) -> None:
+        self._window.reset()
+        self._missing_at = None
+        self._missing_seq = None
+        self._missing_tries = 0
 
     # -- sending ---------------------------------------------------------------------
 
@@ -515,7 +552,7 @@ class Midi2Session:
         at = 0
         while at < len(new):
             lead = self._history.before(new[at][0], fec)
-            size = 4 + sum(8 + 4 * len(w) for _, w in lead)
+            size = 4 + sum(4 + 4 * len(w) for _, w in lead)
             batch: list[tuple[int, tuple[int, ...]]] = []
             while at < len(new):
                 grows = 4 + 4 * len(new[at][1])
