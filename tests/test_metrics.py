@@ -115,7 +115,9 @@ async def test_metrics_need_the_token_when_the_hub_is_private(serve_room: ServeR
 def _close_sockets(pair: PortPair) -> None:
     """Its sockets closed under it: sending fails with EBADF, an errno no network sends."""
     loop = asyncio.get_running_loop()
-    for sock in pair._sockets:
+    for port in pair._sockets:
+        sock = port._socket
+        assert sock is not None
         loop.remove_reader(sock.fileno())
         sock.close()
 

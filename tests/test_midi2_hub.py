@@ -102,12 +102,16 @@ async def test_a_keyed_room_admits_its_secret_and_refuses_no_or_a_wrong_secret()
     async with clients() as opened:
         with running_hub(room(port, midi2, 'key = "sesame"')) as running:
             await peer.connect(port)
-            good = Midi2Client(name="Keys", secret="sesame", rng=seeded(1, "midi2 client"))
+            good = Midi2Client(
+                name="Keys of the hub", secret="sesame", rng=seeded(1, "midi2 client")
+            )
             opened.append(await join(midi2, good))
             assert good.host_name == "hub Jam"
             assert ("auth-required", 0x12, 0) in good.log  # challenged, then accepted
-            plain = Midi2Client(name="Plain", rng=seeded(2, "midi2 client"))
-            wrong = Midi2Client(name="Wrong", secret="open sesame", rng=seeded(3, "midi2 client"))
+            plain = Midi2Client(name="Plain invitation", rng=seeded(2, "midi2 client"))
+            wrong = Midi2Client(
+                name="Wrong secret here", secret="open sesame", rng=seeded(3, "midi2 client")
+            )
             for client in (plain, wrong):
                 udp = await UdpMidi2Client.open((LOCALHOST, midi2), client)
                 opened.append(udp)
@@ -121,7 +125,7 @@ async def test_a_keyed_room_admits_its_secret_and_refuses_no_or_a_wrong_secret()
             )
             assert ("auth-required", 0x12, 1) in wrong.log  # told its digest was wrong
             assert not any(entry[0] == "accepted" for entry in plain.log + wrong.log)
-            assert [g.name for g in midi2_guests(running, port)] == ["Keys"]
+            assert [g.name for g in midi2_guests(running, port)] == ["Keys of the hub"]
             # The one that joined plays with the room; the refused never could.
             send(opened[0], cv1(0x90, 60, 100))
             await wait_for(lambda: peer.received == [note_on(0, 60, 100)], 10, "the note")
@@ -180,8 +184,9 @@ async def test_midi_is_exact_both_ways_and_midi2_velocities_are_scaled() -> None
                 ((0x3 << 28) | (0x1 << 20) | (6 << 16) | 0x0102, 0x03040506),
                 ((0x3 << 28) | (0x3 << 20) | (1 << 16) | 0x0700, 0),
             ]
+            await marked(alice, bob)  # the client hears the marker too, last
+            want.append(cv1(0xBF, 119, 0))
             await wait_for(lambda: len(core.received) >= len(want), 10, "the room's MIDI")
-            await marked(alice, bob)
             assert core.received == want
             guest = midi2_guests(running, port)[0]
             assert running.hub.endpoints[port].stats_of(guest.public_id).messages_in == len(
@@ -215,7 +220,6 @@ async def test_endpoint_discovery_is_answered_with_the_rooms_name_and_product_id
 
             assert text(0x003) == "hub Jam"
             assert text(0x004) == "hub-test-1"
-            assert core.host_product_id == "hub-test-1"
 
 
 async def test_listed_measured_and_counted_like_any_participant() -> None:
@@ -317,7 +321,9 @@ async def test_a_reload_moves_the_port_and_a_new_key_lets_old_clients_go() -> No
     async with clients() as opened:
         with running_hub(room(port, midi2, 'key = "first"')) as running:
             await peer.connect(port)
-            client = Midi2Client(name="keys", secret="first", rng=seeded(9, "midi2 client"))
+            client = Midi2Client(
+                name="keys, first key", secret="first", rng=seeded(9, "midi2 client")
+            )
             opened.append(await join(midi2, client))
             send(opened[0], cv1(0x90, 60, 100))
             await wait_for(lambda: len(peer.received) == 1, 10, "the note")
@@ -325,16 +331,26 @@ async def test_a_reload_moves_the_port_and_a_new_key_lets_old_clients_go() -> No
             await wait_for(lambda: client.state == "closed", 10, "the Bye after the key change")
             assert peer.received[1:] == [note_off(0, 60)]
             assert midi2_guests(running, port) == []
-            fresh = Midi2Client(name="again", secret="second", rng=seeded(10, "midi2 client"))
+            fresh = Midi2Client(
+                name="again, second key", secret="second", rng=seeded(10, "midi2 client")
+            )
             opened.append(await join(midi2, fresh))
+            # [midi2] settings reach the live session; the same credentials keep it.
+            tuned = room(port, midi2, 'key = "second"\n[midi2]\nfec = 1\nping_interval = 7\n')
+            running.server.reconfigure(make_config(tuned).spec())
+            host = running.server.midi2_ports[midi2].host
+            (address,) = [g.address for g in midi2_guests(running, port)]
+            session = host.session(address)
+            assert session is not None and fresh.state == "established"
+            assert (session.settings.fec, session.settings.ping_interval) == (1, 7)
             running.server.reconfigure(make_config(room(port, moved, 'key = "second"')).spec())
             await wait_for(lambda: fresh.state == "closed", 10, "the Bye when the port moved")
             assert sorted(running.server.midi2_ports) == [moved]
             moved_client = Midi2Client(
-                name="moved", secret="second", rng=seeded(11, "midi2 client")
+                name="moved, second key", secret="second", rng=seeded(11, "midi2 client")
             )
             opened.append(await join(moved, moved_client))
-            assert [g.name for g in midi2_guests(running, port)] == ["moved"]
+            assert [g.name for g in midi2_guests(running, port)] == ["moved, second key"]
     peer.close()
 
 
