@@ -199,6 +199,7 @@ class Monitor:
                 "from": {
                     "id": participant_id(endpoint, event.who),
                     "name": event.who.name,
+                    "transport": event.who.transport,
                 },
                 "messages": [message_json(msg) for _, msg in event.commands],
             }
@@ -295,7 +296,10 @@ class Monitor:
         endpoint = self.hub.endpoints.get(port)
         if endpoint is None:
             return []
-        return [{"id": participant_id(endpoint, s), "name": s.name} for s in endpoint.participants]
+        return [
+            {"id": participant_id(endpoint, s), "name": s.name, "transport": s.transport}
+            for s in endpoint.participants
+        ]
 
     def _admit(self, key: str) -> web.Response | None:
         """None when one more viewer from ``key`` fits, else the refusal."""
