@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import browser as browser_scenario
+import midi2 as midi2_scenario
 import psutil  # type: ignore[import-untyped]
 from common import LOCALHOST, free_port_block, free_tcp_port
 
@@ -1254,6 +1255,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines += [f"    {line}" for line in problems]
         lines.append("")
     lines += browser_scenario.markdown(report.get("browser"))
+    lines += midi2_scenario.markdown(report.get("midi2"))
     lines += ["## Hot spots", ""]
     for loop, results in report["loops"].items():
         profile = dict(results.get("profile") or {})
@@ -1363,6 +1365,8 @@ def main() -> None:
         )
     log("browser scenario (WebSocket participant)")
     report["browser"] = browser_scenario.run(args.quick)
+    log("Network MIDI 2.0 scenario (a UMP client beside RTP peers)")
+    report["midi2"] = midi2_scenario.run(args.quick)
     report["background_cpu_pct_after"] = psutil.cpu_percent(interval=1.0)
     times_after = psutil.cpu_times()
     report["steal_pct"] = steal_percent(times_before, times_after)

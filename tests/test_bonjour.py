@@ -13,21 +13,26 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from midihub import config as config_module
 from midihub.app import App
-from midihub.bonjour import SERVICE_TYPE, Advertiser, advertise_addresses, instance_name
+from midihub.bonjour import (
+    MIDI2_SERVICE_TYPE,
+    SERVICE_TYPE,
+    Advertiser,
+    advertise_addresses,
+    instance_name,
+)
 from tests.support import free_ports, wait_for
 
 
 class Browser:
     """What a Mac's Audio MIDI Setup would see, as (name → port, addresses)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str = SERVICE_TYPE) -> None:
         self.zeroconf = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
         self.seen: dict[str, tuple[int, list[str]]] = {}
+        self.txt: dict[str, dict[bytes, bytes | None]] = {}
         self.removed: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self.browser = AsyncServiceBrowser(
-            self.zeroconf.zeroconf, [SERVICE_TYPE], handlers=[self._changed]
-        )
+        self.browser = AsyncServiceBrowser(self.zeroconf.zeroconf, [kind], handlers=[self._changed])
 
     def _changed(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
@@ -44,6 +49,7 @@ class Browser:
         info = AsyncServiceInfo(service_type, name)
         if await info.async_request(self.zeroconf.zeroconf, 3000) and info.port is not None:
             self.seen[name] = (info.port, info.parsed_addresses())
+            self.txt[name] = dict(info.properties)
 
     async def close(self) -> None:
         await self.browser.async_cancel()
@@ -185,3 +191,32 @@ async def test_syncs_at_once_register_each_port_once() -> None:
         assert advertiser.services[port].name == full(name)  # not "twice-… (2)"
     finally:
         await advertiser.close()
+
+
+async def test_network_midi2_ports_are_advertised_as_midi2_udp_with_their_txt(
+    tmp_path: Path,
+) -> None:
+    room, midi2 = free_ports(2)
+    hub_name = f"bonjour-m2-{room}"
+    file = tmp_path / "midihub.toml"
+    base = f"name = '{hub_name}'\n[web]\nlisten = ''\n[rooms.Jam]\nport = {room}\n"
+    file.write_text(base + f"midi2 = {midi2}\n[midi2]\nproduct_id = 'studio-7'\n")
+    config, _ = config_module.load(file, "127.0.0.1")
+    browser = Browser(MIDI2_SERVICE_TYPE)
+    app = App(config, file, "127.0.0.1", db=":memory:")
+    running = asyncio.create_task(app.run())
+    name = f"{hub_name} Jam.{MIDI2_SERVICE_TYPE}"
+    try:
+        await wait_for(lambda: name in browser.seen, 10, "the _midi2._udp service")
+        assert browser.seen[name] == (midi2, ["127.0.0.1"])
+        assert browser.txt[name] == {
+            b"UMPEndpointName": f"{hub_name} Jam".encode(),
+            b"ProductInstanceId": b"studio-7",
+        }
+        file.write_text(base)  # the room keeps its RTP port, loses its Network MIDI 2.0 one
+        assert app.reload() is None
+        await wait_for(lambda: name in browser.removed, 5, "the service withdrawn")
+    finally:
+        app.stop()
+        await asyncio.wait_for(running, 15)
+        await browser.close()

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from midihub.midi.messages import note_off, note_on
+from midihub.midi.notes import NoteRange
 from midihub.rtp import LeaveReason, PeerJoined, PeerLeft
 from midihub.web.metrics import Midi2Collector
 from tests.midi2_client import Midi2Client
@@ -427,3 +428,25 @@ async def test_ten_percent_loss_both_ways_every_message_once_in_order_no_stuck_n
             assert guest.held.release() == []
     transport.close()
     peer.close()
+
+
+async def test_one_source_is_held_to_sessions_per_source_and_a_panic_reaches_its_clients() -> None:
+    port, midi2 = free_ports(2)
+    text = room(port, midi2, "[limits]\nsessions_per_source = 2\n")
+    async with clients() as opened:
+        with running_hub(text) as running:
+            for n in range(2):
+                client = Midi2Client(name=f"player {n}", rng=seeded(20 + n, "midi2 client"))
+                opened.append(await join(midi2, client))
+            third = Midi2Client(name="player 2", rng=seeded(22, "midi2 client"))
+            opened.append(await join(midi2, third, until="closed"))
+            assert third.bye_reason == BYE_TOO_MANY_SESSIONS
+            assert running.server.midi2_ports[midi2].refused["source-full"] == 1
+            assert len(midi2_guests(running, port)) == 2
+            # A panic to the port reaches both clients as UMP: a NoteOff per note of its range.
+            running.hub.panic(port, NoteRange.LOW, asyncio.get_running_loop().time(), channels=[9])
+            running.server.flush()
+            want = [cv1(0x89, note, 0) for note in range(0, 43)]
+            for udp in opened[:2]:
+                await wait_for(lambda u=udp: len(u.core.received) >= len(want), 10, "the panic")
+                assert udp.core.received == want
