@@ -9,6 +9,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from midihub.rtp import LeaveReason, PeerJoined, PeerLeft
 from midihub.web.metrics import Midi2Collector
 from tests.midi2_client import Midi2Client
 from tests.midi2_client import UdpMidi2Client as _UdpMidi2Client
+from tests.record_support import recording_hub
 from tests.seeds import seeded
 from tests.support import (
     LOCALHOST,
@@ -32,6 +34,7 @@ from tests.support import (
     serving,
     wait_for,
 )
+from tests.test_record import tracks_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -197,7 +200,7 @@ async def test_midi_is_exact_both_ways_and_midi2_velocities_are_scaled() -> None
     bob.close()
 
 
-async def test_endpoint_discovery_is_answered_with_the_rooms_name_and_product_id() -> None:
+async def test_endpoint_discovery_is_answered_and_shutdown_says_bye() -> None:
     port, midi2 = free_ports(2)
     async with clients() as opened:
         with running_hub(room(port, midi2, '[midi2]\nproduct_id = "hub-test-1"\n')):
@@ -221,6 +224,9 @@ async def test_endpoint_discovery_is_answered_with_the_rooms_name_and_product_id
 
             assert text(0x003) == "hub Jam"
             assert text(0x004) == "hub-test-1"
+        # The hub stops: its clients are told so (Bye 0x02, power down).
+        await wait_for(lambda: core.state == "closed", 10, "the Bye at shutdown")
+        assert core.bye_reason == 0x02
 
 
 async def test_listed_measured_and_counted_like_any_participant() -> None:
@@ -450,3 +456,27 @@ async def test_one_source_is_held_to_sessions_per_source_and_a_panic_reaches_its
             for udp in opened[:2]:
                 await wait_for(lambda u=udp: len(u.core.received) >= len(want), 10, "the panic")
                 assert udp.core.received == want
+
+
+async def test_a_recording_has_the_clients_track_with_its_release(tmp_path: Path) -> None:
+    port, midi2 = free_ports(2)
+    peer = PyPeer("rtp")
+    async with clients() as opened, recording_hub(room(port, midi2), tmp_path) as hub:
+        await peer.connect(port)
+        status, rec = await hub.call("POST", "/api/recordings", {"port": port})
+        assert status == 201
+        udp = await join(midi2, Midi2Client(name="Win MIDI", rng=seeded(30, "midi2 client")))
+        opened.append(udp)
+        send(udp, cv1(0x90, 60, 100), note2(True, 0, 64, 0xFFFF))
+        await wait_for(lambda: len(peer.received) == 2, 10, "the notes")
+        udp.core.bye()  # leaves holding both
+        udp.flush()
+        await wait_for(lambda: len(peer.received) == 4, 10, "the release")
+        status, done = await hub.call("POST", f"/api/recordings/{rec['id']}/stop")
+        assert status == 200 and done["state"] == "done", done
+        path = hub.manager.path_of(rec["id"])
+        assert path is not None
+        assert tracks_of(path) == {
+            "Win MIDI": [note_on(0, 60, 100), note_on(0, 64, 127), note_off(0, 60), note_off(0, 64)]
+        }
+    peer.close()
