@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from midihub.midi2 import Count, Departed, Midi2Host, Midi2Settings, UmpReceived
+from midihub.midi2 import Count, Departed, Invited, Midi2Host, Midi2Settings, UmpReceived
 from tests.midi2_client import MemLink, Midi2Client
 from tests.seeds import seeded
 
@@ -96,3 +96,37 @@ def test_a_client_that_vanishes_departs_by_timeout() -> None:
     link.run_until(link.now + 40.0)
     assert link.of(Departed) == [Departed(ADDR, 0x04, by_client=False)]
     assert link.host.session(ADDR) is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "client"),
+    [
+        ({}, {}),
+        ({"secret": "k"}, {"secret": "k"}),
+        ({"users": {"u": "p"}}, {"user": "u", "password": "p"}),
+    ],
+)
+def test_the_handshake_survives_loss_by_repeating_the_invitation(
+    settings: dict[str, object], client: dict[str, object]
+) -> None:
+    """30 % loss both ways from the first datagram: the client repeats its Invitation
+    until it is let in, whatever was lost (invitation, challenge, digest, reply)."""
+    for run in range(20):
+        rng = seeded(f"midi2-handshake-{run}", "loss")
+        host = Midi2Host(
+            Midi2Settings(name="hub Jam", product_id="mh-1", **settings),  # type: ignore[arg-type]
+            seeded(f"midi2-handshake-{run}", "host"),
+            0.0,
+        )
+        peer = Midi2Client(rng=seeded(f"midi2-handshake-{run}", "client"), **client)  # type: ignore[arg-type]
+        link = MemLink(host, peer, ADDR, drop=lambda d, data, rng=rng: rng.random() < 0.3)
+        peer.invite(0.0)
+        accepted = False
+        while peer.state != "established":
+            assert link.now < 30.0, f"run {run}: not in after {peer.invitations} invitations"
+            link.run_until(link.now + 0.1)
+            for event in link.events:
+                if isinstance(event, Invited) and not accepted:
+                    host.accept(ADDR, link.now)
+                    accepted = True
+        assert len(link.of(Invited)) == 1
