@@ -600,3 +600,14 @@ def test_accept_and_refuse_need_an_invited_client() -> None:
         host.accept(ADDR, 0.0)  # challenged, not yet authenticated
     with pytest.raises(LocalProtocolError):
         host.refuse(ADDR, 0x40, 0.0)
+
+
+def test_bye_all_says_bye_to_joined_and_pending_clients() -> None:
+    host = make_host()
+    joined(host)
+    other = ("192.0.2.11", 40000)
+    host.receive(INVITE_PLAIN, other, 1.0)  # invited, not yet answered
+    assert host.bye_all(0x02, 2.0) == [Departed(ADDR, 0x02, by_client=False)]
+    out = host.datagrams_to_send()
+    assert sorted(out) == sorted([(H("4d494449 f0000200"), ADDR), (H("4d494449 f0000200"), other)])
+    assert host.sessions == []

@@ -3,6 +3,8 @@ client's address, and the answers to strangers.
 
 Sans-IO like ``midihub.rtp.table``: ``receive``/``tick`` return events, the datagrams
 they cause wait in ``datagrams_to_send()``, ``next_deadline()`` says when to tick.
+Timers are found by looking at every session (no heap as in rtp's table): a Network
+MIDI 2.0 port is expected to hold a handful of clients.
 
 Every datagram comes from someone we don't know. A stranger (an address with no
 session) gets at most one reply datagram per datagram, never larger than what it
@@ -262,6 +264,14 @@ class Midi2Host:
         session.close(reason)
         self._forget_if_closed(session)
         return [Departed(addr, reason, by_client=False)] if joined else []
+
+    def bye_all(self, reason: int, now: float) -> list[Midi2Event]:
+        """Bye to every session, joined or pending (0x02 when the hub stops or the port
+        is removed): the ``Departed`` of the joined ones."""
+        events: list[Midi2Event] = []
+        for addr in list(self._sessions):
+            events += self.bye(addr, reason, now)
+        return events
 
     def tick(self, now: float) -> list[Midi2Event]:
         events: list[Midi2Event] = []
