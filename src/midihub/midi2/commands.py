@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.packets import clean_name
@@ -100,9 +100,9 @@ class RetransmitErrorReason(enum.IntEnum):
     NO_DATA = 0x01
 
 
-@dataclass(frozen=True, slots=True)
-class CommandPacket:
-    """One command packet. ``payload`` is a whole number of words."""
+class CommandPacket(NamedTuple):
+    """One command packet. ``payload`` is a whole number of words. (A tuple: one is made
+    for every command read, FEC copies included; a frozen dataclass costs twice.)"""
 
     code: int
     csd1: int = 0
@@ -289,7 +289,13 @@ def ump_data(seq: int, words: tuple[int, ...]) -> CommandPacket:
 
 def ump_words(command: CommandPacket) -> tuple[int, ...]:
     payload = command.payload
-    return tuple(_WORD.unpack_from(payload, at)[0] for at in range(0, len(payload), 4))
+    words = len(payload) // 4
+    if words < len(_WORDS):
+        return _WORDS[words].unpack(payload)
+    return struct.unpack(f"!{words}I", payload)
+
+
+_WORDS: Final = tuple(struct.Struct(f"!{n}I") for n in range(5))
 
 
 def empty(code: int) -> CommandPacket:
