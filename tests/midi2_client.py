@@ -159,6 +159,17 @@ class Midi2Client:
         before = self._order[-len(fresh) - self.fec : -len(fresh)] if self.fec else []
         self._emit(*[self._sent[s] for s in before], *fresh)
 
+    def send_packed(self, messages: list[tuple[int, ...]]) -> None:
+        """All ``messages`` in ONE UMP Data command (one sequence number), as Windows
+        MIDI Services does; no FEC copies."""
+        seq = self._next
+        self._next = (seq + 1) & 0xFFFF
+        words = [w for message in messages for w in message]
+        cmd = command(DATA, seq >> 8, seq & 0xFF, struct.pack(f">{len(words)}I", *words))
+        self._sent[seq] = cmd
+        self._order.append(seq)
+        self._emit(cmd)
+
     def keepalive(self) -> None:
         self.send([()])
 

@@ -366,9 +366,9 @@ def test_a_keepalive_from_the_client_keeps_its_session() -> None:
         (H("4d494449 20000000"), H("4d494449 8f010300 20000000")),  # Ping without id
         (H("4d494449 ff050001 20903c64"), H("4d494449 8f010300 ff050001")),  # truncated
         (
-            H("4d494449 ff020001 20903c64 00000000"),
-            H("4d494449 8f010300 ff020001"),
-        ),  # type 2 is 1 word
+            H("4d494449 ff010001 40903c00"),
+            H("4d494449 8f010300 ff010001"),
+        ),  # a MIDI 2.0 Note On (type 4) is 2 words, not 1
     ],
 )
 def test_malformed_or_unexpected_commands_get_a_nak(datagram: bytes, nak: bytes) -> None:
@@ -611,3 +611,22 @@ def test_bye_all_says_bye_to_joined_and_pending_clients() -> None:
     out = host.datagrams_to_send()
     assert sorted(out) == sorted([(H("4d494449 f0000200"), ADDR), (H("4d494449 f0000200"), other)])
     assert host.sessions == []
+
+
+def test_several_umps_in_one_ump_data_command_are_split_by_their_types() -> None:
+    """Windows MIDI Services packs what it has queued into one command."""
+    host = make_host()
+    joined(host)
+    packed = H("4d494449 ff050009 20903c64 40903c00 ffff0000 10f80000 20803c00")
+    events = host.receive(packed, ADDR, 1.0)
+    assert events == [
+        UmpReceived(ADDR, [(0x20903C64,), (0x40903C00, 0xFFFF0000), (0x10F80000,), (0x20803C00,)])
+    ]
+    assert sent(host) == []  # nothing malformed
+    client = Midi2Client()
+    client._next = 10
+    client.send_packed([(0x20903C01,), (0x40903C00, 0x80000000)])
+    [datagram] = client.take()
+    assert host.receive(datagram, ADDR, 1.1) == [
+        UmpReceived(ADDR, [(0x20903C01,), (0x40903C00, 0x80000000)])
+    ]

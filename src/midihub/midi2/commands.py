@@ -283,12 +283,17 @@ def seq_word(command: CommandPacket) -> int:
 
 
 def ump_data(seq: int, words: tuple[int, ...]) -> CommandPacket:
-    """UMP Data: CSD = sequence number; payload = one UMP (0 to 4 words; 0 = keep-alive)."""
+    """UMP Data: CSD = sequence number; payload = UMP words (we send one UMP, 1 to 4
+    words; 0 words = keep-alive; Windows MIDI Services sends several in one)."""
     return with_seq(Code.UMP_DATA, seq, b"".join(_WORD.pack(w & 0xFFFF_FFFF) for w in words))
 
 
 def ump_words(command: CommandPacket) -> tuple[int, ...]:
-    payload = command.payload
+    return words_of(command.payload)
+
+
+def words_of(payload: bytes) -> tuple[int, ...]:
+    """32-bit big-endian words (``payload`` is a whole number of them)."""
     words = len(payload) // 4
     if words < len(_WORDS):
         return _WORDS[words].unpack(payload)

@@ -14,7 +14,7 @@ from typing import Final, Generic, TypeVar
 T = TypeVar("T")
 
 MOD: Final = 0x10000
-MAX_AHEAD: Final = 512  # commands held past a gap; further ahead are dropped (counted)
+MAX_AHEAD: Final = 256  # commands held past a gap (at most 1 KiB each); further: dropped
 
 
 def diff(a: int, b: int) -> int:
@@ -83,9 +83,9 @@ class ReceiveWindow:
     def __init__(self) -> None:
         self.expected: int | None = None
         self.refused = 0  # commands dropped for being too far ahead
-        self._ahead: dict[int, tuple[int, ...]] = {}
+        self._ahead: dict[int, bytes] = {}  # UMP Data payloads by sequence number
 
-    def accept(self, seq: int, words: tuple[int, ...]) -> list[tuple[int, ...]] | None:
+    def accept(self, seq: int, payload: bytes) -> list[bytes] | None:
         """The commands now deliverable in order (possibly none: it came early), or None
         for a duplicate or one too far ahead (``refused`` counts those)."""
         expected = self.expected
@@ -99,9 +99,9 @@ class ReceiveWindow:
                 self.refused += 1
                 return None
             self.expected = expected
-            self._ahead[seq] = words
+            self._ahead[seq] = payload
             return []
-        out = [words]
+        out = [payload]
         seq = (seq + 1) % MOD
         while seq in self._ahead:
             out.append(self._ahead.pop(seq))

@@ -48,8 +48,32 @@ NAK_BURST: Final = 4
 PING_SIZE: Final = 8  # one Ping command packet, octets
 
 
-# UMP message type -> words (UMP spec table 1): a UMP Data payload must match its type.
+# UMP message type -> words (UMP spec table 1): how a UMP Data payload splits into UMPs.
 UMP_WORDS: Final = (1, 1, 1, 2, 2, 4, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4)
+
+
+def whole_umps(payload: bytes) -> bool:
+    """True if ``payload`` is a whole number of UMPs, each as long as its type says."""
+    at = 0
+    end = len(payload)
+    while at < end:
+        at += 4 * UMP_WORDS[payload[at] >> 4]
+    return at == end
+
+
+def split_umps(payload: bytes) -> list[UmpMessage]:
+    """The UMPs of a UMP Data payload; a last one cut short is left out (counted and
+    NAKed when it arrived)."""
+    words = wire.words_of(payload)
+    out: list[UmpMessage] = []
+    at = 0
+    while at < len(words):
+        size = UMP_WORDS[words[at] >> 28]
+        if at + size > len(words):
+            break
+        out.append(words[at : at + size])
+        at += size
+    return out
 
 
 class Count(enum.StrEnum):
@@ -398,36 +422,33 @@ class Midi2Session:
         return []  # pragma: no cover  (every code is handled above)
 
     def _on_ump(self, command: CommandPacket, delivered: list[UmpMessage]) -> None:
+        """One UMP Data command: its payload is held by number until its turn, then
+        split into UMPs by their message types (Windows MIDI Services packs several
+        into one command; amidi2net and Zephyr send one)."""
         seq = command.csd
         expected = self._window.expected
         if expected is not None and (seq - expected) & 0xFFFF >= 0x8000:  # most FEC copies
             self._counters[Count.FEC_DUPLICATES] += 1
             return
-        words = wire.ump_words(command)
-        if len(words) > 4:
-            self._counters[Count.BAD_UMP] += 1
-            words = ()  # its number still counts: the gap closes, nothing is delivered
-            bad = True
-        else:
-            bad = bool(words) and UMP_WORDS[words[0] >> 28] != len(words)
+        payload = command.payload
         refused = self._window.refused
-        ready = self._window.accept(seq, words)
+        ready = self._window.accept(seq, payload)
         if ready is None:
             if self._window.refused != refused:
                 self._counters[Count.TOO_FAR_AHEAD] += 1
             else:
                 self._counters[Count.FEC_DUPLICATES] += 1
             return
-        if bad:
+        if not whole_umps(payload):
             self._counters[Count.BAD_UMP] += 1
             self._nak(NakReason.MALFORMED, command)
         if not ready:
             self._counters[Count.REORDERED] += 1
-        for message in ready:
-            if not message:
+        for data in ready:
+            if not data:
                 self._counters[Count.KEEPALIVES_RECEIVED] += 1
-            elif UMP_WORDS[message[0] >> 28] == len(message):
-                delivered.append(message)
+            else:
+                delivered += split_umps(data)
 
     def _arm_missing(self, now: float) -> None:
         """A gap starts the wait before asking; progress (its first missing command
