@@ -173,12 +173,13 @@ def test_a_client_offering_only_another_method_gets_bye_no_matching_auth() -> No
     assert host.session(ADDR) is None
 
 
-def test_a_keyed_port_challenges_a_plain_invitation() -> None:
-    host = make_host(secret="s3cret")
-    assert host.receive(INVITE_PLAIN, ADDR, 0.0) == []
-    [reply] = sent(host)
-    assert reply[4] == 0x12  # no Invited before a digest
+@pytest.mark.parametrize("keyed", [{"secret": "s3cret"}, {"users": {"ann": "pw"}}])
+def test_a_keyed_port_refuses_a_client_without_authentication(keyed: dict[str, object]) -> None:
+    host = make_host(**keyed)
+    assert host.receive(INVITE_PLAIN, ADDR, 0.0) == []  # capabilities 0
+    assert sent(host) == [H("4d494449 f0004500")]  # Bye 0x45: no matching method
     assert host.receive(H("4d494449 ff010000 20903c64"), ADDR, 0.1) == []  # no MIDI either
+    assert host.session(ADDR) is None and host.counters[Count.NO_AUTH_METHOD] == 1
 
 
 def test_the_independent_client_joins_each_way() -> None:

@@ -295,16 +295,13 @@ class Midi2Host:
 
 def _challenge_for(settings: Midi2Settings, capabilities: int) -> int | None:
     """0: no authentication needed; 0x12/0x13: the challenge to send; None: the client
-    offers only methods we do not (Bye 0x45). A client declaring no capability is
-    challenged anyway (as Zephyr does): it may still answer, or it gives up."""
+    can do no method the port asks for (Bye 0x45). amidi2net, pymidi2 and Windows MIDI
+    Services all declare what they can do; Windows declares nothing (its first release
+    has no authentication) and is told so at once rather than challenged in vain."""
     if not settings.needs_auth:
         return 0
-    secret = settings.secret is not None
-    users = bool(settings.users)
-    if capabilities & Capability.AUTH and secret:
+    if capabilities & Capability.AUTH and settings.secret is not None:
         return Code.AUTH_REQUIRED
-    if capabilities & Capability.USER_AUTH and users:
+    if capabilities & Capability.USER_AUTH and settings.users:
         return Code.USER_AUTH_REQUIRED
-    if not capabilities & (Capability.AUTH | Capability.USER_AUTH):
-        return Code.AUTH_REQUIRED if secret else Code.USER_AUTH_REQUIRED
     return None
