@@ -631,3 +631,14 @@ def test_several_umps_in_one_ump_data_command_are_split_by_their_types() -> None
     assert host.receive(datagram, ADDR, 1.1) == [
         UmpReceived(ADDR, [(0x20903C01,), (0x40903C00, 0x80000000)])
     ]
+
+
+def test_amidi2net_naks_0x7f_are_taken_as_naks_and_never_answered() -> None:
+    """amidi2net NAKs our 0x8F NAK with its own 0x7F; answering that would loop."""
+    host = make_host()
+    joined(host)
+    host.receive(H("4d494449 7f010100 8f010200"), ADDR, 1.0)
+    host.receive(H("4d494449 8f010100 7f010100"), ADDR, 1.0)
+    assert sent(host) == [] and host.counters[Count.NAKS_RECEIVED] == 2
+    host.receive(H("4d494449 7f010100 8f010200"), ("192.0.2.99", 1), 1.0)  # a stranger's
+    assert host.datagrams_to_send() == []

@@ -51,6 +51,8 @@ class Code(enum.IntEnum):
 
 
 KNOWN_CODES: Final = frozenset(int(code) for code in Code)
+AMIDI2NET_NAK: Final = 0x7F  # amidi2net's NAK code: read as a NAK, never NAKed (no loop)
+NAK_CODES: Final = frozenset({int(Code.NAK), AMIDI2NET_NAK})
 
 
 class Capability(enum.IntFlag):

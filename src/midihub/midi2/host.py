@@ -153,7 +153,7 @@ class Midi2Host:
                 replies.append(wire.empty(Code.BYE_REPLY))
             elif code in (Code.INVITATION_AUTH, Code.INVITATION_USER_AUTH):
                 replies.append(wire.nak(NakReason.NOT_EXPECTED, command.header))
-            elif code not in _IGNORED_FROM_STRANGERS:
+            elif code not in _IGNORED_FROM_STRANGERS and code not in wire.NAK_CODES:
                 replies.append(wire.nak(NakReason.NOT_SUPPORTED, command.header))
         if decoded.truncated is not None:
             self.counters[Count.TRUNCATED] += 1

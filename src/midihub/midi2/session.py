@@ -392,7 +392,7 @@ class Midi2Session:
             return []
         if code in (Code.INVITATION_AUTH, Code.INVITATION_USER_AUTH):
             return self.on_digest(command, now)
-        if code == Code.NAK:
+        if code in wire.NAK_CODES:
             return self._on_nak(command, now)
         if code in (Code.BYE_REPLY, Code.SESSION_RESET_REPLY):
             return []  # answers to what we sent: nothing to do
