@@ -104,11 +104,11 @@ class Midi2Client:
     def _emit(self, *commands: bytes) -> None:
         self.out.append(MAGIC + b"".join(commands))
 
-    def invite(self, now: float = 0.0) -> None:
-        """Send the Invitation; ``tick`` sends it again every ``invite_retry`` until
-        Reply Accepted or a Bye (lost datagrams: a digest is sent again in answer to
-        the challenge the repeated Invitation brings)."""
-        self._invite_at = now + self.invite_retry
+    def invite(self, now: float | None = None) -> None:
+        """Send the Invitation. Given ``now``, ``tick`` sends it again every
+        ``invite_retry`` until Reply Accepted or a Bye (lost datagrams: a digest is
+        sent again in answer to the challenge the repeated Invitation brings)."""
+        self._invite_at = None if now is None else now + self.invite_retry
         self.invitations += 1
         caps = self.capabilities
         if caps is None:
