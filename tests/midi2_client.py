@@ -69,6 +69,7 @@ class Midi2Client:
     password: str = ""
     capabilities: int | None = None  # None: from secret/user
     retransmit_wait: float = 0.05
+    invite_retry: float = 0.5  # the Invitation again while no answer lets us in
     first_seq: int = 0
 
     def __post_init__(self) -> None:
@@ -91,6 +92,8 @@ class Midi2Client:
         self._early: dict[int, tuple[int, ...]] = {}
         self._gap_at: float | None = None
         self._pings: dict[int, float] = {}
+        self._invite_at: float | None = None
+        self.invitations = 0
 
     # -- what the client sends ----------------------------------------------------------
 
@@ -101,7 +104,12 @@ class Midi2Client:
     def _emit(self, *commands: bytes) -> None:
         self.out.append(MAGIC + b"".join(commands))
 
-    def invite(self) -> None:
+    def invite(self, now: float | None = None) -> None:
+        """Send the Invitation. Given ``now``, ``tick`` sends it again every
+        ``invite_retry`` until Reply Accepted or a Bye (lost datagrams: a digest is
+        sent again in answer to the challenge the repeated Invitation brings)."""
+        self._invite_at = None if now is None else now + self.invite_retry
+        self.invitations += 1
         caps = self.capabilities
         if caps is None:
             caps = (1 if self.secret is not None else 0) | (2 if self.user is not None else 0)
@@ -118,6 +126,7 @@ class Midi2Client:
 
     def bye(self, reason: int = 0x01) -> None:
         self.state = "closed"
+        self._invite_at = None
         self._emit(command(BYE, reason, 0))
 
     def reset(self) -> None:
@@ -150,6 +159,17 @@ class Midi2Client:
         before = self._order[-len(fresh) - self.fec : -len(fresh)] if self.fec else []
         self._emit(*[self._sent[s] for s in before], *fresh)
 
+    def send_packed(self, messages: list[tuple[int, ...]]) -> None:
+        """All ``messages`` in ONE UMP Data command (one sequence number), as Windows
+        MIDI Services does; no FEC copies."""
+        seq = self._next
+        self._next = (seq + 1) & 0xFFFF
+        words = [w for message in messages for w in message]
+        cmd = command(DATA, seq >> 8, seq & 0xFF, struct.pack(f">{len(words)}I", *words))
+        self._sent[seq] = cmd
+        self._order.append(seq)
+        self._emit(cmd)
+
     def keepalive(self) -> None:
         self.send([()])
 
@@ -163,6 +183,7 @@ class Midi2Client:
     def _on(self, code: int, b2: int, b3: int, payload: bytes, now: float) -> None:
         if code == ACCEPTED:
             self.state = "established"
+            self._invite_at = None
             self.host_name = payload[: 4 * b2].rstrip(b"\x00").decode()
             self.host_product_id = payload[4 * b2 :].rstrip(b"\x00").decode()
             self.log.append(("accepted", self.host_name, self.host_product_id))
@@ -186,6 +207,7 @@ class Midi2Client:
                 self.rtts.append(now - self._pings.pop(ping_id))
         elif code == BYE:
             self.state = "closed"
+            self._invite_at = None
             self.bye_reason = b2
             self.log.append(("bye", b2))
             self._emit(command(BYE_REPLY))
@@ -233,19 +255,25 @@ class Midi2Client:
             self._gap_at = now + self.retransmit_wait
 
     def tick(self, now: float) -> None:
+        if self.state != "inviting":
+            self._invite_at = None
+        elif self._invite_at is not None and now >= self._invite_at:
+            self.invite(now)
         if self._gap_at is not None and now >= self._gap_at and self._expect is not None:
             first = min((s - self._expect) & 0xFFFF for s in self._early)
             self.retransmit_request(self._expect, first)
             self._gap_at = now + self.retransmit_wait
 
     def deadline(self) -> float | None:
-        return self._gap_at
+        times = [t for t in (self._gap_at, self._invite_at) if t is not None]
+        return min(times, default=None)
 
 
 class UdpMidi2Client(asyncio.DatagramProtocol):
     """A ``Midi2Client`` on a real UDP socket, for end-to-end tests:
     ``client = await UdpMidi2Client.open(("127.0.0.1", port), Midi2Client(...))``,
-    then ``client.core.invite(); client.flush()``, and ``await client.until(cond)``."""
+    then ``client.invite()``, ``client.send([...])`` and ``await client.until(cond)``
+    (or tests/support.py's ``wait_for``); ``client.core`` has what it received."""
 
     def __init__(self, core: Midi2Client, remote: tuple[str, int]) -> None:
         self.core = core
@@ -270,22 +298,33 @@ class UdpMidi2Client(asyncio.DatagramProtocol):
         self.flush()
         self._changed.set()
 
+    def invite(self) -> None:
+        self.core.invite(asyncio.get_running_loop().time())
+        self.flush()
+
+    def send(self, messages: list[tuple[int, ...]]) -> None:
+        self.core.send(messages)
+        self.flush()
+
     def flush(self) -> None:
-        """Send what the core has queued, and arm its retransmit timer."""
+        """Send what the core has queued, and arm its timer (invitation retries,
+        retransmit requests)."""
         assert self.transport is not None
         for datagram in self.core.take():
             self.transport.sendto(datagram, self.remote)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         deadline = self.core.deadline()
-        if deadline is not None and self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(deadline, self._tick)
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
         self.core.tick(asyncio.get_running_loop().time())
         self.flush()
 
-    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def until(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):
             while not condition():
                 self._changed.clear()

@@ -173,12 +173,13 @@ def test_a_client_offering_only_another_method_gets_bye_no_matching_auth() -> No
     assert host.session(ADDR) is None
 
 
-def test_a_keyed_port_challenges_a_plain_invitation() -> None:
-    host = make_host(secret="s3cret")
-    assert host.receive(INVITE_PLAIN, ADDR, 0.0) == []
-    [reply] = sent(host)
-    assert reply[4] == 0x12  # no Invited before a digest
+@pytest.mark.parametrize("keyed", [{"secret": "s3cret"}, {"users": {"ann": "pw"}}])
+def test_a_keyed_port_refuses_a_client_without_authentication(keyed: dict[str, object]) -> None:
+    host = make_host(**keyed)
+    assert host.receive(INVITE_PLAIN, ADDR, 0.0) == []  # capabilities 0
+    assert sent(host) == [H("4d494449 f0004500")]  # Bye 0x45: no matching method
     assert host.receive(H("4d494449 ff010000 20903c64"), ADDR, 0.1) == []  # no MIDI either
+    assert host.session(ADDR) is None and host.counters[Count.NO_AUTH_METHOD] == 1
 
 
 def test_the_independent_client_joins_each_way() -> None:
@@ -366,9 +367,9 @@ def test_a_keepalive_from_the_client_keeps_its_session() -> None:
         (H("4d494449 20000000"), H("4d494449 8f010300 20000000")),  # Ping without id
         (H("4d494449 ff050001 20903c64"), H("4d494449 8f010300 ff050001")),  # truncated
         (
-            H("4d494449 ff020001 20903c64 00000000"),
-            H("4d494449 8f010300 ff020001"),
-        ),  # type 2 is 1 word
+            H("4d494449 ff010001 40903c00"),
+            H("4d494449 8f010300 ff010001"),
+        ),  # a MIDI 2.0 Note On (type 4) is 2 words, not 1
     ],
 )
 def test_malformed_or_unexpected_commands_get_a_nak(datagram: bytes, nak: bytes) -> None:
@@ -600,3 +601,44 @@ def test_accept_and_refuse_need_an_invited_client() -> None:
         host.accept(ADDR, 0.0)  # challenged, not yet authenticated
     with pytest.raises(LocalProtocolError):
         host.refuse(ADDR, 0x40, 0.0)
+
+
+def test_bye_all_says_bye_to_joined_and_pending_clients() -> None:
+    host = make_host()
+    joined(host)
+    other = ("192.0.2.11", 40000)
+    host.receive(INVITE_PLAIN, other, 1.0)  # invited, not yet answered
+    assert host.bye_all(0x02, 2.0) == [Departed(ADDR, 0x02, by_client=False)]
+    out = host.datagrams_to_send()
+    assert sorted(out) == sorted([(H("4d494449 f0000200"), ADDR), (H("4d494449 f0000200"), other)])
+    assert host.sessions == []
+
+
+def test_several_umps_in_one_ump_data_command_are_split_by_their_types() -> None:
+    """Windows MIDI Services packs what it has queued into one command."""
+    host = make_host()
+    joined(host)
+    packed = H("4d494449 ff050009 20903c64 40903c00 ffff0000 10f80000 20803c00")
+    events = host.receive(packed, ADDR, 1.0)
+    assert events == [
+        UmpReceived(ADDR, [(0x20903C64,), (0x40903C00, 0xFFFF0000), (0x10F80000,), (0x20803C00,)])
+    ]
+    assert sent(host) == []  # nothing malformed
+    client = Midi2Client()
+    client._next = 10
+    client.send_packed([(0x20903C01,), (0x40903C00, 0x80000000)])
+    [datagram] = client.take()
+    assert host.receive(datagram, ADDR, 1.1) == [
+        UmpReceived(ADDR, [(0x20903C01,), (0x40903C00, 0x80000000)])
+    ]
+
+
+def test_amidi2net_naks_0x7f_are_taken_as_naks_and_never_answered() -> None:
+    """amidi2net NAKs our 0x8F NAK with its own 0x7F; answering that would loop."""
+    host = make_host()
+    joined(host)
+    host.receive(H("4d494449 7f010100 8f010200"), ADDR, 1.0)
+    host.receive(H("4d494449 8f010100 7f010100"), ADDR, 1.0)
+    assert sent(host) == [] and host.counters[Count.NAKS_RECEIVED] == 2
+    host.receive(H("4d494449 7f010100 8f010200"), ("192.0.2.99", 1), 1.0)  # a stranger's
+    assert host.datagrams_to_send() == []

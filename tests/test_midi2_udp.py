@@ -71,13 +71,11 @@ async def test_a_keyed_session_over_loopback_sockets() -> None:
         ("127.0.0.1", port), Midi2Client(secret="k3y", rng=seeded("midi2-udp", "client"))
     )
     try:
-        client.core.invite()
-        client.flush()
+        client.invite()
         await wait_for(lambda: client.core.state == "established", what="joined")
         assert client.core.host_name == "hub Jam"
-        client.core.send([(0x20903C64,)])
-        client.core.send([(0x20803C00,)])
-        client.flush()
+        client.send([(0x20903C64,)])
+        client.send([(0x20803C00,)])
         await wait_for(
             lambda: (
                 [m for e in driver.events if isinstance(e, UmpReceived) for m in e.messages]

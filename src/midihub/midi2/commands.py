@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from midihub.rtp.errors import ProtocolError
 from midihub.rtp.packets import clean_name
@@ -51,6 +51,8 @@ class Code(enum.IntEnum):
 
 
 KNOWN_CODES: Final = frozenset(int(code) for code in Code)
+AMIDI2NET_NAK: Final = 0x7F  # amidi2net's NAK code: read as a NAK, never NAKed (no loop)
+NAK_CODES: Final = frozenset({int(Code.NAK), AMIDI2NET_NAK})
 
 
 class Capability(enum.IntFlag):
@@ -100,9 +102,9 @@ class RetransmitErrorReason(enum.IntEnum):
     NO_DATA = 0x01
 
 
-@dataclass(frozen=True, slots=True)
-class CommandPacket:
-    """One command packet. ``payload`` is a whole number of words."""
+class CommandPacket(NamedTuple):
+    """One command packet. ``payload`` is a whole number of words. (A tuple: one is made
+    for every command read, FEC copies included; a frozen dataclass costs twice.)"""
 
     code: int
     csd1: int = 0
@@ -283,13 +285,24 @@ def seq_word(command: CommandPacket) -> int:
 
 
 def ump_data(seq: int, words: tuple[int, ...]) -> CommandPacket:
-    """UMP Data: CSD = sequence number; payload = one UMP (0 to 4 words; 0 = keep-alive)."""
+    """UMP Data: CSD = sequence number; payload = UMP words (we send one UMP, 1 to 4
+    words; 0 words = keep-alive; Windows MIDI Services sends several in one)."""
     return with_seq(Code.UMP_DATA, seq, b"".join(_WORD.pack(w & 0xFFFF_FFFF) for w in words))
 
 
 def ump_words(command: CommandPacket) -> tuple[int, ...]:
-    payload = command.payload
-    return tuple(_WORD.unpack_from(payload, at)[0] for at in range(0, len(payload), 4))
+    return words_of(command.payload)
+
+
+def words_of(payload: bytes) -> tuple[int, ...]:
+    """32-bit big-endian words (``payload`` is a whole number of them)."""
+    words = len(payload) // 4
+    if words < len(_WORDS):
+        return _WORDS[words].unpack(payload)
+    return struct.unpack(f"!{words}I", payload)
+
+
+_WORDS: Final = tuple(struct.Struct(f"!{n}I") for n in range(5))
 
 
 def empty(code: int) -> CommandPacket:

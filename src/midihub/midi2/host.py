@@ -3,6 +3,8 @@ client's address, and the answers to strangers.
 
 Sans-IO like ``midihub.rtp.table``: ``receive``/``tick`` return events, the datagrams
 they cause wait in ``datagrams_to_send()``, ``next_deadline()`` says when to tick.
+Timers are found by looking at every session (no heap as in rtp's table): a Network
+MIDI 2.0 port is expected to hold a handful of clients.
 
 Every datagram comes from someone we don't know. A stranger (an address with no
 session) gets at most one reply datagram per datagram, never larger than what it
@@ -151,7 +153,7 @@ class Midi2Host:
                 replies.append(wire.empty(Code.BYE_REPLY))
             elif code in (Code.INVITATION_AUTH, Code.INVITATION_USER_AUTH):
                 replies.append(wire.nak(NakReason.NOT_EXPECTED, command.header))
-            elif code not in _IGNORED_FROM_STRANGERS:
+            elif code not in _IGNORED_FROM_STRANGERS and code not in wire.NAK_CODES:
                 replies.append(wire.nak(NakReason.NOT_SUPPORTED, command.header))
         if decoded.truncated is not None:
             self.counters[Count.TRUNCATED] += 1
@@ -263,6 +265,14 @@ class Midi2Host:
         self._forget_if_closed(session)
         return [Departed(addr, reason, by_client=False)] if joined else []
 
+    def bye_all(self, reason: int, now: float) -> list[Midi2Event]:
+        """Bye to every session, joined or pending (0x02 when the hub stops or the port
+        is removed): the ``Departed`` of the joined ones."""
+        events: list[Midi2Event] = []
+        for addr in list(self._sessions):
+            events += self.bye(addr, reason, now)
+        return events
+
     def tick(self, now: float) -> list[Midi2Event]:
         events: list[Midi2Event] = []
         for session in list(self._sessions.values()):
@@ -285,16 +295,13 @@ class Midi2Host:
 
 def _challenge_for(settings: Midi2Settings, capabilities: int) -> int | None:
     """0: no authentication needed; 0x12/0x13: the challenge to send; None: the client
-    offers only methods we do not (Bye 0x45). A client declaring no capability is
-    challenged anyway (as Zephyr does): it may still answer, or it gives up."""
+    can do no method the port asks for (Bye 0x45). amidi2net, pymidi2 and Windows MIDI
+    Services all declare what they can do; Windows declares nothing (its first release
+    has no authentication) and is told so at once rather than challenged in vain."""
     if not settings.needs_auth:
         return 0
-    secret = settings.secret is not None
-    users = bool(settings.users)
-    if capabilities & Capability.AUTH and secret:
+    if capabilities & Capability.AUTH and settings.secret is not None:
         return Code.AUTH_REQUIRED
-    if capabilities & Capability.USER_AUTH and users:
+    if capabilities & Capability.USER_AUTH and settings.users:
         return Code.USER_AUTH_REQUIRED
-    if not capabilities & (Capability.AUTH | Capability.USER_AUTH):
-        return Code.AUTH_REQUIRED if secret else Code.USER_AUTH_REQUIRED
     return None

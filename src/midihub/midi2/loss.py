@@ -9,10 +9,12 @@ Microsoft): it carries nothing to deliver but closes the gap before it.
 from __future__ import annotations
 
 from collections import deque
-from typing import Final
+from typing import Final, Generic, TypeVar
+
+T = TypeVar("T")
 
 MOD: Final = 0x10000
-MAX_AHEAD: Final = 512  # commands held past a gap; further ahead are dropped (counted)
+MAX_AHEAD: Final = 256  # commands held past a gap (at most 1 KiB each); further: dropped
 
 
 def diff(a: int, b: int) -> int:
@@ -21,22 +23,24 @@ def diff(a: int, b: int) -> int:
     return d - MOD if d >= MOD // 2 else d
 
 
-class SendHistory:
-    """Our UMP Data commands, newest last, at most ``size`` of them."""
+class SendHistory(Generic[T]):
+    """Our UMP Data commands (whatever the sender keeps of each: the session keeps them
+    encoded, so FEC copies cost a join), newest last, at most ``size`` of them."""
 
     __slots__ = ("_entries", "next_seq")
 
     def __init__(self, size: int) -> None:
         self.next_seq = 0
-        self._entries: deque[tuple[int, tuple[int, ...]]] = deque(maxlen=max(1, size))
+        self._entries: deque[tuple[int, T]] = deque(maxlen=max(1, size))
 
-    def add(self, words: tuple[int, ...]) -> int:
+    def add(self, item: T) -> int:
+        """File ``item`` under the next sequence number (``next_seq`` before the call)."""
         seq = self.next_seq
-        self._entries.append((seq, words))
+        self._entries.append((seq, item))
         self.next_seq = (seq + 1) % MOD
         return seq
 
-    def before(self, seq: int, count: int) -> list[tuple[int, tuple[int, ...]]]:
+    def before(self, seq: int, count: int) -> list[tuple[int, T]]:
         """Up to ``count`` commands just before ``seq``, oldest first (the FEC part).
         The history holds consecutive numbers, so positions are arithmetic."""
         entries = self._entries
@@ -47,7 +51,7 @@ class SendHistory:
             return []
         return [entries[i] for i in range(max(0, end - count), end)]
 
-    def since(self, seq: int, count: int) -> list[tuple[int, tuple[int, ...]]] | None:
+    def since(self, seq: int, count: int) -> list[tuple[int, T]] | None:
         """Commands from ``seq`` on (``count`` of them; 0: all we sent), or None if
         ``seq`` itself is no longer (or not yet) here."""
         entries = self._entries
@@ -79,9 +83,9 @@ class ReceiveWindow:
     def __init__(self) -> None:
         self.expected: int | None = None
         self.refused = 0  # commands dropped for being too far ahead
-        self._ahead: dict[int, tuple[int, ...]] = {}
+        self._ahead: dict[int, bytes] = {}  # UMP Data payloads by sequence number
 
-    def accept(self, seq: int, words: tuple[int, ...]) -> list[tuple[int, ...]] | None:
+    def accept(self, seq: int, payload: bytes) -> list[bytes] | None:
         """The commands now deliverable in order (possibly none: it came early), or None
         for a duplicate or one too far ahead (``refused`` counts those)."""
         expected = self.expected
@@ -95,9 +99,9 @@ class ReceiveWindow:
                 self.refused += 1
                 return None
             self.expected = expected
-            self._ahead[seq] = words
+            self._ahead[seq] = payload
             return []
-        out = [words]
+        out = [payload]
         seq = (seq + 1) % MOD
         while seq in self._ahead:
             out.append(self._ahead.pop(seq))

@@ -48,8 +48,32 @@ NAK_BURST: Final = 4
 PING_SIZE: Final = 8  # one Ping command packet, octets
 
 
-# UMP message type -> words (UMP spec table 1): a UMP Data payload must match its type.
+# UMP message type -> words (UMP spec table 1): how a UMP Data payload splits into UMPs.
 UMP_WORDS: Final = (1, 1, 1, 2, 2, 4, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4)
+
+
+def whole_umps(payload: bytes) -> bool:
+    """True if ``payload`` is a whole number of UMPs, each as long as its type says."""
+    at = 0
+    end = len(payload)
+    while at < end:
+        at += 4 * UMP_WORDS[payload[at] >> 4]
+    return at == end
+
+
+def split_umps(payload: bytes) -> list[UmpMessage]:
+    """The UMPs of a UMP Data payload; a last one cut short is left out (counted and
+    NAKed when it arrived)."""
+    words = wire.words_of(payload)
+    out: list[UmpMessage] = []
+    at = 0
+    while at < len(words):
+        size = UMP_WORDS[words[at] >> 28]
+        if at + size > len(words):
+            break
+        out.append(words[at : at + size])
+        at += size
+    return out
 
 
 class Count(enum.StrEnum):
@@ -180,7 +204,7 @@ class Midi2Session:
         self._nonce = new_nonce(rng) if challenge else b""
         self._auth_code = challenge  # 0x12 or 0x13 while AUTHENTICATING
         self._auth_failures = 0
-        self._history = SendHistory(settings.history)
+        self._history: SendHistory[bytes] = SendHistory(settings.history)  # encoded commands
         self._unsent: int | None = None  # first sequence number held until proven
         self._window = ReceiveWindow()
         self._missing_at: float | None = None
@@ -368,7 +392,7 @@ class Midi2Session:
             return []
         if code in (Code.INVITATION_AUTH, Code.INVITATION_USER_AUTH):
             return self.on_digest(command, now)
-        if code == Code.NAK:
+        if code in wire.NAK_CODES:
             return self._on_nak(command, now)
         if code in (Code.BYE_REPLY, Code.SESSION_RESET_REPLY):
             return []  # answers to what we sent: nothing to do
@@ -398,32 +422,33 @@ class Midi2Session:
         return []  # pragma: no cover  (every code is handled above)
 
     def _on_ump(self, command: CommandPacket, delivered: list[UmpMessage]) -> None:
-        words = wire.ump_words(command)
+        """One UMP Data command: its payload is held by number until its turn, then
+        split into UMPs by their message types (Windows MIDI Services packs several
+        into one command; amidi2net and Zephyr send one)."""
         seq = command.csd
-        if len(words) > 4:
-            self._counters[Count.BAD_UMP] += 1
-            words = ()  # its number still counts: the gap closes, nothing is delivered
-            bad = True
-        else:
-            bad = bool(words) and UMP_WORDS[words[0] >> 28] != len(words)
+        expected = self._window.expected
+        if expected is not None and (seq - expected) & 0xFFFF >= 0x8000:  # most FEC copies
+            self._counters[Count.FEC_DUPLICATES] += 1
+            return
+        payload = command.payload
         refused = self._window.refused
-        ready = self._window.accept(seq, words)
+        ready = self._window.accept(seq, payload)
         if ready is None:
             if self._window.refused != refused:
                 self._counters[Count.TOO_FAR_AHEAD] += 1
             else:
                 self._counters[Count.FEC_DUPLICATES] += 1
             return
-        if bad:
+        if not whole_umps(payload):
             self._counters[Count.BAD_UMP] += 1
             self._nak(NakReason.MALFORMED, command)
         if not ready:
             self._counters[Count.REORDERED] += 1
-        for message in ready:
-            if not message:
+        for data in ready:
+            if not data:
                 self._counters[Count.KEEPALIVES_RECEIVED] += 1
-            elif UMP_WORDS[message[0] >> 28] == len(message):
-                delivered.append(message)
+            else:
+                delivered += split_umps(data)
 
     def _arm_missing(self, now: float) -> None:
         """A gap starts the wait before asking; progress (its first missing command
@@ -483,19 +508,18 @@ class Midi2Session:
         self._counters[Count.RETRANSMIT_ANSWERED] += 1
         self._send_data(entries)
 
-    def _send_data(self, entries: list[tuple[int, tuple[int, ...]]]) -> None:
-        """UMP Data commands in as few datagrams as ``MAX_DATAGRAM`` allows."""
-        batch: list[CommandPacket] = []
+    def _send_data(self, entries: list[tuple[int, bytes]]) -> None:
+        """Encoded UMP Data commands in as few datagrams as ``MAX_DATAGRAM`` allows."""
+        batch: list[bytes] = []
         size = 4
-        for seq, words in entries:
-            command = wire.ump_data(seq, words)
-            if batch and size + command.size > wire.MAX_DATAGRAM:
-                self._send(batch)
+        for _, data in entries:
+            if batch and size + len(data) > wire.MAX_DATAGRAM:
+                self._send_encoded(batch)
                 batch, size = [], 4
-            batch.append(command)
-            size += command.size
+            batch.append(data)
+            size += len(data)
         if batch:
-            self._send(batch)
+            self._send_encoded(batch)
 
     def _give_up(self) -> list[Midi2Event]:
         """A gap neither FEC nor retransmission filled: Bye 0x03 (the hub releases what
@@ -531,11 +555,12 @@ class Midi2Session:
             raise LocalProtocolError(f"{self!r}: not established")
         if not messages:
             return
-        first = self._history.next_seq
+        history = self._history
+        first = history.next_seq
         for message in messages:
             if not 1 <= len(message) <= 4:
                 raise ValueError(f"a UMP is 1 to 4 words, not {len(message)}")
-            self._history.add(tuple(message))
+            history.add(wire.ump_data(history.next_seq, tuple(message)).encode())
         self._tail_left = self.settings.fec + 1
         self._tail_at = now + KEEPALIVE_AFTER
         if not self.proven:
@@ -551,17 +576,18 @@ class Midi2Session:
         fec = self.settings.fec
         at = 0
         while at < len(new):
-            lead = self._history.before(new[at][0], fec)
-            size = 4 + sum(4 + 4 * len(w) for _, w in lead)
-            batch: list[tuple[int, tuple[int, ...]]] = []
+            chunks = [data for _, data in self._history.before(new[at][0], fec)]
+            size = 4 + sum(len(data) for data in chunks)
+            fresh = 0
             while at < len(new):
-                grows = 4 + 4 * len(new[at][1])
-                if batch and size + grows > wire.MAX_DATAGRAM:
+                data = new[at][1]
+                if fresh and size + len(data) > wire.MAX_DATAGRAM:
                     break
-                size += grows
-                batch.append(new[at])
+                size += len(data)
+                chunks.append(data)
+                fresh += 1
                 at += 1
-            self._send([wire.ump_data(s, w) for s, w in (*lead, *batch)])
+            self._send_encoded(chunks)
 
     def _flush_held(self) -> None:
         if self._unsent is not None:
@@ -629,7 +655,7 @@ class Midi2Session:
             return
         self._tail_left -= 1
         self._tail_at = now + KEEPALIVE_AFTER if self._tail_left else None
-        first = self._history.add(())
+        first = self._history.add(wire.ump_data(self._history.next_seq, ()).encode())
         if self.proven and self._unsent is None:
             self._transmit(first)
         elif self._unsent is None:
@@ -652,7 +678,11 @@ class Midi2Session:
         self._send([wire.nak(reason, command.header if command else header)])
 
     def _send(self, packets: list[CommandPacket]) -> None:
-        data = wire.encode_datagram(packets)
+        self._send_encoded([packet.encode() for packet in packets])
+
+    def _send_encoded(self, chunks: list[bytes]) -> None:
+        """One datagram of encoded command packets; within credit until proven."""
+        data = wire.SIGNATURE + b"".join(chunks)
         if not self.proven:
             if len(data) > self.credit:
                 self._counters[Count.CREDIT_LIMITED] += 1
