@@ -16,7 +16,15 @@ from typing import Final
 
 from midihub.midi.messages import DATA_LENGTH
 from midihub.midi2.stream import PROTOCOL_MIDI1, PROTOCOL_MIDI2, StreamEndpoint
-from midihub.midi2.ump import WORDS, UmpMessage, sysex7_packets, sysex7_segment
+from midihub.midi2.ump import (
+    SYSEX7_COMPLETE,
+    SYSEX7_CONTINUE,
+    SYSEX7_END,
+    WORDS,
+    UmpMessage,
+    sysex7_packets,
+    sysex7_unpack,
+)
 
 CC_BANK_MSB: Final = 0
 CC_DATA_MSB: Final = 6
@@ -52,6 +60,11 @@ _TYPE_KIND: Final = {
     **{kind: "reserved" for kind in (0x6, 0x7, 0x8, 0x9, 0xA, 0xB, 0xC, 0xE)},
 }
 _QUIET_UTILITY: Final = frozenset((0x0, 0x1, 0x2))  # NOOP, JR Clock, JR Timestamp
+
+SYSEX_SEGMENT: Final = 1024
+"""Data bytes of a SysEx the bridge gathers before handing a segment to the Intake:
+six-byte pieces would each pay two framing bytes against the participant's SysEx
+byte-rate budget (a third more than RTP pays), so packets are joined up to this."""
 
 
 def _system_lengths() -> tuple[int, ...]:
@@ -106,6 +119,8 @@ class UmpBridge:
         "_rpn",
         "_selected",
         "_stream",
+        "_sysex",
+        "_sysex_started",
         "dropped",
         "protocol",
     )
@@ -114,6 +129,10 @@ class UmpBridge:
         self.protocol = PROTOCOL_MIDI1
         self.dropped: collections.Counter[str] = collections.Counter()
         self._stream = StreamEndpoint(endpoint_name, product_id)
+        # A SysEx7 being received: data not yet handed on (None: none open), and
+        # whether its first segment (the one with F0) has been.
+        self._sysex: bytearray | None = None
+        self._sysex_started = False
         # Per channel, for protocol 2 only: the bank select and whether it waits for its
         # program change; the RPN and NRPN numbers [msb, lsb]; which is selected (an
         # opcode, or 0: none); the last Data Entry MSB.
@@ -169,11 +188,11 @@ class UmpBridge:
             if word0 & 0x0F000000:
                 self.dropped["group"] += 1
                 return [], []
-            segment = sysex7_segment(message)
-            if segment is None:
+            unpacked = sysex7_unpack(message)
+            if unpacked is None:
                 self.dropped["malformed"] += 1
                 return [], []
-            return [segment], []
+            return self._sysex7(*unpacked), []
         if kind == 0xF:
             replies, self.protocol = self._stream.answer(message, self.protocol)
             return [], replies
@@ -183,6 +202,36 @@ class UmpBridge:
             return [], []
         self.dropped[_TYPE_KIND[kind]] += 1
         return [], []
+
+    def _sysex7(self, status: int, data: bytes) -> list[bytes]:
+        """SysEx7 packets as RTP-style SysEx segments (complete F0…F7, first F0…F0,
+        middle F7…F0, last F7…F7) of up to ``SYSEX_SEGMENT`` bytes, so the participant's
+        Intake joins, caps and rate-limits them exactly as it does RTP SysEx."""
+        pending = self._sysex
+        if status in (SYSEX7_CONTINUE, SYSEX7_END):
+            close = 0xF7 if status == SYSEX7_END else 0xF0
+            if pending is None:  # no start: the Intake counts it incomplete
+                return [b"\xf7" + data + bytes((close,))]
+            pending += data
+            if close == 0xF0 and len(pending) < SYSEX_SEGMENT:
+                return []
+            segment = bytes((0xF7 if self._sysex_started else 0xF0,)) + pending + bytes((close,))
+            if close == 0xF7:
+                self._sysex = None
+            else:
+                pending.clear()
+                self._sysex_started = True
+            return [segment]
+        out: list[bytes] = []
+        if pending is not None and not self._sysex_started:
+            out.append(b"\xf0" + pending + b"\xf0")  # interrupted: the Intake drops it
+        if status == SYSEX7_COMPLETE:
+            self._sysex = None
+            out.append(b"\xf0" + data + b"\xf7")
+        else:  # Start
+            self._sysex = bytearray(data)
+            self._sysex_started = False
+        return out
 
     def _system(self, word0: int) -> list[bytes]:
         status = (word0 >> 16) & 0xFF
