@@ -130,6 +130,28 @@ def test_a_sysex7_interrupted_by_a_new_start_is_handed_on_unfinished() -> None:
     ]
 
 
+def test_a_sysex_open_across_lost_ump_is_dropped_and_counted_once() -> None:
+    b = bridge()
+    gate, counters = intake()
+    start, *_, end = b.to_client(b"\xf0" + bytes(x % 128 for x in range(3000)) + b"\xf7")
+    # gathered only: nothing handed on yet, so the bridge counts it
+    assert through_intake(b, [start], gate) == []
+    b.packet_lost()
+    gate.packet_lost()
+    assert through_intake(b, [end], gate) == []  # the rest is a continuation without start
+    assert b.dropped == {"sysex-incomplete": 1}
+    assert counters.drops == {Drop.SYSEX_INCOMPLETE: 1}  # that stray end
+    # handed on in part: the Intake drops and counts it, the bridge does not again
+    b, (gate, counters) = bridge(), intake()
+    packets = b.to_client(b"\xf0" + bytes(x % 128 for x in range(3000)) + b"\xf7")
+    assert through_intake(b, packets[:200], gate) == []
+    b.packet_lost()
+    gate.packet_lost()
+    assert through_intake(b, [(0x20903C64,)], gate) == [b"\x90\x3c\x64"]
+    assert b.dropped == {}
+    assert counters.drops == {Drop.SYSEX_INCOMPLETE: 1}
+
+
 def intake(max_sysex: int = 65536) -> tuple[Intake, Counters]:
     counters = Counters()
     return Intake(Limits(max_sysex=max_sysex), counters, 0.0), counters
@@ -511,3 +533,11 @@ def test_random_mixed_traffic_through_a_real_intake() -> None:
     assert through_intake(receiver, packets, gate) == sent
     assert counters.drops == {}
     assert set(receiver.dropped) == {"per-note-pitch-bend"}
+
+
+def test_scaling_up_then_down_gives_back_every_value() -> None:
+    assert all(scale_up(v, 7, 16) >> 9 == v for v in range(128))
+    assert all(scale_up(v, 7, 32) >> 25 == v for v in range(128))
+    assert all(scale_up(v, 14, 32) >> 18 == v for v in range(1 << 14))
+    ups = [scale_up(v, 7, 16) for v in range(128)]
+    assert ups == sorted(set(ups))  # strictly increasing

@@ -203,6 +203,14 @@ class UmpBridge:
         self.dropped[_TYPE_KIND[kind]] += 1
         return [], []
 
+    def packet_lost(self) -> None:
+        """UMP lost for good (a session reset, or a gap given up on): the SysEx being
+        gathered is unusable. Call it with the Intake's ``packet_lost``, which drops
+        the part already handed on; what never was is counted here."""
+        if self._sysex is not None and not self._sysex_started:
+            self.dropped["sysex-incomplete"] += 1
+        self._sysex = None
+
     def _sysex7(self, status: int, data: bytes) -> list[bytes]:
         """SysEx7 packets as RTP-style SysEx segments (complete F0…F7, first F0…F0,
         middle F7…F0, last F7…F7) of up to ``SYSEX_SEGMENT`` bytes, so the participant's
