@@ -149,58 +149,41 @@ class UmpBridge:
     def from_client(self, message: UmpMessage) -> tuple[list[bytes], list[UmpMessage]]:
         """One UMP message from the client -> (MIDI 1.0 messages for the room, UMP
         replies). SysEx7 comes out as RTP-style segments for the participant's Intake."""
-        if not message:
-            self.dropped["malformed"] += 1
-            return [], []
+        if not message or len(message) != WORDS[message[0] >> 28]:
+            return self._drop("malformed")
         word0 = message[0]
         kind = word0 >> 28
-        if len(message) != WORDS[kind]:
-            self.dropped["malformed"] += 1
-            return [], []
-        if kind == 0x2:
+        if 0x1 <= kind <= 0x4:
             if word0 & 0x0F000000:
-                self.dropped["group"] += 1
-                return [], []
-            status = (word0 >> 16) & 0xFF
-            if status < 0x80 or status >= 0xF0:
-                self.dropped["malformed"] += 1
-                return [], []
-            if DATA_LENGTH[status] == 1:
-                if word0 & 0x8000:
-                    self.dropped["malformed"] += 1
-                    return [], []
-                return [((word0 >> 8) & 0xFFFF).to_bytes(2, "big")], []
-            if word0 & 0x8080:
-                self.dropped["malformed"] += 1
-                return [], []
-            return [(word0 & 0xFFFFFF).to_bytes(3, "big")], []
-        if kind == 0x4:
-            if word0 & 0x0F000000:
-                self.dropped["group"] += 1
-                return [], []
-            return self._down(word0, message[1]), []
-        if kind == 0x1:
-            if word0 & 0x0F000000:
-                self.dropped["group"] += 1
-                return [], []
-            return self._system(word0), []
-        if kind == 0x3:
-            if word0 & 0x0F000000:
-                self.dropped["group"] += 1
-                return [], []
+                return self._drop("group")
+            if kind == 0x2:
+                status = (word0 >> 16) & 0xFF
+                if status < 0x80 or status >= 0xF0:
+                    return self._drop("malformed")
+                if DATA_LENGTH[status] == 1:
+                    if word0 & 0x8000:
+                        return self._drop("malformed")
+                    return [((word0 >> 8) & 0xFFFF).to_bytes(2, "big")], []
+                if word0 & 0x8080:
+                    return self._drop("malformed")
+                return [(word0 & 0xFFFFFF).to_bytes(3, "big")], []
+            if kind == 0x4:
+                return self._down(word0, message[1]), []
+            if kind == 0x1:
+                return self._system(word0), []
             unpacked = sysex7_unpack(message)
             if unpacked is None:
-                self.dropped["malformed"] += 1
-                return [], []
+                return self._drop("malformed")
             return self._sysex7(*unpacked), []
         if kind == 0xF:
             replies, self.protocol = self._stream.answer(message, self.protocol)
             return [], replies
-        if kind == 0x0:
-            if (word0 >> 20) & 0xF not in _QUIET_UTILITY:
-                self.dropped["utility"] += 1
+        if kind == 0x0 and (word0 >> 20) & 0xF in _QUIET_UTILITY:
             return [], []
-        self.dropped[_TYPE_KIND[kind]] += 1
+        return self._drop("utility" if kind == 0x0 else _TYPE_KIND[kind])
+
+    def _drop(self, kind: str) -> tuple[list[bytes], list[UmpMessage]]:
+        self.dropped[kind] += 1
         return [], []
 
     def packet_lost(self) -> None:
@@ -246,11 +229,12 @@ class UmpBridge:
         count = SYSTEM_LENGTH[status]
         if count == 0:
             return [_SINGLE[status]]
-        mask = 0x8080 if count == 2 else 0x8000
-        if count < 0 or word0 & mask:
+        if count < 0 or word0 & (0x8000 if count == 1 else 0x8080):
             self.dropped["malformed"] += 1
             return []
-        return [((word0 >> (16 - 8 * count)) & (0xFFFFFF >> (8 * (2 - count)))).to_bytes(count + 1)]
+        if count == 1:
+            return [((word0 >> 8) & 0xFFFF).to_bytes(2, "big")]
+        return [(word0 & 0xFFFFFF).to_bytes(3, "big")]
 
     def _down(self, word0: int, word1: int) -> list[bytes]:
         """MIDI 2.0 Channel Voice -> MIDI 1.0, the specification's default translation."""
