@@ -16,7 +16,15 @@ from typing import Final
 
 from midihub.midi.messages import DATA_LENGTH
 from midihub.midi2.stream import PROTOCOL_MIDI1, PROTOCOL_MIDI2, StreamEndpoint
-from midihub.midi2.ump import WORDS, UmpMessage, sysex7_packets, sysex7_segment
+from midihub.midi2.ump import (
+    SYSEX7_COMPLETE,
+    SYSEX7_CONTINUE,
+    SYSEX7_END,
+    WORDS,
+    UmpMessage,
+    sysex7_packets,
+    sysex7_unpack,
+)
 
 CC_BANK_MSB: Final = 0
 CC_DATA_MSB: Final = 6
@@ -52,6 +60,11 @@ _TYPE_KIND: Final = {
     **{kind: "reserved" for kind in (0x6, 0x7, 0x8, 0x9, 0xA, 0xB, 0xC, 0xE)},
 }
 _QUIET_UTILITY: Final = frozenset((0x0, 0x1, 0x2))  # NOOP, JR Clock, JR Timestamp
+
+SYSEX_SEGMENT: Final = 1024
+"""Data bytes of a SysEx the bridge gathers before handing a segment to the Intake:
+six-byte pieces would each pay two framing bytes against the participant's SysEx
+byte-rate budget (a third more than RTP pays), so packets are joined up to this."""
 
 
 def _system_lengths() -> tuple[int, ...]:
@@ -106,6 +119,8 @@ class UmpBridge:
         "_rpn",
         "_selected",
         "_stream",
+        "_sysex",
+        "_sysex_started",
         "dropped",
         "protocol",
     )
@@ -114,6 +129,10 @@ class UmpBridge:
         self.protocol = PROTOCOL_MIDI1
         self.dropped: collections.Counter[str] = collections.Counter()
         self._stream = StreamEndpoint(endpoint_name, product_id)
+        # A SysEx7 being received: data not yet handed on (None: none open), and
+        # whether its first segment (the one with F0) has been.
+        self._sysex: bytearray | None = None
+        self._sysex_started = False
         # Per channel, for protocol 2 only: the bank select and whether it waits for its
         # program change; the RPN and NRPN numbers [msb, lsb]; which is selected (an
         # opcode, or 0: none); the last Data Entry MSB.
@@ -130,70 +149,92 @@ class UmpBridge:
     def from_client(self, message: UmpMessage) -> tuple[list[bytes], list[UmpMessage]]:
         """One UMP message from the client -> (MIDI 1.0 messages for the room, UMP
         replies). SysEx7 comes out as RTP-style segments for the participant's Intake."""
-        if not message:
-            self.dropped["malformed"] += 1
-            return [], []
+        if not message or len(message) != WORDS[message[0] >> 28]:
+            return self._drop("malformed")
         word0 = message[0]
         kind = word0 >> 28
-        if len(message) != WORDS[kind]:
-            self.dropped["malformed"] += 1
-            return [], []
-        if kind == 0x2:
+        if 0x1 <= kind <= 0x4:
             if word0 & 0x0F000000:
-                self.dropped["group"] += 1
-                return [], []
-            status = (word0 >> 16) & 0xFF
-            if status < 0x80 or status >= 0xF0:
-                self.dropped["malformed"] += 1
-                return [], []
-            if DATA_LENGTH[status] == 1:
-                if word0 & 0x8000:
-                    self.dropped["malformed"] += 1
-                    return [], []
-                return [((word0 >> 8) & 0xFFFF).to_bytes(2, "big")], []
-            if word0 & 0x8080:
-                self.dropped["malformed"] += 1
-                return [], []
-            return [(word0 & 0xFFFFFF).to_bytes(3, "big")], []
-        if kind == 0x4:
-            if word0 & 0x0F000000:
-                self.dropped["group"] += 1
-                return [], []
-            return self._down(word0, message[1]), []
-        if kind == 0x1:
-            if word0 & 0x0F000000:
-                self.dropped["group"] += 1
-                return [], []
-            return self._system(word0), []
-        if kind == 0x3:
-            if word0 & 0x0F000000:
-                self.dropped["group"] += 1
-                return [], []
-            segment = sysex7_segment(message)
-            if segment is None:
-                self.dropped["malformed"] += 1
-                return [], []
-            return [segment], []
+                return self._drop("group")
+            if kind == 0x2:
+                status = (word0 >> 16) & 0xFF
+                if status < 0x80 or status >= 0xF0:
+                    return self._drop("malformed")
+                if DATA_LENGTH[status] == 1:
+                    if word0 & 0x8000:
+                        return self._drop("malformed")
+                    return [((word0 >> 8) & 0xFFFF).to_bytes(2, "big")], []
+                if word0 & 0x8080:
+                    return self._drop("malformed")
+                return [(word0 & 0xFFFFFF).to_bytes(3, "big")], []
+            if kind == 0x4:
+                return self._down(word0, message[1]), []
+            if kind == 0x1:
+                return self._system(word0), []
+            unpacked = sysex7_unpack(message)
+            if unpacked is None:
+                return self._drop("malformed")
+            return self._sysex7(*unpacked), []
         if kind == 0xF:
             replies, self.protocol = self._stream.answer(message, self.protocol)
             return [], replies
-        if kind == 0x0:
-            if (word0 >> 20) & 0xF not in _QUIET_UTILITY:
-                self.dropped["utility"] += 1
+        if kind == 0x0 and (word0 >> 20) & 0xF in _QUIET_UTILITY:
             return [], []
-        self.dropped[_TYPE_KIND[kind]] += 1
+        return self._drop("utility" if kind == 0x0 else _TYPE_KIND[kind])
+
+    def _drop(self, kind: str) -> tuple[list[bytes], list[UmpMessage]]:
+        self.dropped[kind] += 1
         return [], []
+
+    def packet_lost(self) -> None:
+        """UMP lost for good (a session reset, or a gap given up on): the SysEx being
+        gathered is unusable. Call it with the Intake's ``packet_lost``, which drops
+        the part already handed on; what never was is counted here."""
+        if self._sysex is not None and not self._sysex_started:
+            self.dropped["sysex-incomplete"] += 1
+        self._sysex = None
+
+    def _sysex7(self, status: int, data: bytes) -> list[bytes]:
+        """SysEx7 packets as RTP-style SysEx segments (complete F0…F7, first F0…F0,
+        middle F7…F0, last F7…F7) of up to ``SYSEX_SEGMENT`` bytes, so the participant's
+        Intake joins, caps and rate-limits them exactly as it does RTP SysEx."""
+        pending = self._sysex
+        if status in (SYSEX7_CONTINUE, SYSEX7_END):
+            close = 0xF7 if status == SYSEX7_END else 0xF0
+            if pending is None:  # no start: the Intake counts it incomplete
+                return [b"\xf7" + data + bytes((close,))]
+            pending += data
+            if close == 0xF0 and len(pending) < SYSEX_SEGMENT:
+                return []
+            segment = bytes((0xF7 if self._sysex_started else 0xF0,)) + pending + bytes((close,))
+            if close == 0xF7:
+                self._sysex = None
+            else:
+                pending.clear()
+                self._sysex_started = True
+            return [segment]
+        out: list[bytes] = []
+        if pending is not None and not self._sysex_started:
+            out.append(b"\xf0" + pending + b"\xf0")  # interrupted: the Intake drops it
+        if status == SYSEX7_COMPLETE:
+            self._sysex = None
+            out.append(b"\xf0" + data + b"\xf7")
+        else:  # Start
+            self._sysex = bytearray(data)
+            self._sysex_started = False
+        return out
 
     def _system(self, word0: int) -> list[bytes]:
         status = (word0 >> 16) & 0xFF
         count = SYSTEM_LENGTH[status]
         if count == 0:
             return [_SINGLE[status]]
-        mask = 0x8080 if count == 2 else 0x8000
-        if count < 0 or word0 & mask:
+        if count < 0 or word0 & (0x8000 if count == 1 else 0x8080):
             self.dropped["malformed"] += 1
             return []
-        return [((word0 >> (16 - 8 * count)) & (0xFFFFFF >> (8 * (2 - count)))).to_bytes(count + 1)]
+        if count == 1:
+            return [((word0 >> 8) & 0xFFFF).to_bytes(2, "big")]
+        return [(word0 & 0xFFFFFF).to_bytes(3, "big")]
 
     def _down(self, word0: int, word1: int) -> list[bytes]:
         """MIDI 2.0 Channel Voice -> MIDI 1.0, the specification's default translation."""

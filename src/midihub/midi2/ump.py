@@ -31,10 +31,6 @@ SYSEX7_CONTINUE: Final = 0x2
 SYSEX7_END: Final = 0x3
 SYSEX7_BYTES: Final = 6  # data bytes one SysEx7 packet can carry
 
-# The RTP-style segment ends for each SysEx7 status (rtp.commands.SysexAssembler's forms):
-# complete F0…F7, start F0…F0, continue F7…F0, end F7…F7.
-_SEGMENT_ENDS: Final = ((0xF0, 0xF7), (0xF0, 0xF0), (0xF7, 0xF0), (0xF7, 0xF7))
-
 
 def message_type(message: UmpMessage) -> int:
     return message[0] >> 28
@@ -66,9 +62,9 @@ def sysex7_packets(payload: bytes, group: int = 0) -> list[UmpMessage]:
     return out
 
 
-def sysex7_segment(message: UmpMessage) -> bytes | None:
-    """One SysEx7 packet as the RTP-style SysEx segment an ``rtp.intake.Intake`` joins,
-    or None when it is malformed (status beyond End, more than six bytes, a byte > 127)."""
+def sysex7_unpack(message: UmpMessage) -> tuple[int, bytes] | None:
+    """One SysEx7 packet's status (Complete, Start, Continue, End) and data bytes, or
+    None when it is malformed (status beyond End, more than six bytes, a byte > 127)."""
     word0, word1 = message
     status = (word0 >> 20) & 0x0F
     count = (word0 >> 16) & 0x0F
@@ -78,5 +74,4 @@ def sysex7_segment(message: UmpMessage) -> bytes | None:
     for byte in data:
         if byte > 0x7F:
             return None
-    first, last = _SEGMENT_ENDS[status]
-    return bytes((first,)) + data + bytes((last,))
+    return status, data
