@@ -133,6 +133,9 @@ class Midi2Port:
         self.refused: Counter[str] = Counter()  # invitations refused: "full", "source-full"
         self.dropped: Counter[str] = Counter()  # UMP without a MIDI 1.0 form, of clients gone
         self.send_errors = 0
+        # Something happened since the socket layer last drained us: datagrams to send,
+        # and perhaps an earlier timer (the host's ``next_deadline`` scans its sessions).
+        self.dirty = False
         self.now = now  # the latest time the hub or the socket layer gave us
 
     def configure(self, hub: HubSpec, spec: EndpointSpec, now: float) -> None:
@@ -140,6 +143,7 @@ class Midi2Port:
         room's key, ``[midi2.users]``) end the clients that joined with the old ones, as
         a browser's key change does: they invite again, and authenticate anew."""
         self.now = max(self.now, now)
+        self.dirty = True
         settings = midi2_settings(hub, spec)
         if (settings.secret, settings.users) != (self.settings.secret, self.settings.users):
             self.close(LeaveReason.REMOVED, now)
@@ -159,10 +163,12 @@ class Midi2Port:
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         self.now = now
+        self.dirty = True
         self._handle(self.host.receive(data, addr, now), now)
 
     def tick(self, now: float) -> None:
         self.now = now
+        self.dirty = True
         self._handle(self.host.tick(now), now)
 
     def next_deadline(self) -> float | None:
@@ -243,11 +249,13 @@ class Midi2Port:
 
     def send(self, guest: Midi2Guest, messages: list[UmpMessage], now: float) -> None:
         if self.guests.get(guest.address) is guest:
+            self.dirty = True
             self.host.send(guest.address, messages, now)
 
     def ended(self, guest: Midi2Guest, reason: int) -> None:
         """The hub ended ``guest`` (it already released it): Bye."""
         if self._forget(guest.address) is guest:
+            self.dirty = True
             self.host.bye(guest.address, reason, self.now)
 
     def _forget(self, addr: Address) -> Midi2Guest | None:

@@ -56,12 +56,15 @@ class Midi2Server:
         if self.on_forward is not None and self.hub.messages_forwarded != forwarded:
             self.on_forward(time.perf_counter() - started)
 
-    def send_all(self) -> None:
-        """Everything the host has to send; a datagram the socket refuses is counted."""
+    def send_all(self) -> float | None:
+        """Everything the host has to send (a datagram the socket refuses is counted);
+        returns the host's next deadline."""
         port, sock = self.port, self.socket
+        port.dirty = False
         for data, addr in port.datagrams_to_send():
             if not sock.sendto(data, addr):
                 port.send_errors += 1
+        return port.next_deadline()
 
     def close(self) -> None:
         self.socket.close()

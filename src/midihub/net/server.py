@@ -117,15 +117,11 @@ class HubServer:
         if self.on_forward is not None:
             self.on_forward(seconds)
 
-    def _next_deadline(
-        self, hub_deadline: float | None = None, *, drained: bool = False
-    ) -> float | None:
+    def _next_deadline(self) -> float | None:
         """The earliest of the hub's deadline and every Network MIDI 2.0 host's."""
-        deadline = hub_deadline if drained else self.hub.next_deadline()
+        deadline = self.hub.next_deadline()
         for server in self._midi2.values():
-            when = server.port.next_deadline()
-            if when is not None and (deadline is None or when < deadline):
-                deadline = when
+            deadline = _earliest(deadline, server.port.next_deadline())
         return deadline
 
     def _open(self, endpoint: Endpoint) -> None:
@@ -163,10 +159,14 @@ class HubServer:
                     log.exception("sending to %s on port %d failed", out.addr, pair.port)
             if not sent:
                 out.endpoint.table.counters.send_errors += 1
+        deadline = hub.pending_deadline
         for server in self._midi2.values():
-            server.send_all()
+            # Only a port something happened to may have new datagrams or an earlier
+            # timer: the others' deadlines are in the timer already (as drain's are).
+            if server.port.dirty:
+                deadline = _earliest(deadline, server.send_all())
         if pairs:
-            self._rearm(self._next_deadline(hub.pending_deadline, drained=True))
+            self._rearm(deadline)
 
     def _rearm(self, deadline: float | None) -> None:
         """Keep one timer, for the earliest of ``deadline`` and the one already set
@@ -279,3 +279,7 @@ class HubServer:
 
     def __repr__(self) -> str:
         return f"<HubServer {self.bind} ports={sorted(self._pairs)}>"
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
