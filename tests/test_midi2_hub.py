@@ -6,6 +6,7 @@ counted, admitted and refused like everyone else, and released when it goes."""
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,7 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
+from midihub.cli.status import render_status
 from midihub.midi.messages import note_off, note_on
 from midihub.midi.notes import NoteRange
 from midihub.rtp import LeaveReason, PeerJoined, PeerLeft
@@ -253,6 +256,10 @@ async def test_listed_measured_and_counted_like_any_participant() -> None:
             async with http.get(f"{url}/api/latency") as response:
                 rows = await response.json()
             (row,) = [r for r in rows if r.get("connected")]
+            screen = io.StringIO()  # `midihub status` renders these two answers
+            render_status(ports, rows, Console(file=screen, width=200))
+            (line,) = [text for text in screen.getvalue().splitlines() if "Win MIDI" in text]
+            assert " · midi2 " in line
             assert row["name"] == "Win MIDI" and row["samples"] >= 1 and row["lastLatency"] >= 0
         registry = text_string_to_metric_families(
             _render(Midi2Collector(lambda: server.midi2_ports))
@@ -480,3 +487,31 @@ async def test_a_recording_has_the_clients_track_with_its_release(tmp_path: Path
             "Win MIDI": [note_on(0, 60, 100), note_on(0, 64, 127), note_off(0, 60), note_off(0, 64)]
         }
     peer.close()
+
+
+async def test_a_user_joins_with_the_password_and_not_without() -> None:
+    port, midi2 = free_ports(2)
+    text = room(port, midi2, '[midi2.users]\nalice = "correct horse"\n')
+    async with clients() as opened:
+        with running_hub(text) as running:
+            alice = Midi2Client(
+                name="alice's keyboard",
+                user="alice",
+                password="correct horse",
+                rng=seeded(40, "midi2 client"),
+            )
+            opened.append(await join(midi2, alice))
+            assert ("auth-required", 0x13, 0) in alice.log  # user authentication asked
+            mallory = Midi2Client(
+                name="mallory's keyboard",
+                user="alice",
+                password="battery staple",
+                rng=seeded(41, "midi2 client"),
+            )
+            udp = await UdpMidi2Client.open((LOCALHOST, midi2), mallory)
+            opened.append(udp)
+            mallory.invite()
+            udp.flush()
+            await wait_for(lambda: mallory.state == "closed", 10, "the wrong password refused")
+            assert ("auth-required", 0x13, 1) in mallory.log
+            assert [g.name for g in midi2_guests(running, port)] == ["alice's keyboard"]
