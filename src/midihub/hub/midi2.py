@@ -22,6 +22,7 @@ from midihub.hub.guest import Guest
 from midihub.hub.hub import Hub
 from midihub.hub.spec import EndpointSpec, HubSpec
 from midihub.midi2 import (
+    ByeReason,
     Departed,
     Invited,
     Midi2Host,
@@ -37,13 +38,6 @@ from midihub.rtp.packets import clean_name
 
 TRANSPORT: Final = "midi2"
 MAX_NAME_BYTES: Final = 98  # an endpoint name's limit in an Invitation
-
-# Bye reasons (M2-124-UM): what the hub says when it ends a session, and what it hears.
-BYE_USER_TERMINATED: Final = 0x01
-BYE_POWER_DOWN: Final = 0x02
-BYE_TIMEOUT: Final = 0x04
-BYE_TOO_MANY_SESSIONS: Final = 0x40
-BYE_NOT_ACCEPTED: Final = 0x42
 
 
 def product_id(hub: HubSpec, port: int) -> str:
@@ -77,12 +71,14 @@ def midi2_settings(hub: HubSpec, spec: EndpointSpec) -> Midi2Settings:
 def leave_reason(event: Departed) -> LeaveReason:
     if event.by_client:
         return LeaveReason.BYE
-    return LeaveReason.TIMEOUT if event.reason == BYE_TIMEOUT else LeaveReason.CLOSED
+    return LeaveReason.TIMEOUT if event.reason == ByeReason.TIMEOUT else LeaveReason.CLOSED
 
 
 def bye_reason(reason: LeaveReason) -> int:
     """The Bye the hub sends when it ends a client for ``reason``."""
-    return BYE_POWER_DOWN if reason is LeaveReason.SHUTDOWN else BYE_USER_TERMINATED
+    if reason is LeaveReason.SHUTDOWN:
+        return ByeReason.POWER_DOWN
+    return ByeReason.USER_TERMINATED
 
 
 class Midi2Guest(Guest):
@@ -231,7 +227,7 @@ class Midi2Port:
         source = source_key(addr[0])
         if self._sources.of(source) >= self.limits.sessions_per_source:
             self.refused["source-full"] += 1
-            self.host.refuse(addr, BYE_TOO_MANY_SESSIONS, now)
+            self.host.refuse(addr, ByeReason.TOO_MANY_SESSIONS, now)
             return
         name = clean_name(event.name, MAX_NAME_BYTES) or "midi2"
         product = clean_name(event.product_id, 42)
@@ -239,7 +235,7 @@ class Midi2Port:
         refusal = self.hub.admit(self.endpoint_port, guest, now)
         if refusal is not None:
             self.refused["full" if "full" in refusal else "closed"] += 1
-            self.host.refuse(addr, BYE_TOO_MANY_SESSIONS, now)
+            self.host.refuse(addr, ByeReason.TOO_MANY_SESSIONS, now)
             return
         self.guests[addr] = guest
         self._sources.add(source)
