@@ -103,7 +103,9 @@ def connect(spec: FleetSpec) -> Connection:
         autocommit=True,  # each ``transaction()`` block is one BEGIN ... COMMIT
         connect_timeout=CONNECT_TIMEOUT,
         application_name=f"midihub {spec.name}"[:63],
-        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        # A hub cut off mid-transaction must not hold rows (or locks) for long.
+        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        f" -c idle_in_transaction_session_timeout={STATEMENT_TIMEOUT_MS}",
         tcp_user_timeout=TCP_USER_TIMEOUT_MS,
         keepalives=1,
         keepalives_idle=5,
