@@ -23,6 +23,7 @@ from midihub.fleet.records import HubRecord, ParticipantRecord, RoomRecord
 from midihub.hub.spec import FleetSpec
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+LostConnection = psycopg.OperationalError
 
 SCHEMA_LOCK = 0x6D6964696875  # pg_advisory_xact_lock key: "midihu"
 SCHEMA = (
