@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midihub.history import LatencyStore
+from midihub.web.metrics import HistoryCollector
 from tests.pg import PgCluster
 from tests.support import wait_for
 from tests.test_store_sql import DAY, KEYS, T0, Clock, Sample, check, samples_strategy
@@ -104,6 +105,9 @@ async def test_writes_wait_while_the_database_is_away_then_are_flushed(
         for minute in range(1, 9):  # 8 new minutes; 5 fit
             store.record("alice", "10.0.0.1:5004", 5004, 20.0 + minute, T0 + 60 * minute)
         assert store.buffered == 5 and store.dropped == 3
+        exported = {m.name: m.samples[0].value for m in HistoryCollector(store).collect()}
+        assert exported["midihub_history_samples_dropped"] == 3
+        assert exported["midihub_history_buffered"] == 5
         await wait_for(lambda: store.write_failures >= 2, what="failed writes")
         assert store.buffered == 5  # kept for the next try
         summary = await store.summary()  # still answers: the last read plus the memory
