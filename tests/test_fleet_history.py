@@ -139,3 +139,28 @@ async def test_a_database_down_at_start_is_opened_later(pg: PgCluster, pg_url: s
         assert math.isclose(summary[0].avg_ms, 7.5)
     finally:
         await store.close()
+
+
+async def test_a_hub_gone_from_the_fleet_leaves_no_history_for_ever(pg_url: str) -> None:
+    """Each hub purges its own series, and any hub those of hubs silent past its cutoff."""
+    clock = Clock(T0)
+    gone = LatencyStore(pg_url, hub="gone", clock=clock, retention=DAY, flush_interval=3600)
+    await gone.start()
+    gone.record("alice", "10.0.0.1:5004", 5004, 9.0, T0)
+    await gone.close()
+    clock.now = T0 + 2 * DAY
+    live = LatencyStore(pg_url, hub="live", clock=clock, retention=DAY, flush_interval=3600)
+    recent = LatencyStore(pg_url, hub="recent", clock=clock, retention=DAY, flush_interval=3600)
+    await recent.start()
+    recent.record("bob", "10.0.0.2:5004", 5004, 5.0, clock.now - 60)
+    await recent.flush()
+    await live.start()  # purges at start
+    try:
+        with psycopg.connect(pg_url) as connection:
+            hubs = connection.execute("SELECT hub FROM latency_participants").fetchall()
+            minutes = connection.execute("SELECT count(*) FROM latency_minutes").fetchone()
+        assert hubs == [("recent",)] and minutes == (1,)
+        assert [(s.hub, s.name) for s in await live.fleet_summary()] == [("recent", "bob")]
+    finally:
+        await live.close()
+        await recent.close()
