@@ -28,6 +28,7 @@ from midihub.rtp import Event, LatencyMeasured
 from midihub.web.errors import WebError
 
 if TYPE_CHECKING:  # the web stack loads in ``_start_web``, only when the web is on
+    from midihub.fleet import Fleet
     from midihub.web import Api, WebServer
     from midihub.web.connections import ConnectionLimits
 
@@ -36,6 +37,14 @@ log = logging.getLogger("midihub")
 SWITCH_INTERVAL = 0.001
 TOKEN_FILE = "midihub.token"
 """Where a generated control token is kept, next to the database."""
+
+
+FLEET_COUNTERS: Final = {
+    "heartbeats": "Fleet directory renewals the database took.",
+    "failures": "Fleet directory connections or renewals that failed (retried with back-off).",
+    "reconnects": "Connections to the fleet database made again after one was lost.",
+    "refused": "Renewals refused: another live hub holds this hub's fleet name.",
+}
 
 
 class DatabaseError(Exception):
@@ -48,6 +57,7 @@ RESTART_ONLY: Final[dict[str, frozenset[str] | None]] = {
     "stats": frozenset({"database"}),
     "mdns": None,  # the advertiser is made (or not) at start
     "record": frozenset({"dir", "flush_interval"}),  # the writer thread's
+    "fleet": None,  # joined (or not) at start
 }
 """What a reload cannot apply (section → its fields, None: all): it says so and keeps
 the running values. ``bind`` is the socket layer's (``HubServer.reconfigure``);
@@ -59,6 +69,10 @@ def restart_only_changes(old: HubConfig, new: HubConfig) -> dict[str, list[str]]
     changes: dict[str, list[str]] = {}
     for section, fields in RESTART_ONLY.items():
         before, after = getattr(old, section), getattr(new, section)
+        if before is None or after is None:  # an optional table added or removed
+            if before != after:
+                changes[section] = ["(the table)"]
+            continue
         names = [
             name
             for name in type(before).model_fields
@@ -75,7 +89,7 @@ def still_running(old: HubConfig, new: HubConfig) -> HubConfig:
     update: dict[str, Any] = {}
     for section, fields in RESTART_ONLY.items():
         before = getattr(old, section)
-        if fields is not None:
+        if fields is not None and before is not None:
             kept = {name: getattr(before, name) for name in fields}
             before = getattr(new, section).model_copy(update=kept)
         update[section] = before
@@ -110,6 +124,7 @@ class App:
         self.token = ""
         self.advertiser: Advertiser | None = None
         self.recordings: RecordingManager | None = None
+        self.fleet: Fleet | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
         self.ready = False
@@ -165,6 +180,8 @@ class App:
             stack.push_async_callback(self._stop_background)
             if self.store is not None:
                 stack.push_async_callback(self.store.close)
+            if self.fleet is not None:  # leaves the directory once the ports are closed
+                stack.push_async_callback(self.fleet.close)
             if self.web is not None:
                 stack.push_async_callback(self.web.close)
             if self.api is not None:
@@ -188,8 +205,12 @@ class App:
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Database, then UDP ports, then the web: a hub that cannot keep its history
         says so before it opens any UDP port (nobody joins a hub about to exit)."""
-        self.store = LatencyStore(
-            self.config.stats.database, retention=self.config.stats.retention_days * 86400
+        fleet = self.config.fleet_spec()
+        self.store = LatencyStore(  # in a fleet, on its database: opened in the background
+            fleet.database if fleet is not None else self.config.stats.database,
+            retention=self.config.stats.retention_days * 86400,
+            hub=fleet.name if fleet is not None else "",
+            quiet_outages=fleet is not None,  # the fleet's one line says the database is away
         )
         try:
             await self.store.start()
@@ -223,6 +244,7 @@ class App:
                     spec.label,
                     " (shared secret)" if spec.key is not None else "",
                 )
+        await self._join_fleet()
         addresses = advertise_addresses(self.config.bind, self.config.mdns.enabled)
         if addresses:
             self.advertiser = Advertiser(addresses)
@@ -232,6 +254,27 @@ class App:
             self.hub, default_directory(self.config), self.config.record
         )
         await self._start_web(loop)
+
+    async def _join_fleet(self) -> None:
+        """With ``[fleet]``: the directory, renewed in the background. Nothing here stops
+        the hub: an unreachable database is one line (``Fleet`` retries), a missing
+        driver another."""
+        spec = self.config.fleet_spec()
+        if spec is None:
+            return
+        from midihub.fleet import Fleet
+
+        fleet = Fleet.for_hub(spec, self.hub)
+        try:
+            await fleet.start()
+        except ImportError as error:
+            log.error(
+                "fleet: [fleet] needs the PostgreSQL driver (pip install 'midihub[fleet]'): "
+                "%s; the hub runs without the fleet",
+                error,
+            )
+            return
+        self.fleet = fleet
 
     def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)
@@ -319,6 +362,16 @@ class App:
         if self.server is not None:
             server = self.server
             self.api.metrics.registry.register(Midi2Collector(lambda: server.midi2_ports))
+        if self.fleet is not None:
+            fleet = self.fleet
+            for name, doc in FLEET_COUNTERS.items():
+                self.api.metrics.registry.register(
+                    CountCollector(
+                        f"midihub_fleet_{name}",
+                        doc,
+                        lambda name=name: int(getattr(fleet.counters, name)),  # type: ignore[misc]
+                    )
+                )
         self.api.metrics.registry.register(
             CountCollector(
                 "midihub_log_lines_suppressed",

@@ -135,6 +135,9 @@ def config_check(file: str) -> None:
     for spec in config.endpoints():
         midi2 = "" if spec.midi2 is None else f"  (Network MIDI 2.0: {spec.midi2})"
         click.echo(f"  {spec.port}/{spec.port + 1}  {spec.label}{midi2}")
+    fleet = config.fleet_spec()
+    if fleet is not None:  # the URL without its password
+        click.echo(f"  fleet: {fleet.name!r} at {fleet.address}, database {fleet.display}")
 
 
 def _report(error: ConfigError) -> None:
