@@ -44,6 +44,7 @@ from midihub.rtp.recovery import MAX_LIST_LENGTH
 __all__ = ["MAX_LIST_LENGTH", "Hub", "Outgoing", "Reconfigured"]
 
 Listener = Callable[[Endpoint, Event], None]
+Tap = tuple[list[Listener], Endpoint, Event]  # an event for a list of listeners, heard later
 
 
 class Outgoing(NamedTuple):
@@ -71,6 +72,8 @@ class Hub:
         self.endpoints: dict[int, Endpoint] = {}
         self.listeners: list[Listener] = []  # session events: joins, leaves, latency, loss
         self.midi_listeners: list[Listener] = []  # MidiReceived: the hot path, kept apart
+        self._taps: list[Tap] = []  # events of the datagrams received, until ``dispatch``
+        self._receiving = False  # in ``receive``: listeners wait for the batch's end
         self.messages_forwarded = 0  # copies delivered, every receiver counted
         self.notes_released = 0
         self._guest_ports: dict[Guest, int] = {}
@@ -166,13 +169,19 @@ class Hub:
     # -- input -----------------------------------------------------------------
 
     def receive(self, port: int, kind: PortKind, data: bytes, addr: Address, now: float) -> None:
+        """One datagram. Its events reach the listeners later, at the end of the next
+        ``drain`` (after the batch's datagrams are sent) or ``dispatch``."""
         endpoint = self.endpoints.get(port)
         if endpoint is None:  # a datagram read just before its port was removed
             return
         self._dirty.add(endpoint)
         events = endpoint.table.receive(data, kind, addr, now)
         if events:
-            self._handle(endpoint, events, now)
+            self._receiving = True
+            try:
+                self._handle(endpoint, events, now)
+            finally:
+                self._receiving = False
 
     def _handle(self, endpoint: Endpoint, events: list[Event], now: float) -> None:
         """The switchboard: every event of ``endpoint``'s participants, in order."""
@@ -221,8 +230,8 @@ class Hub:
         endpoint.stats_of(event.who.public_id).messages_in += len(commands)
         endpoint.messages_in += len(commands)
         self._forward(endpoint, event.who.public_id, commands, now)
-        for listener in self.midi_listeners:
-            listener(endpoint, event)
+        if self.midi_listeners:
+            self._tap(self.midi_listeners, endpoint, event)
 
     # -- guests (participants that are not RTP sessions) -------------------------
 
@@ -508,10 +517,35 @@ class Hub:
             if timer is not None and (deadline is None or timer < deadline):
                 deadline = timer
         self.pending_deadline = deadline
+        self.dispatch()
+
+    # -- listeners ---------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """The listeners hear the events of the datagrams received since the last
+        dispatch, in the order they happened: once per batch, after its datagrams are
+        sent (the end of ``drain``), so nothing but forwarding runs on the datagram
+        path. Events outside ``receive`` (guests, ticks, panics, reloads) are heard
+        at once, after any still waiting. If a listener raises, the events after it
+        wait for the next dispatch."""
+        while taps := self._taps:
+            self._taps = []
+            for index, (listeners, endpoint, event) in enumerate(taps):
+                try:
+                    for listener in listeners:
+                        listener(endpoint, event)
+                except BaseException:
+                    self._taps[:0] = taps[index + 1 :]
+                    raise
+
+    def _tap(self, listeners: list[Listener], endpoint: Endpoint, event: Event) -> None:
+        self._taps.append((listeners, endpoint, event))
+        if not self._receiving:
+            self.dispatch()
 
     def _emit(self, endpoint: Endpoint, event: Event) -> None:
-        for listener in self.listeners:
-            listener(endpoint, event)
+        if self.listeners:
+            self._tap(self.listeners, endpoint, event)
 
 
 def participant_id(endpoint: Endpoint, participant: Peer | Who) -> str:
