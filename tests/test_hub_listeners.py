@@ -1,6 +1,7 @@
 """Listeners (recorder, monitor, stats observers) hear the datagram path after the
 batch: every event, in order, exactly as it happened, once the batch's datagrams are
-out; what the caps drop is never heard. Sans-IO, on the in-memory network."""
+out; what the caps drop is never heard. And a forward counts what each participant
+was sent in O(1), with the same numbers. Sans-IO, on the in-memory network."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from midihub import config as c
 from midihub.hub import Endpoint, Guest, Hub, Outgoing
+from midihub.hub.links import LINK_MARK
 from midihub.hub.panic import Panicked
 from midihub.midi.messages import note_off, note_on
 from midihub.midi.notes import NoteRange
@@ -170,3 +172,84 @@ def test_a_listener_that_raises_loses_no_other_event() -> None:
     assert failed == notes[:1] and heard == []
     net.hub.dispatch()
     assert heard == notes[1:]
+
+
+class CountingDict(dict[str, object]):
+    """``Endpoint.stats`` that counts its look-ups."""
+
+    lookups = 0
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        CountingDict.lookups += 1
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> object:
+        CountingDict.lookups += 1
+        return super().__getitem__(key)
+
+
+def test_a_forward_to_a_room_updates_no_per_receiver_stats() -> None:
+    net = make_net()
+    players = [net.add_peer(f"p{i}", ROOM) for i in range(12)]
+    net.run_for(1.0)
+    endpoint = net.hub.endpoints[ROOM]
+    endpoint.stats = CountingDict(endpoint.stats)  # type: ignore[assignment]
+    CountingDict.lookups = 0
+    receive_batch(net, play(players[0], note_on(0, 60, 100)))
+    list(net.hub.drain())
+    assert endpoint.messages_out == 11
+    assert CountingDict.lookups <= 2  # the sender's, not one per receiver (11 before)
+    listener = endpoint.stats[hub_ids(net.hub, ROOM)["p1"]]
+    assert listener.messages_out == 1  # type: ignore[attr-defined]
+
+
+def test_messages_out_is_what_each_participant_was_sent() -> None:
+    """Rooms (no echo), groups, hub links (split horizon), guests, a panic to one and
+    to all, releases and late joiners: each participant's ``messages_out`` (the API's
+    ``messagesOut``) is what it received, and the ports' totals (/metrics) add up."""
+    net = make_net()
+    hub = net.hub
+    a, b = net.add_peer("a", ROOM), net.add_peer("b", ROOM)
+    link1 = net.add_peer(f"east Jam {LINK_MARK}", ROOM)  # another hub's link: split horizon
+    link2 = net.add_peer(f"west Jam {LINK_MARK}", ROOM)
+    sender, listener = net.add_peer("in", 5040), net.add_peer("out", 5042)
+    net.run_for(1.0)
+    guest = Player("web")
+    assert hub.admit(ROOM, guest, net.now) is None
+
+    def run(peer: MemPeer, *messages: bytes) -> None:
+        net.send(peer, list(messages))
+        net.run_for(0.0)
+
+    run(a, note_on(0, 60, 100), note_on(0, 61, 100))
+    run(link1, note_on(1, 40, 90))  # not to link2
+    run(link2, note_on(1, 41, 90), note_off(1, 41))  # not to link1
+    hub.play(guest, [(0, note_on(2, 70, 80))], net.now)
+    net.flush_hub()
+    net.run_for(0.0)
+    run(sender, note_on(3, 30, 20), note_on(3, 31, 20), note_on(3, 32, 20))
+    late = net.add_peer("late", ROOM)
+    net.run_for(1.0)
+    run(b, note_on(4, 50, 50))
+    run(late, note_off(4, 50))
+    hub.panic(ROOM, NoteRange.ALL, net.now, participant=guest)  # to one
+    hub.panic(ROOM, NoteRange.ALL, net.now, channels=[5])  # to everyone
+    net.flush_hub()
+    net.run_for(0.0)
+    net.leave(a)  # holding 60 and 61: released to the others
+    net.run_for(1.0)
+
+    room = hub.endpoints[ROOM]
+    group_out = hub.endpoints[5042]
+    received = {peer: len(peer.heard) for peer in (b, link1, link2, late, listener)}
+    assert note_on(1, 41, 90) not in link1.heard  # split horizon: really left out
+    assert note_on(1, 40, 90) not in link2.heard and note_on(1, 40, 90) in b.heard
+    for peer, count in received.items():
+        port = room if peer is not listener else group_out
+        public_id = hub_ids(hub, port.port)[peer.table.name]
+        assert port.stats[public_id].messages_out == count, peer.table.name
+    assert room.stats[guest.public_id].messages_out == len(guest.got)
+    assert len(guest.got) > 10 and received[b] > 10
+    everyone = [*received.values(), len(a.heard), len(guest.got)]
+    assert room.messages_out == sum(everyone) - received[listener]
+    assert group_out.messages_out == received[listener]

@@ -348,7 +348,17 @@ class Hub:
             sections = self._deliver(
                 endpoint, receivers, guests, commands, sections, now, sender, own
             )
-            self.messages_forwarded += len(commands) * (len(receivers) + len(guests))
+            count = len(commands)
+            self.messages_forwarded += count * (len(receivers) + len(guests))
+            # Per-participant counts in O(1): the port's tally, less who was left out.
+            endpoint.tally.count += count
+            stats = endpoint.stats
+            if own is not None and (left := stats.get(own)) is not None:
+                left.out_adjust -= count
+            if from_hub:
+                for link_id in endpoint.hub_links:
+                    if link_id != own and (left := stats.get(link_id)) is not None:
+                        left.out_adjust -= count
 
     def _deliver(
         self,
@@ -366,7 +376,8 @@ class Hub:
         and so is each packet's journal per stream journal (``SessionTable.send``).
         ``sender``: the participant id of who played them (guests that show it are
         told); None: the hub itself. ``own``: the public id of the participant of this
-        port that played them (a room member: no stream journal it joins may have them)."""
+        port that played them (a room member: no stream journal it joins may have them).
+        The callers count what each participant was sent (``ParticipantStats``)."""
         if sessions:
             if sections is None:
                 sections = encode_sections(commands, MAX_LIST_LENGTH)
@@ -377,14 +388,7 @@ class Hub:
                 guest.deliver(commands, now)
             else:
                 guest.deliver_from(sender, commands, now)
-        count = len(commands)
-        endpoint.messages_out += count * (len(sessions) + len(guests))
-        stats = endpoint.stats
-        for receivers in (sessions, guests):
-            for peer in receivers:
-                known = stats.get(peer.public_id)
-                if known is not None:
-                    known.messages_out += count
+        endpoint.messages_out += len(commands) * (len(sessions) + len(guests))
         return sections
 
     def connect(self, port: int, addr: Address, now: float) -> Session:
@@ -395,9 +399,14 @@ class Hub:
 
     def send(self, port: int, targets: list[Peer], commands: list[Command], now: float) -> None:
         """Send MIDI from the hub itself (panic, release) to participants on ``port``."""
+        endpoint = self.endpoints[port]
         sessions = [t for t in targets if isinstance(t, Session)]
         guests = [t for t in targets if isinstance(t, Guest)]
-        self._deliver(self.endpoints[port], sessions, guests, commands, None, now)
+        self._deliver(endpoint, sessions, guests, commands, None, now)
+        for peer in targets:  # chosen ones, not the whole port: counted one by one
+            stats = endpoint.stats.get(peer.public_id)
+            if stats is not None:
+                stats.out_adjust += len(commands)
 
     def panic(
         self,
