@@ -1,7 +1,11 @@
 """The hub's packet path without sockets: datagrams/s through ``Hub.receive`` +
 ``drain`` for the pair, room (16, all playing) and stage (a room of 16 where 2 play)
-shapes, the pair again with 1000 idle participants on 20 other ports (idle), and a
-cProfile of it (``--profile``).
+shapes, the pair again with 1000 idle participants on 20 other ports (idle), the stage
+with a recorder and a monitor listening (tapped), and a cProfile of it (``--profile``).
+Rates are per second of this thread's CPU time (``time.thread_time``), not of the wall
+clock, so other jobs on a shared machine do not count; with each rate, the median wall
+time from handing a datagram to ``Hub.receive`` to the first datagram ``drain`` yields
+(its forward: what a receiver waits for).
 
 The clock runs as on a live hub (``STEP`` apart, 4000 datagrams/s): the loop calls
 ``Hub.tick`` when the deadline it was given is due, as ``net.server`` does with its one
@@ -18,20 +22,24 @@ import argparse
 import cProfile
 import pstats
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.memnet
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from midihub import config as c
-from midihub.hub import Hub
-from midihub.rtp import PortKind, SessionTable, encode_sections
+from midihub.hub import Endpoint, Hub
+from midihub.hub.hub import participant_id
+from midihub.rtp import Event, MidiReceived, PortKind, SessionTable, encode_sections
+from midihub.web.monitor import message_json
 from tests.memnet import GROUP_AND_ROOM, MemNet
 
 CONFIG = GROUP_AND_ROOM
-SHAPES = ("pair", "room", "stage", "idle")
+SHAPES = ("pair", "room", "stage", "idle", "tapped")
 IDLE_PORTS = [5100 + 2 * i for i in range(20)]  # 50 idle participants on each
 IDLE_CONFIG = CONFIG + "".join(f"Idle{i} = {port}\n" for i, port in enumerate(IDLE_PORTS))
 STEP = 0.00025  # simulated seconds between datagrams: 20 000 take 5 s, before idle CKs
@@ -70,6 +78,44 @@ class Wire(MemNet):
         return out
 
 
+class Taps:
+    """Listeners doing on the loop what a recording (``RecordingManager._on_midi``: who
+    played, what, when, appended) and a monitor with a viewer (``Monitor.on_event``: the
+    message as JSON-ready items, batched per port) do per event. Both hand their items on
+    every ``KEEP`` (the recording's writer thread, the monitor's interval), so what they
+    keep stays bounded, as there."""
+
+    KEEP = 1000
+
+    def __init__(self, hub: Hub) -> None:
+        self.recorded: list[tuple[str, str, Any, float]] = []
+        self.shown: list[dict[str, Any]] = []
+        hub.midi_listeners += [self.record, self.monitor]
+        hub.listeners.append(self.monitor)
+
+    def record(self, endpoint: Endpoint, event: Event) -> None:
+        if isinstance(event, MidiReceived):
+            who = event.who
+            player = participant_id(endpoint, who)
+            self.recorded.append((player, who.name, event.commands, time.monotonic()))
+            if len(self.recorded) >= self.KEEP:
+                self.recorded = []
+
+    def monitor(self, endpoint: Endpoint, event: Event) -> None:
+        if isinstance(event, MidiReceived):
+            who = event.who
+            self.shown.append(
+                {
+                    "type": "midi",
+                    "at": time.time(),
+                    "from": {"id": participant_id(endpoint, who), "name": who.name},
+                    "messages": [message_json(msg) for _, msg in event.commands],
+                }
+            )
+            if len(self.shown) >= self.KEEP:
+                self.shown = []
+
+
 def scenario(shape: str) -> tuple[Wire, list[tuple[int, str, bytes]]]:
     wire = Wire(IDLE_CONFIG if shape == "idle" else CONFIG)
     feed: list[tuple[int, str, bytes]] = []
@@ -88,24 +134,29 @@ def scenario(shape: str) -> tuple[Wire, list[tuple[int, str, bytes]]]:
             wire.peer(name, 5060)
         streams = [wire.packets(name, 1_250) for name in names]
         feed = [(5060, names[i % 16], streams[i % 16][i // 16]) for i in range(20_000)]
-    else:  # stage: a room of 16 where 2 play and 14 listen
+    else:  # stage (tapped: listened to): a room of 16 where 2 play and 14 listen
         names = [f"p{i}" for i in range(16)]
         for name in names:
             wire.peer(name, 5060)
         streams = [wire.packets(name, 10_000) for name in names[:2]]
         feed = [(5060, names[i % 2], streams[i % 2][i // 2]) for i in range(20_000)]
+        if shape == "tapped":
+            Taps(wire.hub)
     return wire, feed
 
 
-def run(shape: str) -> float:
-    """Datagrams/s; between them the clock moves ``STEP`` on, and the hub's timers run
-    as ``net.server`` runs them: one wake-up, only ever brought forward by a drain's
-    ``pending_deadline``, and set from ``next_deadline`` after each tick."""
+def run(shape: str) -> tuple[float, float]:
+    """Datagrams per CPU second and the median µs to the first datagram out; between datagrams
+    the clock moves ``STEP`` on, and the hub's timers run as ``net.server`` runs them: one
+    wake-up, only ever brought forward by a drain's ``pending_deadline``, and set from
+    ``next_deadline`` after each tick."""
     wire, feed = scenario(shape)
     hub, now = wire.hub, wire.now
     addrs = {name: wire.data_addr(name) for name in wire.peers}
     wake = min(hub.next_deadline() or now + MAX_SLEEP, now + MAX_SLEEP)
-    start = time.perf_counter()
+    clock = time.perf_counter
+    firsts: list[float] = []
+    start = time.thread_time()
     for port, name, data in feed:
         now += STEP
         if now >= wake:
@@ -113,13 +164,19 @@ def run(shape: str) -> float:
             for _ in hub.drain():
                 pass
             wake = min(hub.next_deadline() or now + MAX_SLEEP, now + MAX_SLEEP)
+        began = clock()
         hub.receive(port, PortKind.DATA, data, addrs[name], now)
+        first = 0.0
         for _ in hub.drain():
-            pass
+            if not first:
+                first = clock()
+        if first:
+            firsts.append(first - began)
         due = hub.pending_deadline
         if due is not None and due < wake:
             wake = due
-    return len(feed) / (time.perf_counter() - start)
+    rate = len(feed) / (time.thread_time() - start)
+    return rate, statistics.median(firsts) * 1e6 if firsts else 0.0
 
 
 def main() -> None:
@@ -133,8 +190,13 @@ def main() -> None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
         return
     for shape in args.shapes:
-        best = max(run(shape) for _ in range(3))
-        print(f"{shape}: {best:,.0f} datagrams in/s through the hub core")
+        runs = [run(shape) for _ in range(3)]
+        best = max(rate for rate, _ in runs)
+        first = min(first for _, first in runs)
+        print(
+            f"{shape}: {best:,.0f} datagrams in per CPU second through the hub core, "
+            f"first datagram out after {first:.1f} µs (median)"
+        )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import random
 from midihub.hub.guest import Guest
 from midihub.hub.links import Link
 from midihub.hub.spec import EndpointSpec
-from midihub.hub.stats import ParticipantStats
+from midihub.hub.stats import ParticipantStats, Tally
 from midihub.rtp import Limits, Peer, SessionSettings, SessionTable
 
 
@@ -30,6 +30,7 @@ class Endpoint:
         "spec",
         "stats",
         "table",
+        "tally",
     )
 
     def __init__(
@@ -48,6 +49,7 @@ class Endpoint:
         self.panics = 0
         self.guests: list[Guest] = []  # participants that are not RTP sessions
         self.stats: dict[str, ParticipantStats] = {}  # by public id, while connected
+        self.tally = Tally()  # messages each participant here was sent by forwards to all
         # Sessions here with another hub, by public id: ours (their Link), theirs (None).
         self.hub_links: dict[str, Link | None] = {}
         self.table = SessionTable(
@@ -70,7 +72,7 @@ class Endpoint:
     def stats_of(self, public_id: str) -> ParticipantStats:
         stats = self.stats.get(public_id)
         if stats is None:
-            stats = self.stats[public_id] = ParticipantStats()
+            stats = self.stats[public_id] = ParticipantStats(self.tally)
         return stats
 
     @property

@@ -44,6 +44,7 @@ from midihub.rtp.recovery import MAX_LIST_LENGTH
 __all__ = ["MAX_LIST_LENGTH", "Hub", "Outgoing", "Reconfigured"]
 
 Listener = Callable[[Endpoint, Event], None]
+Tap = tuple[list[Listener], Endpoint, Event]  # an event for a list of listeners, heard later
 
 
 class Outgoing(NamedTuple):
@@ -71,6 +72,8 @@ class Hub:
         self.endpoints: dict[int, Endpoint] = {}
         self.listeners: list[Listener] = []  # session events: joins, leaves, latency, loss
         self.midi_listeners: list[Listener] = []  # MidiReceived: the hot path, kept apart
+        self._taps: list[Tap] = []  # events of the datagrams received, until ``dispatch``
+        self._receiving = False  # in ``receive``: listeners wait for the batch's end
         self.messages_forwarded = 0  # copies delivered, every receiver counted
         self.notes_released = 0
         self._guest_ports: dict[Guest, int] = {}
@@ -166,13 +169,19 @@ class Hub:
     # -- input -----------------------------------------------------------------
 
     def receive(self, port: int, kind: PortKind, data: bytes, addr: Address, now: float) -> None:
+        """One datagram. Its events reach the listeners later, at the end of the next
+        ``drain`` (after the batch's datagrams are sent) or ``dispatch``."""
         endpoint = self.endpoints.get(port)
         if endpoint is None:  # a datagram read just before its port was removed
             return
         self._dirty.add(endpoint)
         events = endpoint.table.receive(data, kind, addr, now)
         if events:
-            self._handle(endpoint, events, now)
+            self._receiving = True
+            try:
+                self._handle(endpoint, events, now)
+            finally:
+                self._receiving = False
 
     def _handle(self, endpoint: Endpoint, events: list[Event], now: float) -> None:
         """The switchboard: every event of ``endpoint``'s participants, in order."""
@@ -221,8 +230,8 @@ class Hub:
         endpoint.stats_of(event.who.public_id).messages_in += len(commands)
         endpoint.messages_in += len(commands)
         self._forward(endpoint, event.who.public_id, commands, now)
-        for listener in self.midi_listeners:
-            listener(endpoint, event)
+        if self.midi_listeners:
+            self._tap(self.midi_listeners, endpoint, event)
 
     # -- guests (participants that are not RTP sessions) -------------------------
 
@@ -339,7 +348,17 @@ class Hub:
             sections = self._deliver(
                 endpoint, receivers, guests, commands, sections, now, sender, own
             )
-            self.messages_forwarded += len(commands) * (len(receivers) + len(guests))
+            count = len(commands)
+            self.messages_forwarded += count * (len(receivers) + len(guests))
+            # Per-participant counts in O(1): the port's tally, less who was left out.
+            endpoint.tally.count += count
+            stats = endpoint.stats
+            if own is not None and (left := stats.get(own)) is not None:
+                left.out_adjust -= count
+            if from_hub:
+                for link_id in endpoint.hub_links:
+                    if link_id != own and (left := stats.get(link_id)) is not None:
+                        left.out_adjust -= count
 
     def _deliver(
         self,
@@ -357,7 +376,8 @@ class Hub:
         and so is each packet's journal per stream journal (``SessionTable.send``).
         ``sender``: the participant id of who played them (guests that show it are
         told); None: the hub itself. ``own``: the public id of the participant of this
-        port that played them (a room member: no stream journal it joins may have them)."""
+        port that played them (a room member: no stream journal it joins may have them).
+        The callers count what each participant was sent (``ParticipantStats``)."""
         if sessions:
             if sections is None:
                 sections = encode_sections(commands, MAX_LIST_LENGTH)
@@ -368,14 +388,7 @@ class Hub:
                 guest.deliver(commands, now)
             else:
                 guest.deliver_from(sender, commands, now)
-        count = len(commands)
-        endpoint.messages_out += count * (len(sessions) + len(guests))
-        stats = endpoint.stats
-        for receivers in (sessions, guests):
-            for peer in receivers:
-                known = stats.get(peer.public_id)
-                if known is not None:
-                    known.messages_out += count
+        endpoint.messages_out += len(commands) * (len(sessions) + len(guests))
         return sections
 
     def connect(self, port: int, addr: Address, now: float) -> Session:
@@ -386,9 +399,14 @@ class Hub:
 
     def send(self, port: int, targets: list[Peer], commands: list[Command], now: float) -> None:
         """Send MIDI from the hub itself (panic, release) to participants on ``port``."""
+        endpoint = self.endpoints[port]
         sessions = [t for t in targets if isinstance(t, Session)]
         guests = [t for t in targets if isinstance(t, Guest)]
-        self._deliver(self.endpoints[port], sessions, guests, commands, None, now)
+        self._deliver(endpoint, sessions, guests, commands, None, now)
+        for peer in targets:  # chosen ones, not the whole port: counted one by one
+            stats = endpoint.stats.get(peer.public_id)
+            if stats is not None:
+                stats.out_adjust += len(commands)
 
     def panic(
         self,
@@ -508,10 +526,35 @@ class Hub:
             if timer is not None and (deadline is None or timer < deadline):
                 deadline = timer
         self.pending_deadline = deadline
+        self.dispatch()
+
+    # -- listeners ---------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """The listeners hear the events of the datagrams received since the last
+        dispatch, in the order they happened: once per batch, after its datagrams are
+        sent (the end of ``drain``), so nothing but forwarding runs on the datagram
+        path. Events outside ``receive`` (guests, ticks, panics, reloads) are heard
+        at once, after any still waiting. If a listener raises, the events after it
+        wait for the next dispatch."""
+        while taps := self._taps:
+            self._taps = []
+            for index, (listeners, endpoint, event) in enumerate(taps):
+                try:
+                    for listener in listeners:
+                        listener(endpoint, event)
+                except BaseException:
+                    self._taps[:0] = taps[index + 1 :]
+                    raise
+
+    def _tap(self, listeners: list[Listener], endpoint: Endpoint, event: Event) -> None:
+        self._taps.append((listeners, endpoint, event))
+        if not self._receiving:
+            self.dispatch()
 
     def _emit(self, endpoint: Endpoint, event: Event) -> None:
-        for listener in self.listeners:
-            listener(endpoint, event)
+        if self.listeners:
+            self._tap(self.listeners, endpoint, event)
 
 
 def participant_id(endpoint: Endpoint, participant: Peer | Who) -> str:

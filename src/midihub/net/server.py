@@ -135,7 +135,7 @@ class HubServer:
             hub_receive = hub.receive
             for data, addr in batch:
                 hub_receive(port, kind, data, addr, now)
-            self.flush()
+            self.flush()  # the batch's datagrams go out, then its events to the listeners
             if self.on_forward is not None and hub.messages_forwarded != forwarded:
                 self.on_forward(time.perf_counter() - started)
 
