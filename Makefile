@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 NODE_DIR := tests/interop/node
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# `make test` runs pytest on TEST_WORKERS xdist workers (auto: one per CPU);
+# `make test TEST_WORKERS=0` runs it in this one process.
+TEST_WORKERS ?= auto
 
 .PHONY: run test install node browser tools lint check clean bench fuzz
 
@@ -11,7 +14,7 @@ run: install
 	$(BIN)/midihub serve $(ARGS)
 
 test: install node browser tools lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 install: $(BIN)/.installed
 

@@ -5,13 +5,23 @@
   busy machine must not fail a test. ``HYPOTHESIS_PROFILE=explore`` searches afresh.
 - A failing test's report lists the seeds of the generators it used (tests/seeds.py).
 - The harness fixtures (a running hub, peers, proxies) are in tests/fixtures.py.
+- ``make test`` runs the suite on pytest-xdist workers (``-n``, ``--dist loadgroup``);
+  each worker is its own session: session- and module-scoped fixtures are made once per
+  worker (keep what they make in ``tmp_path_factory`` and on ``tests.ports`` ports, which
+  are disjoint per worker), and ``@pytest.mark.xdist_group(name)`` keeps tests that share
+  an expensive module fixture on one worker.
+- ``@pytest.mark.alone``: a test that measures time across processes runs with no other
+  test beside it (the other workers wait); without xdist it changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -46,6 +56,34 @@ def pytest_asyncio_loop_factories(
 def _seeds_of_this_test() -> Iterator[None]:
     seeds.used.clear()
     yield
+
+
+def _flock(stack: ExitStack, path: Path, mode: int) -> None:
+    handle = stack.enter_context(path.open("a"))
+    fcntl.flock(handle, mode)  # released when the file closes
+
+
+@pytest.fixture(autouse=True)
+def _alone_or_beside_others(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under xdist, an ``alone`` test holds the run's lock exclusively and every other
+    test holds it shared, so an ``alone`` test waits for the tests running beside it and
+    none starts until it ends. A gate taken first (and held by the waiting ``alone`` test)
+    stops new tests from slipping in while it waits, so it is never starved."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # the run's directory, one per run
+    alone = request.node.get_closest_marker("alone") is not None
+    with ExitStack() as stack:
+        gate = ExitStack()
+        _flock(gate, shared / "alone-gate.lock", fcntl.LOCK_EX)
+        if not alone:
+            gate.close()
+        _flock(stack, shared / "alone.lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        gate.close()
+        yield
 
 
 @pytest.hookimpl(wrapper=True)

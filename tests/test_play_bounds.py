@@ -64,10 +64,12 @@ def live_browsers() -> int:
     return sum(1 for thing in gc.get_objects() if isinstance(thing, Browser))
 
 
-async def test_ten_thousand_browsers_leave_every_map_at_its_idle_size() -> None:
-    """10,000 browsers come and go one after another (each the last to leave, some after
+async def test_two_thousand_browsers_leave_every_map_at_its_idle_size() -> None:
+    """2,000 browsers come and go one after another (each the last to leave, some after
     playing, some refused), then the RTP player leaves with no browser open: every map
-    of the hub, its ports and the web listeners is back at its size before the first."""
+    of the hub, its ports and the web listeners is back at its size before the first.
+    (A map that kept anything per browser, even up to a cap, differs after the first
+    few; 10,000 took 20-35 s on a loaded machine and showed nothing 2,000 do not.)"""
     (port,) = free_ports(1)
     async with serving(room(port)) as (running, url), client() as session:
         hub = running.hub
@@ -77,7 +79,7 @@ async def test_ten_thousand_browsers_leave_every_map_at_its_idle_size() -> None:
         alice = PyPeer("alice")
         try:
             await alice.connect(port)
-            for n in range(10_000):
+            for n in range(2_000):
                 if n % 50 == 49:  # refused: no such port
                     ws, reply = await hello(session, url, port + 1, f"lost {n}")
                     assert reply["reason"] == "not_open"
@@ -89,7 +91,7 @@ async def test_ten_thousand_browsers_leave_every_map_at_its_idle_size() -> None:
                     await ws.send_bytes(note_on(0, 60, 100))
                 await ws.close()
             await wait_for(lambda: not play.browsers and not hub.endpoints[port].guests, 10)
-            await wait_for(lambda: alice.received.count(note_off(0, 60)) == 1_000, 10)
+            await wait_for(lambda: alice.received.count(note_off(0, 60)) == 200, 10)
         finally:
             alice.bye()  # it leaves while no browser is open
             alice.close()
