@@ -14,10 +14,10 @@ from typing import Any
 from midihub.app import App
 from midihub.hub import Hub
 from midihub.midi.messages import note_off, note_on
-from midihub.web.play import Browser, PlayApi
+from midihub.web.play import Browser
 from midihub.web.playwire import SENDER_BYTES, Refusal
 from tests.support import PyPeer, free_ports, make_config, serving, wait_for
-from tests.test_play import Inbox, client, hello, room
+from tests.test_play import Inbox, client, hello, play_api, room
 
 
 def containers(owner: object, prefix: str) -> dict[str, int]:
@@ -53,10 +53,6 @@ def sizes(hub: Hub) -> dict[str, int]:
             if hasattr(part, "__slots__") or type(part).__module__.startswith("midihub"):
                 found |= containers(part, f"{name}.{attribute}")
     return found
-
-
-def play_api(hub: Hub) -> PlayApi:
-    return next(owner for owner in listeners_of(hub) if isinstance(owner, PlayApi))
 
 
 def live_browsers() -> int:
