@@ -63,27 +63,27 @@ def _flock(stack: ExitStack, path: Path, mode: int) -> None:
     fcntl.flock(handle, mode)  # released when the file closes
 
 
-@pytest.fixture(autouse=True)
-def _alone_or_beside_others(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
     """Under xdist, an ``alone`` test holds the run's lock exclusively and every other
     test holds it shared, so an ``alone`` test waits for the tests running beside it and
     none starts until it ends. A gate taken first (and held by the waiting ``alone`` test)
-    stops new tests from slipping in while it waits, so it is never starved."""
+    stops new tests from slipping in while it waits, so it is never starved. Outermost
+    (tryfirst), so the wait counts neither in a test's timeout nor in its durations."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
-        yield
-        return
-    shared = tmp_path_factory.getbasetemp().parent  # the run's directory, one per run
-    alone = request.node.get_closest_marker("alone") is not None
-    with ExitStack() as stack:
-        gate = ExitStack()
-        _flock(gate, shared / "alone-gate.lock", fcntl.LOCK_EX)
-        if not alone:
-            gate.close()
-        _flock(stack, shared / "alone.lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        gate.close()
-        yield
+        return (yield)
+    # The run's directory (each worker's basetemp is a directory in it), as xdist finds it.
+    shared = item.config._tmp_path_factory.getbasetemp().parent  # type: ignore[attr-defined]
+    alone = item.get_closest_marker("alone") is not None
+    with ExitStack() as held:
+        with ExitStack() as gate:
+            _flock(gate, shared / "alone-gate.lock", fcntl.LOCK_EX)
+            if not alone:
+                gate.close()
+            _flock(held, shared / "alone.lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
