@@ -5,11 +5,10 @@
   busy machine must not fail a test. ``HYPOTHESIS_PROFILE=explore`` searches afresh.
 - A failing test's report lists the seeds of the generators it used (tests/seeds.py).
 - The harness fixtures (a running hub, peers, proxies) are in tests/fixtures.py.
-- ``make test`` runs the suite on pytest-xdist workers (``-n``, ``--dist loadgroup``);
-  each worker is its own session: session- and module-scoped fixtures are made once per
-  worker (keep what they make in ``tmp_path_factory`` and on ``tests.ports`` ports, which
-  are disjoint per worker), and ``@pytest.mark.xdist_group(name)`` keeps tests that share
-  an expensive module fixture on one worker.
+- ``make test`` runs the suite on pytest-xdist workers (``-n``, ``--dist loadfile``: a
+  file's tests on one worker, so a module fixture is made once); each worker is its own
+  session: a session-scoped fixture is made once per worker (keep what it makes in
+  ``tmp_path_factory`` and on ``tests.ports`` ports, which are disjoint per worker).
 - ``@pytest.mark.alone``: a test that measures time across processes runs with no other
   test beside it (the other workers wait); without xdist it changes nothing.
 """

@@ -530,10 +530,6 @@ class Installed:
         return str(self.venv / "bin" / name)
 
 
-# Under xdist a module fixture is made once per worker: its tests go to one worker.
-ON_ONE_WORKER = pytest.mark.xdist_group("installed-wheel")
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     """midihub's wheel built as the Dockerfile does (from the .dockerignore'd context),
@@ -570,7 +566,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
 
 
 @pytest.mark.timeout(600)
-@ON_ONE_WORKER
 def test_wheel_ships_the_package_and_its_assets(installed: Installed) -> None:
     assert installed.wheel.name == f"midihub-{__version__}-py3-none-any.whl"
     with zipfile.ZipFile(installed.wheel) as wheel:
@@ -585,7 +580,6 @@ def test_wheel_ships_the_package_and_its_assets(installed: Installed) -> None:
     assert "midihub = midihub.cli:main" in metadata
 
 
-@ON_ONE_WORKER
 @pytest.mark.timeout(600)
 def test_installed_commands_print_the_version(installed: Installed, tmp_path: Path) -> None:
     for command in (
@@ -613,7 +607,6 @@ def healthcheck_command(web_port: int) -> list[str]:
     return [p.replace(f":{default_web_port()}/", f":{web_port}/") for p in probe]
 
 
-@ON_ONE_WORKER
 @pytest.mark.timeout(600)
 @pytest.mark.asyncio(loop_factories=["asyncio"])
 async def test_installed_hub_serves_a_session_and_stops_on_sigterm(
