@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 NODE_DIR := tests/interop/node
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# `make test` runs pytest on TEST_WORKERS xdist workers (auto: one per CPU), a test file
+# to one worker (its module fixtures made once); `make test TEST_WORKERS=0`: one process.
+TEST_WORKERS ?= auto
 
 .PHONY: run test install node browser tools postgres lint check clean bench fuzz
 
@@ -11,7 +14,7 @@ run: install
 	$(BIN)/midihub serve $(ARGS)
 
 test: install node browser tools postgres lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 install: $(BIN)/.installed
 

@@ -14,7 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from midihub.hub import Hub
 from midihub.midi.messages import control_change, note_off, note_on
+from midihub.web.play import PlayApi
 from midihub.web.playwire import SENDER_BYTES, parse_frame
 from tests.seeds import seeded
 from tests.support import PyPeer, RunningHub, free_ports, make_config, serving, wait_for
@@ -109,6 +111,12 @@ async def room_with_alice(
             yield port, running, url, session, alice
         finally:
             alice.close()
+
+
+def play_api(hub: Hub) -> PlayApi:
+    """The hub's /play side (one of its event listeners)."""
+    owners = (getattr(listener, "__self__", None) for listener in hub.listeners)
+    return next(owner for owner in owners if isinstance(owner, PlayApi))
 
 
 async def metric(session: aiohttp.ClientSession, url: str, name: str, reason: str) -> float:
@@ -342,13 +350,14 @@ async def test_refusals_have_reasons_and_counters_while_rtp_carries_on() -> None
 
 
 async def test_a_browser_that_stops_answering_pings_is_released() -> None:
-    async with room_with_alice() as (port, _, url, session, alice):
+    async with room_with_alice() as (port, running, url, session, alice):
+        play_api(running.hub).ping_interval = 0.3  # the hub's 2 s, shortened for the test
         ws, _ = await hello(session, url, port, "sleepy")
         inbox = Inbox(ws)
         inbox.answer_pings = False
         await ws.send_bytes(note_on(0, 70, 100))
         await wait_for(lambda: alice.received == [note_on(0, 70, 100)])
-        # Three unanswered pings (2 s apart) and it is gone, its note released.
+        # Three unanswered pings and it is gone, its note released.
         await wait_for(lambda: note_off(0, 70) in alice.received, 15, "the release")
         await wait_for(lambda: inbox.closed is not None, 5)
         assert inbox.closed == 4408 and inbox.of("error")[-1]["reason"] == "timeout"

@@ -14,10 +14,10 @@ from typing import Any
 from midihub.app import App
 from midihub.hub import Hub
 from midihub.midi.messages import note_off, note_on
-from midihub.web.play import Browser, PlayApi
+from midihub.web.play import Browser
 from midihub.web.playwire import SENDER_BYTES, Refusal
 from tests.support import PyPeer, free_ports, make_config, serving, wait_for
-from tests.test_play import Inbox, client, hello, room
+from tests.test_play import Inbox, client, hello, play_api, room
 
 
 def containers(owner: object, prefix: str) -> dict[str, int]:
@@ -55,19 +55,17 @@ def sizes(hub: Hub) -> dict[str, int]:
     return found
 
 
-def play_api(hub: Hub) -> PlayApi:
-    return next(owner for owner in listeners_of(hub) if isinstance(owner, PlayApi))
-
-
 def live_browsers() -> int:
     gc.collect()
     return sum(1 for thing in gc.get_objects() if isinstance(thing, Browser))
 
 
-async def test_ten_thousand_browsers_leave_every_map_at_its_idle_size() -> None:
-    """10,000 browsers come and go one after another (each the last to leave, some after
+async def test_two_thousand_browsers_leave_every_map_at_its_idle_size() -> None:
+    """2,000 browsers come and go one after another (each the last to leave, some after
     playing, some refused), then the RTP player leaves with no browser open: every map
-    of the hub, its ports and the web listeners is back at its size before the first."""
+    of the hub, its ports and the web listeners is back at its size before the first.
+    (A map that kept anything per browser, even up to a cap, differs after the first
+    few; 10,000 took 20-35 s on a loaded machine and showed nothing 2,000 do not.)"""
     (port,) = free_ports(1)
     async with serving(room(port)) as (running, url), client() as session:
         hub = running.hub
@@ -77,7 +75,7 @@ async def test_ten_thousand_browsers_leave_every_map_at_its_idle_size() -> None:
         alice = PyPeer("alice")
         try:
             await alice.connect(port)
-            for n in range(10_000):
+            for n in range(2_000):
                 if n % 50 == 49:  # refused: no such port
                     ws, reply = await hello(session, url, port + 1, f"lost {n}")
                     assert reply["reason"] == "not_open"
@@ -89,7 +87,7 @@ async def test_ten_thousand_browsers_leave_every_map_at_its_idle_size() -> None:
                     await ws.send_bytes(note_on(0, 60, 100))
                 await ws.close()
             await wait_for(lambda: not play.browsers and not hub.endpoints[port].guests, 10)
-            await wait_for(lambda: alice.received.count(note_off(0, 60)) == 1_000, 10)
+            await wait_for(lambda: alice.received.count(note_off(0, 60)) == 200, 10)
         finally:
             alice.bye()  # it leaves while no browser is open
             alice.close()

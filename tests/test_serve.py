@@ -19,6 +19,10 @@ from tests.support import (
     wait_for,
 )
 
+# Every hub here is a `midihub serve` process (with its own loop): the test's loop only
+# reads its log and drives clients, so one loop for the test is enough.
+pytestmark = pytest.mark.asyncio(loop_factories=["asyncio"])
+
 
 class Served:
     """A ``midihub serve`` subprocess whose log lines are collected as they come."""

@@ -35,7 +35,14 @@ GAP = 0.005
 ROUNDS = 3  # alternating quiet/flooded; the best p99 of each kind counts
 CAP = 64  # web.monitor_viewers' default
 
-pytestmark = pytest.mark.timeout(240)
+# The hub is a process of its own (its loop is not the test's: one loop for the test is
+# enough); the p99s compare forwarding with and without the streams, so no other test's
+# load may fall on one kind of round only.
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.asyncio(loop_factories=["asyncio"]),
+    pytest.mark.alone,
+]
 
 
 class TimedPeer(PyPeer):
