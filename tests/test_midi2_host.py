@@ -18,6 +18,7 @@ from midihub.midi2 import (
     Midi2Host,
     Midi2Settings,
     RttMeasured,
+    SessionReset,
     UmpReceived,
 )
 from midihub.midi2.session import (
@@ -394,7 +395,7 @@ def test_session_reset_restarts_the_numbering_both_ways() -> None:
     host.receive(H("4d494449 ff010007 20903c64"), ADDR, 1.0)
     host.send(ADDR, [(0x20903C01,), (0x20903C02,)], 1.0)
     sent(host)
-    assert host.receive(H("4d494449 82000000"), ADDR, 2.0) == []
+    assert host.receive(H("4d494449 82000000"), ADDR, 2.0) == [SessionReset(ADDR, 0)]
     assert sent(host) == [H("4d494449 83000000")]
     # the client's 7 again is new (not a duplicate); ours start at 0 without FEC copies
     events = host.receive(H("4d494449 ff010007 20803c00"), ADDR, 2.1)
@@ -402,6 +403,21 @@ def test_session_reset_restarts_the_numbering_both_ways() -> None:
     host.send(ADDR, [(0x20803C01,)], 2.2)
     assert sent(host) == [H("4d494449 ff010000 20803c01")]
     assert host.counters[Count.RESETS] == 1
+
+
+def test_a_reset_across_a_gap_reports_what_it_lost() -> None:
+    """The caller hears of every restart of the client's numbering (Session Reset, or an
+    Invitation while joined), with the commands it dropped: missing, and held for them."""
+    host = make_host()
+    joined(host)
+    host.receive(H("4d494449 ff010000 20903c00"), ADDR, 1.0)
+    assert host.receive(H("4d494449 ff010003 20903c03"), ADDR, 1.1) == []  # 1, 2 missing
+    assert host.receive(H("4d494449 82000000"), ADDR, 1.2) == [SessionReset(ADDR, 3)]
+    assert host.counters[Count.UMP_LOST] == 3
+    session = host.session(ADDR)
+    assert session is not None and session.packets_lost == 3
+    assert host.next_deadline() == 5.0  # no Retransmit Request for the gap that went
+    assert host.receive(INVITE_PLAIN, ADDR, 1.3) == [SessionReset(ADDR, 0)]
 
 
 # -- UMP Data, FEC and retransmission ------------------------------------------------------
