@@ -569,18 +569,19 @@ class Midi2Session:
         if not messages:
             return
         history = self._history
-        first = history.next_seq
-        for message in messages:
-            if not 1 <= len(message) <= 4:
-                raise ValueError(f"a UMP is 1 to 4 words, not {len(message)}")
-            history.add(wire.ump_data(history.next_seq, tuple(message)).encode())
+        step = self.settings.history  # more at once would leave the history unsent
+        for at in range(0, len(messages), step):
+            first = history.next_seq
+            for message in messages[at : at + step]:
+                if not 1 <= len(message) <= 4:
+                    raise ValueError(f"a UMP is 1 to 4 words, not {len(message)}")
+                history.add(wire.ump_data(history.next_seq, tuple(message)).encode())
+            if self.proven:
+                self._transmit(first)
+            elif self._unsent is None:
+                self._unsent = first
         self._tail_left = self.settings.fec + 1
         self._tail_at = now + KEEPALIVE_AFTER
-        if not self.proven:
-            if self._unsent is None:
-                self._unsent = first
-            return
-        self._transmit(first)
 
     def _transmit(self, first: int) -> None:
         """Everything from ``first`` to the newest, each datagram led by the ``fec``
