@@ -25,8 +25,7 @@ from midihub.midi2 import Count
 from midihub.rtp import LeaveReason, PeerJoined, PeerLeft
 from midihub.rtp.limits import Drop
 from midihub.web.metrics import Midi2Collector
-from tests.midi2_client import Midi2Client
-from tests.midi2_client import UdpMidi2Client as _UdpMidi2Client
+from tests.midi2_client import Midi2Client, UdpMidi2Client
 from tests.record_support import recording_hub
 from tests.seeds import seeded
 from tests.support import (
@@ -45,14 +44,6 @@ from tests.test_record import tracks_of
 pytestmark = pytest.mark.timeout(120)
 
 BYE_TOO_MANY_SESSIONS = 0x40
-
-
-class UdpMidi2Client(_UdpMidi2Client):
-    """The test client on a socket. (Python 3.11's selector datagram transport is no
-    ``asyncio.DatagramTransport`` subclass, which the client's own check assumes.)"""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
 
 def cv1(status: int, data1: int, data2: int = 0, group: int = 0) -> tuple[int]:
