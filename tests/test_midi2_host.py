@@ -108,6 +108,61 @@ def test_the_reply_to_a_short_plain_invitation_is_cut_to_its_size() -> None:
     assert sent(host) == [H("4d494449 10000000 20010000") + ping_word(rng)]
 
 
+def test_an_invitation_too_short_for_a_ping_still_gets_reply_accepted() -> None:
+    """A 12-octet Invitation (a one-word name, no product id): Reply Accepted alone fits
+    it, with one word of our name and without the Ping (which waits for the client's next datagram);
+    before, Reply Accepted and Ping together did not fit and nothing was sent."""
+    host = make_host()
+    assert host.receive(H("4d494449 01010100 4b000000"), ADDR, 0.0) == [Invited(ADDR, "K", "")]
+    host.accept(ADDR, 0.0)
+    assert sent(host) == [H("4d494449 10010100") + b"hub "]
+    assert host.counters[Count.CREDIT_LIMITED] == 0
+    assert host.next_deadline() == 0.0  # the Ping is due, and waits for credit
+    host.receive(H("4d494449 ff010000 20903c64"), ADDR, 0.5)  # its first note: 12 octets
+    host.tick(0.5)
+    [ping] = sent(host)
+    assert ping[:8] == H("4d494449 20010000") and len(ping) == 12
+
+
+@pytest.mark.parametrize(
+    ("product_id", "header", "identity"),
+    [
+        (b"vm", b"", b""),  # 20 octets: less than the nonce alone, counted
+        (b"box-01", H("12040000"), b""),  # 24 octets: the nonce alone
+        (b"interop-box", H("12050100"), b"hub "),  # 28 octets: and one word of our name
+        (b"machine-4242-01", H("12060200"), b"hub Jam\x00"),  # 32 (amidi2net's size): 6 words
+        (b"a-longer-machine-name", H("12070200"), HOST_ID),  # 40 octets: all of it (36)
+    ],
+)
+def test_a_short_keyed_invitation_gets_a_challenge_cut_to_its_size(
+    product_id: bytes, header: bytes, identity: bytes
+) -> None:
+    """pymidi2 invites as "pymidi2" with the machine's host name as product id. The
+    challenge to it (a stranger) carries the nonce and as much of our name and product
+    id as fits in what it sent: any Invitation of 24 octets or more is challenged
+    (pymidi2 reads only the nonce; amidi2net's 32-octet Invitation gets 6 words, its
+    minimum). Under 24 octets nothing is sent (``credit-limited``) until it invites
+    again (the credit adds up)."""
+    host = make_host(secret="s3cret")
+    piid = product_id + b"\x00" * (-len(product_id) % 4)
+    invite = H(f"4d494449 01{2 + len(piid) // 4:02x}0201") + b"pymidi2\x00" + piid
+    assert host.receive(invite, ADDR, 0.0) == []
+    nonce = twin().randbytes(16)
+    if not header:
+        assert sent(host) == [] and host.counters[Count.CREDIT_LIMITED] == 1
+        host.receive(invite, ADDR, 0.5)  # invited again: 40 octets of credit in all
+        assert sent(host) == [H("4d494449 12070200") + nonce + HOST_ID]
+        return
+    reply = H("4d494449") + header + nonce + identity
+    assert sent(host) == [reply] and len(reply) <= len(invite)
+    digest = hashlib.sha256(nonce + b"s3cret").digest()
+    assert host.receive(H("4d494449 02080000") + digest, ADDR, 0.1) == [
+        Invited(ADDR, "pymidi2", product_id.decode())
+    ]
+    host.accept(ADDR, 0.1)
+    assert sent(host) == [H("4d494449 10030200") + HOST_ID]  # proven: our name whole
+
+
 def test_shared_secret_invitation_and_digest() -> None:
     host = make_host(secret="s3cret")
     assert host.receive(INVITE_SECRET, ADDR, 0.0) == []

@@ -284,11 +284,7 @@ class Midi2Session:
             self._send_challenge(AuthState.FIRST)
         elif self.state is State.ESTABLISHED:
             event = self._restart_receiving()
-            if self.proven:
-                self._send([self._identity_reply(Code.ACCEPTED)])
-            else:  # with a new Ping: the first may have been lost with our reply
-                reply = self._identity_reply(Code.ACCEPTED, reserve=PING_SIZE)
-                self._send([reply, self._new_ping(now)])
+            self._send_accepted(now)  # with a new Ping: the first may have been lost
             return [event]
         return []
 
@@ -338,11 +334,19 @@ class Midi2Session:
         self.last_heard = now
         self._counters[Count.JOINED] += 1
         if self.proven:
-            self._send([self._identity_reply(Code.ACCEPTED)])
             self._next_ping = now + self.settings.ping_interval
-            return
-        reply = self._identity_reply(Code.ACCEPTED, reserve=PING_SIZE)
-        self._send([reply, self._new_ping(now)])
+        self._send_accepted(now)
+
+    def _send_accepted(self, now: float) -> None:
+        """Reply Accepted; to an unproven client with a Ping if both fit its credit
+        (an Invitation of 16 octets or more), else alone (the Ping waits for credit)."""
+        if self.proven:
+            self._send([self._identity_reply(Code.ACCEPTED)])
+        elif self.credit >= 4 + 4 + PING_SIZE:
+            reply = self._identity_reply(Code.ACCEPTED, reserve=PING_SIZE)
+            self._send([reply, self._new_ping(now)])
+        else:
+            self._send([self._identity_reply(Code.ACCEPTED)])
 
     def close(self, reason: int) -> None:
         """Bye with ``reason``, and nothing more from either side."""
