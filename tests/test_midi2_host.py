@@ -16,6 +16,7 @@ from midihub.midi2 import (
     Departed,
     Invited,
     Midi2Host,
+    Midi2Session,
     Midi2Settings,
     RttMeasured,
     SessionReset,
@@ -713,3 +714,88 @@ def test_amidi2net_naks_0x7f_are_taken_as_naks_and_never_answered() -> None:
     assert sent(host) == [] and host.counters[Count.NAKS_RECEIVED] == 2
     host.receive(H("4d494449 7f010100 8f010200"), ("192.0.2.99", 1), 1.0)  # a stranger's
     assert host.datagrams_to_send() == []
+
+
+# -- timers --------------------------------------------------------------------------------
+
+
+def test_the_heap_agrees_with_a_scan_of_every_session() -> None:
+    """Twelve clients joining, playing, hearing the hub, losing 10 % of their datagrams
+    (retransmit timers), leaving, vanishing (pings unanswered, then timeouts), a reload
+    that shortens the ping interval: at every step the host's next deadline is the
+    earliest of its sessions' (what a scan of all of them said before the heap), and
+    the heap holds no more than its live sessions need."""
+    rng = seeded("midi2-heap", "steps")
+    host = make_host(ping_interval=1.0, timeout=3.0)
+    clients = {
+        (f"192.0.2.{i}", 5000): Midi2Client(name=f"client {i}", rng=seeded(i, "heap"), fec=0)
+        for i in range(12)
+    }
+    dead: set[tuple[str, int]] = set()
+    now = 0.0
+    checks = 0
+    for step in range(4000):
+        now += 0.01
+        addr, client = rng.choice(list(clients.items()))
+        roll = rng.random()
+        session = host.session(addr)
+        if client.state in ("idle", "closed") and addr not in dead and roll < 0.05:
+            client.invite(now)
+        elif client.state == "established" and addr not in dead:
+            if roll < 0.3:
+                client.send([(0x20903C00 | rng.randrange(128),)])
+            elif roll < 0.31:
+                client.bye()
+            elif roll < 0.312:
+                dead.add(addr)  # gone without a word
+        if session is not None and session.joined and rng.random() < 0.3:
+            host.send(addr, [(NOTE_ON,)], now)
+        if step == 2000:
+            host.configure(Midi2Settings(name="hub Jam", ping_interval=0.5, timeout=3.0), now)
+        for frm, peer in clients.items():
+            for data in peer.take():
+                if frm not in dead and rng.random() >= 0.1:
+                    for event in host.receive(data, frm, now):
+                        if isinstance(event, Invited):
+                            host.accept(frm, now)
+            if (due := peer.deadline()) is not None and due <= now:
+                peer.tick(now)
+        if (due := host.next_deadline()) is not None and due <= now:
+            host.tick(now)
+        for data, to in host.datagrams_to_send():
+            if to not in dead and rng.random() >= 0.1:
+                clients[to].receive(data, now)
+        scan = [d for s in host.sessions if (d := s.next_deadline()) is not None]
+        assert host.next_deadline() == min(scan, default=None), step
+        assert len(host._timers) <= 2 * len(host.sessions) + 64 + len(clients)
+        checks += 1
+    assert host.counters[Count.TIMEOUTS] > 0 and host.counters[Count.BYES_RECEIVED] > 0
+    assert host.counters[Count.RETRANSMIT_ASKED] > 0 and checks == 4000
+
+
+def test_a_datagram_asks_no_idle_session_for_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 joined clients, idle: a datagram from one of them, and the host's next
+    deadline asks that one session alone (a scan asked all 200), and a tick at the
+    earliest deadline visits only the session due."""
+    host = make_host()
+    addrs = [(f"10.1.{i}.1", 6000) for i in range(200)]
+    for n, addr in enumerate(addrs):
+        host.receive(INVITE_PLAIN, addr, n * 0.001)
+        host.accept(addr, n * 0.001)
+        [(datagram, _)] = host.datagrams_to_send()
+        host.receive(H("4d494449 21010000") + datagram[-4:], addr, n * 0.001)
+    assert len(host.joined) == 200 and host.next_deadline() == pytest.approx(5.0)
+    asked: list[object] = []
+    compute = Midi2Session.next_deadline
+
+    def counted(self: Midi2Session) -> float | None:
+        asked.append(self)
+        return compute(self)
+
+    monkeypatch.setattr(Midi2Session, "next_deadline", counted)
+    host.receive(H("4d494449 ff010000 20903c64"), addrs[7], 1.0)
+    assert host.next_deadline() == pytest.approx(5.0)  # the first client's ping
+    assert asked == [host.session(addrs[7])]
+    asked.clear()
+    host.tick(5.0)
+    assert asked and set(asked) == {host.session(addrs[0])}

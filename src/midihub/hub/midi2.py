@@ -131,7 +131,7 @@ class Midi2Port:
         self.dropped: Counter[str] = Counter()  # UMP without a MIDI 1.0 form, of clients gone
         self.send_errors = 0
         # Something happened since the socket layer last drained us: datagrams to send,
-        # and perhaps an earlier timer (the host's ``next_deadline`` scans its sessions).
+        # and perhaps an earlier timer.
         self.dirty = False
         self.now = now  # the latest time the hub or the socket layer gave us
 

@@ -205,6 +205,7 @@ class Midi2Session:
         self.packets_received = 0  # datagrams from the client
         self.packets_lost = 0  # UMP Data commands it sent that never arrived
         self.proven = False
+        self.scheduled: float | None = None  # the deadline the host filed it under
         self.credit = credit  # octets we may still send before it is proven
         self._rng = rng
         self._counters = counters
