@@ -40,11 +40,9 @@ QUICK = {"rate": 200, "duration": 2.0}
 class StampingClient(UdpMidi2Client):
     """The test client, stamping when each benchmark message arrives."""
 
-    arrived: dict[int, float]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  (3.11: no DatagramTransport)
-        self.arrived = {}
+    def __init__(self, core: Midi2Client, remote: tuple[str, int]) -> None:
+        super().__init__(core, remote)
+        self.arrived: dict[int, float] = {}
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         stamp = time.perf_counter()

@@ -6,8 +6,10 @@ own sequence handling), so tests check the host against a second implementation.
 (``tick``), and send what ``take()`` returns. It answers pings, authentication
 challenges (with its secret or user/password) and the host's Retransmit Requests by
 itself; it sends UMP Data with FEC, delivers what it receives exactly once in order,
-and asks for gaps with Retransmit Request. ``UdpMidi2Client`` runs one over a real UDP
-socket in asyncio (for end-to-end tests).
+and asks for gaps with Retransmit Request; like amidi2net, it gives a gap up after
+``retransmit_tries`` requests or on a Retransmit Error (Session Reset: both sides number
+again, the gap is lost), and ends with Bye 0x03 if the reset is never answered.
+``UdpMidi2Client`` runs one over a real UDP socket in asyncio (for end-to-end tests).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Midi2Client:
     password: str = ""
     capabilities: int | None = None  # None: from secret/user
     retransmit_wait: float = 0.05
+    retransmit_tries: int = 5  # requests for one gap before giving it up (amidi2net: 5)
     invite_retry: float = 0.5  # the Invitation again while no answer lets us in
     first_seq: int = 0
 
@@ -85,6 +88,13 @@ class Midi2Client:
         self.keepalives = 0
         self.duplicates = 0
         self.requests_sent = 0
+        self.gaps_given_up = 0
+        self.lost = 0  # UMP Data commands missing or held when a gap was given up
+        self._gap_tries = 0
+        self._gap_first: int | None = None  # the gap those tries were for
+        self.resetting = False  # a Session Reset awaits its reply
+        self._reset_at: float | None = None  # when to send it again
+        self._reset_tries = 0
         self._sent: dict[int, bytes] = {}  # seq -> encoded UMP Data command (history)
         self._order: list[int] = []
         self._next = self.first_seq
@@ -129,14 +139,33 @@ class Midi2Client:
         self._invite_at = None
         self._emit(command(BYE, reason, 0))
 
-    def reset(self) -> None:
-        """Session Reset: both sides number from the start again."""
+    def reset(self, now: float | None = None) -> None:
+        """Session Reset: both sides number from the start again. UMP Data that
+        arrives before the Reply has the old numbers and is dropped. Given ``now``,
+        ``tick`` repeats the reset until answered, then says Bye 0x03."""
         self._next = self.first_seq
         self._sent.clear()
         self._order.clear()
         self._expect = None
         self._early.clear()
+        self._gap_at = None
+        self._gap_tries = 0
+        self.resetting = True
+        self._reset_at = None if now is None else now + 2 * self.retransmit_wait
         self._emit(command(RESET))
+
+    def _give_up(self, now: float) -> None:
+        """A gap the host cannot (Retransmit Error) or does not fill: it is lost for
+        good; what came after it is delivered (in order), then both sides reset."""
+        expect = self._expect
+        assert expect is not None
+        self.gaps_given_up += 1
+        for seq in sorted(self._early, key=lambda s: (s - expect) & 0xFFFF):
+            self.lost += (seq - expect) & 0xFFFF
+            self._deliver(self._early.pop(seq))
+            expect = (seq + 1) & 0xFFFF
+        self._reset_tries = 0
+        self.reset(now)
 
     def retransmit_request(self, seq: int, count: int) -> None:
         self.requests_sent += 1
@@ -212,7 +241,17 @@ class Midi2Client:
             self.log.append(("bye", b2))
             self._emit(command(BYE_REPLY))
         elif code == DATA:
-            self._data((b2 << 8) | b3, words_of(payload))
+            if not self.resetting:  # else: numbered before our reset
+                self._data((b2 << 8) | b3, words_of(payload))
+        elif code == RESET_REPLY:
+            self.resetting = False
+            self._reset_at = None
+            self.log.append(("reset-reply",))
+        elif code == RETR_ERR:
+            (seq,) = struct.unpack(">H", payload[:2])
+            self.log.append(("retransmit-error", seq, b2))
+            if self._early and not self.resetting:
+                self._give_up(now)
         elif code == RETR_REQ:
             seq = (b2 << 8) | b3
             (count,) = struct.unpack(">H", payload[:2])
@@ -251,6 +290,7 @@ class Midi2Client:
     def _check_gap(self, now: float) -> None:
         if not self._early:
             self._gap_at = None
+            self._gap_tries = 0
         elif self._gap_at is None:
             self._gap_at = now + self.retransmit_wait
 
@@ -259,13 +299,28 @@ class Midi2Client:
             self._invite_at = None
         elif self._invite_at is not None and now >= self._invite_at:
             self.invite(now)
+        if self._reset_at is not None and now >= self._reset_at:
+            self._reset_tries += 1
+            if self._reset_tries >= self.retransmit_tries:
+                self._reset_at = None
+                self.resetting = False
+                self.bye(0x03)  # too many missing UMP packets
+            else:
+                self.reset(now)
         if self._gap_at is not None and now >= self._gap_at and self._expect is not None:
+            if self._gap_first != self._expect:  # progress: a fresh set of tries
+                self._gap_first = self._expect
+                self._gap_tries = 0
+            if self._gap_tries >= self.retransmit_tries:
+                self._give_up(now)
+                return
+            self._gap_tries += 1
             first = min((s - self._expect) & 0xFFFF for s in self._early)
             self.retransmit_request(self._expect, first)
             self._gap_at = now + self.retransmit_wait
 
     def deadline(self) -> float | None:
-        times = [t for t in (self._gap_at, self._invite_at) if t is not None]
+        times = [t for t in (self._gap_at, self._invite_at, self._reset_at) if t is not None]
         return min(times, default=None)
 
 

@@ -16,8 +16,10 @@ from midihub.midi2 import (
     Departed,
     Invited,
     Midi2Host,
+    Midi2Session,
     Midi2Settings,
     RttMeasured,
+    SessionReset,
     UmpReceived,
 )
 from midihub.midi2.session import (
@@ -105,6 +107,61 @@ def test_the_reply_to_a_short_plain_invitation_is_cut_to_its_size() -> None:
     rng = twin()
     # No room for a name beside the ping: Reply Accepted without one
     assert sent(host) == [H("4d494449 10000000 20010000") + ping_word(rng)]
+
+
+def test_an_invitation_too_short_for_a_ping_still_gets_reply_accepted() -> None:
+    """A 12-octet Invitation (a one-word name, no product id): Reply Accepted alone fits
+    it, with one word of our name and without the Ping (which waits for the client's next datagram);
+    before, Reply Accepted and Ping together did not fit and nothing was sent."""
+    host = make_host()
+    assert host.receive(H("4d494449 01010100 4b000000"), ADDR, 0.0) == [Invited(ADDR, "K", "")]
+    host.accept(ADDR, 0.0)
+    assert sent(host) == [H("4d494449 10010100") + b"hub "]
+    assert host.counters[Count.CREDIT_LIMITED] == 0
+    assert host.next_deadline() == 0.0  # the Ping is due, and waits for credit
+    host.receive(H("4d494449 ff010000 20903c64"), ADDR, 0.5)  # its first note: 12 octets
+    host.tick(0.5)
+    [ping] = sent(host)
+    assert ping[:8] == H("4d494449 20010000") and len(ping) == 12
+
+
+@pytest.mark.parametrize(
+    ("product_id", "header", "identity"),
+    [
+        (b"vm", b"", b""),  # 20 octets: less than the nonce alone, counted
+        (b"box-01", H("12040000"), b""),  # 24 octets: the nonce alone
+        (b"interop-box", H("12050100"), b"hub "),  # 28 octets: and one word of our name
+        (b"machine-4242-01", H("12060200"), b"hub Jam\x00"),  # 32 (amidi2net's size): 6 words
+        (b"a-longer-machine-name", H("12070200"), HOST_ID),  # 40 octets: all of it (36)
+    ],
+)
+def test_a_short_keyed_invitation_gets_a_challenge_cut_to_its_size(
+    product_id: bytes, header: bytes, identity: bytes
+) -> None:
+    """pymidi2 invites as "pymidi2" with the machine's host name as product id. The
+    challenge to it (a stranger) carries the nonce and as much of our name and product
+    id as fits in what it sent: any Invitation of 24 octets or more is challenged
+    (pymidi2 reads only the nonce; amidi2net's 32-octet Invitation gets 6 words, its
+    minimum). Under 24 octets nothing is sent (``credit-limited``) until it invites
+    again (the credit adds up)."""
+    host = make_host(secret="s3cret")
+    piid = product_id + b"\x00" * (-len(product_id) % 4)
+    invite = H(f"4d494449 01{2 + len(piid) // 4:02x}0201") + b"pymidi2\x00" + piid
+    assert host.receive(invite, ADDR, 0.0) == []
+    nonce = twin().randbytes(16)
+    if not header:
+        assert sent(host) == [] and host.counters[Count.CREDIT_LIMITED] == 1
+        host.receive(invite, ADDR, 0.5)  # invited again: 40 octets of credit in all
+        assert sent(host) == [H("4d494449 12070200") + nonce + HOST_ID]
+        return
+    reply = H("4d494449") + header + nonce + identity
+    assert sent(host) == [reply] and len(reply) <= len(invite)
+    digest = hashlib.sha256(nonce + b"s3cret").digest()
+    assert host.receive(H("4d494449 02080000") + digest, ADDR, 0.1) == [
+        Invited(ADDR, "pymidi2", product_id.decode())
+    ]
+    host.accept(ADDR, 0.1)
+    assert sent(host) == [H("4d494449 10030200") + HOST_ID]  # proven: our name whole
 
 
 def test_shared_secret_invitation_and_digest() -> None:
@@ -394,7 +451,7 @@ def test_session_reset_restarts_the_numbering_both_ways() -> None:
     host.receive(H("4d494449 ff010007 20903c64"), ADDR, 1.0)
     host.send(ADDR, [(0x20903C01,), (0x20903C02,)], 1.0)
     sent(host)
-    assert host.receive(H("4d494449 82000000"), ADDR, 2.0) == []
+    assert host.receive(H("4d494449 82000000"), ADDR, 2.0) == [SessionReset(ADDR, 0)]
     assert sent(host) == [H("4d494449 83000000")]
     # the client's 7 again is new (not a duplicate); ours start at 0 without FEC copies
     events = host.receive(H("4d494449 ff010007 20803c00"), ADDR, 2.1)
@@ -402,6 +459,21 @@ def test_session_reset_restarts_the_numbering_both_ways() -> None:
     host.send(ADDR, [(0x20803C01,)], 2.2)
     assert sent(host) == [H("4d494449 ff010000 20803c01")]
     assert host.counters[Count.RESETS] == 1
+
+
+def test_a_reset_across_a_gap_reports_what_it_lost() -> None:
+    """The caller hears of every restart of the client's numbering (Session Reset, or an
+    Invitation while joined), with the commands it dropped: missing, and held for them."""
+    host = make_host()
+    joined(host)
+    host.receive(H("4d494449 ff010000 20903c00"), ADDR, 1.0)
+    assert host.receive(H("4d494449 ff010003 20903c03"), ADDR, 1.1) == []  # 1, 2 missing
+    assert host.receive(H("4d494449 82000000"), ADDR, 1.2) == [SessionReset(ADDR, 3)]
+    assert host.counters[Count.UMP_LOST] == 3
+    session = host.session(ADDR)
+    assert session is not None and session.packets_lost == 3
+    assert host.next_deadline() == 5.0  # no Retransmit Request for the gap that went
+    assert host.receive(INVITE_PLAIN, ADDR, 1.3) == [SessionReset(ADDR, 0)]
 
 
 # -- UMP Data, FEC and retransmission ------------------------------------------------------
@@ -642,3 +714,88 @@ def test_amidi2net_naks_0x7f_are_taken_as_naks_and_never_answered() -> None:
     assert sent(host) == [] and host.counters[Count.NAKS_RECEIVED] == 2
     host.receive(H("4d494449 7f010100 8f010200"), ("192.0.2.99", 1), 1.0)  # a stranger's
     assert host.datagrams_to_send() == []
+
+
+# -- timers --------------------------------------------------------------------------------
+
+
+def test_the_heap_agrees_with_a_scan_of_every_session() -> None:
+    """Twelve clients joining, playing, hearing the hub, losing 10 % of their datagrams
+    (retransmit timers), leaving, vanishing (pings unanswered, then timeouts), a reload
+    that shortens the ping interval: at every step the host's next deadline is the
+    earliest of its sessions' (what a scan of all of them said before the heap), and
+    the heap holds no more than its live sessions need."""
+    rng = seeded("midi2-heap", "steps")
+    host = make_host(ping_interval=1.0, timeout=3.0)
+    clients = {
+        (f"192.0.2.{i}", 5000): Midi2Client(name=f"client {i}", rng=seeded(i, "heap"), fec=0)
+        for i in range(12)
+    }
+    dead: set[tuple[str, int]] = set()
+    now = 0.0
+    checks = 0
+    for step in range(4000):
+        now += 0.01
+        addr, client = rng.choice(list(clients.items()))
+        roll = rng.random()
+        session = host.session(addr)
+        if client.state in ("idle", "closed") and addr not in dead and roll < 0.05:
+            client.invite(now)
+        elif client.state == "established" and addr not in dead:
+            if roll < 0.3:
+                client.send([(0x20903C00 | rng.randrange(128),)])
+            elif roll < 0.31:
+                client.bye()
+            elif roll < 0.312:
+                dead.add(addr)  # gone without a word
+        if session is not None and session.joined and rng.random() < 0.3:
+            host.send(addr, [(NOTE_ON,)], now)
+        if step == 2000:
+            host.configure(Midi2Settings(name="hub Jam", ping_interval=0.5, timeout=3.0), now)
+        for frm, peer in clients.items():
+            for data in peer.take():
+                if frm not in dead and rng.random() >= 0.1:
+                    for event in host.receive(data, frm, now):
+                        if isinstance(event, Invited):
+                            host.accept(frm, now)
+            if (due := peer.deadline()) is not None and due <= now:
+                peer.tick(now)
+        if (due := host.next_deadline()) is not None and due <= now:
+            host.tick(now)
+        for data, to in host.datagrams_to_send():
+            if to not in dead and rng.random() >= 0.1:
+                clients[to].receive(data, now)
+        scan = [d for s in host.sessions if (d := s.next_deadline()) is not None]
+        assert host.next_deadline() == min(scan, default=None), step
+        assert len(host._timers) <= 2 * len(host.sessions) + 64 + len(clients)
+        checks += 1
+    assert host.counters[Count.TIMEOUTS] > 0 and host.counters[Count.BYES_RECEIVED] > 0
+    assert host.counters[Count.RETRANSMIT_ASKED] > 0 and checks == 4000
+
+
+def test_a_datagram_asks_no_idle_session_for_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 joined clients, idle: a datagram from one of them, and the host's next
+    deadline asks that one session alone (a scan asked all 200), and a tick at the
+    earliest deadline visits only the session due."""
+    host = make_host()
+    addrs = [(f"10.1.{i}.1", 6000) for i in range(200)]
+    for n, addr in enumerate(addrs):
+        host.receive(INVITE_PLAIN, addr, n * 0.001)
+        host.accept(addr, n * 0.001)
+        [(datagram, _)] = host.datagrams_to_send()
+        host.receive(H("4d494449 21010000") + datagram[-4:], addr, n * 0.001)
+    assert len(host.joined) == 200 and host.next_deadline() == pytest.approx(5.0)
+    asked: list[object] = []
+    compute = Midi2Session.next_deadline
+
+    def counted(self: Midi2Session) -> float | None:
+        asked.append(self)
+        return compute(self)
+
+    monkeypatch.setattr(Midi2Session, "next_deadline", counted)
+    host.receive(H("4d494449 ff010000 20903c64"), addrs[7], 1.0)
+    assert host.next_deadline() == pytest.approx(5.0)  # the first client's ping
+    assert asked == [host.session(addrs[7])]
+    asked.clear()
+    host.tick(5.0)
+    assert asked and set(asked) == {host.session(addrs[0])}

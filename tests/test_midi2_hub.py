@@ -21,14 +21,16 @@ from rich.console import Console
 from midihub.cli.status import render_status
 from midihub.midi.messages import note_off, note_on
 from midihub.midi.notes import NoteRange
+from midihub.midi2 import Count
 from midihub.rtp import LeaveReason, PeerJoined, PeerLeft
+from midihub.rtp.limits import Drop
 from midihub.web.metrics import Midi2Collector
-from tests.midi2_client import Midi2Client
-from tests.midi2_client import UdpMidi2Client as _UdpMidi2Client
+from tests.midi2_client import Midi2Client, UdpMidi2Client
 from tests.record_support import recording_hub
 from tests.seeds import seeded
 from tests.support import (
     LOCALHOST,
+    MARKER,
     PyPeer,
     RunningHub,
     free_ports,
@@ -42,14 +44,6 @@ from tests.test_record import tracks_of
 pytestmark = pytest.mark.timeout(120)
 
 BYE_TOO_MANY_SESSIONS = 0x40
-
-
-class UdpMidi2Client(_UdpMidi2Client):
-    """The test client on a socket. (Python 3.11's selector datagram transport is no
-    ``asyncio.DatagramTransport`` subclass, which the client's own check assumes.)"""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
 
 def cv1(status: int, data1: int, data2: int = 0, group: int = 0) -> tuple[int]:
@@ -201,6 +195,42 @@ async def test_midi_is_exact_both_ways_and_midi2_velocities_are_scaled() -> None
             )
     alice.close()
     bob.close()
+
+
+def sysex7(status: int, data: bytes) -> tuple[int, int]:
+    """One SysEx7 UMP (type 3): 0 complete, 1 start, 2 continue, 3 end; <= 6 bytes."""
+    d = data.ljust(6, b"\x00")
+    word0 = (0x3 << 28) | (status << 20) | (len(data) << 16) | (d[0] << 8) | d[1]
+    return (word0, int.from_bytes(d[2:], "big"))
+
+
+async def test_a_sysex_open_across_a_session_reset_is_dropped_never_glued() -> None:
+    """A client's Session Reset: the SysEx it had open (still in the UMP bridge, or
+    already handed to the Intake in 1024-byte segments) is dropped and counted; its
+    end after the reset reaches no one, and a whole SysEx after it passes."""
+    port, midi2 = free_ports(2)
+    peer = PyPeer("peer")
+    async with clients() as opened:
+        with running_hub(room(port, midi2)) as running:
+            await peer.connect(port)
+            udp = await join(midi2)
+            opened.append(udp)
+            long_start = [sysex7(1, bytes((0x7D, 1, 2, 3, 4, 5)))]
+            long_start += [sysex7(2, bytes((n % 128,)) * 6) for n in range(180)]  # > 1024
+            for start in (long_start, [sysex7(1, bytes((0x7D, 9, 9)))]):
+                send(udp, *start)
+                udp.core.reset()  # Session Reset: both sides number from the start
+                send(udp, sysex7(3, bytes((0x11, 0x22))))  # the end, after it
+            whole = bytes((0xF0, 0x7D, 0x33, 0xF7))
+            send(udp, sysex7(0, whole[1:-1]), cv1(0xBF, 119, 0))  # then the marker
+            await wait_for(lambda: MARKER in peer.received, 10, "the marker")
+            assert peer.received == [whole, MARKER]
+            midi2_port = running.server.midi2_ports[midi2]
+            assert midi2_port.host.counters[Count.RESETS] == 2
+            assert midi2_port.dropped_by_kind["sysex-incomplete"] == 1  # never handed on
+            drops = running.hub.endpoints[port].table.counters.drops
+            assert drops[Drop.SYSEX_INCOMPLETE] >= 1  # the long one's first segment
+    peer.close()
 
 
 async def test_endpoint_discovery_is_answered_and_shutdown_says_bye() -> None:

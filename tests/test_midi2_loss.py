@@ -4,9 +4,19 @@ exactly once, in order (FEC first, Retransmit Request for what FEC missed)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from midihub.midi2 import Count, Departed, Invited, Midi2Host, Midi2Settings, UmpReceived
+from midihub.midi2 import (
+    Count,
+    Departed,
+    Invited,
+    Midi2Host,
+    Midi2Settings,
+    SessionReset,
+    UmpReceived,
+)
 from tests.midi2_client import MemLink, Midi2Client
 from tests.seeds import seeded
 
@@ -134,3 +144,76 @@ def test_the_handshake_survives_loss_by_repeating_the_invitation(
                     host.accept(ADDR, link.now)
                     accepted = True
         assert len(link.of(Invited)) == 1
+
+
+def lose_once(direction: str, code: int) -> Callable[[str, bytes], bool]:
+    """A drop rule: the next datagram ``direction`` led by command ``code`` is lost."""
+    lost = {"done": False}
+
+    def drop(way: str, data: bytes) -> bool:
+        if lost["done"] or way != direction or data[4] != code:
+            return False
+        lost["done"] = True
+        return True
+
+    return drop
+
+
+def test_a_burst_past_the_send_history_ends_in_retransmit_error_and_a_reset() -> None:
+    """More than ``history`` (256) messages at once, the first of their datagrams lost:
+    the gap is gone from the host's history by the time the client asks, so the host
+    answers Retransmit Error (no data); the client gives the gap up (Session Reset, as
+    amidi2net does), keeps what came after it, and both number from 0 again. No request
+    is repeated, and what follows arrives exactly once."""
+    link, _ = joined_link(0.0, "midi2-burst")
+    first = (0x20903C64,)
+    link.host.send(ADDR, [first], link.now)
+    link.run_until(link.now + 0.05)
+    link.drop = lose_once("down", 0xFF)
+    burst = [(0x20900000 | n,) for n in range(400)]  # sequence numbers 1..400
+    link.host.send(ADDR, burst, link.now)
+    link.run_until(link.now + 1.0)
+    client, host = link.client, link.host
+    assert ("retransmit-error", 1, 0x01) in client.log  # seq 1: no data
+    assert host.counters[Count.RETRANSMIT_FAILED] == 1 and host.counters[Count.RESETS] == 1
+    assert link.of(SessionReset) == [SessionReset(ADDR, 0)]
+    assert client.requests_sent == 1 and client.gaps_given_up == 1
+    # The lost datagram held 1..174 (1400 octets); the next one's FEC repeats 172..174
+    assert client.received == [first, *burst[171:]] and client.lost == 171  # 1..171 lost
+    after = [(0x20803C00 | n,) for n in range(3)]
+    host.send(ADDR, after, link.now)
+    link.run_until(link.now + 5.0)
+    assert client.received[-3:] == after and client.received.count(after[0]) == 1
+    assert client.requests_sent == 1 and host.counters[Count.RETRANSMIT_FAILED] == 1
+    assert link.of(Departed) == []
+
+
+def test_more_than_the_history_in_one_send_all_goes_out() -> None:
+    """One ``send`` of more messages than the history holds (a long SysEx from the room
+    is hundreds of UMPs): each goes out once, numbered in order (the host used to look
+    for the first of them in a history that no longer had it, and sent nothing)."""
+    link, _ = joined_link(0.0, "midi2-big-send")
+    burst = [(0x20900000 | n,) for n in range(700)]
+    link.host.send(ADDR, burst, link.now)
+    link.run_until(link.now + 1.0)
+    assert link.client.received == burst and link.client.requests_sent == 0
+
+
+def test_a_client_whose_requests_go_unanswered_gives_up_then_says_bye() -> None:
+    """The host hears nothing more from the client after a gap opened: the client asks
+    ``retransmit_tries`` times, resets as many times, then says Bye 0x03 and stops."""
+    link, _ = joined_link(0.0, "midi2-deaf-host", fec=0)
+    link.host.send(ADDR, [(0x20903C00,)], link.now)
+    link.run_until(link.now + 0.05)
+    gap = lose_once("down", 0xFF)
+    link.drop = lambda way, data: way == "up" or gap(way, data)
+    link.host.send(ADDR, [(0x20903C01,)], link.now)
+    link.run_until(link.now + 0.01)
+    link.host.send(ADDR, [(0x20903C02,)], link.now)  # no FEC: 1 is missing
+    link.run_until(link.now + 2.0)
+    client = link.client
+    tries = client.retransmit_tries
+    assert client.requests_sent == tries and client.gaps_given_up == 1
+    resets = [d for d in link.up if d[4] == 0x82]
+    assert len(resets) == tries and link.up[-1] == bytes.fromhex("4d494449 f0000300")
+    assert client.state == "closed" and client.deadline() is None

@@ -28,6 +28,7 @@ from midihub.midi2 import (
     Midi2Host,
     Midi2Settings,
     RttMeasured,
+    SessionReset,
     UmpMessage,
     UmpReceived,
 )
@@ -130,7 +131,7 @@ class Midi2Port:
         self.dropped: Counter[str] = Counter()  # UMP without a MIDI 1.0 form, of clients gone
         self.send_errors = 0
         # Something happened since the socket layer last drained us: datagrams to send,
-        # and perhaps an earlier timer (the host's ``next_deadline`` scans its sessions).
+        # and perhaps an earlier timer.
         self.dirty = False
         self.now = now  # the latest time the hub or the socket layer gave us
 
@@ -193,6 +194,8 @@ class Midi2Port:
                 guest = self.guests.get(event.addr)
                 if guest is not None:
                     self.hub.measured(guest, event.rtt, now)
+            elif isinstance(event, SessionReset):
+                self._reset(event)
             elif isinstance(event, Departed):
                 guest = self._forget(event.addr)
                 if guest is not None:
@@ -217,6 +220,19 @@ class Midi2Port:
             guest.packets_lost = session.packets_lost
         if commands:
             self.hub.play(guest, commands, now)
+
+    def _reset(self, event: SessionReset) -> None:
+        """The client's numbering restarted: a SysEx open across it (in the bridge, or
+        already segmented into the Intake) is dropped and counted, never glued to the
+        next one."""
+        guest = self.guests.get(event.addr)
+        if guest is None:
+            return
+        guest.bridge.packet_lost()
+        guest.intake.packet_lost()
+        session = self.host.session(guest.address)
+        if session is not None:
+            guest.packets_lost = session.packets_lost
 
     def _invited(self, event: Invited, now: float) -> None:
         """An authenticated invitation: the hub's one admission, and the per-source cap."""

@@ -8,6 +8,7 @@ from midihub.midi2.events import (
     Invited,
     Midi2Event,
     RttMeasured,
+    SessionReset,
     UmpMessage,
     UmpReceived,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "Midi2Settings",
     "NakReason",
     "RttMeasured",
+    "SessionReset",
     "State",
     "UmpMessage",
     "UmpReceived",

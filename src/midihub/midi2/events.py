@@ -42,6 +42,15 @@ class RttMeasured(Midi2Event):
 
 
 @dataclass(slots=True)
+class SessionReset(Midi2Event):
+    """The client's numbering starts again (its Session Reset, or its Invitation while
+    joined): what it sent before may be lost for good (``lost``: the UMP Data commands
+    known missing or held for a gap, dropped), so nothing open (a SysEx) may continue."""
+
+    lost: int
+
+
+@dataclass(slots=True)
 class Departed(Midi2Event):
     """A joined client is gone: Bye either way, silence, or loss it could not repair
     (the host sent Bye 0x03). ``reason`` is the Bye reason code."""

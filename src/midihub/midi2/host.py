@@ -3,8 +3,9 @@ client's address, and the answers to strangers.
 
 Sans-IO like ``midihub.rtp.table``: ``receive``/``tick`` return events, the datagrams
 they cause wait in ``datagrams_to_send()``, ``next_deadline()`` says when to tick.
-Timers are found by looking at every session (no heap as in rtp's table): a Network
-MIDI 2.0 port is expected to hold a handful of clients.
+Timers: each session is filed in a heap by its deadline (as in rtp's table); a session
+the host handled since is filed again when the heap is next asked, so ``next_deadline``
+looks at the top and ``tick`` visits only the sessions due, whatever their number.
 
 Every datagram comes from someone we don't know. A stranger (an address with no
 session) gets at most one reply datagram per datagram, never larger than what it
@@ -16,6 +17,8 @@ source IP, and expire after ``HANDSHAKE_TIMEOUT``.
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import random
 from collections.abc import Sequence
 
@@ -68,6 +71,9 @@ class Midi2Host:
         self._sessions: dict[Address, Midi2Session] = {}
         self._outbox: list[tuple[bytes, Address]] = []
         self._touched: dict[int, Midi2Session] = {}  # by id: one address may have two
+        self._moved: dict[int, Midi2Session] = {}  # handled since: its deadline may differ
+        self._timers: list[tuple[float, int, Midi2Session]] = []  # stale entries skipped
+        self._order = itertools.count()
         limits = limits or Limits()
         self._replies = SourceLimiter(limits.reject_rate, limits.reject_burst)
         self._now = now
@@ -79,6 +85,7 @@ class Midi2Host:
         self.settings = settings
         for session in self._sessions.values():
             session.configure(settings)
+            self._moved[id(session)] = session
 
     # -- queries ---------------------------------------------------------------------
 
@@ -107,8 +114,41 @@ class Midi2Host:
         return out
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for s in self._sessions.values() if (d := s.next_deadline()) is not None]
-        return min(deadlines, default=None)
+        """When ``tick`` next has something to do: the heap's earliest live entry."""
+        self._refile()
+        timers = self._timers
+        while timers:
+            when, _, session = timers[0]
+            if self._filed(session, when):
+                return when
+            heapq.heappop(timers)
+        return None
+
+    def _touch(self, session: Midi2Session) -> None:
+        """``session`` has something to send, and perhaps a timer moved."""
+        self._touched[id(session)] = session
+        self._moved[id(session)] = session
+
+    def _filed(self, session: Midi2Session, when: float) -> bool:
+        """True if a heap entry is the session's current one (not stale)."""
+        return session.scheduled == when and self._sessions.get(session.addr) is session
+
+    def _refile(self) -> None:
+        """File again each session handled since the last look (a stale entry stays
+        behind until it reaches the top, or the heap is compacted)."""
+        moved, self._moved = self._moved, {}
+        timers = self._timers
+        for session in moved.values():
+            when = session.next_deadline()
+            if when is None or when == session.scheduled:
+                continue
+            if self._sessions.get(session.addr) is not session:
+                continue
+            session.scheduled = when
+            heapq.heappush(timers, (when, next(self._order), session))
+        if len(timers) > 2 * len(self._sessions) + 64:
+            timers[:] = [e for e in timers if self._filed(e[2], e[0])]
+            heapq.heapify(timers)
 
     # -- input -----------------------------------------------------------------------
 
@@ -123,7 +163,7 @@ class Midi2Host:
         session = self._sessions.get(addr)
         if session is None:
             return self._from_stranger(decoded, len(data), addr, now)
-        self._touched[id(session)] = session
+        self._touch(session)
         events = session.receive(decoded, len(data), now)
         self._forget_if_closed(session)
         return events
@@ -219,7 +259,7 @@ class Midi2Host:
             credit=size,
         )
         self._sessions[addr] = session
-        self._touched[id(session)] = session
+        self._touch(session)
         return [] if code else [Invited(addr, identity.name, identity.product_id)]
 
     # -- the caller's answers and output ---------------------------------------------
@@ -233,14 +273,14 @@ class Midi2Host:
     def accept(self, addr: Address, now: float) -> None:
         """Reply Accepted to an ``Invited`` client: it joins."""
         session = self._invited(addr)
-        self._touched[id(session)] = session
+        self._touch(session)
         session.accept(now)
 
     def refuse(self, addr: Address, reason: int, now: float) -> None:
         """Bye(``reason``) to an ``Invited`` client, e.g. 0x40 too many sessions."""
         session = self._invited(addr)
         self.counters[Count.REFUSED] += 1
-        self._touched[id(session)] = session
+        self._touch(session)
         session.close(reason)
         self._forget_if_closed(session)
 
@@ -250,7 +290,7 @@ class Midi2Host:
         if session is None or not session.joined:
             self.counters[Count.SEND_UNKNOWN] += 1
             return
-        self._touched[id(session)] = session
+        self._touch(session)
         session.send(messages, now)
 
     def bye(self, addr: Address, reason: int, now: float) -> list[Midi2Event]:
@@ -260,7 +300,7 @@ class Midi2Host:
         if session is None:
             return []
         joined = session.joined
-        self._touched[id(session)] = session
+        self._touch(session)
         session.close(reason)
         self._forget_if_closed(session)
         return [Departed(addr, reason, by_client=False)] if joined else []
@@ -274,12 +314,22 @@ class Midi2Host:
         return events
 
     def tick(self, now: float) -> list[Midi2Event]:
+        """The timers due at ``now``: only the sessions filed for ``now`` or earlier."""
+        self._refile()
+        timers = self._timers
+        due: list[Midi2Session] = []
+        while timers and timers[0][0] <= now:
+            when, _, session = heapq.heappop(timers)
+            if self._filed(session, when):
+                session.scheduled = None
+                due.append(session)
         events: list[Midi2Event] = []
-        for session in list(self._sessions.values()):
+        for session in due:
+            self._moved[id(session)] = session  # filed again at its next deadline
             deadline = session.next_deadline()
             if deadline is None or deadline > now:
                 continue
-            self._touched[id(session)] = session
+            self._touch(session)
             events += session.tick(now)
             self._forget_if_closed(session)
         return events

@@ -117,6 +117,10 @@ class ReceiveWindow:
         first = min(diff(seq, expected) for seq in self._ahead)
         return expected, first
 
-    def reset(self) -> None:
+    def reset(self) -> int:
+        """Start again; returns how many commands were missing or held (now lost)."""
+        gap = self.gap()
+        lost = gap[1] + len(self._ahead) if gap else 0
         self.expected = None
         self._ahead.clear()
+        return lost

@@ -31,7 +31,15 @@ from midihub.midi2.commands import (
     NakReason,
     RetransmitErrorReason,
 )
-from midihub.midi2.events import Address, Departed, Invited, Midi2Event, RttMeasured, UmpReceived
+from midihub.midi2.events import (
+    Address,
+    Departed,
+    Invited,
+    Midi2Event,
+    RttMeasured,
+    SessionReset,
+    UmpReceived,
+)
 from midihub.midi2.events import UmpMessage as UmpMessage
 from midihub.midi2.loss import ReceiveWindow, SendHistory, diff
 from midihub.rtp.errors import LocalProtocolError, ProtocolError
@@ -112,7 +120,7 @@ class Count(enum.StrEnum):
     RETRANSMIT_FAILED = "retransmit-errors-sent"  # asked for what the history lost
     RETRANSMIT_ERRORS = "retransmit-errors-received"
     GAPS_UNRECOVERED = "gaps-unrecovered"  # ended with Bye 0x03
-    UMP_LOST = "ump-lost"  # UMP Data commands in those gaps
+    UMP_LOST = "ump-lost"  # UMP Data commands in those gaps, or dropped by a reset
     RESETS = "session-resets"
     PING_UNMATCHED = "ping-reply-unmatched"
     TIMEOUTS = "timeouts"
@@ -197,6 +205,7 @@ class Midi2Session:
         self.packets_received = 0  # datagrams from the client
         self.packets_lost = 0  # UMP Data commands it sent that never arrived
         self.proven = False
+        self.scheduled: float | None = None  # the deadline the host filed it under
         self.credit = credit  # octets we may still send before it is proven
         self._rng = rng
         self._counters = counters
@@ -269,18 +278,16 @@ class Midi2Session:
             return wire.auth_required(code, self._nonce, state, name, product)
         return wire.invitation_reply(code, name, product)
 
-    def on_reinvitation(self, now: float) -> None:
+    def on_reinvitation(self, now: float) -> list[Midi2Event]:
         """The client sent its Invitation again: our reply was lost, or it restarted
         (then its numbering starts again: so does what we expect of it)."""
         if self.state is State.AUTHENTICATING:
             self._send_challenge(AuthState.FIRST)
         elif self.state is State.ESTABLISHED:
-            self._restart_receiving()
-            if self.proven:
-                self._send([self._identity_reply(Code.ACCEPTED)])
-            else:  # with a new Ping: the first may have been lost with our reply
-                reply = self._identity_reply(Code.ACCEPTED, reserve=PING_SIZE)
-                self._send([reply, self._new_ping(now)])
+            event = self._restart_receiving()
+            self._send_accepted(now)  # with a new Ping: the first may have been lost
+            return [event]
+        return []
 
     def on_digest(self, command: CommandPacket, now: float) -> list[Midi2Event]:
         """Invitation with (User) Authentication while challenged."""
@@ -328,11 +335,19 @@ class Midi2Session:
         self.last_heard = now
         self._counters[Count.JOINED] += 1
         if self.proven:
-            self._send([self._identity_reply(Code.ACCEPTED)])
             self._next_ping = now + self.settings.ping_interval
-            return
-        reply = self._identity_reply(Code.ACCEPTED, reserve=PING_SIZE)
-        self._send([reply, self._new_ping(now)])
+        self._send_accepted(now)
+
+    def _send_accepted(self, now: float) -> None:
+        """Reply Accepted; to an unproven client with a Ping if both fit its credit
+        (an Invitation of 16 octets or more), else alone (the Ping waits for credit)."""
+        if self.proven:
+            self._send([self._identity_reply(Code.ACCEPTED)])
+        elif self.credit >= 4 + 4 + PING_SIZE:
+            reply = self._identity_reply(Code.ACCEPTED, reserve=PING_SIZE)
+            self._send([reply, self._new_ping(now)])
+        else:
+            self._send([self._identity_reply(Code.ACCEPTED)])
 
     def close(self, reason: int) -> None:
         """Bye with ``reason``, and nothing more from either side."""
@@ -388,8 +403,7 @@ class Midi2Session:
             self._move(State.CLOSED)
             return [Departed(self.addr, command.csd1, by_client=True)] if joined else []
         if code == Code.INVITATION:
-            self.on_reinvitation(now)
-            return []
+            return self.on_reinvitation(now)
         if code in (Code.INVITATION_AUTH, Code.INVITATION_USER_AUTH):
             return self.on_digest(command, now)
         if code in wire.NAK_CODES:
@@ -408,9 +422,9 @@ class Midi2Session:
             return self._on_ping_reply(command, now)
         if code == Code.SESSION_RESET:
             self._counters[Count.RESETS] += 1
-            self._reset()
+            event = self._reset()
             self._send([wire.empty(Code.SESSION_RESET_REPLY)])
-            return []
+            return [event]
         if code == Code.RETRANSMIT_REQUEST:
             self._on_retransmit_request(command)
             return []
@@ -532,19 +546,23 @@ class Midi2Session:
         self.close(ByeReason.TOO_MANY_MISSING)
         return [Departed(self.addr, ByeReason.TOO_MANY_MISSING, by_client=False)]
 
-    def _reset(self) -> None:
+    def _reset(self) -> SessionReset:
         """Session Reset: both directions start their numbering again (Zephyr, amidi2net)."""
         self._history.reset()
         self._unsent = None
         self._tail_at = None
         self._tail_left = 0
-        self._restart_receiving()
+        return self._restart_receiving()
 
-    def _restart_receiving(self) -> None:
-        self._window.reset()
+    def _restart_receiving(self) -> SessionReset:
+        """Forget the client's numbering; what a gap held back is lost and counted."""
+        lost = self._window.reset()
+        self.packets_lost += lost
+        self._counters[Count.UMP_LOST] += lost
         self._missing_at = None
         self._missing_seq = None
         self._missing_tries = 0
+        return SessionReset(self.addr, lost)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -556,18 +574,19 @@ class Midi2Session:
         if not messages:
             return
         history = self._history
-        first = history.next_seq
-        for message in messages:
-            if not 1 <= len(message) <= 4:
-                raise ValueError(f"a UMP is 1 to 4 words, not {len(message)}")
-            history.add(wire.ump_data(history.next_seq, tuple(message)).encode())
+        step = self.settings.history  # more at once would leave the history unsent
+        for at in range(0, len(messages), step):
+            first = history.next_seq
+            for message in messages[at : at + step]:
+                if not 1 <= len(message) <= 4:
+                    raise ValueError(f"a UMP is 1 to 4 words, not {len(message)}")
+                history.add(wire.ump_data(history.next_seq, tuple(message)).encode())
+            if self.proven:
+                self._transmit(first)
+            elif self._unsent is None:
+                self._unsent = first
         self._tail_left = self.settings.fec + 1
         self._tail_at = now + KEEPALIVE_AFTER
-        if not self.proven:
-            if self._unsent is None:
-                self._unsent = first
-            return
-        self._transmit(first)
 
     def _transmit(self, first: int) -> None:
         """Everything from ``first`` to the newest, each datagram led by the ``fec``
