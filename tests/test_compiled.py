@@ -9,6 +9,7 @@ core must really be the compiled one.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import shutil
@@ -88,6 +89,42 @@ def test_a_copy_refuses_to_import_once_its_sources_changed(tmp_path: Path) -> No
     assert load().returncode == 0
     (source / "new.py").write_text("")  # a new module is a change too
     assert "is stale: new.py changed" in load().stderr
+
+
+def test_no_interpreted_class_inherits_from_a_compiled_one() -> None:
+    """mypyc's classes take no interpreted subclasses ("TypeError: interpreted classes
+    cannot inherit from compiled" when one is made): outside the compiled modules, no
+    class of the package, the tests or the tools may derive from a class defined in one.
+    Parsed (``ast``), so the pure-Python run catches it before the compiled run does."""
+    build = builder()
+    src = ROOT / "src"
+
+    def compiled(path: Path) -> bool:
+        name = str(path.relative_to(src))
+        return name.startswith(build.COMPILED) and name not in build.INTERPRETED
+
+    defined = {
+        node.name: path
+        for path in src.rglob("*.py")
+        if compiled(path)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+    }
+    outside = [
+        path
+        for folder in ("src", "tests", "bench", "tools")
+        for path in (ROOT / folder).rglob("*.py")
+        if not (path.is_relative_to(src) and compiled(path))
+    ]
+    wrong = [
+        f"{path.relative_to(ROOT)}: {node.name}({name}) of {defined[name].name}"
+        for path in outside
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        for base in node.bases
+        if (name := ast.unparse(base).rpartition(".")[2]) in defined
+    ]
+    assert wrong == []
 
 
 @pytest.mark.skipif(os.environ.get("MIDIHUB_COMPILED") != "1", reason="pure-Python run")
