@@ -89,6 +89,9 @@ def test_a_copy_refuses_to_import_once_its_sources_changed(tmp_path: Path) -> No
     assert load().returncode == 0
     (source / "new.py").write_text("")  # a new module is a change too
     assert "is stale: new.py changed" in load().stderr
+    (source / "new.py").unlink()
+    (source / "page.html").write_text("")  # and a new or changed page the copy would serve
+    assert "is stale: page.html changed" in load().stderr
 
 
 def test_no_interpreted_class_inherits_from_a_compiled_one() -> None:

@@ -7,9 +7,10 @@ the compiled build (``make run`` does, when this script succeeds; ``make test-co
 runs the suite on it; ``bench/core.py --compare`` times both).
 
 It never goes stale silently: ``build/mypyc/_midihub_build.json`` records a hash of every
-source file of ``src/midihub`` the copy was made from, this script rebuilds only when one
-differs, and the copy's ``midihub/__init__.py`` ends with a check (``_midihub_build.py``)
-that refuses to import the copy once a file in ``src/midihub`` changed.
+file of ``src/midihub`` the copy was made from (and of this script), this script rebuilds
+only when one differs, and the copy's ``midihub/__init__.py`` ends with a check
+(``_midihub_build.py``) that refuses to import the copy once a file in ``src/midihub``
+changed.
 
     .venv/bin/python tools/mypyc_build.py [--optional] [--force]
 
@@ -33,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "src" / "midihub"
 OUT = ROOT / "build" / "mypyc"
 MANIFEST = "_midihub_build.json"
-# What mypyc compiles (packages under src/midihub). The rest of the package is copied
-# and stays interpreted: it does IO, and its hot paths call into these.
+# What mypyc compiles (packages under src/midihub): the strict-typed sans-IO core. The rest
+# of the package (hub/, net/, web/, ...) is copied and stays interpreted.
 COMPILED = ("midihub/midi", "midihub/rtp")
 # Modules of those packages left interpreted, and why (docs/benchmarks.md, "Compiled core").
 INTERPRETED = {
@@ -60,7 +61,8 @@ _source = Path(_build["source"])
 if _source.is_dir():  # a copy deployed without its sources has nothing to compare with
     _now = {
         str(path.relative_to(_source)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(_source.rglob("*.py"))
+        for path in sorted(_source.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
     }
     if _now != _build["files"]:
         changed = sorted(set(_now.items()) ^ set(_build["files"].items()))
@@ -74,9 +76,11 @@ HOOK = "\n\nimport _midihub_build  # noqa: E402  (tools/mypyc_build.py: refuses 
 
 
 def hashes(source: Path) -> dict[str, str]:
+    """Every file of the package (the web pages' static files too: the copy serves its own)."""
     return {
         str(path.relative_to(source)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(source.rglob("*.py"))
+        for path in sorted(source.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
     }
 
 
