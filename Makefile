@@ -11,12 +11,26 @@ TEST_WORKERS ?= auto
 .PHONY: run test install node browser tools postgres lint check clean bench fuzz
 
 run: install
-	$(BIN)/midihub serve $(ARGS)
+	if $(BIN)/python tools/mypyc_build.py --optional; then export PYTHONPATH=$(COMPILED); fi; \
+		$(BIN)/midihub serve $(ARGS)
 
 test: install node browser tools postgres lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 install: $(BIN)/.installed
+
+# Optional: the sans-IO core (rtp/, midi/) compiled with mypyc into build/mypyc/, a copy of
+# the package that refuses to import once src/ changed. `make run` builds it (or finds it up
+# to date) and uses it when this machine has a C compiler and Python's headers; src/ stays
+# pure Python. `make test-compiled`: the whole suite against it.
+.PHONY: compiled test-compiled
+COMPILED := $(CURDIR)/build/mypyc
+
+compiled: install
+	$(BIN)/python tools/mypyc_build.py
+
+test-compiled: compiled node browser tools lint
+	MIDIHUB_COMPILED=1 PYTHONPATH=$(COMPILED) $(BIN)/pytest
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)

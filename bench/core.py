@@ -11,9 +11,13 @@ The clock runs as on a live hub (``STEP`` apart, 4000 datagrams/s): the loop cal
 ``Hub.tick`` when the deadline it was given is due, as ``net.server`` does with its one
 timer, so timers (guards, RS, clock sync) cost what they cost there.
 
+``--compiled`` runs the mypyc build of the core (``build/mypyc``, tools/mypyc_build.py)
+instead of ``src/``; ``--compare`` builds it if needed and times both, each run in a fresh
+process, the two alternating (the order swaps every round), and prints the ratios.
+
 Complements ``run.py``: no kernel, no event loop, so a change to the sans-IO core
 shows up here undiluted. ``python bench/core.py [--profile pair|room|stage|idle]
-[--shapes ...]``.
+[--shapes ...] [--compiled | --compare [--rounds N]]``.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ import cProfile
 import pstats
 import random
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.memnet
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# src/, or (--compiled) build/mypyc: the package with its core compiled by tools/mypyc_build.py
+sys.path.insert(0, sys.path[0] + ("/build/mypyc" if "--compiled" in sys.argv else "/src"))
 
 from midihub import config as c
 from midihub.hub import Endpoint, Hub
@@ -38,6 +44,7 @@ from midihub.rtp import Event, MidiReceived, PortKind, SessionTable, encode_sect
 from midihub.web.monitor import message_json
 from tests.memnet import GROUP_AND_ROOM, MemNet
 
+ROOT = Path(__file__).resolve().parents[1]
 CONFIG = GROUP_AND_ROOM
 SHAPES = ("pair", "room", "stage", "idle", "tapped")
 IDLE_PORTS = [5100 + 2 * i for i in range(20)]  # 50 idle participants on each
@@ -179,11 +186,42 @@ def run(shape: str) -> tuple[float, float]:
     return rate, statistics.median(firsts) * 1e6 if firsts else 0.0
 
 
+def compare(shapes: list[str], rounds: int) -> None:
+    """Pure Python against the compiled core: one run per process, alternating."""
+    subprocess.run([sys.executable, str(ROOT / "tools" / "mypyc_build.py")], check=True)
+    variants = ("pure", "compiled")
+    rates: dict[tuple[str, str], list[float]] = {}
+    for round_ in range(rounds):
+        for shape in shapes:
+            for variant in variants[round_ % 2 :] + variants[: round_ % 2]:
+                command = [sys.executable, __file__, "--once", "--shapes", shape]
+                command += ["--compiled"] if variant == "compiled" else []
+                out = subprocess.run(command, check=True, capture_output=True, text=True)
+                rates.setdefault((shape, variant), []).append(float(out.stdout))
+    print("| shape | pure Python, datagrams/s | compiled | compiled / pure (medians) |")
+    print("|---|---|---|---|")
+    for shape in shapes:
+        pure, compiled = rates[shape, "pure"], rates[shape, "compiled"]
+        cells = [" / ".join(f"{r:,.0f}" for r in runs) for runs in (pure, compiled)]
+        ratio = statistics.median(compiled) / statistics.median(pure)
+        print(f"| {shape} | {cells[0]} | {cells[1]} | {ratio:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", choices=SHAPES)
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=SHAPES)
+    parser.add_argument("--compiled", action="store_true", help="the mypyc build's core")
+    parser.add_argument("--compare", action="store_true", help="pure vs compiled, alternating")
+    parser.add_argument("--rounds", type=int, default=5, help="of --compare")
+    parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compare:
+        compare(args.shapes, args.rounds)
+        return
+    if args.once:  # one run, for --compare
+        print(run(args.shapes[0])[0])
+        return
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, args.profile)

@@ -22,9 +22,13 @@ from tests.test_play import Inbox, client, hello, play_api, room
 
 def containers(owner: object, prefix: str) -> dict[str, int]:
     """The size of every dict, set, list and deque ``owner`` keeps (attributes and
-    slots), by name."""
+    slots, or the attributes of a class compiled by mypyc: tools/mypyc_build.py), by name."""
     names = list(vars(owner)) if hasattr(owner, "__dict__") else []
-    names += [name for cls in type(owner).__mro__ for name in getattr(cls, "__slots__", ())]
+    names += [
+        name
+        for cls in type(owner).__mro__
+        for name in (*getattr(cls, "__slots__", ()), *getattr(cls, "__mypyc_attrs__", ()))
+    ]
     sizes = {}
     for name in names:
         value = getattr(owner, name, None)

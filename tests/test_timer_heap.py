@@ -4,6 +4,7 @@ says is always what a scan of every session would say."""
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from collections.abc import Iterator
 
@@ -23,6 +24,8 @@ IN_PORT_IDLE = 40  # and on the group's in-port, where they hear nothing of the 
 @pytest.fixture
 def asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[Session]]:
     """How often each session computed its deadline (``Session.next_deadline``)."""
+    if not inspect.isfunction(Session.next_deadline):  # a compiled build calls it natively
+        pytest.skip("Session is compiled (tools/mypyc_build.py): a patched method goes unseen")
     calls: Counter[Session] = Counter()
     compute = Session.next_deadline
 

@@ -8,7 +8,6 @@ datagram fits in 1280 bytes of IP."""
 from __future__ import annotations
 
 import os
-import weakref
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -43,9 +42,9 @@ class HubReceivePath(RuleBasedStateMachine):
         self.bytes_in: dict[tuple[str, int], int] = {}
         self.bytes_out: dict[tuple[str, int], int] = {}
         self.last_stamp: dict[tuple[tuple[str, int], int], int] = {}  # (addr, count) → stamp
-        self.bindings: weakref.WeakKeyDictionary[Session, tuple[object, object]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Each session's first addresses. Strong keys: the mypyc build's Session takes no
+        # weak reference (tools/mypyc_build.py), and one example makes few sessions.
+        self.bindings: dict[Session, tuple[object, object]] = {}
         self.current: tuple[str, int] | None = None
         self.violations: list[str] = []
         self.hub.midi_listeners.append(self._midi)
