@@ -575,6 +575,28 @@ def test_after_sending_empty_ump_data_carries_the_fec_tail() -> None:
     assert host.next_deadline() == 5.0  # fec + 1 of them, then only the next ping
 
 
+def test_with_fec_0_no_empty_ump_data_follows_a_burst() -> None:
+    """pymidi2 cannot parse an empty UMP Data command: with ``fec = 0`` the hub sends
+    none (the tail only carries FEC copies; its pings keep the session alive)."""
+    host = make_host(fec=0)
+    joined(host)
+    host.send(ADDR, [(NOTE_ON,)], 1.0)
+    assert sent(host) == [H("4d494449 ff010000 20903c64")]
+    assert host.next_deadline() == 5.0  # only the next ping
+    host.tick(5.0)
+    assert [d[4] for d in sent(host)] == [0x20]
+    host.send(ADDR, [(NOTE_ON,)], 6.0)
+    assert sent(host) == [H("4d494449 ff010001 20903c64")]  # the numbering has no holes
+
+
+def test_one_datagram_from_a_closed_session_gets_one_bye() -> None:
+    host = make_host()
+    datagram = H("4d494449 ff010007 20903c64 ff010008 20803c00 80010003 00000000")
+    assert host.receive(datagram, ADDR, 0.0) == []
+    assert sent(host) == [H("4d494449 f0000500")]
+    assert host.counters[Count.STRANGER] == 3
+
+
 def test_an_unproven_client_gets_no_music_until_it_answers_a_ping() -> None:
     host = make_host()
     assert host.receive(INVITE_PLAIN, ADDR, 0.0)

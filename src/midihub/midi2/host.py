@@ -179,11 +179,14 @@ class Midi2Host:
                 self.counters[Count.UNEXPECTED] += ignored
                 return self._on_invitation(command, size, addr, now)
         replies: list[CommandPacket] = []
+        said_bye = False  # one Bye 0x05 per datagram, however many commands need a session
         for command in decoded.commands:
             code = command.code
             self.counters[Count.STRANGER] += 1
             if code in _NEEDS_SESSION:
-                replies.append(wire.bye(ByeReason.SESSION_NOT_ESTABLISHED))
+                if not said_bye:
+                    replies.append(wire.bye(ByeReason.SESSION_NOT_ESTABLISHED))
+                    said_bye = True
             elif code == Code.PING:
                 try:
                     replies.append(wire.ping(Code.PING_REPLY, wire.word_of(command)))

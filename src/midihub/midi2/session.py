@@ -585,8 +585,9 @@ class Midi2Session:
                 self._transmit(first)
             elif self._unsent is None:
                 self._unsent = first
-        self._tail_left = self.settings.fec + 1
-        self._tail_at = now + KEEPALIVE_AFTER
+        if self.settings.fec:  # fec 0: no tail (pymidi2 cannot parse empty UMP Data)
+            self._tail_left = self.settings.fec + 1
+            self._tail_at = now + KEEPALIVE_AFTER
 
     def _transmit(self, first: int) -> None:
         """Everything from ``first`` to the newest, each datagram led by the ``fec``
@@ -669,7 +670,7 @@ class Midi2Session:
     def _keepalive(self, now: float) -> None:
         """Empty UMP Data after the hub stops sending: each carries the FEC copies of
         the last commands, so a lost final datagram is repaired without a request."""
-        if self._tail_left <= 0:
+        if self._tail_left <= 0 or not self.settings.fec:  # fec 0, perhaps by a reload
             self._tail_at = None
             return
         self._tail_left -= 1
