@@ -235,10 +235,6 @@ class Midi2Host:
         self.counters[Count.INVITATIONS] += 1
         settings = self.settings
         code = _challenge_for(settings, identity.capabilities)
-        if code is None:
-            self.counters[Count.NO_AUTH_METHOD] += 1
-            self._reply([wire.bye(ByeReason.NO_MATCHING_AUTH)], size, addr, now)
-            return []
         source = source_key(addr[0] if addr else "")
         pending = [s for s in self._sessions.values() if s.pending]
         if sum(1 for s in pending if s.source == source) >= settings.pending_per_source:
@@ -346,15 +342,15 @@ class Midi2Host:
             del self._sessions[session.addr]
 
 
-def _challenge_for(settings: Midi2Settings, capabilities: int) -> int | None:
-    """0: no authentication needed; 0x12/0x13: the challenge to send; None: the client
-    can do no method the port asks for (Bye 0x45). amidi2net, pymidi2 and Windows MIDI
-    Services all declare what they can do; Windows declares nothing (its first release
-    has no authentication) and is told so at once rather than challenged in vain."""
+def _challenge_for(settings: Midi2Settings, capabilities: int) -> int:
+    """0: no authentication needed; else the challenge to send, 0x12 or 0x13. The
+    declared capabilities pick between the two when the port has both; a client
+    declaring neither (or only the other) is challenged all the same, as Zephyr does:
+    pymidi2 without credentials expects the challenge (it then says a secret is needed)
+    and ignores a Bye, so Bye 0x45 (no matching method) is never the answer."""
     if not settings.needs_auth:
         return 0
-    if capabilities & Capability.AUTH and settings.secret is not None:
-        return Code.AUTH_REQUIRED
-    if capabilities & Capability.USER_AUTH and settings.users:
+    if settings.secret is None:
         return Code.USER_AUTH_REQUIRED
-    return None
+    user_only = capabilities & Capability.USER_AUTH and not capabilities & Capability.AUTH
+    return Code.USER_AUTH_REQUIRED if user_only and settings.users else Code.AUTH_REQUIRED

@@ -104,7 +104,6 @@ class Count(enum.StrEnum):
     PENDING_FULL = "pending-full"  # invitations awaiting auth from one IP at the cap
     PENDING_EVICTED = "pending-evicted"  # the oldest made room (max_pending)
     HANDSHAKE_TIMEOUT = "handshake-timeout"
-    NO_AUTH_METHOD = "no-auth-method"
     AUTH_FAILURES = "auth-failures"
     AUTH_REJECTED = "auth-rejected"  # MAX_AUTH_FAILURES reached: Bye 0x43
     INVITATIONS = "invitations"
