@@ -20,13 +20,17 @@ from midihub.midi2 import (
     Midi2Settings,
     RttMeasured,
     SessionReset,
+    UmpLost,
     UmpReceived,
 )
 from midihub.midi2.session import (
     HANDSHAKE_TIMEOUT,
     KEEPALIVE_AFTER,
+    LOSS_WINDOW,
+    LOSSES_TOLERATED,
     MISSING_WAIT,
     NAK_BURST,
+    PROVING_PINGS,
     RETRANSMIT_ATTEMPTS,
 )
 from midihub.rtp.errors import LocalProtocolError
@@ -323,12 +327,15 @@ def test_random_datagrams_never_get_back_more_than_they_sent_before_a_proof(
 ) -> None:
     """Strangers and unproven clients (every invitation accepted, the hub sending them
     music, pings and keep-alives due): what goes to an address never exceeds, in total,
-    what came from it, since neither a digest nor a ping id can be guessed."""
+    what came from it, since neither a digest nor a ping id can be guessed; the one
+    exception is the proving Pings of a joined client (12 octets, at most
+    ``PROVING_PINGS`` per session)."""
     rng = seeded("midi2-stranger-fuzz")
     host = make_host(**keyed)
     codes = [0x01, 0x02, 0x03, 0x10, 0x20, 0x21, 0x80, 0x81, 0x82, 0x8F, 0xF0, 0xFF, 0x55]
     received: dict[object, int] = {}
     answered: dict[object, int] = {}
+    sessions: dict[object, list[Midi2Session]] = {}
     for n in range(4000):
         body = b"".join(
             bytes([rng.choice(codes), rng.randrange(4), rng.randrange(3), rng.randrange(256)])
@@ -342,12 +349,16 @@ def test_random_datagrams_never_get_back_more_than_they_sent_before_a_proof(
         for event in host.receive(datagram, addr, now):
             if isinstance(event, Invited):
                 host.accept(addr, now)
+        session = host.session(addr)
+        if session is not None and all(s is not session for s in sessions.get(addr, [])):
+            sessions.setdefault(addr, []).append(session)
         for session in host.joined:
             host.send(session.addr, [(NOTE_ON,)], now)
         host.tick(now)
         for data, to in host.datagrams_to_send():
             answered[to] = answered.get(to, 0) + len(data)
-            assert answered[to] <= received.get(to, 0), (to, datagram.hex(), data.hex())
+            proving = len(sessions.get(to, [])) * PROVING_PINGS * 12
+            assert answered[to] <= received.get(to, 0) + proving, (to, data.hex())
     assert host.counters[Count.JOINED] > 0 or keyed  # plain ones joined, unproven
     assert all(not s.proven for s in host.sessions)
 
@@ -526,20 +537,28 @@ def test_a_gap_beyond_fec_is_asked_for_and_filled_in_order() -> None:
     assert host.counters[Count.RETRANSMIT_ASKED] == 1
 
 
-def test_a_gap_the_client_cannot_fill_ends_the_session_with_bye_too_many_missing() -> None:
+def test_a_gap_the_client_cannot_fill_is_skipped_and_what_followed_is_played() -> None:
+    """Retransmit Error: the gap is lost for good. Before, the hub said Bye 0x03 and what
+    arrived after the gap was never played; now the gap is skipped and counted, and
+    ``UmpLost`` comes before the rest (the hub releases the held notes first)."""
     host = make_host()
     joined(host)
     host.receive(H("4d494449 ff010000 20903c00"), ADDR, 1.0)
-    host.receive(H("4d494449 ff010005 20903c05"), ADDR, 1.1)
+    host.receive(H("4d494449 ff010005 20903c05 ff010006 20903c06"), ADDR, 1.1)
     host.tick(1.2)
     assert sent(host) == [H("4d494449 80010001 00040000")]
     events = host.receive(H("4d494449 81010100 00010000"), ADDR, 1.3)  # Retransmit Error
-    assert events == [Departed(ADDR, 0x03, by_client=False)]
-    assert sent(host) == [H("4d494449 f0000300")]
-    assert host.counters[Count.UMP_LOST] == 4
+    assert events == [UmpLost(ADDR, 4), UmpReceived(ADDR, [(0x20903C05,), (0x20903C06,)])]
+    assert sent(host) == []  # no Bye
+    session = host.session(ADDR)
+    assert session is not None and session.joined and session.packets_lost == 4
+    assert host.counters[Count.UMP_LOST] == 4 and host.counters[Count.GAPS_UNRECOVERED] == 1
+    assert host.receive(H("4d494449 ff010007 20903c07"), ADDR, 1.4) == [
+        UmpReceived(ADDR, [(0x20903C07,)])
+    ]
 
 
-def test_unanswered_retransmit_requests_give_up_after_the_last_attempt() -> None:
+def test_unanswered_retransmit_requests_skip_the_gap_after_the_last_attempt() -> None:
     host = make_host()
     joined(host)
     host.receive(H("4d494449 ff010000 20903c00"), ADDR, 1.0)
@@ -551,7 +570,28 @@ def test_unanswered_retransmit_requests_give_up_after_the_last_attempt() -> None
         assert now is not None and now < 5.0
         events = host.tick(now)
         requests += sum(d[4] == 0x80 for d in sent(host))
-    assert requests == RETRANSMIT_ATTEMPTS and events == [Departed(ADDR, 0x03, by_client=False)]
+    assert requests == RETRANSMIT_ATTEMPTS
+    assert events == [UmpLost(ADDR, 1), UmpReceived(ADDR, [(0x20903C02,)])]
+    assert host.next_deadline() == 5.0  # no gap left: only the next ping
+
+
+def test_a_client_that_keeps_losing_gets_bye_too_many_missing() -> None:
+    """pymidi2 has no FEC and ignores Retransmit Request: each lost datagram of it is a
+    skipped gap. More than LOSSES_TOLERATED of them within LOSS_WINDOW end it."""
+    host = make_host()
+    joined(host)
+    host.receive(H("4d494449 ff010000 20903c00"), ADDR, 1.0)
+    events: list[object] = []
+    for gap in range(LOSSES_TOLERATED + 1):
+        seq = 2 + 2 * gap  # seq - 1 lost
+        host.receive(H(f"4d494449 ff01{seq:04x} 20903c00"), ADDR, 1.0 + gap)
+        events = host.receive(H(f"4d494449 81010100 {seq - 1:04x}0000"), ADDR, 1.1 + gap)
+        if gap < LOSSES_TOLERATED:
+            assert events == [UmpLost(ADDR, 1), UmpReceived(ADDR, [(0x20903C00,)])]
+    assert events == [Departed(ADDR, 0x03, by_client=False)]
+    assert sent(host)[-1] == H("4d494449 f0000300")
+    assert host.counters[Count.GAPS_UNRECOVERED] == LOSSES_TOLERATED + 1
+    assert LOSS_WINDOW > LOSSES_TOLERATED + 1  # all of them fell in one window
 
 
 def test_the_host_answers_retransmit_requests_from_its_history() -> None:
@@ -616,6 +656,50 @@ def test_an_unproven_client_gets_no_music_until_it_answers_a_ping() -> None:
     assert sent(host) == [
         H("4d494449 ff010000 20903c01 ff010001 20903c02"),
     ]
+
+
+# pymidi2 with the host name "vm": 20 octets, which buy Reply Accepted with the Ping
+PYMIDI2_INVITE = H("4d494449 01030200 70796d69 64693200 766d0000")
+
+
+def test_a_silent_unproven_client_is_pinged_again_then_ended_without_a_bye() -> None:
+    """pymidi2 ignores the Ping sent with Reply Accepted while it connects and, listening
+    only, sends nothing more: before, the hub never pinged it again (no credit) and held
+    the room's MIDI for it for good. Now: one 12-octet Ping per ping_interval, at most
+    PROVING_PINGS beyond its credit, then the session ends quietly (counted)."""
+    host = make_host()
+    host.receive(PYMIDI2_INVITE, ADDR, 0.0)
+    host.accept(ADDR, 0.0)
+    rng = twin()
+    assert sent(host) == [H("4d494449 10010100 68756220 20010000") + ping_word(rng)]
+    host.send(ADDR, [(NOTE_ON,)], 0.5)
+    pings: list[bytes] = []
+    events: list[object] = []
+    while not events:
+        now = host.next_deadline()
+        assert now is not None and now < 100
+        events = host.tick(now)
+        pings += sent(host)
+    assert pings == [H("4d494449 20010000") + ping_word(rng) for _ in range(PROVING_PINGS)]
+    assert now == pytest.approx(5.0 * (PROVING_PINGS + 1))
+    assert events == [Departed(ADDR, 0x04, by_client=False, proven=False)]
+    assert host.session(ADDR) is None and host.counters[Count.NEVER_PROVEN] == 1
+    assert host.counters[Count.PROVING_PINGS] == PROVING_PINGS
+
+
+def test_a_listen_only_client_answering_a_later_ping_gets_the_held_midi() -> None:
+    host = make_host(fec=0)
+    host.receive(PYMIDI2_INVITE, ADDR, 0.0)
+    host.accept(ADDR, 0.0)
+    sent(host)
+    host.send(ADDR, [(NOTE_ON,)], 0.5)
+    assert host.next_deadline() == 5.0
+    host.tick(5.0)
+    [ping] = sent(host)
+    assert ping[:8] == H("4d494449 20010000") and len(ping) == 12
+    events = host.receive(H("4d494449 21010000") + ping[8:], ADDR, 5.1)  # now it answers
+    assert events == [RttMeasured(ADDR, pytest.approx(0.1))]
+    assert sent(host) == [H("4d494449 ff010000 20903c64")]  # the room's MIDI, held till now
 
 
 def test_a_bogus_ping_reply_proves_nothing() -> None:

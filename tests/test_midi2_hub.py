@@ -19,9 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from midihub.cli.status import render_status
+from midihub.hub.midi2 import leave_reason
 from midihub.midi.messages import note_off, note_on
 from midihub.midi.notes import NoteRange
-from midihub.midi2 import Count
+from midihub.midi2 import Count, Departed
 from midihub.rtp import LeaveReason, PeerJoined, PeerLeft
 from midihub.rtp.limits import Drop
 from midihub.web.metrics import Midi2Collector
@@ -340,6 +341,57 @@ async def test_a_client_that_vanishes_holding_notes_is_released_to_the_others() 
             assert left == [("gone", LeaveReason.TIMEOUT), ("polite", LeaveReason.BYE)]
             assert peer.state.release() == []  # nothing stuck
     peer.close()
+
+
+async def test_a_loss_nothing_repairs_releases_the_held_notes_and_play_goes_on() -> None:
+    """A client without FEC loses a datagram (its NoteOff) and cannot send it again
+    (Retransmit Error): before, the hub said Bye 0x03 and never played what came after
+    the gap, and the log said "left (closed)". Now the held note is released at once,
+    what followed is played, and the client stays."""
+    port, midi2 = free_ports(2)
+    peer = PyPeer("listener")
+    async with clients() as opened:
+        with running_hub(room(port, midi2)) as running:
+            await peer.connect(port)
+            lossy = await join(midi2, Midi2Client(name="lossy", fec=0, rng=seeded(7, "m2c")))
+            opened.append(lossy)
+            send(lossy, cv1(0x90, 60, 100))
+            await wait_for(lambda: len(peer.received) == 1, 10, "the note")
+            lossy.core.send([cv1(0x80, 60, 0)])
+            lossy.core.take()  # lost on the way
+            lossy.core._sent.clear()  # and gone from its history: Retransmit Error
+            send(lossy, cv1(0x90, 64, 90), cv1(0x80, 64, 0))
+            await wait_for(lambda: len(peer.received) >= 4, 10, "the release and the rest")
+            assert peer.received == [
+                note_on(0, 60, 100),
+                note_off(0, 60),  # released: its NoteOff was in the gap
+                note_on(0, 64, 90),
+                note_off(0, 64),
+            ]
+            [guest] = midi2_guests(running, port)
+            assert guest.packets_lost == 1 and lossy.core.state == "established"
+            assert running.hub.notes_released == 1
+            assert not [e for _, e in running.events if isinstance(e, PeerLeft)]
+    peer.close()
+
+
+@pytest.mark.parametrize(
+    ("departed", "reason"),
+    [
+        (Departed(("h", 1), 0x01, by_client=True), LeaveReason.BYE),
+        (Departed(("h", 1), 0x04, by_client=False), LeaveReason.TIMEOUT),
+        (Departed(("h", 1), 0x03, by_client=False), LeaveReason.LIMIT),  # kept losing
+        (Departed(("h", 1), 0x02, by_client=False), LeaveReason.SHUTDOWN),
+        (Departed(("h", 1), 0x01, by_client=False), LeaveReason.CLOSED),
+        (Departed(("h", 1), 0x04, by_client=False, proven=False), LeaveReason.HANDSHAKE_TIMEOUT),
+    ],
+)
+def test_the_log_words_each_departure_by_its_bye_reason(
+    departed: Departed, reason: LeaveReason
+) -> None:
+    """Before, every Bye of the hub but a timeout was logged as "left (closed)", a
+    client ended for its losses too."""
+    assert leave_reason(departed) == reason
 
 
 async def test_a_full_port_answers_bye_too_many_sessions() -> None:

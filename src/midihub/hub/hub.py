@@ -277,6 +277,15 @@ class Hub:
         guest.rtt = rtt
         self._handle(self.endpoints[port], [LatencyMeasured(guest.who, rtt)], now)
 
+    def release_held(self, guest: Guest, now: float) -> None:
+        """The guest lost MIDI for good (a Network MIDI 2.0 gap nothing filled): what
+        it held is released to everyone it feeds, as on its departure, since the NoteOffs
+        may have been in what was lost; it plays on."""
+        port = self._guest_ports.get(guest)
+        release = tuple(guest.held.release()) if port is not None else ()
+        if port is not None and release:
+            self._handle(self.endpoints[port], [NotesReleased(guest.who, release)], now)
+
     def depart(self, guest: Guest, reason: LeaveReason, now: float) -> None:
         """The guest is gone (its transport closed): release what it held."""
         port = self._guest_ports.pop(guest, None)

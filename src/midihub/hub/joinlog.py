@@ -107,8 +107,7 @@ class JoinLog:
             self.log.debug("%s: %s lost %d packet(s)", where, describe(event.who), event.count)
         elif isinstance(event, NotesReleased) and self._allowed(event.who):
             self.log.info(
-                "%s: released %d note(s) %s still held since a loss (it sends no journal: "
-                "release_after)",
+                "%s: released %d note(s) %s still held since a loss nothing repaired",
                 where,
                 len(event.release),
                 describe(event.who),

@@ -4,9 +4,10 @@
 A client is a ``Guest`` like a browser: one admission (``Hub.admit``: the port's
 ``max_participants``, plus ``sessions_per_source`` here), the same ``Intake`` caps, note
 tracking and listeners (``Hub.play``), its RTT from pings (``Hub.measured``) and its
-release when it goes (``Hub.depart``: Bye, timeout or a loss it could not recover).
-UMP becomes the room's MIDI 1.0 byte stream at this boundary, one ``UmpBridge`` per
-client. ``midihub.net.midi2`` moves the datagrams.
+release when it goes (``Hub.depart``: Bye, timeout, never proving its address) or loses
+what nothing repaired (``Hub.release_held``). UMP becomes the room's MIDI 1.0 byte
+stream at this boundary, one ``UmpBridge`` per client. ``midihub.net.midi2`` moves the
+datagrams.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from midihub.midi2 import (
     Midi2Settings,
     RttMeasured,
     SessionReset,
+    UmpLost,
     UmpMessage,
     UmpReceived,
 )
@@ -70,9 +72,20 @@ def midi2_settings(hub: HubSpec, spec: EndpointSpec) -> Midi2Settings:
 
 
 def leave_reason(event: Departed) -> LeaveReason:
+    """The log's and the API's word for why a client is gone."""
     if event.by_client:
         return LeaveReason.BYE
-    return LeaveReason.TIMEOUT if event.reason == ByeReason.TIMEOUT else LeaveReason.CLOSED
+    if not event.proven:
+        return LeaveReason.HANDSHAKE_TIMEOUT  # never proved its address
+    return _LEAVE_REASONS.get(event.reason, LeaveReason.CLOSED)
+
+
+# The hub's own Byes, as the log words them (a client's Bye is always ``bye``).
+_LEAVE_REASONS: Final[dict[int, LeaveReason]] = {
+    ByeReason.TIMEOUT: LeaveReason.TIMEOUT,
+    ByeReason.TOO_MANY_MISSING: LeaveReason.LIMIT,  # it kept losing what it sent
+    ByeReason.POWER_DOWN: LeaveReason.SHUTDOWN,
+}
 
 
 def bye_reason(reason: LeaveReason) -> int:
@@ -194,8 +207,8 @@ class Midi2Port:
                 guest = self.guests.get(event.addr)
                 if guest is not None:
                     self.hub.measured(guest, event.rtt, now)
-            elif isinstance(event, SessionReset):
-                self._reset(event)
+            elif isinstance(event, SessionReset | UmpLost):
+                self._lost(event, now)
             elif isinstance(event, Departed):
                 guest = self._forget(event.addr)
                 if guest is not None:
@@ -221,10 +234,11 @@ class Midi2Port:
         if commands:
             self.hub.play(guest, commands, now)
 
-    def _reset(self, event: SessionReset) -> None:
-        """The client's numbering restarted: a SysEx open across it (in the bridge, or
-        already segmented into the Intake) is dropped and counted, never glued to the
-        next one."""
+    def _lost(self, event: SessionReset | UmpLost, now: float) -> None:
+        """The client's numbering restarted, or a gap was skipped: a SysEx open across
+        it (in the bridge, or already segmented into the Intake) is dropped and counted,
+        never glued to the next one; after a loss the notes it held are released at once
+        (their NoteOff may be among what was lost; a note it plays after is its own)."""
         guest = self.guests.get(event.addr)
         if guest is None:
             return
@@ -233,6 +247,8 @@ class Midi2Port:
         session = self.host.session(guest.address)
         if session is not None:
             guest.packets_lost = session.packets_lost
+        if event.lost:
+            self.hub.release_held(guest, now)
 
     def _invited(self, event: Invited, now: float) -> None:
         """An authenticated invitation: the hub's one admission, and the per-source cap."""

@@ -9,6 +9,7 @@ from midihub.midi2.events import (
     Midi2Event,
     RttMeasured,
     SessionReset,
+    UmpLost,
     UmpMessage,
     UmpReceived,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "RttMeasured",
     "SessionReset",
     "State",
+    "UmpLost",
     "UmpMessage",
     "UmpReceived",
 ]

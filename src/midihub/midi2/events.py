@@ -51,9 +51,21 @@ class SessionReset(Midi2Event):
 
 
 @dataclass(slots=True)
+class UmpLost(Midi2Event):
+    """A gap in the client's numbering that neither FEC nor retransmission filled was
+    skipped: ``lost`` UMP Data commands are gone for good (a NoteOff among them would
+    leave a note stuck, an open SysEx would be glued), and what came after them follows
+    in the next ``UmpReceived``."""
+
+    lost: int
+
+
+@dataclass(slots=True)
 class Departed(Midi2Event):
     """A joined client is gone: Bye either way, silence, or loss it could not repair
-    (the host sent Bye 0x03). ``reason`` is the Bye reason code."""
+    too often (the host sent Bye 0x03). ``reason`` is the Bye reason code; ``proven`` False: it
+    never answered the Pings that prove its address and was ended without a Bye."""
 
     reason: int
     by_client: bool
+    proven: bool = True

@@ -117,6 +117,21 @@ class ReceiveWindow:
         first = min(diff(seq, expected) for seq in self._ahead)
         return expected, first
 
+    def skip(self) -> tuple[int, list[bytes]]:
+        """Give the first gap up: (how many commands it lost, the held ones now
+        deliverable in order, up to the next gap if any)."""
+        gap = self.gap()
+        if gap is None:
+            return 0, []
+        expected, missing = gap
+        seq = (expected + missing) % MOD
+        out: list[bytes] = []
+        while seq in self._ahead:
+            out.append(self._ahead.pop(seq))
+            seq = (seq + 1) % MOD
+        self.expected = seq
+        return missing, out
+
     def reset(self) -> int:
         """Start again; returns how many commands were missing or held (now lost)."""
         gap = self.gap()

@@ -38,6 +38,7 @@ from midihub.midi2.events import (
     Midi2Event,
     RttMeasured,
     SessionReset,
+    UmpLost,
     UmpReceived,
 )
 from midihub.midi2.events import UmpMessage as UmpMessage
@@ -50,10 +51,13 @@ MAX_AUTH_FAILURES: Final = 3  # wrong digests before Bye 0x43
 MISSING_WAIT: Final = 0.03  # a gap FEC did not fill: wait this long, then ask (amidi2net)
 RETRANSMIT_WAIT: Final = 0.1  # between Retransmit Requests for one gap (at least 1.5 RTT)
 RETRANSMIT_ATTEMPTS: Final = 5
+LOSSES_TOLERATED: Final = 5  # gaps skipped within LOSS_WINDOW; one more: Bye 0x03
+LOSS_WINDOW: Final = 60.0
 KEEPALIVE_AFTER: Final = 0.1  # idle after data: empty UMP Data carrying the FEC tail
 NAK_RATE: Final = 2.0  # NAKs per second per session (burst NAK_BURST)
 NAK_BURST: Final = 4
 PING_SIZE: Final = 8  # one Ping command packet, octets
+PROVING_PINGS: Final = 4  # Pings beyond its credit to a silent unproven client, then it ends
 
 
 # UMP message type -> words (UMP spec table 1): how a UMP Data payload splits into UMPs.
@@ -118,7 +122,7 @@ class Count(enum.StrEnum):
     RETRANSMIT_ANSWERED = "retransmit-requests-answered"
     RETRANSMIT_FAILED = "retransmit-errors-sent"  # asked for what the history lost
     RETRANSMIT_ERRORS = "retransmit-errors-received"
-    GAPS_UNRECOVERED = "gaps-unrecovered"  # ended with Bye 0x03
+    GAPS_UNRECOVERED = "gaps-unrecovered"  # skipped (or, too many, ended with Bye 0x03)
     UMP_LOST = "ump-lost"  # UMP Data commands in those gaps, or dropped by a reset
     RESETS = "session-resets"
     PING_UNMATCHED = "ping-reply-unmatched"
@@ -126,6 +130,8 @@ class Count(enum.StrEnum):
     BYES_RECEIVED = "byes-received"
     BYES_SENT = "byes-sent"
     SEND_UNKNOWN = "send-without-session"  # the caller sent to a gone client
+    PROVING_PINGS = "proving-pings"  # Pings to an unproven client beyond its credit
+    NEVER_PROVEN = "never-proven"  # joined, never answered those Pings: ended, no Bye
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +224,11 @@ class Midi2Session:
         self._missing_at: float | None = None
         self._missing_tries = 0
         self._missing_seq: int | None = None  # the gap's first missing number
+        self._losses: collections.deque[float] = collections.deque()  # gaps skipped, when
         self._tail_at: float | None = None
         self._tail_left = 0
         self._next_ping = now
+        self._proving_pings = 0  # sent beyond the credit (PROVING_PINGS)
         self._ping_id: int | None = None
         self._ping_sent_at = 0.0
         self._naks = TokenBucket(NAK_RATE, NAK_BURST, now)
@@ -430,7 +438,7 @@ class Midi2Session:
         if code == Code.RETRANSMIT_ERROR:
             self._counters[Count.RETRANSMIT_ERRORS] += 1
             if self._window.gap() is not None:
-                return self._give_up()
+                return self._give_up(now)
             return []
         return []  # pragma: no cover  (every code is handled above)
 
@@ -457,6 +465,10 @@ class Midi2Session:
             self._nak(NakReason.MALFORMED, command)
         if not ready:
             self._counters[Count.REORDERED] += 1
+        self._deliver(ready, delivered)
+
+    def _deliver(self, ready: list[bytes], delivered: list[UmpMessage]) -> None:
+        """UMP Data payloads whose turn came: their UMPs (a keep-alive has none)."""
         for data in ready:
             if not data:
                 self._counters[Count.KEEPALIVES_RECEIVED] += 1
@@ -502,7 +514,7 @@ class Midi2Session:
             and command.csd1 == NakReason.NOT_SUPPORTED
             and self._window.gap() is not None
         ):
-            return self._give_up()  # it cannot fill the gap: nor can anyone
+            return self._give_up(now)  # it cannot fill the gap: nor can anyone
         return []
 
     def _on_retransmit_request(self, command: CommandPacket) -> None:
@@ -534,16 +546,33 @@ class Midi2Session:
         if batch:
             self._send_encoded(batch)
 
-    def _give_up(self) -> list[Midi2Event]:
-        """A gap neither FEC nor retransmission filled: Bye 0x03 (the hub releases what
-        the client held: its NoteOff may be in the gap)."""
-        gap = self._window.gap()
-        lost = gap[1] if gap else 0
+    def _give_up(self, now: float) -> list[Midi2Event]:
+        """A gap neither FEC nor retransmission filled: skip it, as a musician would
+        rather (what came after it is played, in order), and say so with ``UmpLost``: the
+        hub releases the client's held notes (their NoteOff may be in the gap) and drops
+        an open SysEx. A client losing more than ``LOSSES_TOLERATED`` gaps within
+        ``LOSS_WINDOW`` seconds gets Bye 0x03 instead."""
+        lost, ready = self._window.skip()
         self.packets_lost += lost
         self._counters[Count.UMP_LOST] += lost
         self._counters[Count.GAPS_UNRECOVERED] += 1
-        self.close(ByeReason.TOO_MANY_MISSING)
-        return [Departed(self.addr, ByeReason.TOO_MANY_MISSING, by_client=False)]
+        losses = self._losses
+        losses.append(now)
+        while losses and losses[0] <= now - LOSS_WINDOW:
+            losses.popleft()
+        if len(losses) > LOSSES_TOLERATED:
+            self.close(ByeReason.TOO_MANY_MISSING)
+            return [Departed(self.addr, ByeReason.TOO_MANY_MISSING, by_client=False)]
+        self._missing_at = None
+        self._missing_seq = None
+        self._missing_tries = 0
+        self._arm_missing(now)  # a later gap, if any, waits its turn
+        delivered: list[UmpMessage] = []
+        self._deliver(ready, delivered)
+        events: list[Midi2Event] = [UmpLost(self.addr, lost)]
+        if delivered:
+            events.append(UmpReceived(self.addr, delivered))
+        return events
 
     def _reset(self) -> SessionReset:
         """Session Reset: both directions start their numbering again (Zephyr, amidi2net)."""
@@ -641,7 +670,7 @@ class Midi2Session:
         events: list[Midi2Event] = []
         if self._missing_at is not None and now >= self._missing_at:
             events += self._ask_again(now)
-            if not self.joined:  # it gave up: Bye 0x03
+            if not self.joined:  # it lost too often: Bye 0x03
                 return events
         if self._tail_at is not None and now >= self._tail_at:
             self._keepalive(now)
@@ -649,8 +678,31 @@ class Midi2Session:
             if self.proven or self.credit >= 4 + PING_SIZE:
                 self._send([self._new_ping(now)])
             else:
-                self._next_ping = now + self.settings.ping_interval
+                return events + self._prove(now)
         return events
+
+    def _prove(self, now: float) -> list[Midi2Event]:
+        """A Ping is due to an unproven client without the credit for it. A listen-only
+        client that missed (or, like pymidi2 while connecting, ignored) the Ping sent with
+        Reply Accepted sends nothing more, so it would never be proven and never get the
+        room's MIDI: it gets up to ``PROVING_PINGS`` Pings of 12 octets anyway, one per
+        ``ping_interval`` (to an address that invited: a small, bounded amplification),
+        and then the session ends without a Bye (the address may be spoofed)."""
+        interval = self.settings.ping_interval
+        since = self.joined_at if self.joined_at is not None else self.created
+        due = since + (self._proving_pings + 1) * interval
+        if now < due:  # the Reply Accepted (or the last proving Ping) was just sent
+            self._next_ping = due
+            return []
+        if self._proving_pings >= PROVING_PINGS:
+            self._counters[Count.NEVER_PROVEN] += 1
+            self._move(State.CLOSED)
+            return [Departed(self.addr, ByeReason.TIMEOUT, by_client=False, proven=False)]
+        self._proving_pings += 1
+        self._counters[Count.PROVING_PINGS] += 1
+        self.credit += 4 + PING_SIZE  # spent at once by this Ping, and only by it
+        self._send([self._new_ping(now)])
+        return []
 
     def _ask_again(self, now: float) -> list[Midi2Event]:
         gap = self._window.gap()
@@ -658,7 +710,7 @@ class Midi2Session:
             self._missing_at = None
             return []
         if self._missing_tries >= RETRANSMIT_ATTEMPTS:
-            return self._give_up()
+            return self._give_up(now)
         self._missing_tries += 1
         self._counters[Count.RETRANSMIT_ASKED] += 1
         self._send([wire.retransmit_request(gap[0], gap[1])])
