@@ -126,6 +126,18 @@ def test_sequence_numbers_wrap_in_the_history_and_the_window() -> None:
     assert window.gap() is None and window.expected == 2
 
 
+def test_skipping_a_gap_delivers_up_to_the_next_one_across_the_wrap() -> None:
+    window = ReceiveWindow()
+    assert window.accept(0xFFFE, b"a") == [b"a"]
+    for seq, data in ((0, b"c"), (1, b"d"), (3, b"f")):  # 0xFFFF and 2 missing
+        assert window.accept(seq, data) == []
+    assert window.skip() == (1, [b"c", b"d"])
+    assert window.gap() == (2, 1) and window.expected == 2
+    assert window.accept(0, b"c") is None  # an FEC copy of a delivered one
+    assert window.skip() == (1, [b"f"])
+    assert window.gap() is None and window.skip() == (0, [])
+
+
 def test_the_midi2_core_is_sans_io() -> None:
     """Like rtp/: no sockets, clocks, threads or event loop (tests/test_layers.py's rule)."""
     from tests.test_layers import NO_IO, ROOT, from_, inside
