@@ -25,10 +25,12 @@ ALLOWED: dict[str, set[str]] = {
     "midihub.net": {"midihub.hub", "midihub.rtp"},
     "midihub.history": set(),
     "midihub.bonjour": set(),
+    "midihub.fleet": {"midihub", "midihub.hub"},  # the shared directory (PostgreSQL)
     "midihub.record": {"midihub.config", "midihub.hub", "midihub.midi", "midihub.rtp"},
     "midihub.web": {
         "midihub",
         "midihub.config",
+        "midihub.fleet",
         "midihub.hub",
         "midihub.midi",
         "midihub.record",
@@ -52,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
         "midihub.record",
         "midihub.rtp",
         "midihub.history",
+        "midihub.fleet",
         "midihub.web",
     },
     "midihub.__main__": {"midihub.cli"},

@@ -66,7 +66,8 @@ class HubSpec:
     max_participants: int = 64
     limits: Limits = field(default_factory=Limits)
     endpoints: tuple[EndpointSpec, ...] = ()
-    links: tuple[LinkSpec, ...] = ()
+    links: tuple[LinkSpec, ...] = ()  # the configured ``[[links]]``
+    fleet_links: tuple[LinkSpec, ...] = ()  # planned from the fleet directory (fleet/mesh.py)
 
     def group_ports(self, owner: str) -> tuple[int, int] | None:
         """A group's (in, out) ports; None for a room or an unknown name."""

@@ -127,6 +127,8 @@ class HubServer:
             except BindError as error:
                 problems.append(str(error))
                 self.hub.endpoints.pop(endpoint.port, None)
+        if self._pairs:
+            self._rearm(self.hub.next_deadline())  # new links are invited at once
         return problems
 
     def _tick(self) -> None:
