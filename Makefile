@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 NODE_DIR := tests/interop/node
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install node browser tools lint check clean bench fuzz
+.PHONY: run test install node browser tools postgres lint check clean bench fuzz
 
 run: install
 	$(BIN)/midihub serve $(ARGS)
 
-test: install node browser tools lint
+test: install node browser tools postgres lint
 	$(BIN)/pytest
 
 install: $(BIN)/.installed
@@ -38,6 +38,11 @@ browser:
 tools:
 	command -v tmux >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y tmux; }
 	command -v tshark >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y tshark; }
+
+# Debian's PostgreSQL server for the fleet tests (tests/pg.py starts a throw-away cluster;
+# Debian keeps initdb under /usr/lib/postgresql/VERSION/bin, out of PATH).
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
 
 # Benchmarks (not part of `make test`, ~5 min): writes bench/results.json and docs/benchmarks.md.
 # `make bench BENCH_ARGS=--quick`: a ~1.5 min smoke run, written under /tmp/midihub-bench-quick.

@@ -18,7 +18,7 @@ from hypothesis import settings
 
 from tests import seeds
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.pg"]
 
 try:
     import uvloop

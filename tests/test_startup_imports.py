@@ -31,8 +31,9 @@ app.App.run = run_then_list
 from midihub.cli import main
 main()
 """
-LIBRARIES = ("aiohttp", "prometheus_client", "zeroconf", "mido")
-"""Libraries that only a feature needs: the web stack, Bonjour, SMF work in a child."""
+LIBRARIES = ("aiohttp", "prometheus_client", "zeroconf", "mido", "psycopg")
+"""Libraries that only a feature needs: the web stack, Bonjour, SMF work in a child,
+the fleet's PostgreSQL driver."""
 
 
 def loaded_by_serve(config: str, tmp_path: Path) -> set[str]:
@@ -69,3 +70,16 @@ def test_the_web_loads_its_stack_and_nothing_else(tmp_path: Path) -> None:
     )
     assert {"aiohttp", "prometheus_client"} <= loaded
     assert sorted(loaded & {"zeroconf", "mido"}) == []
+
+
+def test_a_fleet_loads_its_driver(tmp_path: Path) -> None:
+    """With [fleet] the driver loads (and the hub is ready even with no database there)."""
+    port = free_port_pair()
+    dead = f"postgresql://nobody@127.0.0.1:{free_tcp_port()}/fleet"
+    loaded = loaded_by_serve(
+        f'[web]\nlisten = ""\n[mdns]\nenabled = false\n[rooms]\nJam = {port}\n'
+        f'[fleet]\ndatabase = "{dead}"\nname = "eu-1"\naddress = "127.0.0.1"\n',
+        tmp_path,
+    )
+    assert {"psycopg", "midihub.fleet.store"} <= loaded
+    assert sorted(loaded & {"aiohttp", "zeroconf", "mido"}) == []

@@ -28,6 +28,7 @@ from midihub.rtp import Event, LatencyMeasured
 from midihub.web.errors import WebError
 
 if TYPE_CHECKING:  # the web stack loads in ``_start_web``, only when the web is on
+    from midihub.fleet import Fleet
     from midihub.web import Api, WebServer
     from midihub.web.connections import ConnectionLimits
 
@@ -48,6 +49,7 @@ RESTART_ONLY: Final[dict[str, frozenset[str] | None]] = {
     "stats": frozenset({"database"}),
     "mdns": None,  # the advertiser is made (or not) at start
     "record": frozenset({"dir", "flush_interval"}),  # the writer thread's
+    "fleet": None,  # joined (or not) at start
 }
 """What a reload cannot apply (section → its fields, None: all): it says so and keeps
 the running values. ``bind`` is the socket layer's (``HubServer.reconfigure``);
@@ -59,6 +61,10 @@ def restart_only_changes(old: HubConfig, new: HubConfig) -> dict[str, list[str]]
     changes: dict[str, list[str]] = {}
     for section, fields in RESTART_ONLY.items():
         before, after = getattr(old, section), getattr(new, section)
+        if before is None or after is None:  # an optional table added or removed
+            if before != after:
+                changes[section] = ["(the table)"]
+            continue
         names = [
             name
             for name in type(before).model_fields
@@ -75,7 +81,7 @@ def still_running(old: HubConfig, new: HubConfig) -> HubConfig:
     update: dict[str, Any] = {}
     for section, fields in RESTART_ONLY.items():
         before = getattr(old, section)
-        if fields is not None:
+        if fields is not None and before is not None:
             kept = {name: getattr(before, name) for name in fields}
             before = getattr(new, section).model_copy(update=kept)
         update[section] = before
@@ -110,6 +116,7 @@ class App:
         self.token = ""
         self.advertiser: Advertiser | None = None
         self.recordings: RecordingManager | None = None
+        self.fleet: Fleet | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
         self.ready = False
@@ -165,6 +172,8 @@ class App:
             stack.push_async_callback(self._stop_background)
             if self.store is not None:
                 stack.push_async_callback(self.store.close)
+            if self.fleet is not None:  # leaves the directory once the ports are closed
+                stack.push_async_callback(self.fleet.close)
             if self.web is not None:
                 stack.push_async_callback(self.web.close)
             if self.api is not None:
@@ -215,6 +224,7 @@ class App:
                 spec.port + 1,
                 spec.label,
             )
+        await self._join_fleet()
         addresses = advertise_addresses(self.config.bind, self.config.mdns.enabled)
         if addresses:
             self.advertiser = Advertiser(addresses)
@@ -224,6 +234,27 @@ class App:
             self.hub, default_directory(self.config), self.config.record
         )
         await self._start_web(loop)
+
+    async def _join_fleet(self) -> None:
+        """With ``[fleet]``: the directory, renewed in the background. Nothing here stops
+        the hub: an unreachable database is one line (``Fleet`` retries), a missing
+        driver another."""
+        spec = self.config.fleet_spec()
+        if spec is None:
+            return
+        from midihub.fleet import Fleet
+
+        fleet = Fleet.for_hub(spec, self.hub)
+        try:
+            await fleet.start()
+        except ImportError as error:
+            log.error(
+                "fleet: [fleet] needs the PostgreSQL driver (pip install 'midihub[fleet]'): "
+                "%s; the hub runs without the fleet",
+                error,
+            )
+            return
+        self.fleet = fleet
 
     def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)

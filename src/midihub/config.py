@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from midihub.hub.spec import EndpointSpec, HubSpec, LinkSpec
+from midihub.hub.spec import EndpointSpec, FleetSpec, HubSpec, LinkSpec, redact_url
 from midihub.rtp.limits import Limits, unmapped
 
 DEFAULT_GROUPS: dict[str, tuple[int, int]] = {"GroupOne": (5040, 5042), "GroupTwo": (5050, 5052)}
@@ -300,6 +300,106 @@ class StatsConfig(_Strict):
     retention_days: float = Field(default=7.0, gt=0)
 
 
+FLEET_SCHEMES = ("postgresql", "postgres")
+MAX_DOWN_BOUND = 30.0
+"""Seconds: a hub that stops renewing shows down everywhere within down_after + heartbeat."""
+
+
+class FleetConfig(_Strict):
+    """A fleet of hubs sharing one PostgreSQL database (the directory, latency history).
+    Leave the password out of the URL and give it to libpq instead (PGPASSWORD, or a
+    ~/.pgpass file): docs/security.md."""
+
+    database: str = Field(description="postgresql://user@host:port/dbname")
+    name: str = Field(description="this hub's name, unique in the fleet")
+    address: str = Field(description="host name or IP the other hubs reach this hub's ports at")
+    heartbeat: float = Field(default=5.0, ge=0.1, le=10.0, description="seconds between renewals")
+    down_after: float = Field(
+        default=15.0, gt=0, le=MAX_DOWN_BOUND, description="seconds without renewal: shown down"
+    )
+    expire_after: float = Field(
+        default=600.0, gt=0, le=7 * 86400, description="seconds without renewal: rows deleted"
+    )
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        shown = redact_url(value)  # a problem line never repeats the password
+        if not value.isprintable() or any(c.isspace() for c in value):
+            raise ValueError(f"{shown}: a URL has no spaces or control characters")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as error:
+            raise ValueError(f"{shown}: not a database URL ({error})") from None
+        if parts.scheme not in FLEET_SCHEMES:
+            raise ValueError(
+                f"{shown}: expected a postgresql://user@host:port/dbname URL"
+                f" (scheme {parts.scheme or 'missing'!r})"
+            )
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError(f"{shown}: the URL names no host")
+        if parts.path.strip("/") == "":
+            raise ValueError(f"{shown}: the URL names no database (…/dbname)")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError(
+                f"{_as_written(value)} is not a hub name: 1-63 letters, digits, '.', '_' or "
+                "'-', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        name = value.strip().removeprefix("[").removesuffix("]")
+        if name.count(":") == 1 or not re.fullmatch(r"[A-Za-z0-9.:_-]{1,253}", name):
+            raise ValueError(
+                f"{_as_written(value)} is not a host name or IP address (no port: the other "
+                "hubs use this hub's room and group ports)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _timers(self) -> FleetConfig:
+        if self.down_after < 2 * self.heartbeat:
+            raise ValueError(
+                f"down_after ({self.down_after:g} s) must be at least twice heartbeat "
+                f"({self.heartbeat:g} s): one late renewal must not mark a hub down"
+            )
+        if self.down_after + self.heartbeat > MAX_DOWN_BOUND:
+            raise ValueError(
+                f"down_after + heartbeat ({self.down_after + self.heartbeat:g} s) must be at "
+                f"most {MAX_DOWN_BOUND:g} s: the bound within which a dead hub shows down"
+            )
+        if self.expire_after < self.down_after:
+            raise ValueError(
+                f"expire_after ({self.expire_after:g} s) must be at least down_after "
+                f"({self.down_after:g} s)"
+            )
+        return self
+
+    def __repr_args__(self) -> Any:  # never the password (logs, tracebacks)
+        for key, value in super().__repr_args__():
+            yield key, redact_url(value) if key == "database" else value
+
+    def spec(self) -> FleetSpec:
+        return FleetSpec(
+            self.database,
+            self.name,
+            self.address,
+            self.heartbeat,
+            self.down_after,
+            self.expire_after,
+        )
+
+
 class LimitsConfig(_Strict):
     """What one stranger may cost each port (docs/security.md)."""
 
@@ -364,6 +464,7 @@ class HubConfig(_Strict):
     mdns: MdnsConfig = Field(default_factory=MdnsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
+    fleet: FleetConfig | None = Field(default=None, description="a fleet of hubs (PostgreSQL)")
 
     def with_overrides(self, *, web: str | None = None, db: str | None = None) -> HubConfig:
         """Command-line options win over the file (``--web``, ``--db``)."""
@@ -434,6 +535,10 @@ class HubConfig(_Strict):
             endpoints=tuple(self.endpoints()),
             links=tuple(link.spec() for link in self.links),
         )
+
+    def fleet_spec(self) -> FleetSpec | None:
+        """The fleet this hub joins, or None (no ``[fleet]``: no database, no network)."""
+        return self.fleet.spec() if self.fleet is not None else None
 
 
 def parse(text: str, source: str = "<config>", bind: str | None = None) -> HubConfig:

@@ -134,6 +134,9 @@ def config_check(file: str) -> None:
     click.echo(f"{file}: OK")
     for spec in config.endpoints():
         click.echo(f"  {spec.port}/{spec.port + 1}  {spec.label}")
+    fleet = config.fleet_spec()
+    if fleet is not None:  # the URL without its password
+        click.echo(f"  fleet: {fleet.name!r} at {fleet.address}, database {fleet.display}")
 
 
 def _report(error: ConfigError) -> None:

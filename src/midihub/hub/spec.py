@@ -75,3 +75,42 @@ class HubSpec:
         if "in" in ports and "out" in ports:
             return ports["in"], ports["out"]
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSpec:
+    """This hub's place in a fleet (``[fleet]``): the shared PostgreSQL database, its
+    name there, the address the other hubs reach its ports at, and the directory's timers
+    (seconds). The URL may hold a password: ``repr`` and ``display`` leave it out."""
+
+    database: str
+    name: str
+    address: str
+    heartbeat: float = 5.0
+    down_after: float = 15.0
+    expire_after: float = 600.0
+
+    def __repr__(self) -> str:  # never the password (logs, tracebacks)
+        return (
+            f"FleetSpec({self.display!r}, name={self.name!r}, address={self.address!r}, "
+            f"heartbeat={self.heartbeat}, down_after={self.down_after})"
+        )
+
+    @property
+    def display(self) -> str:
+        """The database as logs may show it: user@host:port/name, no password."""
+        return redact_url(self.database)
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password (nor any query, which may carry one)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(an unreadable database URL)"
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.hostname or "(local socket)"
+    return f"{user}{host}{f':{port}' if port else ''}{parts.path or '/'}"
