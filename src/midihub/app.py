@@ -29,6 +29,7 @@ from midihub.web.errors import WebError
 
 if TYPE_CHECKING:  # the web stack loads in ``_start_web``, only when the web is on
     from midihub.fleet import Fleet
+    from midihub.fleet.mesh import Mesh
     from midihub.web import Api, WebServer
     from midihub.web.connections import ConnectionLimits
 
@@ -117,6 +118,7 @@ class App:
         self.advertiser: Advertiser | None = None
         self.recordings: RecordingManager | None = None
         self.fleet: Fleet | None = None
+        self.mesh: Mesh | None = None  # the fleet's links, planned from the directory
         self._background: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
         self.ready = False
@@ -225,6 +227,7 @@ class App:
                 spec.label,
             )
         await self._join_fleet()
+        self._link_fleet()
         addresses = advertise_addresses(self.config.bind, self.config.mdns.enabled)
         if addresses:
             self.advertiser = Advertiser(addresses)
@@ -255,6 +258,18 @@ class App:
             )
             return
         self.fleet = fleet
+
+    def _link_fleet(self) -> None:
+        """Rooms with the same name on several hubs become one: each directory read that
+        changed something re-plans this hub's links (``fleet/mesh.py``) and applies the
+        plan through ``HubServer.reconfigure``, the reload's own path."""
+        if self.fleet is None or self.server is None:
+            return
+        from midihub.fleet.mesh import Mesh
+
+        self.mesh = Mesh(self.fleet.spec.name, lambda: self.hub.spec, self.server.reconfigure)
+        self.fleet.listeners.append(self.mesh.changed)
+        self.mesh.changed(self.fleet.hubs())
 
     def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)
@@ -328,6 +343,7 @@ class App:
             monitor_viewers_per_ip=settings.monitor_viewers_per_ip,
             flush=self.server.flush if self.server is not None else None,
             web_settings=settings,
+            fleet=self.fleet,
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
@@ -412,7 +428,8 @@ class App:
         except ConfigError as error:
             log.error("reload refused, configuration unchanged: %s", error)
             return f"reload refused, configuration unchanged: {error}"
-        for problem in self.server.reconfigure(new.spec()):
+        spec = new.spec() if self.mesh is None else self.mesh.planned(new.spec())
+        for problem in self.server.reconfigure(spec):
             log.error("reload: %s", problem)
         for section, names in restart_only_changes(self.config, new).items():
             log.warning(

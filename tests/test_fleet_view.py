@@ -1,0 +1,192 @@
+"""A fleet end to end: ``midihub serve``'s App, in-process, on 127.0.0.1-3 with one real
+PostgreSQL database (tests/pg.py). Rooms of the same name become one room by
+themselves (exact delivery both ways), a hub that joins later is linked and one that
+stops is unlinked, and every hub's ``/api/fleet`` (and ``midihub status --fleet``)
+shows the others and their players. Without ``[fleet]`` the view says it is off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from midihub import config as config_module
+from midihub.app import App
+from midihub.cli.commands import main
+from midihub.cli.status import render_fleet
+from tests.fixtures import MakePeer, ServeRoom
+from tests.ports import free_port_pair, free_tcp_port
+from tests.support import TOKEN, marked, wait_for
+from tests.test_api import conforms, get
+
+FAST = "heartbeat = 0.2\ndown_after = 1.0\nexpire_after = 3.0\n"
+
+StartApp = Callable[[str, str], Awaitable[tuple[App, str, int]]]
+
+
+@pytest.fixture
+async def start_app(pg_url: str, tmp_path: Path) -> AsyncIterator[StartApp]:
+    """``await start_app(name, address)``: a hub in the fleet on ``pg_url`` bound to
+    ``address`` with one room, Jam: the App, its web URL and the room's port."""
+    apps: list[tuple[App, asyncio.Task[None]]] = []
+
+    async def start(name: str, address: str) -> tuple[App, str, int]:
+        port, web = free_port_pair(address), free_tcp_port()
+        file = tmp_path / f"{name}.toml"
+        file.write_text(
+            f"name = '{name}'\n[mdns]\nenabled = false\n[rooms]\nJam = {port}\n"
+            f"[web]\nlisten = '127.0.0.1:{web}'\ntoken = '{TOKEN}'\n"
+            f"[fleet]\ndatabase = '{pg_url}'\nname = '{name}'\naddress = '{address}'\n{FAST}"
+        )
+        config, _ = config_module.load(file, address)
+        app = App(config, file, address, db=":memory:")
+        task = asyncio.create_task(app.run())
+        apps.append((app, task))
+        await wait_for(lambda: app.ready, 20, f"hub {name}")
+        return app, f"http://127.0.0.1:{web}", port
+
+    yield start
+    for app, task in reversed(apps):
+        app.stop()
+        await asyncio.wait_for(task, 20)
+
+
+def links_up(app: App, count: int) -> Callable[[], bool]:
+    return lambda: len(app.hub.links) == count and all(x.up for x in app.hub.links.values())
+
+
+async def fleet_of(url: str) -> dict[str, Any]:
+    body: dict[str, Any] = await get(url + "/api/fleet")
+    conforms("/api/fleet", body)
+    return body
+
+
+def players(document: dict[str, Any]) -> set[tuple[str, str, str | None]]:
+    return {(p["hub"], p["name"], p["room"]) for h in document["hubs"] for p in h["participants"]}
+
+
+async def sees(url: str, hubs: set[str], who: set[tuple[str, str, str | None]]) -> bool:
+    document = await fleet_of(url)
+    up = {h["name"] for h in document["hubs"] if h["up"]}
+    return up == hubs and players(document) == who
+
+
+async def test_hubs_on_one_database_form_one_room_and_each_shows_the_others(
+    start_app: StartApp, make_peer: MakePeer
+) -> None:
+    a, url_a, port_a = await start_app("a", "127.0.0.1")
+    b, url_b, port_b = await start_app("b", "127.0.0.2")
+    await wait_for(links_up(a, 1), 20, "a to dial b (a sorts first)")
+    assert b.hub.links == {}
+    alice, bob = make_peer("alice"), make_peer("bob")
+    await alice.connect(port_a)
+    await bob.connect(port_b, host="127.0.0.2")
+    to_b = [bytes((0x90, 60 + i, 100)) for i in range(20)] + [
+        bytes((0x80, 60 + i, 0)) for i in range(20)
+    ]
+    to_a = [bytes((0x93, 40 + i, 90)) for i in range(10)] + [
+        bytes((0x83, 40 + i, 0)) for i in range(10)
+    ]
+    for i in range(0, 40, 4):
+        alice.send(*to_b[i : i + 4])
+    for i in range(0, 20, 4):
+        bob.send(*to_a[i : i + 4])
+    await marked(alice, bob)
+    await marked(bob, alice)
+    assert bob.received == to_b and alice.received == to_a  # exactly once, no echo
+    alice.received.clear()
+    bob.received.clear()
+
+    everyone = {("a", "alice", "Jam"), ("b", "bob", "Jam")}
+    for url in (url_a, url_b):
+        await wait_for(lambda u=url: sees(u, {"a", "b"}, everyone), 20, f"{url}: both hubs")
+    document = await fleet_of(url_a)
+    assert document["enabled"] and document["name"] == "a" and document["connected"]
+    rows = {h["name"]: h for h in document["hubs"]}
+    assert rows["a"]["self"] and not rows["b"]["self"]
+    assert rows["b"]["address"] == "127.0.0.2"
+    assert rows["b"]["rooms"] == [{"name": "Jam", "kind": "room", "ports": [port_b]}]
+    assert document["links"] == [
+        {"hub": "b", "room": "Jam", "port": port_a, "remote": f"127.0.0.2:{port_b}", "up": True}
+    ]
+    (bob_row,) = rows["b"]["participants"]
+    assert bob_row["port"] == port_b and bob_row["transport"] == "rtp"
+    assert (await fleet_of(url_b))["links"] == []  # b answers, it does not dial
+
+    # A third hub joins the fleet: linked by both, and everyone hears it once.
+    c, _, port_c = await start_app("c", "127.0.0.3")
+    await wait_for(links_up(a, 2), 20, "a to dial c")
+    await wait_for(links_up(b, 1), 20, "b to dial c")
+    cleo = make_peer("cleo")
+    await cleo.connect(port_c, host="127.0.0.3")
+    await marked(cleo, alice, bob)
+    await marked(alice, bob, cleo)
+    assert alice.received == bob.received == cleo.received == []
+    everyone.add(("c", "cleo", "Jam"))
+    await wait_for(lambda: sees(url_b, {"a", "b", "c"}, everyone), 20, "b to show c")
+
+    # c stops (a clean stop leaves the directory): a and b take their links to it down.
+    c.stop()
+    await wait_for(links_up(a, 1), 20, "a to drop its link to c")
+    await wait_for(lambda: b.hub.links == {}, 20, "b to drop its link to c")
+    everyone.discard(("c", "cleo", "Jam"))
+    await wait_for(lambda: sees(url_a, {"a", "b"}, everyone), 20, "a without c")
+    await marked(bob, alice)
+    assert alice.received == []
+
+    runner = CliRunner()
+    web = url_a.removeprefix("http://")
+    result = await asyncio.to_thread(runner.invoke, main, ["status", "--web", web, "--fleet"])
+    assert result.exit_code == 0, result.output
+    assert "fleet seen from a: 2 hub(s), connected" in result.output
+    assert "127.0.0.2" in result.output and "bob" in result.output and "alice" in result.output
+    assert "links dialed: b Jam up" in result.output
+
+
+async def test_without_a_fleet_the_view_says_it_is_off(serve_room: ServeRoom) -> None:
+    _, url, _, _ = await serve_room()
+    body = await fleet_of(url)
+    assert body == {"enabled": False}
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["status", "--web", url.removeprefix("http://"), "--fleet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "the fleet is off on this hub" in result.output
+
+
+def test_status_fleet_shows_every_string_as_text() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    out = StringIO()
+    hub = {
+        "name": "b[bold]\x1b[2J",
+        "address": "10.0.0.2",
+        "version": "1",
+        "up": False,
+        "self": False,
+        "started": "2026-12-08T03:00:00.000+00:00",
+        "lastSeen": "2026-12-08T03:00:05.000+00:00",
+        "rooms": [{"name": "Jam", "kind": "room", "ports": [5004]}],
+        "participants": [
+            {
+                "id": "5004-ab",
+                "name": "[red]x",
+                "hub": "b",
+                "port": 5004,
+                "room": "Jam",
+                "transport": "rtp",
+                "latency": 12.34,
+            }
+        ],
+    }
+    document = {"enabled": True, "name": "a", "connected": False, "error": "refused"}
+    render_fleet({**document, "hubs": [hub], "links": []}, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "DOWN" in text and "[red]x" in text and "12.3" in text and "\x1b" not in text
+    assert "no database (refused)" in text
