@@ -100,6 +100,10 @@ async def test_hubs_on_one_database_form_one_room_and_each_shows_the_others(
     assert bob.received == to_b and alice.received == to_a  # exactly once, no echo
     alice.received.clear()
     bob.received.clear()
+    # A reload takes the same path and keeps the fleet's link (the same Link: not restarted).
+    (key, link), *_ = a.hub.links.items()
+    assert a.reload() is None
+    assert a.hub.links == {key: link} and link.up
 
     everyone = {("a", "alice", "Jam"), ("b", "bob", "Jam")}
     for url in (url_a, url_b):
