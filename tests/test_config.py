@@ -110,7 +110,10 @@ def test_pydantic_field_errors_name_the_field() -> None:
     problems = problems_of('timeout = -1\nbogus = 1\n[groups]\nA = [5040]\n[rooms]\nR = "x"\n')
     joined = "\n".join(problems)
     assert "line 1: timeout:" in joined
-    assert "line 2: unknown option 'bogus'; the options here: bind, ck_interval, groups" in joined
+    assert (
+        "line 2: unknown option 'bogus'; the options here: bind, ck_interval, fleet, groups"
+        in joined
+    )
     assert "groups.A: a group is [in, out]" in joined
     assert "rooms.R" in joined
 

@@ -86,3 +86,16 @@ def test_config_check_validates_and_summarises_the_fleet(tmp_path: Path) -> None
     bad.write_text(GOOD.replace('"eu-1"', '"eu/1"'))
     result = CliRunner().invoke(main, ["config", "check", str(bad)])
     assert result.exit_code == 1 and "fleet.name" in result.output
+
+
+def test_a_reload_names_a_fleet_change_and_keeps_the_running_one() -> None:
+    from midihub.app import restart_only_changes, still_running
+
+    plain = c.parse("[rooms]\nJam = 5060\n")
+    fleet = c.parse(GOOD)
+    renamed = c.parse(GOOD.replace('"eu-1"', '"eu-2"'))
+    assert restart_only_changes(plain, fleet) == {"fleet": ["(the table)"]}
+    assert restart_only_changes(fleet, plain) == {"fleet": ["(the table)"]}
+    assert restart_only_changes(fleet, renamed) == {"fleet": ["name"]}
+    assert still_running(plain, fleet).fleet is None
+    assert still_running(fleet, renamed).fleet == fleet.fleet

@@ -40,6 +40,14 @@ TOKEN_FILE = "midihub.token"
 """Where a generated control token is kept, next to the database."""
 
 
+FLEET_COUNTERS: Final = {
+    "heartbeats": "Fleet directory renewals the database took.",
+    "failures": "Fleet directory connections or renewals that failed (retried with back-off).",
+    "reconnects": "Connections to the fleet database made again after one was lost.",
+    "refused": "Renewals refused: another live hub holds this hub's fleet name.",
+}
+
+
 class DatabaseError(Exception):
     """The latency database cannot be opened; one line naming the path."""
 
@@ -199,8 +207,12 @@ class App:
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Database, then UDP ports, then the web: a hub that cannot keep its history
         says so before it opens any UDP port (nobody joins a hub about to exit)."""
-        self.store = LatencyStore(
-            self.config.stats.database, retention=self.config.stats.retention_days * 86400
+        fleet = self.config.fleet_spec()
+        self.store = LatencyStore(  # in a fleet, on its database: opened in the background
+            fleet.database if fleet is not None else self.config.stats.database,
+            retention=self.config.stats.retention_days * 86400,
+            hub=fleet.name if fleet is not None else "",
+            quiet_outages=fleet is not None,  # the fleet's one line says the database is away
         )
         try:
             await self.store.start()
@@ -347,6 +359,16 @@ class App:
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
+        if self.fleet is not None:
+            fleet = self.fleet
+            for name, doc in FLEET_COUNTERS.items():
+                self.api.metrics.registry.register(
+                    CountCollector(
+                        f"midihub_fleet_{name}",
+                        doc,
+                        lambda name=name: int(getattr(fleet.counters, name)),  # type: ignore[misc]
+                    )
+                )
         self.api.metrics.registry.register(
             CountCollector(
                 "midihub_log_lines_suppressed",

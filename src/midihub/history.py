@@ -24,6 +24,15 @@ all been purged frees its place.
 
 SQLAlchemy Core keeps the SQL readable; SQLite specifics (the upsert, and taking a
 bare column from the row that holds a ``min()``/``max()``) are marked where used.
+
+In a fleet (``[fleet]``) the history lives in the fleet's PostgreSQL database instead,
+in tables of the same shape whose participants carry a ``hub`` column: each hub writes
+and reads its own series (``summary``, ``history``), ``fleet_summary`` reads every
+hub's. Writes there hold a transaction-level advisory lock, so the hubs' flushes and
+roll-up repairs never interleave. While that database is away, the buckets wait in
+memory (at most ``max_buffered`` series-minutes; samples past that are dropped and
+counted) and are written when it is back; the store opens it in the background, so a
+database that is down at start never stops the hub.
 """
 
 from __future__ import annotations
@@ -34,13 +43,14 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Engine,
@@ -58,10 +68,13 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    literal_column,
     or_,
     select,
     text,
+    true,
 )
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
 
@@ -116,6 +129,69 @@ minutes = _bucket_table("latency_minutes", "minute")
 hours = _bucket_table("latency_hours", "hour")
 Index("ix_latency_minutes_minute", minutes.c.minute)
 Index("ix_latency_hours_hour", hours.c.hour)
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+HISTORY_LOCK = 0x6D6964686973  # pg_advisory_xact_lock key of every history write
+MAX_BUFFERED = 100_000
+"""Series-minutes kept in memory while the database cannot take them."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Schema:
+    """The tables of one backend: SQLite's (unchanged since the first release), or the
+    fleet's on PostgreSQL (a ``hub`` column, 64-bit periods)."""
+
+    metadata: MetaData
+    participants: Table
+    minutes: Table
+    hours: Table
+    postgres: bool
+
+    @property
+    def tables(self) -> tuple[Table, Table, Table]:
+        return self.participants, self.minutes, self.hours
+
+
+def _postgres_schema() -> _Schema:
+    meta = MetaData()
+    people = Table(
+        "latency_participants",
+        meta,
+        Column("id", Integer, primary_key=True),
+        Column("hub", String, nullable=False),
+        Column("name", String, nullable=False),
+        Column("address", String, nullable=False),
+        Column("hub_port", Integer, nullable=False),
+        Column("first_seen", Float, nullable=False),
+        Column("last_seen", Float, nullable=False),
+        UniqueConstraint("hub", "name", "address", "hub_port"),
+    )
+
+    def buckets(name: str, period: str) -> Table:
+        return Table(
+            name,
+            meta,
+            Column("participant_id", ForeignKey("latency_participants.id"), primary_key=True),
+            Column(period, BigInteger, primary_key=True),
+            *(
+                Column(column, Integer if column == "count" else Float, nullable=False)
+                for column in BUCKET_COLUMNS
+            ),
+        )
+
+    by_minute, by_hour = buckets("latency_minutes", "minute"), buckets("latency_hours", "hour")
+    Index("ix_latency_minutes_minute", by_minute.c.minute)
+    Index("ix_latency_hours_hour", by_hour.c.hour)
+    return _Schema(meta, people, by_minute, by_hour, True)
+
+
+SQLITE = _Schema(metadata, participants, minutes, hours, False)
+POSTGRES = _postgres_schema()
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
 
 Key = tuple[str, str, int]  # session name, address, hub port
 Buckets = dict[Key, dict[int, "Bucket"]]
@@ -174,6 +250,7 @@ class Summary:
     max_at: float
     last_ms: float
     last_at: float
+    hub: str = ""  # in a fleet, the hub that measured it
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +305,16 @@ class LatencyStore:
         max_series: int = 64,
         max_summary: int = 1000,
         max_keys_per_port: int = MAX_KEYS_PER_PORT,
+        hub: str = "",
+        max_buffered: int = MAX_BUFFERED,
+        quiet_outages: bool = False,
     ) -> None:
-        self.path = path
+        self.path = path  # a SQLite file, :memory:, or a postgresql:// URL (a fleet's)
+        self.hub = hub  # this hub's name in a fleet: its rows' ``hub``
+        self._schema = POSTGRES if is_postgres(path) else SQLITE
+        self.max_buffered = max_buffered
+        # A fleet's hub: its Fleet already says in one line that the database is away.
+        self.quiet_outages = quiet_outages
         self.retention = retention
         self.flush_interval = flush_interval
         self.max_series = max_series  # series per history answer
@@ -253,18 +338,48 @@ class LatencyStore:
         self.flushes = 0
         self.rollup_rebuilds = 0
         self.overflowed = 0  # samples recorded in a port's (others) series
+        self.dropped = 0  # samples dropped: the buffer was full while the database was away
+        self.write_failures = 0  # flushes the database refused (the buckets were kept)
+        self._buffered = 0  # series-minutes in ``_pending``
+        self._failing = False  # the last flush failed (one log line per outage)
 
     # -- lifecycle ----------------------------------------------------------------
 
+    @property
+    def postgres(self) -> bool:
+        return self._schema.postgres
+
+    @property
+    def buffered(self) -> int:
+        """Series-minutes waiting in memory for the database."""
+        return self._buffered
+
     async def start(self) -> None:
-        """Open (and migrate) the database off the loop, then start the writer."""
+        """Open (and migrate) the database off the loop, then start the writer. A
+        fleet's database that cannot be reached is one log line, and opened later by
+        the writer (the hub runs on)."""
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="midihub-history")
-        await self._run(self._open)
-        await self.purge()
-        for key in await self._run(self._stored_keys):
-            if key[:2] != (OVERFLOW_NAME, ""):  # (others) takes no place of its own
-                self._keys.setdefault(key[2], set()).add(key)
+        try:
+            await self._ready()
+        except Exception as error:
+            if not self.postgres:
+                raise
+            self._failed(error)
         self._task = asyncio.create_task(self._flush_forever(), name="latency-store")
+
+    async def _ready(self) -> None:
+        """Open the database if it is not yet, and learn the series it keeps."""
+        if self._engine is not None:
+            return
+        try:
+            await self._run(self._open)
+            await self.purge()
+            for key in await self._run(self._stored_keys):
+                if key[:2] != (OVERFLOW_NAME, ""):  # (others) takes no place of its own
+                    self._keys.setdefault(key[2], set()).add(key)
+        except BaseException:
+            await self._run(self._dispose)
+            raise
 
     async def close(self) -> None:
         if self._task is not None:
@@ -277,6 +392,14 @@ class LatencyStore:
         if self._engine is not None:
             try:
                 await self.flush()
+            except Exception as error:
+                if not self.postgres:
+                    raise
+                log.warning(  # a fleet's database gone at exit: the hub still stops
+                    "latency history: %d series-minutes not written at exit: %s",
+                    self._buffered,
+                    _one_line(error),
+                )
             finally:
                 await self._run(self._dispose)
         if self._executor is not None:
@@ -289,7 +412,18 @@ class LatencyStore:
         return await loop.run_in_executor(self._executor, functools.partial(job, *args))
 
     def _open(self) -> None:
-        if self.path == ":memory:":
+        if self.postgres:
+            url = "postgresql+psycopg://" + self.path.split("://", 1)[1]
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,  # a connection the server dropped is replaced, not used
+                connect_args={
+                    "connect_timeout": 5,
+                    "application_name": f"midihub {self.hub} history"[:63],
+                    "options": "-c statement_timeout=30000",
+                },
+            )
+        elif self.path == ":memory:":
             engine = create_engine(
                 "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
             )
@@ -299,16 +433,24 @@ class LatencyStore:
             event.listen(engine, "connect", _sqlite_pragmas)
         self._engine = engine
         with engine.begin() as connection:
-            metadata.create_all(connection)  # new tables and indexes; old ones untouched
-            if not _rollup_matches(connection):
+            self._lock_fleet(connection)
+            # new tables and indexes; old ones untouched
+            self._schema.metadata.create_all(connection)
+            if not _rollup_matches(connection, self._schema):
                 started = time.perf_counter()
-                _rebuild_hours(connection)
+                _rebuild_hours(connection, self._schema)
                 self.rollup_rebuilds += 1
                 log.info(
                     "latency history: hourly roll-up rebuilt in %.2f s",
                     time.perf_counter() - started,
                 )
         self._generation += 1
+
+    def _lock_fleet(self, connection: Connection) -> None:
+        """PostgreSQL: one history writer at a time in the whole fleet (this
+        transaction's)."""
+        if self.postgres:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": HISTORY_LOCK})
 
     def _dispose(self) -> None:
         if self._engine is not None:
@@ -336,6 +478,10 @@ class LatencyStore:
         minute = int(at // 60 * 60)
         bucket = buckets.get(minute)
         if bucket is None:
+            if self._buffered >= self.max_buffered:  # the database has been away long
+                self.dropped += 1
+                return
+            self._buffered += 1
             buckets[minute] = Bucket.first(value, at)
         else:
             bucket.add(value, at)
@@ -346,19 +492,53 @@ class LatencyStore:
         while True:
             await asyncio.sleep(self.flush_interval)
             try:
+                await self._ready()
                 await self.flush()
                 await self.purge()
-            except Exception:  # a full or broken disk must not stop the hub
-                log.exception("latency history: write failed; will retry")
+            except Exception as error:  # a full disk or a lost database must not stop the hub
+                self._failed(error)
+            else:
+                if self._failing:
+                    log.info("latency history: the database takes writes again")
+                self._failing = False
+
+    def _failed(self, error: BaseException) -> None:
+        """One line per outage (the first failure), and the count of every one."""
+        self.write_failures += 1
+        if self._failing:
+            log.debug("latency history: still failing: %s", _one_line(error))
+            return
+        self._failing = True
+        log.log(
+            logging.DEBUG if self.quiet_outages else logging.WARNING,
+            "latency history: cannot write to %s: %s; keeping up to %d series-minutes in "
+            "memory and retrying",
+            self.where,
+            _one_line(error),
+            self.max_buffered,
+        )
+
+    @property
+    def where(self) -> str:
+        """The database as logs may show it (never a password)."""
+        if not self.postgres:
+            return self.path
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.path)
+        return f"{parts.hostname or '(local socket)'}{parts.path}"
 
     async def flush(self) -> None:
         """Write the pending buckets in one transaction, merging with stored minutes."""
         async with self._lock:
             if not self._pending:
                 return
+            if self._engine is None:
+                raise ConnectionError("the database is not open")
             unwritten = _Unwritten(self._next_seq, self._pending)
             self._next_seq += 1
             self._pending = {}
+            self._buffered = 0
             self._flushing.append(unwritten)
             try:
                 await self._run(self._write, unwritten)
@@ -368,6 +548,8 @@ class LatencyStore:
                     for minute, bucket in buckets.items():
                         if minute in mine:
                             bucket.merge(mine[minute])
+                        else:
+                            self._buffered += 1
                         mine[minute] = bucket
                 raise
             finally:
@@ -376,13 +558,17 @@ class LatencyStore:
 
     def _write(self, unwritten: _Unwritten) -> None:
         assert self._engine is not None
+        _, minutes, hours = self._schema.tables
         with self._engine.begin() as connection:
+            self._lock_fleet(connection)
             minute_rows: list[dict[str, Any]] = []
             hour_rows: dict[tuple[int, int], Bucket] = {}
             for (name, address, hub_port), buckets in unwritten.buckets.items():
                 if not buckets:
                     continue
-                pid = _participant_id(connection, name, address, hub_port, buckets.values())
+                pid = _participant_id(
+                    connection, self._schema, (self.hub, name, address, hub_port), buckets.values()
+                )
                 for minute, b in buckets.items():
                     minute_rows.append({"participant_id": pid, "minute": minute, **_values(b)})
                     hour = minute // HOUR * HOUR
@@ -392,9 +578,9 @@ class LatencyStore:
                     else:
                         rolled.merge(b)
             if minute_rows:
-                connection.execute(_merge_upsert(minutes, "minute"), minute_rows)
+                connection.execute(_merge_upsert(minutes, "minute", self.postgres), minute_rows)
                 connection.execute(
-                    _merge_upsert(hours, "hour"),
+                    _merge_upsert(hours, "hour", self.postgres),
                     [
                         {"participant_id": pid, "hour": hour, **_values(b)}
                         for (pid, hour), b in hour_rows.items()
@@ -410,7 +596,9 @@ class LatencyStore:
         for buckets in self._pending.values():
             for minute in [m for m in buckets if m < cutoff]:
                 del buckets[minute]
-        if cutoff <= self._purged_to:  # moves once a minute: nothing new to forget
+                self._buffered -= 1
+        # The cutoff moves once a minute: nothing new to forget before then.
+        if cutoff <= self._purged_to or self._engine is None:
             return 0
         async with self._lock:  # no flush in between: what it deletes stays deleted
             removed, gone = await self._run(self._purge, cutoff)
@@ -422,30 +610,47 @@ class LatencyStore:
         return removed
 
     def _purge(self, cutoff: int) -> tuple[int, list[Key]]:
+        """In a fleet, each hub purges its own series (by its own retention)."""
         assert self._engine is not None
+        participants, minutes, hours = self._schema.tables
         gone: list[Key] = []
         with self._engine.begin() as connection:
-            result = connection.execute(delete(minutes).where(minutes.c.minute < cutoff))
+            self._lock_fleet(connection)
+            mine = self._mine(participants)
+            old = minutes.c.minute < cutoff
+            if self.postgres:
+                old &= minutes.c.participant_id.in_(select(participants.c.id).where(mine))
+            result = connection.execute(delete(minutes).where(old))
             removed = int(result.rowcount or 0)
             if removed:
                 edge = cutoff // HOUR * HOUR
-                connection.execute(delete(hours).where(hours.c.hour < edge))
+                old_hours = hours.c.hour < edge
+                if self.postgres:
+                    old_hours &= hours.c.participant_id.in_(select(participants.c.id).where(mine))
+                connection.execute(delete(hours).where(old_hours))
                 if edge < cutoff:  # the hour the cutoff falls in lost some minutes
-                    _rebuild_hours(connection, edge, edge + HOUR)
+                    _rebuild_hours(connection, self._schema, edge, edge + HOUR)
                 used = exists().where(minutes.c.participant_id == participants.c.id)
                 p = participants.c
-                unused = select(p.name, p.address, p.hub_port).where(~used)
+                unused = select(p.name, p.address, p.hub_port).where(~used, mine)
                 gone = [(row.name, row.address, row.hub_port) for row in connection.execute(unused)]
-                connection.execute(delete(participants).where(~used))
+                connection.execute(delete(participants).where(~used, mine))
         if removed:
             self._generation += 1
         return removed, gone
 
+    def _mine(self, participants: Table) -> Any:
+        """This hub's rows: all of them in SQLite, those of its ``hub`` in a fleet."""
+        return participants.c.hub == self.hub if self.postgres else true()
+
     def _stored_keys(self) -> list[Key]:
         assert self._engine is not None
+        participants = self._schema.participants
         p = participants.c
         with self._engine.connect() as connection:
-            rows = connection.execute(select(p.name, p.address, p.hub_port))
+            rows = connection.execute(
+                select(p.name, p.address, p.hub_port).where(self._mine(participants))
+            )
             return [(row.name, row.address, row.hub_port) for row in rows]
 
     # -- reading ------------------------------------------------------------------
@@ -465,11 +670,20 @@ class LatencyStore:
         """Per participant over the retention: the cached SQL totals plus what is not
         written yet."""
         stored = self._summary
-        if stored is None or stored.generation != self._generation:
+        if self._engine is None:  # a fleet's database not reached yet: the memory's
+            stored = _Stored(self._generation, self._written_seq, {})
+        elif stored is None or stored.generation != self._generation:
             if self._summary_job is None or self._summary_job.done():
                 self._summary_job = asyncio.ensure_future(self._run(self._stored_summary))
-            stored = await asyncio.shield(self._summary_job)
-            self._summary = stored
+            try:
+                stored = await asyncio.shield(self._summary_job)
+            except Exception:
+                if not self.postgres:
+                    raise
+                # A fleet's database away: the last answer read, plus the memory's.
+                stored = stored or _Stored(self._generation, 0, {})
+            else:
+                self._summary = stored
         totals = {key: bucket.copy() for key, bucket in stored.totals.items()}
         for unwritten in self._unwritten():
             if unwritten.seq <= stored.written_seq:
@@ -499,44 +713,81 @@ class LatencyStore:
     def _stored_summary(self) -> _Stored:
         assert self._engine is not None
         generation, written = self._generation, self._written_seq
-        h = hours.c
+        participants = self._schema.participants
+        p = participants.c
         chosen = (
-            select(participants.c.id)
-            .order_by(participants.c.last_seen.desc())
+            select(p.id)
+            .where(self._mine(participants))
+            .order_by(p.last_seen.desc())
             .limit(self.max_summary)
             .scalar_subquery()
         )
-        pid = h.participant_id
-        # SQLite: with a single min()/max() in a query, bare columns come from its row.
-        low = select(pid, func.sum(h.count), func.sum(h.sum_ms), func.min(h.min_ms), h.min_at)
-        high = select(pid, func.max(h.max_ms), h.max_at)
-        last = select(pid, func.max(h.last_at), h.last_ms)
         totals: dict[Key, Bucket] = {}
         with self._engine.connect() as connection:
             names = {
                 row.id: (row.name, row.address, row.hub_port)
                 for row in connection.execute(
-                    select(
-                        participants.c.id,
-                        participants.c.name,
-                        participants.c.address,
-                        participants.c.hub_port,
-                    ).where(participants.c.id.in_(chosen))
+                    select(p.id, p.name, p.address, p.hub_port).where(p.id.in_(chosen))
                 )
             }
-            by_id: dict[int, Bucket] = {}
-            for row in connection.execute(low.where(pid.in_(chosen)).group_by(pid)):
-                by_id[row[0]] = Bucket(int(row[1]), float(row[2]), row[3], row[4], 0, 0, 0, 0)
-            for high_row in connection.execute(high.where(pid.in_(chosen)).group_by(pid)):
-                if high_row[0] in by_id:
-                    by_id[high_row[0]].max_ms, by_id[high_row[0]].max_at = high_row[1:3]
-            for last_row in connection.execute(last.where(pid.in_(chosen)).group_by(pid)):
-                if last_row[0] in by_id:
-                    by_id[last_row[0]].last_at, by_id[last_row[0]].last_ms = last_row[1:3]
+            by_id = _totals(connection, self._schema, chosen)
         for participant, bucket in by_id.items():
             if participant in names and bucket.count:
                 totals[names[participant]] = bucket
         return _Stored(generation, written, totals)
+
+    async def fleet_summary(self) -> list[Summary]:
+        """Every hub's participants (a fleet's database; in SQLite, this hub's): what is
+        stored, plus this hub's samples not written yet; ``Summary.hub`` names the hub."""
+        if self._engine is None:
+            stored: dict[tuple[str, str, str, int], Bucket] = {}
+        else:
+            stored = await self._run(self._stored_fleet_summary)
+        for unwritten in self._unwritten():
+            for key, buckets in unwritten.buckets.items():
+                for bucket in buckets.values():
+                    found = stored.get((self.hub, *key))
+                    if found is None:
+                        stored[(self.hub, *key)] = bucket.copy()
+                    else:
+                        found.merge(bucket)
+        return [
+            Summary(
+                name,
+                address,
+                port,
+                t.count,
+                t.sum_ms / t.count,
+                t.min_ms,
+                t.min_at,
+                t.max_ms,
+                t.max_at,
+                t.last_ms,
+                t.last_at,
+                hub,
+            )
+            for (hub, name, address, port), t in sorted(stored.items())
+            if t.count
+        ]
+
+    def _stored_fleet_summary(self) -> dict[tuple[str, str, str, int], Bucket]:
+        """What is stored, for every hub: rows written and committed so far (this
+        hub's unwritten ones are merged by the caller, which may count a flush that
+        committed meanwhile twice; a fleet-wide view tolerates that)."""
+        assert self._engine is not None
+        participants = self._schema.participants
+        p = participants.c
+        hub = p.hub if self.postgres else text("''")
+        chosen = select(p.id).order_by(p.last_seen.desc()).limit(self.max_summary).scalar_subquery()
+        with self._engine.connect() as connection:
+            names = {
+                row[0]: (str(row[1]), row[2], row[3], row[4])
+                for row in connection.execute(
+                    select(p.id, hub, p.name, p.address, p.hub_port).where(p.id.in_(chosen))
+                )
+            }
+            by_id = _totals(connection, self._schema, chosen)
+        return {names[pid]: b for pid, b in by_id.items() if pid in names and b.count}
 
     async def history(
         self,
@@ -562,16 +813,14 @@ class LatencyStore:
             (m for u in unwritten for b in u.buckets.values() for m in b if m >= low_minute),
             default=None,
         )
-        return await self._run(
-            self._history,
-            participant,
-            low_minute,
-            since is None,
-            now,
-            max(1, min(points, MAX_POINTS)),
-            unwritten,
-            first_unwritten,
-        )
+        asked = (participant, low_minute, since is None, now, max(1, min(points, MAX_POINTS)))
+        try:
+            return await self._run(self._history, *asked, unwritten, first_unwritten)
+        except Exception:
+            if not self.postgres:
+                raise
+            # A fleet's database away: the series still in memory.
+            return await self._run(self._history, *asked, unwritten, first_unwritten, True)
 
     def _history(
         self,
@@ -582,15 +831,19 @@ class LatencyStore:
         points: int,
         unwritten: list[_Unwritten],
         first_unwritten: int | None,
+        offline: bool = False,
     ) -> list[MinuteRow]:
-        assert self._engine is not None
+        participants, minutes, hours = self._schema.tables
         p = participants.c
-        who = select(p.id, p.name, p.address, p.hub_port)
+        who = select(p.id, p.name, p.address, p.hub_port).where(self._mine(participants))
         if participant is not None:
             who = who.where(or_(p.name == participant, p.address == participant))
         who = who.order_by(p.name, p.address, p.hub_port).limit(self.max_series)
-        with self._engine.connect() as connection:
-            written = self._written_seq
+        # A fleet's database not reached yet: no stored rows, only the memory's.
+        engine = None if offline else self._engine
+        opened = engine.connect() if engine is not None else _NoDatabase()
+        with opened as connection:
+            written = self._written_seq if engine is not None else 0
             names: dict[int, Key] = {
                 row.id: (row.name, row.address, row.hub_port) for row in connection.execute(who)
             }
@@ -660,6 +913,25 @@ class LatencyStore:
         return rows
 
 
+class _NoDatabase:
+    """Stands in for a connection before a fleet's database was reached: no rows."""
+
+    def __enter__(self) -> _NoDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def execute(self, *args: Any) -> _NoDatabase:
+        return self
+
+    def scalar(self) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
 def _copy(buckets: dict[int, Bucket]) -> dict[int, Bucket]:
     return {minute: bucket.copy() for minute, bucket in buckets.items()}
 
@@ -669,38 +941,57 @@ def _values(b: Bucket) -> dict[str, Any]:
 
 
 def _participant_id(
-    connection: Connection, name: str, address: str, hub_port: int, buckets: Iterable[Bucket]
+    connection: Connection,
+    schema: _Schema,
+    key: tuple[str, str, str, int],
+    buckets: Iterable[Bucket],
 ) -> int:
+    """The series' row id, made or updated (first and last seen) by an upsert; ``key``
+    is (hub, name, address, port), its hub used in a fleet's database only."""
+    hub, name, address, hub_port = key
+    participants = schema.participants
     listed = list(buckets)
     seen = max(b.last_at for b in listed)
     first = min(b.first_at for b in listed)
-    upsert = sqlite_insert(participants).values(
-        name=name, address=address, hub_port=hub_port, first_seen=first, last_seen=seen
-    )
+    values: dict[str, Any] = {
+        "name": name,
+        "address": address,
+        "hub_port": hub_port,
+        "first_seen": first,
+        "last_seen": seen,
+    }
+    match = [
+        participants.c.name == name,
+        participants.c.address == address,
+        participants.c.hub_port == hub_port,
+    ]
+    if schema.postgres:
+        values["hub"] = hub
+        match.append(participants.c.hub == hub)
+        upsert: Any = postgres_insert(participants).values(**values)
+        lower: Any = func.least
+        higher: Any = func.greatest
+        elements = ["hub", "name", "address", "hub_port"]
+    else:
+        upsert = sqlite_insert(participants).values(**values)
+        lower, higher = func.min, func.max  # SQLite: the two-argument scalar forms
+        elements = ["name", "address", "hub_port"]
     connection.execute(
         upsert.on_conflict_do_update(
-            index_elements=["name", "address", "hub_port"],
+            index_elements=elements,
             set_={
-                "first_seen": func.min(participants.c.first_seen, first),
-                "last_seen": func.max(participants.c.last_seen, seen),
+                "first_seen": lower(participants.c.first_seen, first),
+                "last_seen": higher(participants.c.last_seen, seen),
             },
         )
     )
-    return int(
-        connection.execute(
-            select(participants.c.id).where(
-                participants.c.name == name,
-                participants.c.address == address,
-                participants.c.hub_port == hub_port,
-            )
-        ).scalar_one()
-    )
+    return int(connection.execute(select(participants.c.id).where(*match)).scalar_one())
 
 
 @functools.cache
-def _merge_upsert(table: Table, period: str) -> Any:
+def _merge_upsert(table: Table, period: str, postgres: bool = False) -> Any:
     """INSERT, or merge into the stored bucket: the SQL twin of ``Bucket.merge``."""
-    row = sqlite_insert(table)
+    row = postgres_insert(table) if postgres else sqlite_insert(table)
     new = row.excluded
     c = table.c
     return row.on_conflict_do_update(
@@ -718,15 +1009,57 @@ def _merge_upsert(table: Table, period: str) -> Any:
     )
 
 
-def _rollup_matches(connection: Connection) -> bool:
+def _totals(connection: Connection, schema: _Schema, chosen: Any) -> dict[int, Bucket]:
+    """Per participant id in ``chosen``: its whole retained history in one bucket, from
+    the hourly roll-up."""
+    h = schema.hours.c
+    pid = h.participant_id
+    by_id: dict[int, Bucket] = {}
+    if schema.postgres:  # the value at the row of a min()/max(): an ordered array_agg
+        query = (
+            select(
+                pid,
+                func.sum(h.count),
+                func.sum(h.sum_ms),
+                func.min(h.min_ms),
+                literal_column("(array_agg(min_at ORDER BY min_ms))[1]"),
+                func.max(h.max_ms),
+                literal_column("(array_agg(max_at ORDER BY max_ms DESC))[1]"),
+                literal_column("(array_agg(last_ms ORDER BY last_at DESC))[1]"),
+                func.max(h.last_at),
+            )
+            .where(pid.in_(chosen))
+            .group_by(pid)
+        )
+        for row in connection.execute(query):
+            by_id[row[0]] = Bucket(int(row[1]), float(row[2]), *row[3:9])
+        return by_id
+    # SQLite: with a single min()/max() in a query, bare columns come from its row.
+    low = select(pid, func.sum(h.count), func.sum(h.sum_ms), func.min(h.min_ms), h.min_at)
+    high = select(pid, func.max(h.max_ms), h.max_at)
+    last = select(pid, func.max(h.last_at), h.last_ms)
+    for row in connection.execute(low.where(pid.in_(chosen)).group_by(pid)):
+        by_id[row[0]] = Bucket(int(row[1]), float(row[2]), row[3], row[4], 0, 0, 0, 0)
+    for high_row in connection.execute(high.where(pid.in_(chosen)).group_by(pid)):
+        if high_row[0] in by_id:
+            by_id[high_row[0]].max_ms, by_id[high_row[0]].max_at = high_row[1:3]
+    for last_row in connection.execute(last.where(pid.in_(chosen)).group_by(pid)):
+        if last_row[0] in by_id:
+            by_id[last_row[0]].last_at, by_id[last_row[0]].last_ms = last_row[1:3]
+    return by_id
+
+
+def _rollup_matches(connection: Connection, schema: _Schema) -> bool:
     """Whether the hourly roll-up holds exactly the samples of the minutes (one pass
     over each table, at start only)."""
+    minutes, hours = schema.minutes, schema.hours
+    total = (  # SQLite's total(): 0.0 for no rows
+        (lambda column: func.coalesce(func.sum(column), 0)) if schema.postgres else func.total
+    )
     in_minutes = connection.execute(
-        select(func.count(), func.total(minutes.c.count), func.total(minutes.c.sum_ms))
+        select(func.count(), total(minutes.c.count), total(minutes.c.sum_ms))
     ).one()
-    in_hours = connection.execute(
-        select(func.total(hours.c.count), func.total(hours.c.sum_ms))
-    ).one()
+    in_hours = connection.execute(select(total(hours.c.count), total(hours.c.sum_ms))).one()
     if in_minutes[1] != in_hours[0]:
         return False
     return math.isclose(in_minutes[2], in_hours[1], rel_tol=1e-9, abs_tol=1e-6)
@@ -758,11 +1091,29 @@ WHERE hour >= :low AND hour < :high
 """
 
 
-def _rebuild_hours(connection: Connection, low: int = -(2**62), high: int = 2**62) -> None:
+_REBUILD_POSTGRES = """
+INSERT INTO latency_hours
+    (participant_id, hour, count, sum_ms, min_ms, min_at, max_ms, max_at, last_ms, last_at)
+SELECT participant_id, minute / 3600 * 3600, sum(count), sum(sum_ms),
+       min(min_ms), (array_agg(min_at ORDER BY min_ms))[1],
+       max(max_ms), (array_agg(max_at ORDER BY max_ms DESC))[1],
+       (array_agg(last_ms ORDER BY last_at DESC))[1], max(last_at)
+FROM latency_minutes WHERE minute >= :low AND minute < :high
+GROUP BY participant_id, minute / 3600 * 3600
+"""
+
+
+def _rebuild_hours(
+    connection: Connection, schema: _Schema, low: int = -(2**62), high: int = 2**62
+) -> None:
     """Recompute the hourly rows in [low, high) (whole hours) from the minutes."""
+    hours = schema.hours
     bounds = {"low": low, "high": high}
     connection.execute(delete(hours).where(hours.c.hour >= low, hours.c.hour < high))
-    for statement in (_REBUILD, _REBUILD_HIGH, _REBUILD_LAST):
+    statements = (
+        (_REBUILD_POSTGRES,) if schema.postgres else (_REBUILD, _REBUILD_HIGH, _REBUILD_LAST)
+    )
+    for statement in statements:
         connection.execute(text(statement), bounds)
 
 
@@ -771,3 +1122,10 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _one_line(error: BaseException) -> str:
+    """An error as one printable line (a driver's message may span several)."""
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__
+    return "".join(c if c.isprintable() else " " for c in line)[:300]

@@ -62,6 +62,11 @@ class HistoryStore(Protocol):
     flushes: int  # batched writes so far (exported in /metrics)
     rollup_rebuilds: int  # hourly roll-ups rebuilt from the minutes on start
     overflowed: int  # samples kept in a port's (others) series (name churn)
+    dropped: int  # samples dropped while the (fleet's) database was away, buffer full
+    write_failures: int  # writes the database refused (the buckets were kept)
+
+    @property
+    def buffered(self) -> int: ...  # series-minutes waiting for the database
 
     async def summary(self) -> list[Any]: ...
 

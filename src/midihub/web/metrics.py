@@ -211,6 +211,11 @@ class HistoryCounts(Protocol):
     flushes: int
     rollup_rebuilds: int
     overflowed: int
+    dropped: int
+    write_failures: int
+
+    @property
+    def buffered(self) -> int: ...
 
 
 class HistoryCollector(Collector):
@@ -235,6 +240,22 @@ class HistoryCollector(Collector):
             "Latency samples kept in a port's (others) series: the port already keeps "
             "its maximum of distinct participant series over the retention.",
             value=self.history.overflowed,
+        )
+        yield CounterMetricFamily(
+            "midihub_history_write_failures",
+            "Latency history writes the database refused or could not take (kept in memory"
+            " and retried).",
+            value=self.history.write_failures,
+        )
+        yield GaugeMetricFamily(
+            "midihub_history_buffered",
+            "Series-minutes of latency history waiting in memory for the database.",
+            value=self.history.buffered,
+        )
+        yield CounterMetricFamily(
+            "midihub_history_samples_dropped",
+            "Latency samples dropped: the database was away and the memory buffer was full.",
+            value=self.history.dropped,
         )
 
 
