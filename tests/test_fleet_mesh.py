@@ -104,7 +104,7 @@ def test_down_hubs_other_kinds_and_unknown_rooms_are_not_linked() -> None:
 
 
 def test_a_group_is_linked_out_to_in_and_in_to_out() -> None:
-    hubs = (hub_record("b", "10.0.0.2", group("Band", 6010, 6012)),)
+    hubs = (hub_record("a", "10.0.0.1"), hub_record("b", "10.0.0.2", group("Band", 6010, 6012)))
     assert plan_links("a", hubs, spec_of(group("Band", 5010, 5012))) == (
         LinkSpec("10.0.0.2:6010", "10.0.0.2", 6010, 5012, "fleet b Band"),  # my out → its in
         LinkSpec("10.0.0.2:6012", "10.0.0.2", 6012, 5010, "fleet b Band"),  # its out → my in
@@ -114,11 +114,20 @@ def test_a_group_is_linked_out_to_in_and_in_to_out() -> None:
 def test_configured_links_win_and_ipv6_addresses_are_bracketed() -> None:
     configured = LinkSpec("10.0.0.2:6004", "10.0.0.2", 6004, 5004, "by hand", journal=False)
     hubs = (
+        hub_record("a", "10.0.0.1"),
         hub_record("b", "10.0.0.2", room("Jam", 6004)),
         hub_record("c", "fd00::3", room("Jam", 7004)),
     )
     plan = plan_links("a", hubs, spec_of(room("Jam", 5004), links=(configured,)))
     assert plan == (LinkSpec("[fd00::3]:7004", "fd00::3", 7004, 5004, "fleet c Jam"),)
+
+
+def test_a_hub_the_directory_does_not_list_up_dials_no_one() -> None:
+    b = hub_record("b", "10.0.0.2", room("Jam", 6004))
+    mine = spec_of(room("Jam", 5004))
+    assert plan_links("a", (b,), mine) == ()  # not registered (yet, or its name is refused)
+    assert plan_links("a", (hub_record("a", "10.0.0.1", up=False), b), mine) == ()
+    assert len(plan_links("a", (hub_record("a", "10.0.0.1"), b), mine)) == 1
 
 
 def test_applying_a_plan_never_touches_configured_links() -> None:
@@ -134,11 +143,12 @@ def test_applying_a_plan_never_touches_configured_links() -> None:
         return []
 
     mesh = Mesh("a", lambda: hub.spec, reconfigure)
+    a = hub_record("a", "10.0.0.1", room("Jam", 5004))
     b = hub_record("b", "10.0.0.2", room("Jam", 6004))
-    mesh.changed((b,))
+    mesh.changed((a, b))
     assert set(hub.links) == {("10.0.0.9:9004", 5004), ("10.0.0.2:6004", 5004)}
     fleet_link = hub.links[("10.0.0.2:6004", 5004)]
-    mesh.changed((replace(b, last_seen=datetime(2026, 12, 8, 3, 1, tzinfo=UTC)),))
+    mesh.changed((a, replace(b, last_seen=datetime(2026, 12, 8, 3, 1, tzinfo=UTC))))
     assert len(applied) == 1  # the same plan: the hub is left alone
     assert hub.links[("10.0.0.2:6004", 5004)] is fleet_link
     mesh.changed(())

@@ -7,10 +7,12 @@ shows the others and their players. Without ``[fleet]`` the view says it is off.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 
@@ -120,6 +122,11 @@ async def test_hubs_on_one_database_form_one_room_and_each_shows_the_others(
     (bob_row,) = rows["b"]["participants"]
     assert bob_row["port"] == port_b and bob_row["transport"] == "rtp"
     assert (await fleet_of(url_b))["links"] == []  # b answers, it does not dial
+    async with aiohttp.ClientSession() as client, client.get(url_a + "/metrics") as response:
+        metrics = await response.text()
+    assert f'midihub_link_up{{port="{port_a}",remote="127.0.0.2:{port_b}"}} 1.0' in metrics
+    (plans,) = re.findall(r"^midihub_fleet_link_plans_total (\S+)$", metrics, re.M)
+    assert float(plans) >= 1
 
     # A third hub joins the fleet: linked by both, and everyone hears it once.
     c, _, port_c = await start_app("c", "127.0.0.3")

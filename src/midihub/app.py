@@ -30,6 +30,7 @@ from midihub.web.errors import WebError
 if TYPE_CHECKING:  # the web stack loads in ``_start_web``, only when the web is on
     from midihub.fleet import Fleet
     from midihub.fleet.mesh import Mesh
+    from midihub.fleet.records import HubRecord
     from midihub.web import Api, WebServer
     from midihub.web.connections import ConnectionLimits
 
@@ -279,9 +280,15 @@ class App:
             return
         from midihub.fleet.mesh import Mesh
 
-        self.mesh = Mesh(self.fleet.spec.name, lambda: self.hub.spec, self.server.reconfigure)
-        self.fleet.listeners.append(self.mesh.changed)
-        self.mesh.changed(self.fleet.hubs())
+        fleet = self.fleet
+        mesh = self.mesh = Mesh(fleet.spec.name, lambda: self.hub.spec, self.server.reconfigure)
+
+        def changed(hubs: tuple[HubRecord, ...]) -> None:
+            # A hub refused its name (another live hub holds it) links to no one.
+            mesh.changed(hubs if fleet.registered else ())
+
+        fleet.listeners.append(changed)
+        changed(fleet.hubs())
 
     def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)
@@ -369,6 +376,16 @@ class App:
                         lambda name=name: int(getattr(fleet.counters, name)),  # type: ignore[misc]
                     )
                 )
+        if self.mesh is not None:
+            mesh = self.mesh
+            self.api.metrics.registry.register(
+                CountCollector(
+                    "midihub_fleet_link_plans",
+                    "Directory changes that changed this hub's fleet links (each link's state"
+                    " is in midihub_link_up).",
+                    lambda: mesh.applied,
+                )
+            )
         self.api.metrics.registry.register(
             CountCollector(
                 "midihub_log_lines_suppressed",

@@ -66,7 +66,11 @@ def _valid_port(port: int) -> bool:
 def plan_links(me: str, hubs: Iterable[HubRecord], spec: HubSpec) -> tuple[LinkSpec, ...]:
     """The links this hub (named ``me`` in the fleet) must dial for the rooms and groups
     it shares with the up hubs of ``hubs``, given its own ``spec`` (its rooms now, not
-    its possibly older directory row). Sorted, so equal plans compare equal."""
+    its possibly older directory row). Nothing until the directory lists this hub up, so two
+    hubs link only once each sees the other. Sorted, so equal plans compare equal."""
+    hubs = tuple(hubs)
+    if not any(hub.name == me and hub.up for hub in hubs):
+        return ()  # not (yet) listed up: the others would not dial this hub either
     rooms = {e.owner: e.port for e in spec.endpoints if e.role == "room"}
     configured = {(link.remote, link.port) for link in spec.links}
     planned: dict[tuple[str, int], LinkSpec] = {}
