@@ -382,12 +382,19 @@ async def test_a_recording_on_one_hub_has_a_track_for_each_remote_hub(
 
 
 @pytest.mark.parametrize("removed", ["room", "hub down"])
-async def test_links_go_when_the_room_is_removed_or_the_hub_is_down(
-    start_hub: StartHub, removed: str
+async def test_links_go_when_the_room_is_removed_or_the_hub_is_down_and_release_both_sides(
+    start_hub: StartHub, make_peer: MakePeer, removed: str
 ) -> None:
     a, b = await fleet_of(start_hub, "[rooms]\nJam = {}\n", "a", "b")
     assert len(a.hub.links) == 1
+    alice, bob = await players(make_peer, [a, b], "alice", "bob")
+    alice.send(m.note_on(0, 60, 100))
+    bob.send(m.note_on(1, 62, 100))
+    await wait_for(lambda: len(alice.received) == 1 and len(bob.received) == 1, 10, "the notes")
     gone = replace(b.record(), rooms=()) if removed == "room" else replace(b.record(), up=False)
     a.mesh.changed((a.record(), gone))
     assert a.hub.links == {}
     await wait_for(lambda: b.link_sessions(jam_port(b)) == 0, 10, "b to hear the BY")
+    # What came over the link and is still held is let go on each side.
+    await wait_for(lambda: m.note_off(1, 62) in alice.received, 10, "a to release bob's note")
+    await wait_for(lambda: m.note_off(0, 60) in bob.received, 10, "b to release alice's note")
