@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from midihub import config as config_module
 from midihub.app import App
 from midihub.cli.commands import main
 from midihub.cli.status import render_fleet
+from midihub.midi.messages import note_off, note_on
 from tests.fixtures import MakePeer, ServeRoom
 from tests.ports import free_port_pair, free_tcp_port
-from tests.support import TOKEN, marked, wait_for
+from tests.support import TOKEN, marked, midihub_serve, wait_for
 from tests.test_api import conforms, get
 
 FAST = "heartbeat = 0.2\ndown_after = 1.0\nexpire_after = 3.0\n"
@@ -201,3 +203,57 @@ def test_status_fleet_shows_every_string_as_text() -> None:
     text = out.getvalue()
     assert "DOWN" in text and "[red]x" in text and "12.3" in text and "\x1b" not in text
     assert "no database (refused)" in text
+
+
+async def test_a_hub_killed_mid_jam_is_unlinked_its_notes_released_and_relinked_on_restart(
+    start_app: StartApp, make_peer: MakePeer, pg_url: str, tmp_path: Path
+) -> None:
+    a, _, port_a = await start_app("a", "127.0.0.1")
+    b, _, port_b = await start_app("b", "127.0.0.2")
+    port_c = free_port_pair("127.0.0.3")
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / "midihub.toml").write_text(
+        f"name = 'c'\n[web]\nlisten = ''\n[mdns]\nenabled = false\n[rooms]\nJam = {port_c}\n"
+        f"[fleet]\ndatabase = '{pg_url}'\nname = 'c'\naddress = '127.0.0.3'\n{FAST}"
+    )
+    args = ("--config", "midihub.toml", "--bind", "127.0.0.3", "--db", ":memory:")
+    processes = [await midihub_serve(*args, cwd=folder)]
+    try:
+        await wait_for(links_up(a, 2), 30, "a to dial b and c")
+        await wait_for(links_up(b, 1), 30, "b to dial c")
+        alice, bob, cleo = make_peer("alice"), make_peer("bob"), make_peer("cleo")
+        await alice.connect(port_a)
+        await bob.connect(port_b, host="127.0.0.2")
+        await cleo.connect(port_c, host="127.0.0.3")
+        cleo.send(note_on(5, 70, 100))  # held when its hub dies
+        await wait_for(lambda: alice.received == bob.received == [note_on(5, 70, 100)], 10)
+
+        loop = asyncio.get_running_loop()
+        processes[0].send_signal(signal.SIGKILL)  # no goodbye: the directory says it is down
+        await processes[0].wait()
+        killed = loop.time()
+        await wait_for(links_up(a, 1), 30, "a to drop its link to c")
+        await wait_for(lambda: b.hub.links == {}, 30, "b to drop its link to c")
+        print(f"links to the killed hub gone after {loop.time() - killed:.2f} s")
+        for peer in (alice, bob):  # what came from c over its link is let go
+            await wait_for(lambda p=peer: note_off(5, 70) in p.received, 10, peer.name)
+            peer.received.clear()
+        await marked(alice, bob)
+        await marked(bob, alice)
+        assert alice.received == bob.received == []  # a and b play on, nothing else arrives
+
+        processes.append(await midihub_serve(*args, cwd=folder))  # the same name again
+        await wait_for(links_up(a, 2), 30, "a to dial c again")
+        await wait_for(links_up(b, 1), 30, "b to dial c again")
+        carla = make_peer("carla")
+        await carla.connect(port_c, host="127.0.0.3")
+        await marked(alice, bob, carla)
+        await marked(carla, alice, bob)
+        assert alice.received == bob.received == carla.received == []
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            await asyncio.wait_for(process.communicate(), 30)
