@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,6 +155,39 @@ def test_applying_a_plan_never_touches_configured_links() -> None:
     assert set(hub.links) == {("10.0.0.9:9004", 5004)}
     assert hub.links[("10.0.0.9:9004", 5004)] is by_hand  # the same Link: never restarted
     assert hub.spec.links == (configured,)
+
+
+def test_after_an_outage_the_hubs_linked_before_keep_their_links_for_the_hold() -> None:
+    hub = Hub(spec_of(room("Jam", 5004)))
+    now = [0.0]
+    timers: list[tuple[float, Callable[[], None]]] = []
+
+    def reconfigure(new: HubSpec) -> list[str]:
+        hub.reconfigure(new, now[0])
+        return []
+
+    mesh = Mesh(
+        "a",
+        lambda: hub.spec,
+        reconfigure,
+        clock=lambda: now[0],
+        call_later=lambda delay, job: timers.append((now[0] + delay, job)),
+    )
+    a = hub_record("a", "10.0.0.1", room("Jam", 5004))
+    b = hub_record("b", "10.0.0.2", room("Jam", 6004))
+    c = hub_record("c", "10.0.0.3", room("Jam", 7004))
+    mesh.changed((a, b))
+    linked = {("10.0.0.2:6004", 5004)}
+    assert set(hub.links) == linked
+    mesh.hold(10.0)  # the database was away: b shows down, then is gone (expired)
+    mesh.changed((a, replace(b, up=False), c))
+    assert set(hub.links) == linked | {("10.0.0.3:7004", 5004)}  # new links still made
+    mesh.changed((a, c))
+    assert ("10.0.0.2:6004", 5004) in hub.links and mesh.holding
+    ((when, job),) = timers
+    now[0] = when  # the hold is over and b never came back: the directory decides
+    job()
+    assert set(hub.links) == {("10.0.0.3:7004", 5004)} and not mesh.holding
 
 
 # -- three real hubs --------------------------------------------------------------

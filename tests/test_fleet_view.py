@@ -23,6 +23,7 @@ from midihub.cli.commands import main
 from midihub.cli.status import render_fleet
 from midihub.midi.messages import note_off, note_on
 from tests.fixtures import MakePeer, ServeRoom
+from tests.pg import PgCluster
 from tests.ports import free_port_pair, free_tcp_port
 from tests.support import TOKEN, marked, midihub_serve, wait_for
 from tests.test_api import conforms, get
@@ -257,3 +258,46 @@ async def test_a_hub_killed_mid_jam_is_unlinked_its_notes_released_and_relinked_
                 process.send_signal(signal.SIGTERM)
         for process in processes:
             await asyncio.wait_for(process.communicate(), 30)
+
+
+async def test_links_stay_up_through_a_database_outage_longer_than_the_down_bound(
+    start_app: StartApp, make_peer: MakePeer, pg: PgCluster
+) -> None:
+    a, _, port_a = await start_app("a", "127.0.0.1")
+    b, _, port_b = await start_app("b", "127.0.0.2")
+    await wait_for(links_up(a, 1), 30, "a to dial b")
+    assert a.fleet is not None and b.fleet is not None and a.mesh is not None
+    fleet_a, fleet_b = a.fleet, b.fleet
+    ((_, link),) = a.hub.links.items()
+    since, plans = link.up_since, a.mesh.applied
+    alice, bob = make_peer("alice"), make_peer("bob")
+    await alice.connect(port_a)
+    await bob.connect(port_b, host="127.0.0.2")
+
+    loop = asyncio.get_running_loop()
+    pg.stop()
+    stopped = loop.time()
+    # Long enough that, when it is back, the directory shows every hub down until it renews.
+    await wait_for(lambda: loop.time() > stopped + 3.0, 30, "an outage past down_after")
+    assert not fleet_a.connected and not fleet_b.connected
+    await marked(alice, bob)  # MIDI meanwhile, over the link
+    await marked(bob, alice)
+    pg.start()
+    beats = (fleet_a.counters.heartbeats, fleet_b.counters.heartbeats)
+    await wait_for(
+        lambda: (
+            fleet_a.counters.heartbeats > beats[0] + 5
+            and fleet_b.counters.heartbeats > beats[1] + 5
+        ),
+        30,
+        "both hubs renewing again",
+    )
+    await wait_for(lambda: len(fleet_a.hubs()) == 2 and all(h.up for h in fleet_a.hubs()), 30)
+    assert a.hub.links == {link.key: link} and link.up_since == since  # never went down
+    mesh = a.mesh
+    await wait_for(lambda: not mesh.holding, 30, "the hold after the outage to end")
+    assert a.hub.links == {link.key: link} and link.up_since == since  # b renewed: kept
+    assert a.mesh.applied == plans
+    await marked(alice, bob)
+    await marked(bob, alice)
+    assert alice.received == bob.received == []

@@ -278,12 +278,28 @@ class App:
         plan through ``HubServer.reconfigure``, the reload's own path."""
         if self.fleet is None or self.server is None:
             return
+        from midihub.fleet.directory import BACKOFF_MAX
         from midihub.fleet.mesh import Mesh
 
         fleet = self.fleet
-        mesh = self.mesh = Mesh(fleet.spec.name, lambda: self.hub.spec, self.server.reconfigure)
+        loop = asyncio.get_running_loop()
+        mesh = self.mesh = Mesh(
+            fleet.spec.name,
+            lambda: self.hub.spec,
+            self.server.reconfigure,
+            clock=loop.time,
+            call_later=loop.call_later,
+        )
+        # After an outage each hub renews within its heartbeat once its retry back-off
+        # has run out: until then, the hubs linked before keep their links.
+        hold = fleet.spec.down_after + fleet.spec.heartbeat + BACKOFF_MAX
+        failures = fleet.counters.failures
 
         def changed(hubs: tuple[HubRecord, ...]) -> None:
+            nonlocal failures
+            if fleet.counters.failures != failures:  # the database was away since
+                failures = fleet.counters.failures
+                mesh.hold(hold)
             # A hub refused its name (another live hub holds it) links to no one.
             mesh.changed(hubs if fleet.registered else ())
 

@@ -104,23 +104,59 @@ class Mesh:
     that changed something); ``planned`` is what a configuration reload passes through,
     so a reload and a directory change both reach the hub as one ``HubSpec`` through
     ``reconfigure`` (``HubServer.reconfigure``: the reload's own path). The hub is
-    reconfigured only when the plan differs from the links it runs."""
+    reconfigured only when the plan differs from the links it runs.
+
+    After the database was away (``hold``), every hub shows down until it renews again,
+    which may take it a retry back-off: for ``seconds`` the hubs that were up before keep
+    their links (new ones are still made), so an outage never tears the mesh down; then
+    the directory decides again."""
 
     def __init__(
         self,
         me: str,
         spec: Callable[[], HubSpec],
         reconfigure: Callable[[HubSpec], list[str]],
+        *,
+        clock: Callable[[], float] | None = None,
+        call_later: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         self.me = me
         self._spec = spec
         self._reconfigure = reconfigure
-        self.hubs: tuple[HubRecord, ...] = ()
+        self._clock = clock
+        self._call_later = call_later
+        self.hubs: tuple[HubRecord, ...] = ()  # the last directory read, as read
         self.applied = 0  # plans that changed the hub's links
+        self._held: dict[str, HubRecord] = {}
+        self._held_until = 0.0
+
+    def hold(self, seconds: float) -> None:
+        """The database was away: the hubs up in the last read keep their links for
+        ``seconds`` whatever the next reads say."""
+        if self._clock is None or self._call_later is None:
+            return
+        self._held = {h.name: h for h in self.hubs if h.up}
+        self._held_until = self._clock() + seconds
+        self._call_later(seconds, self.apply)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held) and self._clock is not None and self._clock() < self._held_until
+
+    def seen(self) -> tuple[HubRecord, ...]:
+        """The directory as planned from: the last read, with the held hubs up (as last
+        seen up when the outage expired their rows meanwhile)."""
+        if not self.holding:
+            return self.hubs
+        read = {h.name for h in self.hubs}
+        missing = tuple(h for name, h in self._held.items() if name not in read)
+        return missing + tuple(
+            replace(h, up=True) if not h.up and h.name in self._held else h for h in self.hubs
+        )
 
     def planned(self, spec: HubSpec) -> HubSpec:
         """``spec`` with the links the last directory read asks for."""
-        return replace(spec, fleet_links=plan_links(self.me, self.hubs, spec))
+        return replace(spec, fleet_links=plan_links(self.me, self.seen(), spec))
 
     def changed(self, hubs: tuple[HubRecord, ...]) -> None:
         self.hubs = hubs
