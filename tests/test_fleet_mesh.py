@@ -162,6 +162,14 @@ def test_after_an_outage_the_hubs_linked_before_keep_their_links_for_the_hold() 
     now = [0.0]
     timers: list[tuple[float, Callable[[], None]]] = []
 
+    class Timer:
+        def cancel(self) -> None:
+            timers.clear()
+
+    def call_later(delay: float, job: Callable[[], None]) -> Timer:
+        timers.append((now[0] + delay, job))
+        return Timer()
+
     def reconfigure(new: HubSpec) -> list[str]:
         hub.reconfigure(new, now[0])
         return []
@@ -171,7 +179,7 @@ def test_after_an_outage_the_hubs_linked_before_keep_their_links_for_the_hold() 
         lambda: hub.spec,
         reconfigure,
         clock=lambda: now[0],
-        call_later=lambda delay, job: timers.append((now[0] + delay, job)),
+        call_later=call_later,
     )
     a = hub_record("a", "10.0.0.1", room("Jam", 5004))
     b = hub_record("b", "10.0.0.2", room("Jam", 6004))
@@ -188,6 +196,9 @@ def test_after_an_outage_the_hubs_linked_before_keep_their_links_for_the_hold() 
     now[0] = when  # the hold is over and b never came back: the directory decides
     job()
     assert set(hub.links) == {("10.0.0.3:7004", 5004)} and not mesh.holding
+    mesh.close()  # the hub stops: its links change no more
+    mesh.changed((a, b))
+    assert set(hub.links) == {("10.0.0.3:7004", 5004)}
 
 
 # -- three real hubs --------------------------------------------------------------

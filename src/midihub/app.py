@@ -195,6 +195,8 @@ class App:
                 stack.push_async_callback(self.recordings.close)
             if self.server is not None:
                 stack.push_async_callback(self.server.aclose)
+            if self.mesh is not None:  # first: no fleet link changes once the hub stops
+                stack.callback(self.mesh.close)
 
     async def _stop_background(self) -> None:
         tasks = list(self._background)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Protocol
 
 from midihub.fleet.records import HubRecord
 from midihub.hub.spec import HubSpec, LinkSpec
@@ -97,6 +98,10 @@ def plan_links(me: str, hubs: Iterable[HubRecord], spec: HubSpec) -> tuple[LinkS
     return tuple(planned[key] for key in sorted(planned))
 
 
+class Timer(Protocol):
+    def cancel(self) -> object: ...
+
+
 class Mesh:
     """Keeps the running hub's fleet links in step with the directory.
 
@@ -118,7 +123,7 @@ class Mesh:
         reconfigure: Callable[[HubSpec], list[str]],
         *,
         clock: Callable[[], float] | None = None,
-        call_later: Callable[[float, Callable[[], None]], object] | None = None,
+        call_later: Callable[[float, Callable[[], None]], Timer] | None = None,
     ) -> None:
         self.me = me
         self._spec = spec
@@ -129,6 +134,8 @@ class Mesh:
         self.applied = 0  # plans that changed the hub's links
         self._held: dict[str, HubRecord] = {}
         self._held_until = 0.0
+        self._timer: Timer | None = None
+        self._closed = False
 
     def hold(self, seconds: float) -> None:
         """The database was away: the hubs up in the last read keep their links for
@@ -137,7 +144,16 @@ class Mesh:
             return
         self._held = {h.name: h for h in self.hubs if h.up}
         self._held_until = self._clock() + seconds
-        self._call_later(seconds, self.apply)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._call_later(seconds, self.apply)
+
+    def close(self) -> None:
+        """The hub stops: its links change no more."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     @property
     def holding(self) -> bool:
@@ -163,6 +179,8 @@ class Mesh:
         self.apply()
 
     def apply(self) -> None:
+        if self._closed:
+            return
         spec = self._spec()
         wanted = self.planned(spec)
         before, after = set(spec.fleet_links), set(wanted.fleet_links)
