@@ -396,32 +396,44 @@ async def test_a_recording_on_one_hub_has_a_track_for_each_remote_hub(
     start_hub: StartHub, make_peer: MakePeer, tmp_path: Path
 ) -> None:
     a, b, c = await fleet_of(start_hub, "[rooms]\nJam = {}\n", "a", "b", "c")
-    config = make_config("")
-    settings = config.record.model_copy(update={"dir": str(tmp_path)})
-    manager = RecordingManager(a.hub, tmp_path, settings)
-    await manager.start()
-    await manager.ready()
+    settings = make_config("").record.model_copy(update={"dir": str(tmp_path)})
+    managers = [RecordingManager(x.hub, tmp_path / x.name, settings) for x in (a, c)]
+    tracks: list[dict[str, list[bytes]]] = []
     try:
+        for manager in managers:
+            await manager.start()
+            await manager.ready()
         alice, bob, cleo = await players(make_peer, [a, b, c], "alice", "bob", "cleo")
-        recording = manager.start_recording(jam_port(a))
+        recordings = [
+            mg.start_recording(jam_port(x)) for mg, x in zip(managers, (a, c), strict=True)
+        ]
         alice.send(m.note_on(0, 60, 100), m.note_off(0, 60))
         bob.send(m.note_on(1, 62, 100), m.note_off(1, 62))
         cleo.send(m.note_on(2, 64, 100), m.note_off(2, 64))
-        await wait_for(lambda: len(alice.received) == 4, 10, "alice to hear both")
-        await wait_for(lambda: len(bob.received) == 4, 10, "bob to hear both")
-        await manager.stop_recording(recording.id)
-        path = manager.path_of(recording.id)
-        assert path is not None
-        midi = mido.MidiFile(str(path), charset="utf-8")
-        tracks = {t.name: [bytes(e.bin()) for e in t if not e.is_meta] for t in midi.tracks[1:]}
+        for peer in (alice, bob, cleo):
+            await wait_for(lambda p=peer: len(p.received) == 4, 10, f"{peer.name} to hear both")
+        for manager, recording in zip(managers, recordings, strict=True):
+            await manager.stop_recording(recording.id)
+            path = manager.path_of(recording.id)
+            assert path is not None
+            midi = mido.MidiFile(str(path), charset="utf-8")
+            tracks.append(
+                {t.name: [bytes(e.bin()) for e in t if not e.is_meta] for t in midi.tracks[1:]}
+            )
     finally:
-        await manager.close()
-    # The link carries a remote hub's players as one stream: one track per remote hub,
-    # named as that hub's room introduces itself (its fleet name and the room).
-    assert tracks == {
-        "alice": [m.note_on(0, 60, 100), m.note_off(0, 60)],
-        "b Jam": [m.note_on(1, 62, 100), m.note_off(1, 62)],
-        "c Jam": [m.note_on(2, 64, 100), m.note_off(2, 64)],
+        for manager in managers:
+            await manager.close()
+    # A link carries a remote hub's players as one stream: one track per remote hub, named
+    # as the link session introduces itself: on the hub that dialed, the remote room's
+    # name ("b Jam"); on the hub that was dialed, the dialer's link name.
+    alice_notes = [m.note_on(0, 60, 100), m.note_off(0, 60)]
+    bob_notes = [m.note_on(1, 62, 100), m.note_off(1, 62)]
+    cleo_notes = [m.note_on(2, 64, 100), m.note_off(2, 64)]
+    assert tracks[0] == {"alice": alice_notes, "b Jam": bob_notes, "c Jam": cleo_notes}
+    assert tracks[1] == {
+        "cleo": cleo_notes,
+        "a Jam (midihub link)": alice_notes,
+        "b Jam (midihub link)": bob_notes,
     }
 
 
