@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from midihub.fleet import Fleet, FleetSpec, HubRecord, ParticipantRecord, RoomRecord, Snapshot
+from tests.pg import PgCluster
 from tests.support import wait_for
 
 FAST = {"heartbeat": 0.2, "down_after": 1.0, "expire_after": 3.0}
@@ -173,3 +174,17 @@ async def test_heartbeats_use_the_servers_clock(
     assert me is not None and me.up
     assert abs((server_now - stored).total_seconds()) < 60
     assert abs((server_now - me.last_seen).total_seconds()) < 60
+
+
+async def test_a_clean_stop_after_the_database_restarted_still_leaves(
+    make_fleet: MakeFleet, pg: PgCluster, pg_url: str
+) -> None:
+    """The connection held died with the restart; leaving takes a new one."""
+    fleet = make_fleet("eu-1", heartbeat=5.0, down_after=20.0)
+    await fleet.start()
+    await wait_for(lambda: fleet.registered, what="registered")
+    pg.stop()
+    pg.start()
+    await fleet.close()
+    with psycopg.connect(pg_url) as connection:
+        assert connection.execute("SELECT name FROM fleet_hubs").fetchall() == []

@@ -420,7 +420,15 @@ class LatencyStore:
                 connect_args={
                     "connect_timeout": 5,
                     "application_name": f"midihub {self.hub} history"[:63],
-                    "options": "-c statement_timeout=30000",
+                    # Bounded waits: a hub cut off mid-write holds the fleet's
+                    # history lock no longer than this.
+                    "options": "-c statement_timeout=30000"
+                    " -c idle_in_transaction_session_timeout=30000",
+                    "tcp_user_timeout": 10_000,
+                    "keepalives": 1,
+                    "keepalives_idle": 5,
+                    "keepalives_interval": 2,
+                    "keepalives_count": 3,
                 },
             )
         elif self.path == ":memory:":

@@ -266,9 +266,21 @@ class Fleet:
             self._connection = None
 
     def _leave(self) -> None:
+        """Delete this hub's rows; once more on a new connection when the one held
+        was lost (the database restarted since the last heartbeat)."""
+        if not self.registered:
+            self._drop_connection()
+            return
         try:
-            if self._connection is not None and self.registered:
-                self._store.deregister(self._connection, self.spec.name, self.instance)
+            if self._connection is not None and not self._connection.closed:
+                try:
+                    self._store.deregister(self._connection, self.spec.name, self.instance)
+                    return
+                except self._store.LostConnection:
+                    pass
+            self._drop_connection()
+            self._connection = self._store.connect(self.spec)
+            self._store.deregister(self._connection, self.spec.name, self.instance)
         finally:
             self._drop_connection()
 

@@ -23,6 +23,7 @@ from midihub.fleet.records import HubRecord, ParticipantRecord, RoomRecord
 from midihub.hub.spec import FleetSpec
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+LostConnection = psycopg.OperationalError
 
 SCHEMA_LOCK = 0x6D6964696875  # pg_advisory_xact_lock key: "midihu"
 SCHEMA = (
@@ -103,7 +104,9 @@ def connect(spec: FleetSpec) -> Connection:
         autocommit=True,  # each ``transaction()`` block is one BEGIN ... COMMIT
         connect_timeout=CONNECT_TIMEOUT,
         application_name=f"midihub {spec.name}"[:63],
-        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        # A hub cut off mid-transaction must not hold rows (or locks) for long.
+        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        f" -c idle_in_transaction_session_timeout={STATEMENT_TIMEOUT_MS}",
         tcp_user_timeout=TCP_USER_TIMEOUT_MS,
         keepalives=1,
         keepalives_idle=5,
