@@ -7,6 +7,7 @@ shows the others and their players. Without ``[fleet]`` the view says it is off.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -301,3 +302,18 @@ async def test_links_stay_up_through_a_database_outage_longer_than_the_down_boun
     await marked(alice, bob)
     await marked(bob, alice)
     assert alice.received == bob.received == []
+
+
+def test_a_long_fleet_answer_is_the_same_json_when_serialised_in_slices() -> None:
+    from midihub.web.api import OFF_LOOP_ROWS, _fleet_json
+
+    tricky = '"participants":0 "hubs":0'  # the splice markers, inside a name
+    players = [
+        {"id": f"5004-{i:04x}", "name": tricky, "hub": "b", "port": 5004, "room": "Jam"}
+        | {"transport": "rtp", "latency": i / 10}
+        for i in range(3 * OFF_LOOP_ROWS + 7)
+    ]
+    hub = {"name": tricky, "address": "10.0.0.2", "up": True, "rooms": [], "participants": players}
+    document = {"enabled": True, "name": "a", "hubs": [hub, {**hub, "participants": []}]}
+    document |= {"connected": True, "error": tricky, "links": []}
+    assert json.loads(_fleet_json(document)) == document
