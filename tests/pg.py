@@ -111,6 +111,20 @@ class PgCluster:
         )
         self.wait_ready()
 
+    def running(self) -> bool:
+        status = subprocess.run(
+            [*self._as, str(find_bin("pg_ctl")), "status", "-D", str(self.data)],
+            capture_output=True,
+            timeout=30,
+        )
+        return status.returncode == 0
+
+    def ensure_running(self) -> None:
+        """Started again if a test stopped it and failed before starting it."""
+        if not self.running():
+            self.start()
+        self.wait_ready()
+
     def stop(self, mode: str = "fast") -> None:
         self._run(find_bin("pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "60")
 
@@ -158,5 +172,5 @@ def pg() -> Iterator[PgCluster]:
 
 @pytest.fixture
 def pg_url(pg: PgCluster) -> str:
-    pg.wait_ready()  # a test before may have stopped and restarted it
+    pg.ensure_running()  # a test before may have stopped it and failed
     return pg.new_database()

@@ -12,7 +12,7 @@ from midihub.fleet import Fleet, FleetSpec, HubRecord, ParticipantRecord, RoomRe
 from tests.pg import PgCluster
 from tests.support import wait_for
 
-FAST = {"heartbeat": 0.2, "down_after": 1.0, "expire_after": 3.0}
+FAST = {"heartbeat": 0.2, "down_after": 2.0, "expire_after": 4.0}
 
 MakeFleet = Callable[..., Fleet]
 
@@ -121,10 +121,11 @@ async def test_a_clean_stop_frees_the_name_and_a_restart_takes_it_at_once(
 async def test_a_second_live_hub_with_the_same_name_is_refused_until_the_first_dies(
     make_fleet: MakeFleet, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = make_fleet("eu-1", lambda: (ROOMS, ()))
+    # A generous bound: the holder must not look dead to a busy machine meanwhile.
+    first = make_fleet("eu-1", lambda: (ROOMS, ()), down_after=10.0)
     await first.start()
     await wait_for(lambda: first.registered, what="the first registered")
-    second = make_fleet("eu-1", lambda: ((), PLAYERS))
+    second = make_fleet("eu-1", lambda: ((), PLAYERS), down_after=10.0)
     await second.start()
     await wait_for(lambda: second.counters.refused >= 3, what="the second refused")
     assert not second.registered and second.connected

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midihub.history import LatencyStore
+from midihub.web.metrics import HistoryCollector
 from tests.pg import PgCluster
 from tests.support import wait_for
 from tests.test_store_sql import DAY, KEYS, T0, Clock, Sample, check, samples_strategy
@@ -104,6 +105,9 @@ async def test_writes_wait_while_the_database_is_away_then_are_flushed(
         for minute in range(1, 9):  # 8 new minutes; 5 fit
             store.record("alice", "10.0.0.1:5004", 5004, 20.0 + minute, T0 + 60 * minute)
         assert store.buffered == 5 and store.dropped == 3
+        exported = {m.name: m.samples[0].value for m in HistoryCollector(store).collect()}
+        assert exported["midihub_history_samples_dropped"] == 3
+        assert exported["midihub_history_buffered"] == 5
         await wait_for(lambda: store.write_failures >= 2, what="failed writes")
         assert store.buffered == 5  # kept for the next try
         summary = await store.summary()  # still answers: the last read plus the memory
@@ -135,3 +139,28 @@ async def test_a_database_down_at_start_is_opened_later(pg: PgCluster, pg_url: s
         assert math.isclose(summary[0].avg_ms, 7.5)
     finally:
         await store.close()
+
+
+async def test_a_hub_gone_from_the_fleet_leaves_no_history_for_ever(pg_url: str) -> None:
+    """Each hub purges its own series, and any hub those of hubs silent past its cutoff."""
+    clock = Clock(T0)
+    gone = LatencyStore(pg_url, hub="gone", clock=clock, retention=DAY, flush_interval=3600)
+    await gone.start()
+    gone.record("alice", "10.0.0.1:5004", 5004, 9.0, T0)
+    await gone.close()
+    clock.now = T0 + 2 * DAY
+    live = LatencyStore(pg_url, hub="live", clock=clock, retention=DAY, flush_interval=3600)
+    recent = LatencyStore(pg_url, hub="recent", clock=clock, retention=DAY, flush_interval=3600)
+    await recent.start()
+    recent.record("bob", "10.0.0.2:5004", 5004, 5.0, clock.now - 60)
+    await recent.flush()
+    await live.start()  # purges at start
+    try:
+        with psycopg.connect(pg_url) as connection:
+            hubs = connection.execute("SELECT hub FROM latency_participants").fetchall()
+            minutes = connection.execute("SELECT count(*) FROM latency_minutes").fetchone()
+        assert hubs == [("recent",)] and minutes == (1,)
+        assert [(s.hub, s.name) for s in await live.fleet_summary()] == [("recent", "bob")]
+    finally:
+        await live.close()
+        await recent.close()

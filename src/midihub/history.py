@@ -618,12 +618,16 @@ class LatencyStore:
         return removed
 
     def _purge(self, cutoff: int) -> tuple[int, list[Key]]:
-        """In a fleet, each hub purges its own series (by its own retention)."""
+        """In a fleet, each hub purges its own series (by its own retention), and the
+        series of other hubs not seen since the cutoff (a hub taken out of the fleet
+        leaves nothing behind for ever)."""
         assert self._engine is not None
         participants, minutes, hours = self._schema.tables
         gone: list[Key] = []
         with self._engine.begin() as connection:
             self._lock_fleet(connection)
+            if self.postgres:
+                self._purge_silent_hubs(connection, cutoff)
             mine = self._mine(participants)
             old = minutes.c.minute < cutoff
             if self.postgres:
@@ -646,6 +650,14 @@ class LatencyStore:
         if removed:
             self._generation += 1
         return removed, gone
+
+    def _purge_silent_hubs(self, connection: Connection, cutoff: int) -> None:
+        participants, minutes, hours = self._schema.tables
+        p = participants.c
+        silent = select(p.id).where(p.hub != self.hub, p.last_seen < cutoff)
+        connection.execute(delete(minutes).where(minutes.c.participant_id.in_(silent)))
+        connection.execute(delete(hours).where(hours.c.participant_id.in_(silent)))
+        connection.execute(delete(participants).where(p.id.in_(silent)))
 
     def _mine(self, participants: Table) -> Any:
         """This hub's rows: all of them in SQLite, those of its ``hub`` in a fleet."""
