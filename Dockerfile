@@ -9,11 +9,14 @@
 
 # Build stage: midihub's wheel, from this source tree, and the wheels of its dependencies
 # (with uvloop, the `speed` extra).
+# EXTRAS: the optional dependencies built in; a fleet hub ([fleet]) adds "fleet" (PostgreSQL
+# driver), as deploy/fleet/compose.yaml does.
 FROM python:3.11-slim AS build
+ARG EXTRAS=speed
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[speed]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
 
 # Runtime stage: those wheels only; no build tools, no sources, no index.
 FROM python:3.11-slim

@@ -172,11 +172,11 @@ class PyPeer:
                 self.rtp_sent += 1
             self.pair.sendto(kind, data, addr)
 
-    async def connect(self, port: int, timeout: float = 5.0) -> Session:
-        """Join the hub on ``port``. Returns once the hub counts us as a participant: our
-        first clock sync proved our address, and a second one, answered after the hub
+    async def connect(self, port: int, timeout: float = 5.0, host: str = LOCALHOST) -> Session:
+        """Join the hub on ``host:port``. Returns once the hub counts us as a participant:
+        our first clock sync proved our address, and a second one, answered after the hub
         read the first one's end (same socket, in order), says the hub has seen it."""
-        session = self.session = self.table.connect((LOCALHOST, port), self._loop.time())
+        session = self.session = self.table.connect((host, port), self._loop.time())
         self.flush()
         await wait_for(self.joined, timeout, f"{self.name} to join :{port}")
         synced = len(self.rtts())

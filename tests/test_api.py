@@ -230,7 +230,7 @@ async def test_openapi_document_is_served_and_every_get_route_conforms(
         if "schema" in content.get("content", {}).get("application/json", {}):
             conforms(path, await get(url + path))
             checked += 1
-    assert checked == 5  # health, participants, latency, history, play ports
+    assert checked == 6  # health, participants, latency, history, play ports, fleet
 
 
 @pytest.mark.timeout(60)

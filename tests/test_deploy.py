@@ -517,6 +517,82 @@ def test_user_data_writes_a_valid_config_within_the_open_ports(template: dict[st
     assert syntax.returncode == 0, syntax.stderr
 
 
+def test_the_fleet_parameters_are_optional_and_keep_the_password_out_of_the_config(
+    template: dict[str, Any],
+) -> None:
+    params = template["Parameters"]
+    for name in ("FleetDatabase", "FleetPassword", "FleetName"):
+        assert params[name]["Default"] == "", name  # a single hub needs none of them
+    assert params["FleetPassword"]["NoEcho"] is True
+    database = re.compile(params["FleetDatabase"]["AllowedPattern"])
+    rds = "postgresql://midihub@db.abc123.eu-west-1.rds.amazonaws.com:5432/midihub?sslmode=require"
+    assert database.fullmatch(rds) and database.fullmatch("")
+    assert not database.fullmatch("postgresql://x@h/d' ; rm -rf /")
+    assert not database.fullmatch("mysql://x@h/d")
+    assert re.fullmatch(params["FleetName"]["AllowedPattern"], "eu-1")
+    assert not re.fullmatch(params["FleetPassword"]["AllowedPattern"], "it's")
+
+    script = user_data(template)
+    block = script[script.index("if [ -n '${FleetDatabase}' ]") :]
+    block = block[: block.index("\nchown root:midihub")]
+    assert "pipx inject --force midihub 'psycopg[binary]>=3.2'" in block
+    # What the printf appends, with the stack's values, makes a valid fleet hub.
+    found = re.search(r"printf '(\\n\[fleet\][^']*)'", block)
+    assert found is not None
+    values = (rds, "eu-west-1", "203.0.113.7")
+    fleet = found.group(1).replace("\\n", "\n") % values
+    base = heredoc(script, f"cat > {UNIT_CONFIG}")
+    base = re.sub(r"\$\{[\w:]+\}", "t0ken-for-the-test-1234", base)
+    hub = config_module.parse(base + fleet, "user-data")
+    spec = hub.fleet_spec()
+    assert spec is not None
+    assert (spec.database, spec.name, spec.address) == values
+    assert "FleetPassword" not in found.group(0)  # the password goes to ~/.pgpass only
+    assert "/var/lib/midihub/.pgpass" in block and "umask 077" in block
+
+
+FLEET = ROOT / "deploy" / "fleet"
+
+
+def test_the_fleet_compose_runs_two_hubs_on_one_postgres() -> None:
+    compose = yaml.safe_load((FLEET / "compose.yaml").read_text())
+    services = compose["services"]
+    assert services["postgres"]["image"].startswith("postgres:")
+    hubs = {name: s for name, s in services.items() if name != "postgres"}
+    assert len(hubs) == 2
+    configs: dict[str, HubConfig] = {}
+    for name, service in hubs.items():
+        assert service["build"]["context"] == "../.."
+        assert "fleet" in service["build"]["args"]["EXTRAS"].split(",")  # the driver
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert "PGPASSWORD" in service["environment"]
+        source = next(v.split(":")[0] for v in service["volumes"] if v.endswith(".toml:ro"))
+        config = config_module.parse((FLEET / source).read_text(), source)
+        spec = config.fleet_spec()
+        assert spec is not None
+        assert "@postgres:" in spec.database and ":" not in spec.database.split("@")[0][13:]
+        configs[name] = config
+        published: set[tuple[int, str]] = set()
+        for mapping in service["ports"]:
+            text, _, proto = str(mapping).partition("/")
+            host, container = text.split(":")[-2:]
+            if proto == "udp":
+                assert host == container, mapping
+                published |= expand_ports([f"{container}/udp"])
+        ports = {(p, "udp") for e in config.endpoints() for p in (e.port, e.port + 1)}
+        assert published == ports
+    specs = [c.fleet_spec() for c in configs.values()]
+    assert len({s.name for s in specs if s}) == 2 and len({s.database for s in specs if s}) == 1
+    assert {s.address for s in specs if s} == set(hubs)  # each reaches the other by service name
+    rooms = [{e.owner for e in c.endpoints()} for c in configs.values()]
+    assert rooms[0] & rooms[1], "the two hubs share a room name: one room across both"
+
+
+def test_the_single_hub_image_is_built_as_before() -> None:
+    text = DOCKERFILE.read_text()
+    assert "ARG EXTRAS=speed\n" in text and '".[${EXTRAS}]"' in text
+
+
 # -- the package as installed from its wheel ----------------------------------------------------
 
 

@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "midihub.web": {
         "midihub",
         "midihub.config",
+        "midihub.fleet",
         "midihub.hub",
         "midihub.midi",
         "midihub.record",

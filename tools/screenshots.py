@@ -2,7 +2,8 @@
 
 Starts ``midihub serve`` (a room open to browsers, a group, a latency database with two
 earlier sessions, recordings), joins RTP MIDI players (tests/support.py's ``PyPeer``)
-and browser players, plays a few notes, and captures each page in Debian's Chromium:
+and browser players, plays a few notes, and captures each page in Debian's Chromium;
+then two hubs in a fleet on a throw-away PostgreSQL (tests/pg.py) for the Fleet page:
 
     PYTHONPATH=src:. .venv/bin/python tools/screenshots.py [--out docs/img]
 
@@ -23,9 +24,10 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from midihub.midi.messages import note_off, note_on
 from tests.history_seed import SCHEMA
+from tests.pg import PgCluster
 from tests.ports import free_tcp_port
 from tests.seeds import seeded
-from tests.support import TOKEN, PyPeer, free_ports
+from tests.support import TOKEN, PyPeer, free_port_pair, free_ports
 from tests.test_dashboard import CHROMIUM, FLAGS
 from tests.test_play_page import PHONE, join, wait_hook
 from tests.test_serve import Served
@@ -149,6 +151,56 @@ async def capture(browser: Browser, url: str, out: Path, jam: int, band: tuple[i
         await phone.close()
 
 
+async def capture_fleet(browser: Browser, out: Path) -> None:
+    """Two hubs (eu-1 on 127.0.0.1, us-1 on 127.0.0.2) sharing the room Jam, a player on
+    each: eu-1's Fleet page."""
+    cluster = PgCluster()
+    served: list[Served] = []
+    players: list[PyPeer] = []
+    try:
+        database = cluster.new_database()
+        with tempfile.TemporaryDirectory() as scratch:
+            urls = []
+            for name, address in (("eu-1", "127.0.0.1"), ("us-1", "127.0.0.2")):
+                folder = Path(scratch) / name
+                folder.mkdir()
+                port, web = free_port_pair(address), f"127.0.0.1:{free_tcp_port()}"
+                (folder / "midihub.toml").write_text(
+                    f'name = "{name}"\nbind = "{address}"\n[rooms]\nJam = {port}\n'
+                    f'[web]\nlisten = "{web}"\ntoken = "{TOKEN}"\n[mdns]\nenabled = false\n'
+                    f'[fleet]\ndatabase = "{database}"\nname = "{name}"\naddress = "{address}"\n'
+                    "heartbeat = 1.0\n"
+                )
+                served.append(
+                    await Served.start(
+                        "--config",
+                        "midihub.toml",
+                        "--db",
+                        ":memory:",
+                        cwd=folder,
+                        own_web_port=False,
+                    )
+                )
+                player = PyPeer({"eu-1": "alice", "us-1": "bob"}[name])
+                players.append(player)
+                await player.connect(port, host=address)
+                urls.append(f"http://{web}")
+            page = await dashboard(browser, urls[0], "fleet")
+            for name, player in (("eu-1", "alice"), ("us-1", "bob")):
+                card = page.locator(f".card.hub[data-hub='{name}']")
+                await expect(card.locator(f"li[data-name='{player}']")).to_be_visible(
+                    timeout=30_000
+                )
+            await expect(page.locator(".card.hub[data-hub='us-1']")).to_contain_text("linked")
+            await page.screenshot(path=str(out / "fleet.png"), full_page=True)
+    finally:
+        for player in players:
+            player.close()
+        for hub in served:
+            await hub.stop()
+        cluster.close()
+
+
 async def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     jam, band_in, band_out = free_ports(3)
@@ -172,6 +224,7 @@ async def main(out: Path) -> None:
                 browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
                 try:
                     await capture(browser, f"http://{web}", out, jam, (band_in, band_out))
+                    await capture_fleet(browser, out)
                 finally:
                     await browser.close()
         finally:

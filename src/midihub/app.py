@@ -29,6 +29,8 @@ from midihub.web.errors import WebError
 
 if TYPE_CHECKING:  # the web stack loads in ``_start_web``, only when the web is on
     from midihub.fleet import Fleet
+    from midihub.fleet.mesh import Mesh
+    from midihub.fleet.records import HubRecord
     from midihub.web import Api, WebServer
     from midihub.web.connections import ConnectionLimits
 
@@ -125,6 +127,7 @@ class App:
         self.advertiser: Advertiser | None = None
         self.recordings: RecordingManager | None = None
         self.fleet: Fleet | None = None
+        self.mesh: Mesh | None = None  # the fleet's links, planned from the directory
         self._background: set[asyncio.Task[None]] = set()
         self._stop: asyncio.Event | None = None
         self.ready = False
@@ -192,6 +195,8 @@ class App:
                 stack.push_async_callback(self.recordings.close)
             if self.server is not None:
                 stack.push_async_callback(self.server.aclose)
+            if self.mesh is not None:  # first: no fleet link changes once the hub stops
+                stack.callback(self.mesh.close)
 
     async def _stop_background(self) -> None:
         tasks = list(self._background)
@@ -245,6 +250,7 @@ class App:
                     " (shared secret)" if spec.key is not None else "",
                 )
         await self._join_fleet()
+        self._link_fleet()
         addresses = advertise_addresses(self.config.bind, self.config.mdns.enabled)
         if addresses:
             self.advertiser = Advertiser(addresses)
@@ -275,6 +281,40 @@ class App:
             )
             return
         self.fleet = fleet
+
+    def _link_fleet(self) -> None:
+        """Rooms with the same name on several hubs become one: each directory read that
+        changed something re-plans this hub's links (``fleet/mesh.py``) and applies the
+        plan through ``HubServer.reconfigure``, the reload's own path."""
+        if self.fleet is None or self.server is None:
+            return
+        from midihub.fleet.directory import BACKOFF_MAX
+        from midihub.fleet.mesh import Mesh
+
+        fleet = self.fleet
+        loop = asyncio.get_running_loop()
+        mesh = self.mesh = Mesh(
+            fleet.spec.name,
+            lambda: self.hub.spec,
+            self.server.reconfigure,
+            clock=loop.time,
+            call_later=loop.call_later,
+        )
+        # After an outage each hub renews within its heartbeat once its retry back-off
+        # has run out: until then, the hubs linked before keep their links.
+        hold = fleet.spec.down_after + fleet.spec.heartbeat + BACKOFF_MAX
+        failures = fleet.counters.failures
+
+        def changed(hubs: tuple[HubRecord, ...]) -> None:
+            nonlocal failures
+            if fleet.counters.failures != failures:  # the database was away since
+                failures = fleet.counters.failures
+                mesh.hold(hold)
+            # A hub refused its name (another live hub holds it) links to no one.
+            mesh.changed(hubs if fleet.registered else ())
+
+        fleet.listeners.append(changed)
+        changed(fleet.hubs())
 
     def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)
@@ -356,6 +396,7 @@ class App:
             monitor_viewers_per_ip=settings.monitor_viewers_per_ip,
             flush=self.server.flush if self.server is not None else None,
             web_settings=settings,
+            fleet=self.fleet,
         )
         if self.server is not None:
             self.server.on_forward = self.api.metrics.observe_forward
@@ -372,6 +413,16 @@ class App:
                         lambda name=name: int(getattr(fleet.counters, name)),  # type: ignore[misc]
                     )
                 )
+        if self.mesh is not None:
+            mesh = self.mesh
+            self.api.metrics.registry.register(
+                CountCollector(
+                    "midihub_fleet_link_plans",
+                    "Directory changes that changed this hub's fleet links (each link's state"
+                    " is in midihub_link_up).",
+                    lambda: mesh.applied,
+                )
+            )
         self.api.metrics.registry.register(
             CountCollector(
                 "midihub_log_lines_suppressed",
@@ -453,7 +504,8 @@ class App:
         except ConfigError as error:
             log.error("reload refused, configuration unchanged: %s", error)
             return f"reload refused, configuration unchanged: {error}"
-        for problem in self.server.reconfigure(new.spec()):
+        spec = new.spec() if self.mesh is None else self.mesh.planned(new.spec())
+        for problem in self.server.reconfigure(spec):
             log.error("reload: %s", problem)
         for section, names in restart_only_changes(self.config, new).items():
             log.warning(

@@ -150,16 +150,26 @@ def _report(error: ConfigError) -> None:
 @hub_options
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON for scripts.")
 @click.option(
+    "--fleet", "fleet", is_flag=True, help="Every hub of the fleet ([fleet]), from /api/fleet."
+)
+@click.option(
     "--token",
     help="Token, when the hub's pages are private (default $MIDIHUB_TOKEN, [web] token, "
     "./midihub.token).",
 )
 @hub_errors()
-def status(hub: Hub, as_json: bool, token: str | None) -> None:
+def status(hub: Hub, as_json: bool, fleet: bool, token: str | None) -> None:
     """Who is connected to the running hub, with latency and loss."""
-    from midihub.cli.status import render_status  # rich
+    from midihub.cli.status import render_fleet, render_status  # rich
 
     secret = find_token(token, hub=hub)
+    if fleet:
+        document = request(hub, "/api/fleet", token=secret)
+        if as_json:
+            click.echo(json.dumps(document, indent=2))
+            return
+        render_fleet(document)
+        return
     ports = request(hub, "/api/participants", token=secret)["ports"]
     rows = request(hub, "/api/latency", token=secret)
     if as_json:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from midihub.cli.printable import printable
+from midihub.cli.printable import MESSAGE_WIDTH, printable
 
 
 def _duration(seconds: float | None) -> str:
@@ -79,3 +79,66 @@ def render_status(
     idle = [p for p in ports if not p["participants"]]
     if idle:
         console.print(Text("no one on: " + ", ".join(_port(p["port"], labels) for p in idle)))
+
+
+def render_fleet(document: dict[str, Any], console: Console | None = None) -> None:
+    """``midihub status --fleet``: one row per hub, then one per player (with its hub)."""
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    if not document.get("enabled"):
+        console.print(Text("midihub: the fleet is off on this hub (no [fleet] in its config)"))
+        return
+    hubs = document["hubs"]
+    error = printable(document.get("error"), MESSAGE_WIDTH)
+    state = "connected" if document.get("connected") else f"no database ({error})"
+    console.print(
+        Text(f"fleet seen from {printable(document['name'])}: {len(hubs)} hub(s), {state}")
+    )
+    table = Table()
+    for heading in ("hub", "address", "state", "last heartbeat", "version", "rooms", "players"):
+        table.add_column(heading, no_wrap=heading != "rooms")
+    for hub in hubs:
+        rooms = ", ".join(
+            f"{room['name']} ({'/'.join(str(p) for p in room['ports'])})" for room in hub["rooms"]
+        )
+        cells = [
+            hub["name"] + (" (this hub)" if hub.get("self") else ""),
+            hub["address"],
+            "up" if hub["up"] else "DOWN",
+            hub["lastSeen"],
+            hub["version"],
+            rooms or "-",
+            str(len(hub["participants"])),
+        ]
+        table.add_row(*(Text(printable(cell)) for cell in cells))
+    console.print(table)
+    players = [p for hub in hubs for p in hub["participants"]]
+    if not players:
+        console.print(Text("no players on any hub"))
+        return
+    table = Table(title=Text("players, latency in ms"), title_justify="left")
+    for heading in ("player", "hub", "room", "port", "transport"):
+        table.add_column(heading, no_wrap=True)
+    table.add_column("latency", justify="right", no_wrap=True)
+    for player in sorted(players, key=lambda p: (p["hub"], p["port"], str(p["name"]))):
+        cells = [
+            player["name"] or "(unnamed)",
+            player["hub"],
+            player["room"] or "-",
+            str(player["port"]),
+            player["transport"],
+            _ms(player["latency"]),
+        ]
+        table.add_row(*(Text(printable(cell)) for cell in cells))
+    console.print(table)
+    links = document.get("links", [])
+    if links:
+        console.print(
+            Text(
+                "links dialed: "
+                + ", ".join(
+                    f"{printable(link['hub'])} {printable(link['room'])} "
+                    + ("up" if link["up"] else "down")
+                    for link in links
+                )
+            )
+        )

@@ -148,7 +148,11 @@ class Hub:
         return Reconfigured(added, removed, kept)
 
     def _reconfigure_links(self, config: HubSpec, now: float) -> None:
-        wanted = {(link.remote, link.port): link for link in config.links}
+        """The one place links change, for a reload and a fleet directory change alike:
+        the configured ``links`` and the fleet's planned ``fleet_links`` (a configured
+        link wins a key both have); a link whose spec is unchanged keeps its session."""
+        wanted = {(link.remote, link.port): link for link in config.fleet_links}
+        wanted.update({(link.remote, link.port): link for link in config.links})
         for key, link in list(self.links.items()):
             if key in wanted and wanted[key] == link.spec:
                 continue

@@ -81,7 +81,8 @@ class HubSpec:
     max_participants: int = 64
     limits: Limits = field(default_factory=Limits)
     endpoints: tuple[EndpointSpec, ...] = ()
-    links: tuple[LinkSpec, ...] = ()
+    links: tuple[LinkSpec, ...] = ()  # the configured ``[[links]]``
+    fleet_links: tuple[LinkSpec, ...] = ()  # planned from the fleet directory (fleet/mesh.py)
     midi2: Midi2Spec = field(default_factory=Midi2Spec)
 
     def group_ports(self, owner: str) -> tuple[int, int] | None:

@@ -204,7 +204,7 @@ class HubServer:
                 problems.append(str(error))
                 self.hub.endpoints.pop(endpoint.port, None)
         problems += self._sync_midi2(now)
-        self._rearm(self._next_deadline())
+        self._rearm(self._next_deadline())  # new links are invited at once
         return problems
 
     def _tick(self) -> None:

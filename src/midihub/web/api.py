@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
 from midihub import __version__
 from midihub.config import WebConfig
+from midihub.fleet.view import fleet_document, participant_count
 from midihub.hub import Endpoint, Hub, display_address, participant_id
 from midihub.midi.notes import NoteRange
 from midihub.rtp import Peer
@@ -40,6 +41,9 @@ from midihub.web.guard import (
 from midihub.web.metrics import CONTENT_TYPE, HistoryCollector, Metrics
 from midihub.web.monitor import Monitor, panic_text
 from midihub.web.play import PlayApi
+
+if TYPE_CHECKING:
+    from midihub.fleet import Fleet
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("midihub.web")
@@ -100,12 +104,14 @@ class Api:
         monitor_viewers_per_ip: int = 8,
         flush: Callable[[], None] | None = None,
         web_settings: WebConfig | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self._reload = reload  # returns None when done, else why it was refused
         self.hub = hub
         self.token = token
         self.public = public
         self.store = store
+        self.fleet = fleet  # the fleet directory (``[fleet]``), or None
         self._hub_time = hub_time
         self._wall_time = wall_time
         self.started = wall_time()
@@ -138,6 +144,7 @@ class Api:
             web.get("/api/latency/history", self.history),
             web.post("/api/panic", self.panic),
             web.post("/api/reload", self.reload),
+            web.get("/api/fleet", self.fleet_view),
             web.get("/api/openapi.json", self.openapi),
             web.get("/api/monitor", self.monitor_stream),
             web.get("/api/events", self.events_stream),
@@ -476,6 +483,14 @@ class Api:
             return error(400, refused)
         return web.json_response({"reloaded": True, "ports": sorted(self.hub.endpoints)})
 
+    async def fleet_view(self, request: web.Request) -> web.Response:
+        """Every hub of the fleet, from the directory's last read (no database IO)."""
+        document = fleet_document(self.fleet, self.hub)
+        if participant_count(document) <= OFF_LOOP_ROWS:
+            return web.json_response(document)
+        body = await asyncio.to_thread(_fleet_json, document)
+        return web.Response(body=body, content_type="application/json")
+
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
 
@@ -542,6 +557,17 @@ def _json_array(items: list[Any], chunk: int = OFF_LOOP_ROWS) -> bytes:
         for i in range(0, len(items), chunk)
     ]
     return ("[" + ",".join(parts) + "]").encode()
+
+
+def _fleet_json(document: dict[str, Any]) -> bytes:
+    """``/api/fleet`` with each hub's players serialised in slices (``_json_array``)."""
+    hubs = []
+    for hub in document["hubs"]:
+        players = _json_array(hub["participants"]).decode()
+        text = json.dumps({**hub, "participants": 0}, separators=(",", ":"))
+        hubs.append(text.replace('"participants":0', f'"participants":{players}', 1))
+    head = json.dumps({**document, "hubs": 0}, separators=(",", ":"))
+    return head.replace('"hubs":0', f'"hubs":[{",".join(hubs)}]', 1).encode()
 
 
 async def json_off_loop(document: list[Any]) -> web.Response:
