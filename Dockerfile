@@ -16,6 +16,7 @@ ARG EXTRAS=speed
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
+COPY docs/connect.md ./docs/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
 
 # Runtime stage: those wheels only; no build tools, no sources, no index.

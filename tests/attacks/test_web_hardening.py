@@ -54,6 +54,7 @@ async def test_every_response_carries_the_security_headers() -> None:
                 ("GET", "/", 200),
                 ("GET", "/static/app.js", 200),
                 ("GET", "/static/style.css", 200),
+                ("GET", "/connect", 200),
                 ("GET", "/api/health", 200),
                 ("GET", "/metrics", 200),
                 ("GET", "/nowhere", 404),

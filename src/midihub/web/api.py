@@ -38,6 +38,7 @@ from midihub.web.guard import (
     parse_port,
     shorten,
 )
+from midihub.web.guide import guide_page
 from midihub.web.metrics import CONTENT_TYPE, HistoryCollector, Metrics
 from midihub.web.monitor import Monitor, panic_text
 from midihub.web.play import PlayApi
@@ -49,7 +50,7 @@ STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("midihub.web")
 OPEN_PATHS = frozenset(  # no token: the home page, and what musicians joining from a browser use
     {"/", "/api/health", "/api/openapi.json", "/favicon.ico", "/play", "/api/play/ports"}
-    | {"/api/play/ws"}
+    | {"/api/play/ws", "/connect"}
 )
 STREAMS = frozenset({"/api/monitor", "/api/events"})  # EventSource: ?token= allowed
 MAX_POINTS = 500  # per series in one history answer
@@ -150,6 +151,7 @@ class Api:
             web.get("/api/events", self.events_stream),
             web.get("/metrics", self.prometheus),
             web.get("/", self.index),
+            web.get("/connect", self.guide),
             *self.play.routes(),
             web.static("/static", STATIC, append_version=False),
         ]
@@ -470,6 +472,14 @@ class Api:
 
     async def index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def guide(self, request: web.Request) -> web.Response:
+        try:
+            page = guide_page()
+        except FileNotFoundError as missing:
+            return error(404, str(missing))
+        headers = {"Cache-Control": "no-cache"}
+        return web.Response(text=page, content_type="text/html", headers=headers)
 
     async def reload(self, request: web.Request) -> web.Response:
         try:
