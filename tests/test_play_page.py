@@ -314,6 +314,42 @@ async def test_play_page_and_dashboard_load_without_console_errors(browser: Brow
         await context.close()
 
 
+async def test_the_play_page_opens_the_musicians_guide(browser: Browser) -> None:  # noqa: F811
+    """The play page's "step by step" link and the dashboard's tab open docs/connect.md,
+    served by the hub even when its other pages need the token."""
+    (port,) = free_ports(1)
+    guide = (_ROOT / "docs" / "connect.md").read_text(encoding="utf-8")
+    title = guide.splitlines()[0].removeprefix("# ")
+    sections = [line[3:] for line in guide.splitlines() if line.startswith("## ")]
+    context = await browser.new_context()
+    try:
+        async with serving(f"[rooms.Jam]\nport = {port}\nbrowser = true\n", public=False) as (
+            _,
+            url,
+        ):
+            page, errors = await open_play(context, url)
+            await page.click(".connect-help summary")
+            await page.click("#guide-link")
+            await expect(page).to_have_url(url + "/connect")
+            await expect(page.locator("article h1")).to_have_text(title)
+            await expect(page.locator("article h2")).to_have_text(sections)
+            # The guide's table of contents jumps to its sections.
+            await page.click("article a[href='#behind-a-home-router']")
+            await expect(page).to_have_url(url + "/connect#behind-a-home-router")
+            await expect(page.locator("#behind-a-home-router")).to_be_in_viewport()
+            await page.click("nav a[href='/play']")
+            await expect(page.locator("#join")).to_be_visible()
+            assert errors.seen == []
+            # The dashboard (its data needs the token here, the guide does not).
+            dashboard = await context.new_page()
+            await dashboard.goto(url + "/")
+            await dashboard.click("#nav-guide")
+            await expect(dashboard).to_have_url(url + "/connect")
+            await expect(dashboard.locator("article h1")).to_have_text(title)
+    finally:
+        await context.close()
+
+
 PHONE: dict[str, Any] = {
     "viewport": {"width": 390, "height": 844},
     "device_scale_factor": 3,
