@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import html
 import json
 import os
 import re
@@ -652,6 +653,8 @@ def test_wheel_ships_the_package_and_its_assets(installed: Installed) -> None:
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             assert path.relative_to(source).as_posix() in names
     assert "midihub/py.typed" in names and "midihub/web/openapi.json" in names
+    with zipfile.ZipFile(installed.wheel) as wheel:  # the musician's guide, served at /connect
+        assert wheel.read("midihub/docs/connect.md") == (ROOT / "docs" / "connect.md").read_bytes()
     assert not any(n.startswith(("tests/", "deploy/")) for n in names)
     assert "midihub = midihub.cli:main" in metadata
 
@@ -747,6 +750,10 @@ async def test_installed_hub_serves_a_session_and_stops_on_sigterm(
         body = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(url, timeout=10)))
         assert body["status"] == "ok" and body["version"] == __version__
         assert body["ports"] == [port] and body["participants"] == 1
+        guide = f"http://127.0.0.1:{web_port}/connect"
+        page = await asyncio.to_thread(lambda: urllib.request.urlopen(guide, timeout=10).read())
+        title = (ROOT / "docs" / "connect.md").read_text().splitlines()[0].removeprefix("# ")
+        assert html.escape(title, quote=False).encode() in page and b'id="in-a-browser"' in page
 
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 10)
