@@ -39,6 +39,7 @@ ANCILLARY = socket.CMSG_SPACE(16)
 TIMESPEC = struct.Struct("@qq")
 RCVBUF = 8 * 1024 * 1024
 TICK = 0.1
+PEER_SESSIONS = 4096  # sessions one generator peer may hold (see Peer)
 CONTENDED = 20.0  # % of a core used by other processes that makes a failed step worth a retry
 HERE = Path(__file__).resolve().parent
 PROBE_MARK = 1 << 62  # in the probe's CK0 timestamps: never one the SessionTable's own sync uses
@@ -77,7 +78,10 @@ class Peer:
         self.name = name
         self.control = udp_socket()
         self.data = udp_socket()
-        self.table = SessionTable(name, rng=random.Random(seed))
+        # One peer stands for many machines (the memory scenario: 100 sessions each); the
+        # table's participant cap (64, max_participants) also holds for the sessions it
+        # opens itself, refusing their joins with BY beyond it.
+        self.table = SessionTable(name, rng=random.Random(seed), max_sessions=PEER_SESSIONS)
         self.sessions: list[Session] = []
 
     @property
