@@ -253,3 +253,46 @@ def test_messages_out_is_what_each_participant_was_sent() -> None:
     everyone = [*received.values(), len(a.heard), len(guest.got)]
     assert room.messages_out == sum(everyone) - received[listener]
     assert group_out.messages_out == received[listener]
+
+
+def test_listeners_after_the_batch_know_when_its_datagrams_arrived() -> None:
+    """A recording stamps what it hears after the batch with the batch's arrival (the
+    socket layer's ``Hub.stamp``), not with the later time it hears it; what is heard
+    outside a batch has no arrival time (``heard_at`` None: the listener's own now)."""
+    net = make_net()
+    a = net.add_peer("a", ROOM)
+    net.add_peer("b", ROOM)
+    net.run_for(1.0)
+    hub = net.hub
+    times: list[tuple[str, float | None]] = []
+    hub.listeners.append(lambda _, event: times.append((type(event).__name__, hub.heard_at)))
+    hub.midi_listeners.append(lambda _, event: times.append((type(event).__name__, hub.heard_at)))
+    hub.stamp = 1234.5
+    receive_batch(net, play(a, note_on(0, 60, 100)))
+    hub.stamp = 9999.0  # the next batch's: the one waiting keeps its own
+    list(hub.drain())
+    assert times == [("MidiReceived", 1234.5)]
+    assert hub.heard_at is None
+    guest = Player("web")
+    assert hub.admit(ROOM, guest, net.now) is None
+    hub.play(guest, [(0, note_on(3, 50, 60))], net.now)
+    assert times[1:] == [("PeerJoined", None), ("MidiReceived", None)]
+
+
+def test_a_departing_links_release_goes_to_local_players_never_to_another_hub() -> None:
+    """What a hub link fed us came from another hub; when it leaves holding notes, its
+    release reaches this hub's own players only: the other hubs' links carried those
+    notes themselves, and get their release from their own hub (split horizon), so a
+    player there hears each NoteOff once."""
+    net = make_net()
+    a = net.add_peer("a", ROOM)
+    east = net.add_peer(f"east Jam {LINK_MARK}", ROOM)
+    west = net.add_peer(f"west Jam {LINK_MARK}", ROOM)
+    net.run_for(1.0)
+    net.send(east, [note_on(1, 40, 90)])
+    net.run_for(0.0)
+    assert a.heard == [note_on(1, 40, 90)] and west.heard == []  # split horizon
+    east.table.close()  # east's hub goes, holding the note
+    net.run_for(1.0)
+    assert a.heard == [note_on(1, 40, 90), note_off(1, 40)]  # released for the local player
+    assert west.heard == []  # and not on to the other hub

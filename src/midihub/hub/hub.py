@@ -44,7 +44,8 @@ from midihub.rtp.recovery import MAX_LIST_LENGTH
 __all__ = ["MAX_LIST_LENGTH", "Hub", "Outgoing", "Reconfigured"]
 
 Listener = Callable[[Endpoint, Event], None]
-Tap = tuple[list[Listener], Endpoint, Event]  # an event for a list of listeners, heard later
+# an event for a list of listeners, heard later, with when its datagram arrived (``stamp``)
+Tap = tuple[list[Listener], Endpoint, Event, float | None]
 
 
 class Outgoing(NamedTuple):
@@ -74,6 +75,11 @@ class Hub:
         self.midi_listeners: list[Listener] = []  # MidiReceived: the hot path, kept apart
         self._taps: list[Tap] = []  # events of the datagrams received, until ``dispatch``
         self._receiving = False  # in ``receive``: listeners wait for the batch's end
+        # The socket layer's monotonic clock when the batch being received arrived, and,
+        # while a listener hears a queued event, when that event's datagram arrived: a
+        # recording stamps what it hears with it, not with the (later) time it is heard.
+        self.stamp: float | None = None
+        self.heard_at: float | None = None
         self.messages_forwarded = 0  # copies delivered, every receiver counted
         self.notes_released = 0
         self._guest_ports: dict[Guest, int] = {}
@@ -160,8 +166,7 @@ class Hub:
             session = link.session
             if session is not None:
                 endpoint = self.endpoints.get(link.spec.port)
-                if endpoint is not None:
-                    endpoint.hub_links.pop(session.public_id, None)
+                if endpoint is not None:  # the PeerLeft lets it go (after its release)
                     self._handle(
                         endpoint, endpoint.table.disconnect(session, LeaveReason.REMOVED), now
                     )
@@ -204,11 +209,13 @@ class Hub:
             elif isinstance(event, NotesReleased):  # release_after: a loss left them stuck
                 self._release(endpoint, who, event.release, now)
             elif isinstance(event, PeerLeft):
+                # Released while still known as a hub link: what it fed us came from
+                # another hub, so its release goes to local players only (split horizon).
+                self._release(endpoint, who, event.release, now)
                 link = endpoint.hub_links.pop(who.public_id, None)
                 current = None if link is None else link.session
                 if link is not None and current is not None and current.public_id == who.public_id:
                     link.failed(now, event.reason)
-                self._release(endpoint, who, event.release, now)
                 self._emit(endpoint, event)
                 endpoint.stats.pop(who.public_id, None)
                 continue
@@ -552,16 +559,19 @@ class Hub:
         wait for the next dispatch."""
         while taps := self._taps:
             self._taps = []
-            for index, (listeners, endpoint, event) in enumerate(taps):
+            for index, (listeners, endpoint, event, at) in enumerate(taps):
+                self.heard_at = at
                 try:
                     for listener in listeners:
                         listener(endpoint, event)
                 except BaseException:
                     self._taps[:0] = taps[index + 1 :]
                     raise
+                finally:
+                    self.heard_at = None
 
     def _tap(self, listeners: list[Listener], endpoint: Endpoint, event: Event) -> None:
-        self._taps.append((listeners, endpoint, event))
+        self._taps.append((listeners, endpoint, event, self.stamp if self._receiving else None))
         if not self._receiving:
             self.dispatch()
 

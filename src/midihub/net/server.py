@@ -131,6 +131,7 @@ class HubServer:
             started = time.perf_counter()
             now = self._loop.time()
             hub = self.hub
+            hub.stamp = time.monotonic()  # what a recording hears is stamped with it
             forwarded = hub.messages_forwarded
             hub_receive = hub.receive
             for data, addr in batch:

@@ -191,7 +191,8 @@ class RecordingManager:
         if recording.midi_port == port and isinstance(event, MidiReceived):
             who = event.who
             player = participant_id(endpoint, who)
-            recording.midi(player, who.name, event.commands, time.monotonic())
+            at = self.hub.heard_at  # when its datagram arrived, not when heard after the batch
+            recording.midi(player, who.name, event.commands, time.monotonic() if at is None else at)
 
     def _on_event(self, endpoint: Endpoint, event: Event) -> None:
         """Joins and leaves become markers; what the hub sent for a player who left or
@@ -201,7 +202,8 @@ class RecordingManager:
         recording = self._by_port.get(port)
         if recording is None:
             return
-        now = time.monotonic()
+        at = self.hub.heard_at
+        now = time.monotonic() if at is None else at
         if isinstance(event, PeerJoined):
             recording.marker(f"joined: {display_name(event.who.name)}", now)
         elif isinstance(event, Released):
