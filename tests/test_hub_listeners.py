@@ -5,40 +5,25 @@ was sent in O(1), with the same numbers. Sans-IO, on the in-memory network."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import pytest
 
 from midihub import config as c
-from midihub.hub import Endpoint, Guest, Hub, Outgoing
+from midihub.hub import Endpoint, Hub, Outgoing
 from midihub.hub.links import LINK_MARK
 from midihub.hub.panic import Panicked
 from midihub.midi.messages import note_off, note_on
 from midihub.midi.notes import NoteRange
-from midihub.rtp import Command, Drop, Event, MidiReceived, PeerJoined, encode_sections
+from midihub.rtp import Drop, Event, MidiReceived, PeerJoined, encode_sections
 from midihub.rtp.recovery import MAX_LIST_LENGTH
 from tests.memnet import GROUP_AND_ROOM, MemNet, MemPeer, Wire, arriving_kind
 from tests.seeds import seeded
+from tests.test_input_path import Player  # a guest whose transport is a list
 
 ROOM = 5060
 MAX_SYSEX = 64
 CONFIG = f"[limits]\nmax_sysex = {MAX_SYSEX}\n" + GROUP_AND_ROOM
-
-
-class Player(Guest):
-    """A guest whose transport is a list."""
-
-    transport = "test"
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name, ("192.0.2.7", 4242), 0.0)
-        self.got: list[bytes] = []
-
-    def deliver(self, commands: Sequence[Command], now: float) -> None:
-        self.got.extend(message for _, message in commands)
-
-    def close(self, reason: str) -> None:
-        pass
 
 
 class Tap:
